@@ -1,0 +1,16 @@
+//! certctl-engine: everything certctl *does*.
+//!
+//! The domain types, the operation catalogue with its single entry point
+//! (authorize, approval gate, execute, audit), storage on SQLite and
+//! PostgreSQL, and the PKI building blocks of the local CA.
+//!
+//! This crate must never depend on a face: no HTTP framework, no MCP SDK, no
+//! terminal UI types. It never reads the system clock or the environment
+//! itself; it is handed a [`clock::Clock`] and a typed configuration.
+
+pub mod clock;
+pub mod domain;
+pub mod error;
+pub mod pki;
+
+pub use error::{Error, Result};

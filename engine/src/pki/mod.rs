@@ -1,0 +1,1 @@
+//! PKI building blocks (placeholder until the pki module lands).
