@@ -8,9 +8,9 @@
 
 use rcgen::{
     BasicConstraints, CertificateParams, CrlDistributionPoint, CustomExtension, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
-    PKCS_ECDSA_P384_SHA384, PKCS_ED25519, PKCS_RSA_SHA256, PublicKeyData, SanType,
-    SignatureAlgorithm,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519, PKCS_RSA_SHA256, PublicKeyData,
+    SanType, SignatureAlgorithm,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -18,8 +18,8 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
-use super::cert::{certificate_ders, parse_x509, unix};
 pub use super::cert::{CertificateInfo, fingerprint_sha256, parse_certificate_pem};
+use super::cert::{certificate_ders, parse_x509, unix};
 use super::csr::{SubjectNames, key_algorithm_of};
 use super::keygen::generate_key_pair;
 use super::pem;
@@ -76,7 +76,9 @@ pub fn create_local_ca(
         )));
     }
     if org.chars().any(char::is_control) {
-        return Err(Error::invalid("organization must not contain control characters"));
+        return Err(Error::invalid(
+            "organization must not contain control characters",
+        ));
     }
     let not_before = now - BACKDATE_SECONDS;
 
@@ -89,7 +91,9 @@ pub fn create_local_ca(
     // rcgen marks basicConstraints and keyUsage critical and adds the SKI for CAs.
     root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let root_cert = root.self_signed(&root_key).map_err(crypto("root certificate"))?;
+    let root_cert = root
+        .self_signed(&root_key)
+        .map_err(crypto("root certificate"))?;
     let root_issuer = Issuer::from_params(&root, &root_key);
 
     let issuing_key = generate_key_pair(KeyAlgorithm::EcdsaP256)?;
@@ -142,17 +146,23 @@ pub fn import_sub_ca(
         .ok_or_else(|| Error::invalid("CA certificate: no CERTIFICATE PEM block found"))?;
     let cert = parse_x509(&cert_der, "CA certificate")?;
     check_ca_cert(&cert, "the CA certificate", now)?;
-    if let Some(ku) = cert.key_usage().map_err(|_| Error::invalid("CA certificate: malformed keyUsage"))?
+    if let Some(ku) = cert
+        .key_usage()
+        .map_err(|_| Error::invalid("CA certificate: malformed keyUsage"))?
         && !ku.value.key_cert_sign()
     {
-        return Err(Error::invalid("the CA certificate's keyUsage does not include keyCertSign"));
+        return Err(Error::invalid(
+            "the CA certificate's keyUsage does not include keyCertSign",
+        ));
     }
     let key_algorithm = key_algorithm_of(cert.public_key())
         .map_err(|e| Error::invalid(format!("the CA certificate's key is not supported: {e}")))?;
 
     let key = parse_private_key(key_pem)?;
     if key.der_bytes() != cert.public_key().subject_public_key.data.as_ref() {
-        return Err(Error::invalid("the private key does not match the CA certificate's public key"));
+        return Err(Error::invalid(
+            "the private key does not match the CA certificate's public key",
+        ));
     }
 
     let chain = certificate_ders(chain_pem, "CA chain")?;
@@ -194,7 +204,10 @@ pub fn import_sub_ca(
         )));
     }
 
-    let chain_pem_norm: String = chain.iter().map(|der| pem::encode("CERTIFICATE", der)).collect();
+    let chain_pem_norm: String = chain
+        .iter()
+        .map(|der| pem::encode("CERTIFICATE", der))
+        .collect();
     let root_pem = chain
         .last()
         .map(|der| pem::encode("CERTIFICATE", der))
@@ -276,8 +289,9 @@ impl SigningCa {
     pub fn load(material: &CaMaterial, master: &MasterKey, context: &str) -> Result<Self> {
         let key_der = master.open(&material.key_sealed, &format!("{context}/issuing"))?;
         // The key decrypted, so it is authentic; failing to parse it is our bug.
-        let key = KeyPair::try_from(key_der.as_slice())
-            .map_err(|e| Error::internal(format!("sealed CA key is not a usable private key: {e}")))?;
+        let key = KeyPair::try_from(key_der.as_slice()).map_err(|e| {
+            Error::internal(format!("sealed CA key is not a usable private key: {e}"))
+        })?;
         let cert_der = certificate_ders(&material.cert_pem, "CA certificate")?
             .into_iter()
             .next()
@@ -285,10 +299,17 @@ impl SigningCa {
         SigningCa::from_parts(key, &cert_der, &material.chain_pem, &material.root_cert_pem)
     }
 
-    fn from_parts(key: KeyPair, cert_der: &[u8], parents_pem: &str, root_pem: &str) -> Result<Self> {
+    fn from_parts(
+        key: KeyPair,
+        cert_der: &[u8],
+        parents_pem: &str,
+        root_pem: &str,
+    ) -> Result<Self> {
         let cert = parse_x509(cert_der, "CA certificate")?;
         if key.der_bytes() != cert.public_key().subject_public_key.data.as_ref() {
-            return Err(Error::invalid("the CA key does not match the CA certificate"));
+            return Err(Error::invalid(
+                "the CA key does not match the CA certificate",
+            ));
         }
         let use_aki = has_subject_key_id(&cert);
         let issuer = Issuer::from_ca_cert_der(&cert_der.to_vec().into(), key).map_err(|_| {
@@ -334,8 +355,9 @@ impl SigningCa {
                 cert.subject()
             )));
         }
-        test.verify_signature(Some(cert.public_key()))
-            .map_err(|_| Error::internal("self-test certificate does not verify with the CA certificate"))
+        test.verify_signature(Some(cert.public_key())).map_err(|_| {
+            Error::internal("self-test certificate does not verify with the CA certificate")
+        })
     }
 
     /// Signs a leaf certificate.
@@ -367,7 +389,10 @@ impl SigningCa {
         params.key_usages = match req.key_algorithm {
             // RSA TLS key exchange (TLS 1.2 RSA kx) needs keyEncipherment.
             KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => {
-                vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment]
+                vec![
+                    KeyUsagePurpose::DigitalSignature,
+                    KeyUsagePurpose::KeyEncipherment,
+                ]
             }
             _ => vec![KeyUsagePurpose::DigitalSignature],
         };
@@ -375,17 +400,23 @@ impl SigningCa {
         params.use_authority_key_identifier_extension = self.use_aki;
         if let Some(url) = req.crl_distribution_url {
             check_url(url, "CRL distribution URL")?;
-            params.crl_distribution_points = vec![CrlDistributionPoint { uris: vec![url.to_string()] }];
+            params.crl_distribution_points = vec![CrlDistributionPoint {
+                uris: vec![url.to_string()],
+            }];
         }
         if let Some(url) = req.ocsp_url {
             check_url(url, "OCSP URL")?;
-            params.custom_extensions.push(CustomExtension::from_oid_content(
-                OID_AUTHORITY_INFO_ACCESS,
-                aia_ocsp(url),
-            ));
+            params
+                .custom_extensions
+                .push(CustomExtension::from_oid_content(
+                    OID_AUTHORITY_INFO_ACCESS,
+                    aia_ocsp(url),
+                ));
         }
 
-        let cert = params.signed_by(&key, &self.issuer).map_err(crypto("leaf certificate"))?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(crypto("leaf certificate"))?;
         let der = cert.der().to_vec();
         Ok(IssuedLeaf {
             cert_pem: pem::encode("CERTIFICATE", &der),
@@ -430,8 +461,12 @@ struct SpkiKey {
 impl SpkiKey {
     fn parse(spki_der: &[u8], declared: KeyAlgorithm) -> Result<Self> {
         let spki = match SubjectPublicKeyInfo::from_der(spki_der) {
-            Ok((rest, spki)) if rest.is_empty() => spki,
-            _ => return Err(Error::invalid("the public key is not a valid SubjectPublicKeyInfo")),
+            Ok(([], spki)) => spki,
+            _ => {
+                return Err(Error::invalid(
+                    "the public key is not a valid SubjectPublicKeyInfo",
+                ));
+            }
         };
         let actual = key_algorithm_of(&spki)?;
         if actual != declared {
@@ -442,10 +477,15 @@ impl SpkiKey {
         let alg = match actual {
             KeyAlgorithm::EcdsaP256 => &PKCS_ECDSA_P256_SHA256,
             KeyAlgorithm::EcdsaP384 => &PKCS_ECDSA_P384_SHA384,
-            KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => &PKCS_RSA_SHA256,
+            KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => {
+                &PKCS_RSA_SHA256
+            }
             KeyAlgorithm::Ed25519 => &PKCS_ED25519,
         };
-        let key = SpkiKey { bits: spki.subject_public_key.data.to_vec(), alg };
+        let key = SpkiKey {
+            bits: spki.subject_public_key.data.to_vec(),
+            alg,
+        };
         // rcgen re-encodes the SPKI; refuse rather than silently certify a key
         // whose encoding differs from what was requested (e.g. RSA without NULL params).
         if key.subject_public_key_info() != spki_der {
@@ -477,24 +517,38 @@ fn parse_private_key(key_pem: &str) -> Result<KeyPair> {
     }
     let block = blocks
         .into_iter()
-        .find(|b| matches!(b.label.as_str(), "PRIVATE KEY" | "EC PRIVATE KEY" | "RSA PRIVATE KEY"))
+        .find(|b| {
+            matches!(
+                b.label.as_str(),
+                "PRIVATE KEY" | "EC PRIVATE KEY" | "RSA PRIVATE KEY"
+            )
+        })
         .ok_or_else(|| {
             Error::invalid("no PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY PEM block found")
         })?;
     KeyPair::try_from(block.der.as_slice()).map_err(|_| {
-        Error::invalid("the private key could not be read (supported: ECDSA P-256/P-384, RSA, Ed25519)")
+        Error::invalid(
+            "the private key could not be read (supported: ECDSA P-256/P-384, RSA, Ed25519)",
+        )
     })
 }
 
 /// Checks that a certificate is a CA (basicConstraints CA:TRUE) valid at `now`.
 fn check_ca_cert(cert: &X509Certificate<'_>, which: &str, now: i64) -> Result<()> {
-    let bc = cert
-        .basic_constraints()
-        .map_err(|_| Error::invalid(format!("{which} has a malformed basicConstraints extension")))?;
+    let bc = cert.basic_constraints().map_err(|_| {
+        Error::invalid(format!(
+            "{which} has a malformed basicConstraints extension"
+        ))
+    })?;
     if !bc.is_some_and(|bc| bc.value.ca) {
-        return Err(Error::invalid(format!("{which} is not a CA certificate (no basicConstraints CA:TRUE)")));
+        return Err(Error::invalid(format!(
+            "{which} is not a CA certificate (no basicConstraints CA:TRUE)"
+        )));
     }
-    let (from, until) = (unix(cert.validity().not_before), unix(cert.validity().not_after));
+    let (from, until) = (
+        unix(cert.validity().not_before),
+        unix(cert.validity().not_after),
+    );
     if now < from || now > until {
         return Err(Error::invalid(format!(
             "{which} is not valid now (valid from {from} to {until}, now is {now})"
@@ -505,7 +559,10 @@ fn check_ca_cert(cert: &X509Certificate<'_>, which: &str, now: i64) -> Result<()
 
 fn has_subject_key_id(cert: &X509Certificate<'_>) -> bool {
     cert.iter_extensions().any(|ext| {
-        matches!(ext.parsed_extension(), x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(_))
+        matches!(
+            ext.parsed_extension(),
+            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(_)
+        )
     })
 }
 
@@ -585,7 +642,8 @@ fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
 /// DER INTEGER is exactly these bytes and `serial_hex` matches what tools show.
 fn random_serial() -> Result<Vec<u8>> {
     let mut serial = vec![0u8; 16];
-    aws_lc_rs::rand::fill(&mut serial).map_err(|_| Error::internal("random number generator failed"))?;
+    aws_lc_rs::rand::fill(&mut serial)
+        .map_err(|_| Error::internal("random number generator failed"))?;
     serial[0] &= 0x7f;
     if serial[0] == 0 {
         serial[0] = 0x01;

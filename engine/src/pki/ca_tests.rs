@@ -24,18 +24,39 @@ fn write(dir: &Path, name: &str, contents: &str) {
 
 /// Runs openssl in `dir`; returns (success, stdout + stderr).
 fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
 /// `openssl verify` of leaf.pem against root.pem with intermediate.pem untrusted.
 fn openssl_verify(dir: &Path, at: i64) -> String {
     let at = at.to_string();
-    let (ok, text) = openssl(dir, &[
-        "verify", "-attime", &at, "-CAfile", "root.pem", "-untrusted", "intermediate.pem", "leaf.pem",
-    ]);
-    assert!(ok && text.contains("leaf.pem: OK"), "openssl verify failed: {text}");
+    let (ok, text) = openssl(
+        dir,
+        &[
+            "verify",
+            "-attime",
+            &at,
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "intermediate.pem",
+            "leaf.pem",
+        ],
+    );
+    assert!(
+        ok && text.contains("leaf.pem: OK"),
+        "openssl verify failed: {text}"
+    );
     text
 }
 
@@ -47,7 +68,10 @@ fn web_names() -> SubjectNames {
     }
 }
 
-fn leaf_request<'a>(csr: &'a crate::pki::ParsedCsr, ekus: &'a [ExtendedKeyUsage]) -> LeafRequest<'a> {
+fn leaf_request<'a>(
+    csr: &'a crate::pki::ParsedCsr,
+    ekus: &'a [ExtendedKeyUsage],
+) -> LeafRequest<'a> {
     LeafRequest {
         spki_der: &csr.spki_der,
         key_algorithm: csr.key_algorithm,
@@ -80,12 +104,22 @@ fn local_ca_issues_verifiable_leaves_for_all_key_algorithms() {
         openssl_verify(d, NOW);
 
         let cert = parse_x509(&leaf.cert_der, "leaf").unwrap();
-        assert_eq!(cert.public_key().raw, csr.spki_der.as_slice(), "{alg}: SPKI differs from the CSR");
+        assert_eq!(
+            cert.public_key().raw,
+            csr.spki_der.as_slice(),
+            "{alg}: SPKI differs from the CSR"
+        );
         assert_eq!(unix(cert.validity().not_before), NOW - 300);
         assert_eq!(unix(cert.validity().not_after), NOW + 30 * DAY);
-        assert_eq!((leaf.not_before, leaf.not_after), (NOW - 300, NOW + 30 * DAY));
+        assert_eq!(
+            (leaf.not_before, leaf.not_after),
+            (NOW - 300, NOW + 30 * DAY)
+        );
         assert_eq!(cert.subject().to_string(), "CN=www.example.com");
-        assert_eq!(cert.issuer().as_raw(), parse_x509(ca.cert_der(), "ca").unwrap().subject().as_raw());
+        assert_eq!(
+            cert.issuer().as_raw(),
+            parse_x509(ca.cert_der(), "ca").unwrap().subject().as_raw()
+        );
 
         let info = super::super::cert::parse_certificate_der(&leaf.cert_der).unwrap();
         assert_eq!(info.names, web_names(), "{alg}");
@@ -100,7 +134,10 @@ fn local_ca_issues_verifiable_leaves_for_all_key_algorithms() {
         assert!(eku.server_auth && eku.client_auth && !eku.code_signing);
         let ku = cert.key_usage().unwrap().unwrap();
         assert!(ku.critical && ku.value.digital_signature() && !ku.value.key_cert_sign());
-        let is_rsa = matches!(alg, KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096);
+        let is_rsa = matches!(
+            alg,
+            KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096
+        );
         assert_eq!(ku.value.key_encipherment(), is_rsa, "{alg}");
         let bc = cert.basic_constraints().unwrap().unwrap();
         assert!(bc.critical && !bc.value.ca);
@@ -127,9 +164,22 @@ fn local_ca_issues_verifiable_leaves_for_all_key_algorithms() {
     // OpenSSL reads the AIA and CRL extensions the same way.
     let (ok, text) = openssl(d, &["x509", "-in", "leaf.pem", "-noout", "-ocsp_uri"]);
     assert!(ok && text.trim() == OCSP_URL, "{text}");
-    let (ok, text) = openssl(d, &["x509", "-in", "leaf.pem", "-noout", "-ext", "crlDistributionPoints"]);
+    let (ok, text) = openssl(
+        d,
+        &[
+            "x509",
+            "-in",
+            "leaf.pem",
+            "-noout",
+            "-ext",
+            "crlDistributionPoints",
+        ],
+    );
     assert!(ok && text.contains(&format!("URI:{CRL_URL}")), "{text}");
-    assert_eq!(ca.chain_pem(), format!("{}{}", material.cert_pem, material.root_cert_pem));
+    assert_eq!(
+        ca.chain_pem(),
+        format!("{}{}", material.cert_pem, material.root_cert_pem)
+    );
     assert_eq!(ca.root_pem(), material.root_cert_pem);
 }
 
@@ -137,16 +187,30 @@ fn local_ca_issues_verifiable_leaves_for_all_key_algorithms() {
 fn local_ca_certificates_have_the_right_shape() {
     let master = MasterKey::generate().unwrap();
     let m = create_local_ca(&master, "Example Corp", NOW, CTX).unwrap();
-    let root_der = certificate_ders(&m.root_cert_pem, "root").unwrap().remove(0);
+    let root_der = certificate_ders(&m.root_cert_pem, "root")
+        .unwrap()
+        .remove(0);
     let int_der = certificate_ders(&m.cert_pem, "int").unwrap().remove(0);
     let root = parse_x509(&root_der, "root").unwrap();
     let int = parse_x509(&int_der, "int").unwrap();
 
-    assert_eq!(root.subject().to_string(), "O=Example Corp, CN=Example Corp Root CA");
-    assert_eq!(int.subject().to_string(), "O=Example Corp, CN=Example Corp Issuing CA");
+    assert_eq!(
+        root.subject().to_string(),
+        "O=Example Corp, CN=Example Corp Root CA"
+    );
+    assert_eq!(
+        int.subject().to_string(),
+        "O=Example Corp, CN=Example Corp Issuing CA"
+    );
     assert_eq!(m.subject, int.subject().to_string());
-    assert_eq!(key_algorithm_of(root.public_key()).unwrap(), KeyAlgorithm::EcdsaP384);
-    assert_eq!(key_algorithm_of(int.public_key()).unwrap(), KeyAlgorithm::EcdsaP256);
+    assert_eq!(
+        key_algorithm_of(root.public_key()).unwrap(),
+        KeyAlgorithm::EcdsaP384
+    );
+    assert_eq!(
+        key_algorithm_of(int.public_key()).unwrap(),
+        KeyAlgorithm::EcdsaP256
+    );
     assert_eq!(m.key_algorithm, KeyAlgorithm::EcdsaP256);
     assert_eq!(unix(root.validity().not_before), NOW - 3600);
     assert_eq!(unix(root.validity().not_after), NOW + 3650 * DAY);
@@ -157,7 +221,12 @@ fn local_ca_certificates_have_the_right_shape() {
     let rbc = root.basic_constraints().unwrap().unwrap();
     assert!(rbc.critical && rbc.value.ca && rbc.value.path_len_constraint.is_none());
     let rku = root.key_usage().unwrap().unwrap();
-    assert!(rku.critical && rku.value.key_cert_sign() && rku.value.crl_sign() && !rku.value.digital_signature());
+    assert!(
+        rku.critical
+            && rku.value.key_cert_sign()
+            && rku.value.crl_sign()
+            && !rku.value.digital_signature()
+    );
     let ibc = int.basic_constraints().unwrap().unwrap();
     assert!(ibc.critical && ibc.value.ca && ibc.value.path_len_constraint == Some(0));
     let iku = int.key_usage().unwrap().unwrap().value;
@@ -165,23 +234,36 @@ fn local_ca_certificates_have_the_right_shape() {
 
     // The intermediate's AKI is the root's SKI.
     let ski = |c: &X509Certificate<'_>| {
-        c.extensions().iter().find_map(|e| match e.parsed_extension() {
-            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
-            _ => None,
-        })
+        c.extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+                _ => None,
+            })
     };
-    let aki = int.extensions().iter().find_map(|e| match e.parsed_extension() {
-        ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref().map(|k| k.0.to_vec()),
-        _ => None,
-    });
+    let aki = int
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => {
+                a.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        });
     assert!(ski(&root).is_some() && ski(&int).is_some());
     assert_eq!(aki, ski(&root));
     // Serials are random, positive, 16 bytes.
     assert_ne!(root.raw_serial(), int.raw_serial());
     assert!(int.raw_serial().len() == 16 && int.raw_serial()[0] & 0x80 == 0);
 
-    assert!(matches!(create_local_ca(&master, "  ", NOW, CTX), Err(Error::InvalidInput(_))));
-    assert!(matches!(create_local_ca(&master, &"x".repeat(54), NOW, CTX), Err(Error::InvalidInput(_))));
+    assert!(matches!(
+        create_local_ca(&master, "  ", NOW, CTX),
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        create_local_ca(&master, &"x".repeat(54), NOW, CTX),
+        Err(Error::InvalidInput(_))
+    ));
 }
 
 #[test]
@@ -197,16 +279,32 @@ fn sealed_keys_round_trip_through_load() {
     assert_eq!(ca.cert_der(), int.as_slice());
 
     // The root key opens under its own context and matches the root certificate.
-    let root_key = master.open(m.root_key_sealed.as_deref().unwrap(), &format!("{CTX}/root")).unwrap();
+    let root_key = master
+        .open(
+            m.root_key_sealed.as_deref().unwrap(),
+            &format!("{CTX}/root"),
+        )
+        .unwrap();
     let root_pair = KeyPair::try_from(root_key.as_slice()).unwrap();
-    let root_der = certificate_ders(&m.root_cert_pem, "root").unwrap().remove(0);
+    let root_der = certificate_ders(&m.root_cert_pem, "root")
+        .unwrap()
+        .remove(0);
     let root = parse_x509(&root_der, "root").unwrap();
-    assert_eq!(root_pair.der_bytes(), root.public_key().subject_public_key.data.as_ref());
+    assert_eq!(
+        root_pair.der_bytes(),
+        root.public_key().subject_public_key.data.as_ref()
+    );
 
     // Wrong context, wrong master key, or the root key in the issuing slot: refused.
-    assert!(matches!(SigningCa::load(&m, &master, "other"), Err(Error::InvalidInput(_))));
+    assert!(matches!(
+        SigningCa::load(&m, &master, "other"),
+        Err(Error::InvalidInput(_))
+    ));
     let other = MasterKey::generate().unwrap();
-    assert!(matches!(SigningCa::load(&m, &other, CTX), Err(Error::InvalidInput(_))));
+    assert!(matches!(
+        SigningCa::load(&m, &other, CTX),
+        Err(Error::InvalidInput(_))
+    ));
     let mut swapped = m.clone();
     swapped.key_sealed = m.root_key_sealed.clone().unwrap();
     assert!(SigningCa::load(&swapped, &master, CTX).is_err());
@@ -222,18 +320,43 @@ fn issue_refuses_bad_requests() {
     let ekus = [ExtendedKeyUsage::ServerAuth];
     let good = leaf_request(&csr, &ekus);
 
-    let too_long = LeafRequest { not_after: m.not_after + 1, ..good };
-    assert!(matches!(ca.issue(&too_long), Err(Error::PolicyViolation(_))));
-    let backwards = LeafRequest { not_after: good.not_before, ..good };
+    let too_long = LeafRequest {
+        not_after: m.not_after + 1,
+        ..good
+    };
+    assert!(matches!(
+        ca.issue(&too_long),
+        Err(Error::PolicyViolation(_))
+    ));
+    let backwards = LeafRequest {
+        not_after: good.not_before,
+        ..good
+    };
     assert!(matches!(ca.issue(&backwards), Err(Error::InvalidInput(_))));
-    let wrong_alg = LeafRequest { key_algorithm: KeyAlgorithm::EcdsaP384, ..good };
-    assert!(matches!(ca.issue(&wrong_alg), Err(Error::InvalidInput(m)) if m.contains("ecdsa-p256")));
-    let garbage = LeafRequest { spki_der: b"not a key", ..good };
+    let wrong_alg = LeafRequest {
+        key_algorithm: KeyAlgorithm::EcdsaP384,
+        ..good
+    };
+    assert!(
+        matches!(ca.issue(&wrong_alg), Err(Error::InvalidInput(m)) if m.contains("ecdsa-p256"))
+    );
+    let garbage = LeafRequest {
+        spki_der: b"not a key",
+        ..good
+    };
     assert!(matches!(ca.issue(&garbage), Err(Error::InvalidInput(_))));
-    let bad_url = LeafRequest { ocsp_url: Some("http://a b"), ..good };
+    let bad_url = LeafRequest {
+        ocsp_url: Some("http://a b"),
+        ..good
+    };
     assert!(matches!(ca.issue(&bad_url), Err(Error::InvalidInput(_))));
     // No URLs and no CN are fine.
-    let bare = LeafRequest { crl_distribution_url: None, ocsp_url: None, common_name: "", ..good };
+    let bare = LeafRequest {
+        crl_distribution_url: None,
+        ocsp_url: None,
+        common_name: "",
+        ..good
+    };
     let leaf = ca.issue(&bare).unwrap();
     let cert = parse_x509(&leaf.cert_der, "leaf").unwrap();
     assert!(cert.subject().as_raw().len() <= 2, "empty subject expected");
@@ -256,16 +379,29 @@ fn external_root(cn: &str) -> External {
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let cert = p.self_signed(&key).unwrap();
-    External { root_pem: cert.pem(), root_issuer: Issuer::new(p, key) }
+    External {
+        root_pem: cert.pem(),
+        root_issuer: Issuer::new(p, key),
+    }
 }
 
 /// A certificate for `key` named `cn`, signed by `issuer`.
-fn sub_cert(issuer: &Issuer<'_, KeyPair>, key: &KeyPair, cn: &str, ca: bool, until: i64) -> (String, CertificateParams) {
+fn sub_cert(
+    issuer: &Issuer<'_, KeyPair>,
+    key: &KeyPair,
+    cn: &str,
+    ca: bool,
+    until: i64,
+) -> (String, CertificateParams) {
     let mut p = CertificateParams::default();
     p.distinguished_name = ca_name("Corp", cn);
     p.not_before = datetime(NOW - DAY).unwrap();
     p.not_after = datetime(until).unwrap();
-    p.is_ca = if ca { IsCa::Ca(BasicConstraints::Unconstrained) } else { IsCa::ExplicitNoCa };
+    p.is_ca = if ca {
+        IsCa::Ca(BasicConstraints::Unconstrained)
+    } else {
+        IsCa::ExplicitNoCa
+    };
     p.key_usages = if ca {
         vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign]
     } else {
@@ -283,11 +419,18 @@ fn traditional_pem(dir: &Path, pkcs8: &str) -> String {
     text
 }
 
-fn issue_and_verify_under(material: &CaMaterial, master: &MasterKey, ext_root_pem: &str, dir: &Path) {
+fn issue_and_verify_under(
+    material: &CaMaterial,
+    master: &MasterKey,
+    ext_root_pem: &str,
+    dir: &Path,
+) {
     let ca = SigningCa::load(material, master, CTX).unwrap();
     let key = generate_key(KeyAlgorithm::EcdsaP256).unwrap();
     let csr = parse_csr(&csr_for(&key, "app.corp.example", &web_names()).unwrap()).unwrap();
-    let leaf = ca.issue(&leaf_request(&csr, &[ExtendedKeyUsage::ServerAuth])).unwrap();
+    let leaf = ca
+        .issue(&leaf_request(&csr, &[ExtendedKeyUsage::ServerAuth]))
+        .unwrap();
     write(dir, "root.pem", ext_root_pem);
     // -untrusted gets everything below the root: the imported CA and any middle CAs.
     write(dir, "intermediate.pem", &leaf.chain_pem);
@@ -308,7 +451,13 @@ fn imports_a_sub_ca_with_pkcs8_sec1_and_pkcs1_keys() {
         (&rcgen::PKCS_RSA_SHA256, "RSA PRIVATE KEY"),
     ] {
         let key = KeyPair::generate_for(alg).unwrap();
-        let (cert_pem, _) = sub_cert(&ext.root_issuer, &key, "Corp Issuing CA", true, NOW + 365 * DAY);
+        let (cert_pem, _) = sub_cert(
+            &ext.root_issuer,
+            &key,
+            "Corp Issuing CA",
+            true,
+            NOW + 365 * DAY,
+        );
         let traditional = traditional_pem(d, &key.serialize_pem());
         assert!(traditional.contains(traditional_label), "{traditional}");
         for key_pem in [key.serialize_pem(), traditional] {
@@ -327,11 +476,22 @@ fn imports_a_sub_ca_under_a_two_level_chain() {
     let dir = tempfile::tempdir().unwrap();
     let ext = external_root("Corp Root");
     let policy_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let (policy_pem, policy_params) =
-        sub_cert(&ext.root_issuer, &policy_key, "Corp Policy CA", true, NOW + 900 * DAY);
+    let (policy_pem, policy_params) = sub_cert(
+        &ext.root_issuer,
+        &policy_key,
+        "Corp Policy CA",
+        true,
+        NOW + 900 * DAY,
+    );
     let policy_issuer = Issuer::new(policy_params, policy_key);
     let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-    let (cert_pem, _) = sub_cert(&policy_issuer, &key, "Corp Issuing CA", true, NOW + 365 * DAY);
+    let (cert_pem, _) = sub_cert(
+        &policy_issuer,
+        &key,
+        "Corp Issuing CA",
+        true,
+        NOW + 365 * DAY,
+    );
 
     let chain = format!("{policy_pem}{}", ext.root_pem);
     let m = import_sub_ca(&master, &cert_pem, &chain, &key.serialize_pem(), NOW, CTX).unwrap();
@@ -339,8 +499,19 @@ fn imports_a_sub_ca_under_a_two_level_chain() {
     issue_and_verify_under(&m, &master, &ext.root_pem, dir.path());
 
     // The chain without its root does not end at a self-signed certificate.
-    let err = import_sub_ca(&master, &cert_pem, &policy_pem, &key.serialize_pem(), NOW, CTX).unwrap_err();
-    assert!(matches!(&err, Error::InvalidInput(m) if m.contains("self-signed root")), "{err:?}");
+    let err = import_sub_ca(
+        &master,
+        &cert_pem,
+        &policy_pem,
+        &key.serialize_pem(),
+        NOW,
+        CTX,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput(m) if m.contains("self-signed root")),
+        "{err:?}"
+    );
 }
 
 fn import_error(cert: &str, chain: &str, key: &str, now: i64) -> String {
@@ -356,9 +527,17 @@ fn sub_ca_import_refusals() {
     let ext = external_root("Corp Root");
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let key_pem = key.serialize_pem();
-    let (cert_pem, _) = sub_cert(&ext.root_issuer, &key, "Corp Issuing CA", true, NOW + 365 * DAY);
+    let (cert_pem, _) = sub_cert(
+        &ext.root_issuer,
+        &key,
+        "Corp Issuing CA",
+        true,
+        NOW + 365 * DAY,
+    );
 
-    let other_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap().serialize_pem();
+    let other_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .unwrap()
+        .serialize_pem();
     let m = import_error(&cert_pem, &ext.root_pem, &other_key, NOW);
     assert!(m.contains("does not match"), "{m}");
 
@@ -379,7 +558,12 @@ fn sub_ca_import_refusals() {
     assert!(m.contains("chain is empty"), "{m}");
     let m = import_error(&cert_pem, &ext.root_pem, &key_pem, NOW + 400 * DAY);
     assert!(m.contains("not valid now"), "{m}");
-    let m = import_error(&cert_pem, &ext.root_pem, "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n", NOW);
+    let m = import_error(
+        &cert_pem,
+        &ext.root_pem,
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        NOW,
+    );
     assert!(m.contains("encrypted"), "{m}");
     let m = import_error("garbage", &ext.root_pem, &key_pem, NOW);
     assert!(m.contains("CA certificate"), "{m}");
@@ -395,15 +579,61 @@ fn sub_ca_with_repeated_name_attributes_is_refused_not_mis_issued() {
     let ext = external_root("Corp Root");
     write(d, "root.pem", &ext.root_pem);
     write(d, "root.key", &ext.root_issuer.key().serialize_pem());
-    write(d, "ext.cnf", "[v3]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n");
-    let (ok, t) = openssl(d, &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "sub.key"]);
+    write(
+        d,
+        "ext.cnf",
+        "[v3]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    );
+    let (ok, t) = openssl(
+        d,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "sub.key",
+        ],
+    );
     assert!(ok, "{t}");
-    let (ok, t) = openssl(d, &["req", "-new", "-key", "sub.key", "-subj", "/DC=com/DC=example/CN=Sub CA", "-out", "sub.csr"]);
+    let (ok, t) = openssl(
+        d,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "sub.key",
+            "-subj",
+            "/DC=com/DC=example/CN=Sub CA",
+            "-out",
+            "sub.csr",
+        ],
+    );
     assert!(ok, "{t}");
-    let (ok, t) = openssl(d, &[
-        "x509", "-req", "-in", "sub.csr", "-CA", "root.pem", "-CAkey", "root.key", "-set_serial", "7",
-        "-days", "36500", "-extfile", "ext.cnf", "-extensions", "v3", "-out", "sub.pem",
-    ]);
+    let (ok, t) = openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "sub.csr",
+            "-CA",
+            "root.pem",
+            "-CAkey",
+            "root.key",
+            "-set_serial",
+            "7",
+            "-days",
+            "36500",
+            "-extfile",
+            "ext.cnf",
+            "-extensions",
+            "v3",
+            "-out",
+            "sub.pem",
+        ],
+    );
     assert!(ok, "{t}");
     let cert = std::fs::read_to_string(d.join("sub.pem")).unwrap();
     let key = std::fs::read_to_string(d.join("sub.key")).unwrap();
@@ -423,7 +653,10 @@ fn parse_certificate_pem_reads_a_ca_certificate() {
     assert_eq!(info.issuer_dn, "O=Example Corp, CN=Example Corp Root CA");
     assert_eq!(info.subject_dn, m.subject);
     assert_eq!(info.key_algorithm, Some(KeyAlgorithm::EcdsaP256));
-    assert_eq!((info.not_before, info.not_after), (m.not_before, m.not_after));
+    assert_eq!(
+        (info.not_before, info.not_after),
+        (m.not_before, m.not_after)
+    );
     assert!(info.names.is_empty());
     assert_eq!(info.serial_hex.len(), 32);
     let root = parse_certificate_pem(&m.root_cert_pem).unwrap();

@@ -86,8 +86,9 @@ pub(crate) fn certificate_ders(input: &str, what: &str) -> Result<Vec<Vec<u8>>> 
     } else if input.trim().is_empty() {
         Ok(Vec::new())
     } else {
-        let der = pem::decode_base64(input)
-            .ok_or_else(|| Error::invalid(format!("{what} is neither PEM nor base64-encoded DER")))?;
+        let der = pem::decode_base64(input).ok_or_else(|| {
+            Error::invalid(format!("{what} is neither PEM nor base64-encoded DER"))
+        })?;
         Ok(vec![der.to_vec()])
     }
 }
@@ -95,9 +96,13 @@ pub(crate) fn certificate_ders(input: &str, what: &str) -> Result<Vec<Vec<u8>>> 
 /// Parses DER as an X.509 certificate; trailing bytes are refused.
 pub(crate) fn parse_x509<'a>(der: &'a [u8], what: &str) -> Result<X509Certificate<'a>> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
-        Ok(_) => Err(Error::invalid(format!("{what} has trailing data after the certificate"))),
-        Err(_) => Err(Error::invalid(format!("{what} is not a valid X.509 certificate"))),
+        Ok(([], cert)) => Ok(cert),
+        Ok(_) => Err(Error::invalid(format!(
+            "{what} has trailing data after the certificate"
+        ))),
+        Err(_) => Err(Error::invalid(format!(
+            "{what} is not a valid X.509 certificate"
+        ))),
     }
 }
 
@@ -112,7 +117,10 @@ pub(crate) fn common_name(cert: &X509Certificate<'_>) -> Option<String> {
 pub(crate) fn serial_hex(cert: &X509Certificate<'_>) -> String {
     let raw = cert.raw_serial();
     // DER adds a 0x00 byte when the top bit is set; it is not part of the number.
-    let start = raw.iter().position(|&b| b != 0).unwrap_or(raw.len().saturating_sub(1));
+    let start = raw
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(raw.len().saturating_sub(1));
     hex::encode(raw.get(start..).unwrap_or_default())
 }
 
@@ -141,7 +149,10 @@ mod tests {
             "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
             "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
         ] {
-            assert!(matches!(parse_certificate_pem(input), Err(Error::InvalidInput(_))), "{input:?}");
+            assert!(
+                matches!(parse_certificate_pem(input), Err(Error::InvalidInput(_))),
+                "{input:?}"
+            );
         }
     }
 }

@@ -25,7 +25,11 @@ pub fn check_request(
     let rules = &profile.san_rules;
 
     if !profile.allowed_key_types.contains(&key) {
-        let allowed: Vec<&str> = profile.allowed_key_types.iter().map(|k| k.as_str()).collect();
+        let allowed: Vec<&str> = profile
+            .allowed_key_types
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
         return Err(Error::policy(format!(
             "key type {key} is not allowed by profile '{p}'; allowed: {}",
             allowed.join(", ")
@@ -77,7 +81,9 @@ pub fn check_request(
     }
     for email in &names.emails {
         validate_email(email).map_err(|reason| {
-            Error::policy(format!("e-mail address '{email}' is not valid: {reason} (profile '{p}')"))
+            Error::policy(format!(
+                "e-mail address '{email}' is not valid: {reason} (profile '{p}')"
+            ))
         })?;
     }
     Ok(())
@@ -105,7 +111,9 @@ fn check_dns_name(profile: &Profile, name: &str) -> Result<()> {
         )));
     }
     syntax(base).map_err(|reason| {
-        Error::policy(format!("DNS name '{name}' is not valid: {reason} (profile '{p}')"))
+        Error::policy(format!(
+            "DNS name '{name}' is not valid: {reason} (profile '{p}')"
+        ))
     })?;
     // "*.com" style wildcards would cover a whole top-level domain.
     if base != name && !base.contains('.') {
@@ -115,7 +123,10 @@ fn check_dns_name(profile: &Profile, name: &str) -> Result<()> {
     }
 
     if !rules.allowed_dns_suffixes.is_empty()
-        && !rules.allowed_dns_suffixes.iter().any(|s| within_suffix(base, s))
+        && !rules
+            .allowed_dns_suffixes
+            .iter()
+            .any(|s| within_suffix(base, s))
     {
         return Err(Error::policy(format!(
             "DNS name '{name}' is not allowed by profile '{p}'; allowed suffixes: {}",
@@ -153,7 +164,8 @@ pub fn validate_dns_name(name: &str) -> Result<()> {
             "DNS name '{name}' is not valid: a wildcard may only be the whole left-most label (\"*.\")"
         )));
     }
-    syntax(base).map_err(|reason| Error::invalid(format!("DNS name '{name}' is not valid: {reason}")))
+    syntax(base)
+        .map_err(|reason| Error::invalid(format!("DNS name '{name}' is not valid: {reason}")))
 }
 
 /// The host name syntax rules; the error is the reason, without the name.
@@ -169,9 +181,14 @@ fn syntax(name: &str) -> std::result::Result<(), String> {
             return Err("it has an empty label".into());
         }
         if label.len() > MAX_LABEL_LEN {
-            return Err(format!("label '{label}' is longer than {MAX_LABEL_LEN} characters"));
+            return Err(format!(
+                "label '{label}' is longer than {MAX_LABEL_LEN} characters"
+            ));
         }
-        if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-')) {
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+        {
             return Err(format!("it contains the character {c:?}"));
         }
         if label.starts_with('-') || label.ends_with('-') {
@@ -188,7 +205,11 @@ fn validate_email(email: &str) -> std::result::Result<(), String> {
     let Some((local, domain)) = email.split_once('@') else {
         return Err("it has no '@'".into());
     };
-    if local.is_empty() || local.chars().any(|c| c.is_whitespace() || c == '@' || c.is_control()) {
+    if local.is_empty()
+        || local
+            .chars()
+            .any(|c| c.is_whitespace() || c == '@' || c.is_control())
+    {
         return Err("the part before '@' is empty or contains spaces".into());
     }
     syntax(domain)
@@ -225,7 +246,10 @@ mod tests {
     }
 
     fn dns(names: &[&str]) -> SubjectNames {
-        SubjectNames { dns: names.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+        SubjectNames {
+            dns: names.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
     }
 
     /// The policy message, or a panic if the check passed or failed differently.
@@ -242,40 +266,85 @@ mod tests {
     #[test]
     fn accepts_a_good_request() {
         let p = profile();
-        check_request(&p, P256, &dns(&["example.com", "www.example.com", "a.b.example.com"]), DAY).unwrap();
-        check_request(&p, KeyAlgorithm::EcdsaP384, &dns(&["example.com"]), p.max_ttl_seconds).unwrap();
+        check_request(
+            &p,
+            P256,
+            &dns(&["example.com", "www.example.com", "a.b.example.com"]),
+            DAY,
+        )
+        .unwrap();
+        check_request(
+            &p,
+            KeyAlgorithm::EcdsaP384,
+            &dns(&["example.com"]),
+            p.max_ttl_seconds,
+        )
+        .unwrap();
     }
 
     #[test]
     fn key_type() {
-        let m = refusal(&profile(), KeyAlgorithm::Rsa2048, &dns(&["example.com"]), DAY);
-        assert_eq!(m, "key type rsa-2048 is not allowed by profile 'web'; allowed: ecdsa-p256, ecdsa-p384");
+        let m = refusal(
+            &profile(),
+            KeyAlgorithm::Rsa2048,
+            &dns(&["example.com"]),
+            DAY,
+        );
+        assert_eq!(
+            m,
+            "key type rsa-2048 is not allowed by profile 'web'; allowed: ecdsa-p256, ecdsa-p384"
+        );
     }
 
     #[test]
     fn ttl() {
         let p = profile();
         let m = refusal(&p, P256, &dns(&["example.com"]), 0);
-        assert!(m.contains("0 seconds is not positive") && m.contains("'web'"), "{m}");
+        assert!(
+            m.contains("0 seconds is not positive") && m.contains("'web'"),
+            "{m}"
+        );
         assert!(refusal(&p, P256, &dns(&["example.com"]), -5).contains("not positive"));
         let m = refusal(&p, P256, &dns(&["example.com"]), p.max_ttl_seconds + 1);
-        assert!(m.contains("7776001 seconds exceeds the maximum of 7776000") && m.contains("'web'"), "{m}");
+        assert!(
+            m.contains("7776001 seconds exceeds the maximum of 7776000") && m.contains("'web'"),
+            "{m}"
+        );
     }
 
     #[test]
     fn name_count() {
         let p = profile();
         assert!(refusal(&p, P256, &SubjectNames::default(), DAY).contains("at least one"));
-        let m = refusal(&p, P256, &dns(&["a.example.com", "b.example.com", "c.example.com", "d.example.com"]), DAY);
-        assert!(m.contains("4 names") && m.contains("at most 3") && m.contains("'web'"), "{m}");
+        let m = refusal(
+            &p,
+            P256,
+            &dns(&[
+                "a.example.com",
+                "b.example.com",
+                "c.example.com",
+                "d.example.com",
+            ]),
+            DAY,
+        );
+        assert!(
+            m.contains("4 names") && m.contains("at most 3") && m.contains("'web'"),
+            "{m}"
+        );
     }
 
     #[test]
     fn suffix_boundary() {
         let p = profile();
         let m = refusal(&p, P256, &dns(&["evilexample.com"]), DAY);
-        assert_eq!(m, "DNS name 'evilexample.com' is not allowed by profile 'web'; allowed suffixes: example.com");
-        assert!(refusal(&p, P256, &dns(&["example.com.evil.org"]), DAY).contains("example.com.evil.org"));
+        assert_eq!(
+            m,
+            "DNS name 'evilexample.com' is not allowed by profile 'web'; allowed suffixes: example.com"
+        );
+        assert!(
+            refusal(&p, P256, &dns(&["example.com.evil.org"]), DAY)
+                .contains("example.com.evil.org")
+        );
         assert!(refusal(&p, P256, &dns(&["com"]), DAY).contains("'com'"));
         // A configured suffix with a leading dot or different case still matches on labels.
         let mut p2 = profile();
@@ -293,12 +362,24 @@ mod tests {
     fn wildcards() {
         let mut p = profile();
         let m = refusal(&p, P256, &dns(&["*.example.com"]), DAY);
-        assert_eq!(m, "wildcard name '*.example.com' is not allowed: profile 'web' does not allow wildcards");
+        assert_eq!(
+            m,
+            "wildcard name '*.example.com' is not allowed: profile 'web' does not allow wildcards"
+        );
         p.san_rules.allow_wildcards = true;
         check_request(&p, P256, &dns(&["*.example.com", "*.a.example.com"]), DAY).unwrap();
-        for bad in ["a.*.example.com", "*a.example.com", "**.example.com", "*", "*.*.example.com"] {
+        for bad in [
+            "a.*.example.com",
+            "*a.example.com",
+            "**.example.com",
+            "*",
+            "*.*.example.com",
+        ] {
             let m = refusal(&p, P256, &dns(&[bad]), DAY);
-            assert!(m.contains(bad) && m.contains("not valid") && m.contains("'web'"), "{bad}: {m}");
+            assert!(
+                m.contains(bad) && m.contains("not valid") && m.contains("'web'"),
+                "{bad}: {m}"
+            );
         }
         // The suffix rule applies to the part after "*.", on a label boundary.
         assert!(refusal(&p, P256, &dns(&["*.evilexample.com"]), DAY).contains("*.evilexample.com"));
@@ -312,19 +393,28 @@ mod tests {
         let mut names = dns(&["example.com"]);
         names.ips.push("192.0.2.7".parse().unwrap());
         let m = refusal(&p, P256, &names, DAY);
-        assert_eq!(m, "IP address 192.0.2.7 is not allowed: profile 'web' does not allow IP address names");
+        assert_eq!(
+            m,
+            "IP address 192.0.2.7 is not allowed: profile 'web' does not allow IP address names"
+        );
         p.san_rules.allow_ip_addresses = true;
         check_request(&p, P256, &names, DAY).unwrap();
 
         names.emails.push("ops@example.com".into());
         let m = refusal(&p, P256, &names, DAY);
-        assert_eq!(m, "e-mail address ops@example.com is not allowed: profile 'web' does not allow e-mail names");
+        assert_eq!(
+            m,
+            "e-mail address ops@example.com is not allowed: profile 'web' does not allow e-mail names"
+        );
         p.san_rules.allow_emails = true;
         check_request(&p, P256, &names, DAY).unwrap();
         names.emails[0] = "no-at-sign".into();
         assert!(refusal(&p, P256, &names, DAY).contains("'no-at-sign' is not valid"));
         // An IP-only request counts as named.
-        let ip_only = SubjectNames { ips: vec!["10.0.0.1".parse().unwrap()], ..Default::default() };
+        let ip_only = SubjectNames {
+            ips: vec!["10.0.0.1".parse().unwrap()],
+            ..Default::default()
+        };
         check_request(&p, P256, &ip_only, DAY).unwrap();
     }
 
@@ -345,8 +435,14 @@ mod tests {
             ("example.com.", "empty label"),
         ] {
             let m = refusal(&p, P256, &dns(&[bad]), DAY);
-            assert!(m.contains(reason) && m.contains(bad) && m.contains("'web'"), "{bad}: {m}");
-            assert!(matches!(validate_dns_name(bad), Err(Error::InvalidInput(_))), "{bad}");
+            assert!(
+                m.contains(reason) && m.contains(bad) && m.contains("'web'"),
+                "{bad}: {m}"
+            );
+            assert!(
+                matches!(validate_dns_name(bad), Err(Error::InvalidInput(_))),
+                "{bad}"
+            );
         }
         validate_dns_name(&format!("{}.example.com", "a".repeat(63))).unwrap();
         validate_dns_name("xn--bcher-kva.example").unwrap();

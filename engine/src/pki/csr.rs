@@ -176,7 +176,10 @@ pub(crate) fn key_algorithm_of(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyAlg
 /// Bit length of a big-endian unsigned integer, ignoring DER's leading zero
 /// bytes. (x509-parser's own `key_size` is off for moduli without a sign byte.)
 fn modulus_bits(modulus: &[u8]) -> usize {
-    let start = modulus.iter().position(|&b| b != 0).unwrap_or(modulus.len());
+    let start = modulus
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(modulus.len());
     match modulus.get(start) {
         Some(&first) => (modulus.len() - start) * 8 - first.leading_zeros() as usize,
         None => 0,
@@ -224,7 +227,9 @@ pub(crate) fn add_general_names(
                 }
             }
             GeneralName::Invalid(..) => {
-                return Err(Error::invalid(format!("{what}: a subjectAltName entry is malformed")));
+                return Err(Error::invalid(format!(
+                    "{what}: a subjectAltName entry is malformed"
+                )));
             }
             _ => {}
         }
@@ -242,7 +247,10 @@ mod tests {
     use crate::pki::keygen::{csr_for, generate_key};
 
     fn names(dns: &[&str]) -> SubjectNames {
-        SubjectNames { dns: dns.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+        SubjectNames {
+            dns: dns.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -264,8 +272,11 @@ mod tests {
 
         // Bare base64 with EST-style line wrapping, and the "NEW" label.
         let b64 = base64::engine::general_purpose::STANDARD.encode(&parsed.der);
-        let wrapped: String =
-            b64.as_bytes().chunks(76).map(|c| format!("{}\r\n", String::from_utf8_lossy(c))).collect();
+        let wrapped: String = b64
+            .as_bytes()
+            .chunks(76)
+            .map(|c| format!("{}\r\n", String::from_utf8_lossy(c)))
+            .collect();
         assert_eq!(parse_csr(&wrapped).unwrap(), parsed);
         let new_label = pem_csr.replace("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST");
         assert_eq!(parse_csr(&new_label).unwrap(), parsed);
@@ -280,28 +291,42 @@ mod tests {
         let last = der.len() - 5;
         der[last] ^= 0x40;
         let err = parse_csr_der(&der).unwrap_err();
-        assert!(matches!(&err, Error::InvalidInput(m) if m == "CSR signature does not verify"), "{err:?}");
+        assert!(
+            matches!(&err, Error::InvalidInput(m) if m == "CSR signature does not verify"),
+            "{err:?}"
+        );
 
         // Tampering with the signed content (a name) is caught too.
         let mut der = parsed.der.clone();
         let pos = der.windows(9).position(|w| w == b"a.example").unwrap();
         der[pos] = b'b';
-        assert!(matches!(parse_csr_der(&der), Err(Error::InvalidInput(m)) if m == "CSR signature does not verify"));
+        assert!(
+            matches!(parse_csr_der(&der), Err(Error::InvalidInput(m)) if m == "CSR signature does not verify")
+        );
     }
 
     #[test]
     fn detects_all_key_algorithms_from_the_public_key() {
         for alg in KeyAlgorithm::ALL {
             let key = generate_key(alg).unwrap();
-            let parsed = parse_csr(&csr_for(&key, "x", &names(&["x.example.com"])).unwrap()).unwrap();
+            let parsed =
+                parse_csr(&csr_for(&key, "x", &names(&["x.example.com"])).unwrap()).unwrap();
             assert_eq!(parsed.key_algorithm, alg);
             assert_eq!(parsed.spki_der, key.spki_der);
         }
     }
 
     fn openssl(dir: &std::path::Path, args: &[&str]) -> String {
-        let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -309,12 +334,33 @@ mod tests {
     fn openssl_p384_csr_signed_with_sha256_is_p384() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        openssl(d, &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384", "-out", "p384.pem"]);
-        let csr = openssl(d, &[
-            "req", "-new", "-key", "p384.pem", "-subj", "/CN=x",
-            "-addext", "subjectAltName=DNS:a.example.com,IP:10.0.0.1",
-            "-addext", "1.2.3.4.5=ASN1:UTF8String:unknown extension",
-        ]);
+        openssl(
+            d,
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-384",
+                "-out",
+                "p384.pem",
+            ],
+        );
+        let csr = openssl(
+            d,
+            &[
+                "req",
+                "-new",
+                "-key",
+                "p384.pem",
+                "-subj",
+                "/CN=x",
+                "-addext",
+                "subjectAltName=DNS:a.example.com,IP:10.0.0.1",
+                "-addext",
+                "1.2.3.4.5=ASN1:UTF8String:unknown extension",
+            ],
+        );
         let parsed = parse_csr(&csr).unwrap();
         assert_eq!(parsed.key_algorithm, KeyAlgorithm::EcdsaP384);
         assert_eq!(parsed.common_name.as_deref(), Some("x"));
@@ -326,13 +372,35 @@ mod tests {
     fn openssl_rsa_sizes() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        openssl(d, &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "rsa.pem"]);
+        openssl(
+            d,
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+                "rsa.pem",
+            ],
+        );
         let csr = openssl(d, &["req", "-new", "-key", "rsa.pem", "-subj", "/CN=rsa"]);
         let parsed = parse_csr(&csr).unwrap();
         assert_eq!(parsed.key_algorithm, KeyAlgorithm::Rsa2048);
         assert!(parsed.names.is_empty());
 
-        openssl(d, &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2560", "-out", "odd.pem"]);
+        openssl(
+            d,
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2560",
+                "-out",
+                "odd.pem",
+            ],
+        );
         let csr = openssl(d, &["req", "-new", "-key", "odd.pem", "-subj", "/CN=odd"]);
         let err = parse_csr(&csr).unwrap_err();
         assert!(
@@ -345,10 +413,24 @@ mod tests {
     fn unsupported_curve_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        openssl(d, &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-521", "-out", "k.pem"]);
+        openssl(
+            d,
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-521",
+                "-out",
+                "k.pem",
+            ],
+        );
         let csr = openssl(d, &["req", "-new", "-key", "k.pem", "-subj", "/CN=x"]);
         let err = parse_csr(&csr).unwrap_err();
-        assert!(matches!(&err, Error::InvalidInput(m) if m.contains("1.3.132.0.35") && m.contains("not supported")), "{err:?}");
+        assert!(
+            matches!(&err, Error::InvalidInput(m) if m.contains("1.3.132.0.35") && m.contains("not supported")),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -361,13 +443,21 @@ mod tests {
             "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
             "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n",
         ] {
-            assert!(matches!(parse_csr(input), Err(Error::InvalidInput(_))), "{input:?}");
+            assert!(
+                matches!(parse_csr(input), Err(Error::InvalidInput(_))),
+                "{input:?}"
+            );
         }
         // Every truncation of a valid CSR fails cleanly.
         let key = generate_key(KeyAlgorithm::Ed25519).unwrap();
-        let der = parse_csr(&csr_for(&key, "x", &names(&["x.example.com"])).unwrap()).unwrap().der;
+        let der = parse_csr(&csr_for(&key, "x", &names(&["x.example.com"])).unwrap())
+            .unwrap()
+            .der;
         for len in 0..der.len() {
-            assert!(matches!(parse_csr_der(&der[..len]), Err(Error::InvalidInput(_))), "len {len}");
+            assert!(
+                matches!(parse_csr_der(&der[..len]), Err(Error::InvalidInput(_))),
+                "len {len}"
+            );
         }
     }
 

@@ -81,17 +81,17 @@ pub fn csr_for(key: &GeneratedKey, common_name: &str, names: &SubjectNames) -> R
         params.subject_alt_names.push(SanType::IpAddress(*ip));
     }
     for email in &names.emails {
-        let ia5 = email
-            .as_str()
-            .try_into()
-            .map_err(|_| Error::invalid(format!("e-mail address '{email}' is not an ASCII string")))?;
+        let ia5 = email.as_str().try_into().map_err(|_| {
+            Error::invalid(format!("e-mail address '{email}' is not an ASCII string"))
+        })?;
         params.subject_alt_names.push(SanType::Rfc822Name(ia5));
     }
 
     let csr = params
         .serialize_request(&pair)
         .map_err(|e| Error::internal(format!("CSR could not be built: {e}")))?;
-    csr.pem().map_err(|e| Error::internal(format!("CSR could not be encoded: {e}")))
+    csr.pem()
+        .map_err(|e| Error::internal(format!("CSR could not be encoded: {e}")))
 }
 
 #[cfg(test)]
@@ -107,7 +107,10 @@ mod tests {
         for alg in KeyAlgorithm::ALL {
             let key = generate_key(alg).unwrap();
             assert_eq!(key.algorithm, alg);
-            assert!(key.pkcs8_pem.starts_with("-----BEGIN PRIVATE KEY-----"), "{alg}");
+            assert!(
+                key.pkcs8_pem.starts_with("-----BEGIN PRIVATE KEY-----"),
+                "{alg}"
+            );
             let (rest, spki) = SubjectPublicKeyInfo::from_der(&key.spki_der).unwrap();
             assert!(rest.is_empty());
             assert_eq!(key_algorithm_of(&spki).unwrap(), alg);

@@ -31,7 +31,9 @@ pub(crate) fn parse_blocks(input: &str, what: &str) -> Result<Vec<PemBlock>> {
     let mut blocks = Vec::new();
     let mut lines = input.lines().map(str::trim);
     while let Some(line) = lines.next() {
-        let Some(label) = line.strip_prefix("-----BEGIN ").and_then(|l| l.strip_suffix("-----"))
+        let Some(label) = line
+            .strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"))
         else {
             continue;
         };
@@ -53,11 +55,17 @@ pub(crate) fn parse_blocks(input: &str, what: &str) -> Result<Vec<PemBlock>> {
             body.push_str(inner);
         }
         if !closed {
-            return Err(Error::invalid(format!("{what}: PEM block \"{label}\" has no END line")));
+            return Err(Error::invalid(format!(
+                "{what}: PEM block \"{label}\" has no END line"
+            )));
         }
-        let der = decode_base64(&body)
-            .ok_or_else(|| Error::invalid(format!("{what}: PEM block \"{label}\" is not valid base64")))?;
-        blocks.push(PemBlock { label: label.to_string(), der });
+        let der = decode_base64(&body).ok_or_else(|| {
+            Error::invalid(format!("{what}: PEM block \"{label}\" is not valid base64"))
+        })?;
+        blocks.push(PemBlock {
+            label: label.to_string(),
+            der,
+        });
     }
     Ok(blocks)
 }
@@ -105,26 +113,45 @@ mod tests {
         let pem = encode("CERTIFICATE", &der);
         assert!(pem.lines().all(|l| l.len() <= 64));
         // Indented, CRLF, with text around it.
-        let messy = format!("subject=CN=x\r\n  {}\r\ntrailer", pem.replace('\n', "\r\n  "));
+        let messy = format!(
+            "subject=CN=x\r\n  {}\r\ntrailer",
+            pem.replace('\n', "\r\n  ")
+        );
         let blocks = parse_blocks(&messy, "test").unwrap();
         assert_eq!(blocks.len(), 1);
         assert_eq!(blocks[0].label, "CERTIFICATE");
         assert_eq!(blocks[0].der.as_slice(), der.as_slice());
         let two = format!("{pem}{}", encode("PRIVATE KEY", b"k"));
-        let labels: Vec<_> = parse_blocks(&two, "t").unwrap().into_iter().map(|b| b.label).collect();
+        let labels: Vec<_> = parse_blocks(&two, "t")
+            .unwrap()
+            .into_iter()
+            .map(|b| b.label)
+            .collect();
         assert_eq!(labels, ["CERTIFICATE", "PRIVATE KEY"]);
     }
 
     #[test]
     fn malformed_blocks_are_invalid_input() {
         let unclosed = "-----BEGIN CERTIFICATE-----\nAAAA\n";
-        assert!(matches!(parse_blocks(unclosed, "t"), Err(Error::InvalidInput(_))));
+        assert!(matches!(
+            parse_blocks(unclosed, "t"),
+            Err(Error::InvalidInput(_))
+        ));
         let mismatched = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END PRIVATE KEY-----\n";
-        assert!(matches!(parse_blocks(mismatched, "t"), Err(Error::InvalidInput(_))));
+        assert!(matches!(
+            parse_blocks(mismatched, "t"),
+            Err(Error::InvalidInput(_))
+        ));
         let bad = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
-        assert!(matches!(parse_blocks(bad, "t"), Err(Error::InvalidInput(_))));
+        assert!(matches!(
+            parse_blocks(bad, "t"),
+            Err(Error::InvalidInput(_))
+        ));
         let encrypted = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nAAAA\n-----END RSA PRIVATE KEY-----\n";
-        assert!(matches!(parse_blocks(encrypted, "t"), Err(Error::InvalidInput(_))));
+        assert!(matches!(
+            parse_blocks(encrypted, "t"),
+            Err(Error::InvalidInput(_))
+        ));
         assert!(parse_blocks("no pem here", "t").unwrap().is_empty());
         assert!(decode_base64(" \n ").is_none());
         assert_eq!(decode_base64("AAE").unwrap().as_slice(), &[0, 1]);

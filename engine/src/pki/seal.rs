@@ -116,7 +116,9 @@ impl MasterKey {
             .trim()
             .strip_prefix(V1_PREFIX)
             .ok_or_else(|| Error::invalid("sealed key has an unknown format (expected \"v1:\")"))?;
-        let raw = B64.decode(encoded).map_err(|_| Error::invalid(OPEN_FAILED))?;
+        let raw = B64
+            .decode(encoded)
+            .map_err(|_| Error::invalid(OPEN_FAILED))?;
         if raw.len() < NONCE_LEN + TAG_LEN {
             return Err(Error::invalid(OPEN_FAILED));
         }
@@ -152,7 +154,10 @@ mod tests {
         let opened = key.open(&sealed, "iss-local/issuing").unwrap();
         assert_eq!(opened.as_slice(), b"secret key bytes");
         // Nonces are random, so sealing twice gives different output.
-        assert_ne!(sealed, key.seal(b"secret key bytes", "iss-local/issuing").unwrap());
+        assert_ne!(
+            sealed,
+            key.seal(b"secret key bytes", "iss-local/issuing").unwrap()
+        );
     }
 
     #[test]
@@ -185,7 +190,10 @@ mod tests {
         // Truncation and garbage never panic.
         assert!(is_open_failure(&key.open("v1:AAAA", "ctx").unwrap_err()));
         assert!(is_open_failure(&key.open("v1:%%%", "ctx").unwrap_err()));
-        assert!(matches!(key.open("v2:AAAA", "ctx"), Err(Error::InvalidInput(_))));
+        assert!(matches!(
+            key.open("v2:AAAA", "ctx"),
+            Err(Error::InvalidInput(_))
+        ));
     }
 
     #[test]
@@ -204,9 +212,18 @@ mod tests {
         let sealed = key.seal(b"x", "c").unwrap();
         assert_eq!(again.open(&sealed, "c").unwrap().as_slice(), b"x");
 
-        assert!(matches!(MasterKey::from_bytes(&[0u8; 31]), Err(Error::InvalidInput(_))));
-        assert!(matches!(MasterKey::from_base64("not base64!"), Err(Error::InvalidInput(_))));
-        assert!(matches!(MasterKey::from_base64("AAAA"), Err(Error::InvalidInput(_))));
+        assert!(matches!(
+            MasterKey::from_bytes(&[0u8; 31]),
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(matches!(
+            MasterKey::from_base64("not base64!"),
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(matches!(
+            MasterKey::from_base64("AAAA"),
+            Err(Error::InvalidInput(_))
+        ));
     }
 
     #[test]
