@@ -45,7 +45,10 @@ pub enum Error {
 
 impl Error {
     pub fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
-        Self::NotFound { kind, id: id.into() }
+        Self::NotFound {
+            kind,
+            id: id.into(),
+        }
     }
 
     pub fn invalid(msg: impl Into<String>) -> Self {

@@ -1,5 +1,27 @@
 //! Domain types, named after the product and the RFCs.
 
+pub mod approval;
+pub mod audit;
+pub mod certificate;
+pub mod fleet;
+pub mod issuer;
+pub mod job;
+pub mod notification;
+pub mod org;
+pub mod policy;
+pub mod principal;
 pub mod profile;
 
+pub use approval::{Approval, ApprovalStatus};
+pub use audit::{AuditEvent, ChainVerification, Outcome};
+pub use certificate::{
+    CertificateVersion, EffectiveStatus, LifecycleStatus, ManagedCertificate, RevocationReason,
+};
+pub use fleet::{Agent, AgentStatus, Target, TargetKind};
+pub use issuer::{Issuer, IssuerKind};
+pub use job::{Job, JobKind, JobStatus};
+pub use notification::Notification;
+pub use org::{Owner, Team};
+pub use policy::{PolicyKind, PolicyMode, PolicyRule, RenewalPolicy, Severity};
+pub use principal::{ApiPrincipal, Permission, Principal, Role};
 pub use profile::{ExtendedKeyUsage, KeyAlgorithm, KeygenMode, Profile, SanRules};

@@ -1,0 +1,413 @@
+//! The engine: the single entry point every face calls.
+//!
+//! [`Engine::call`] runs one operation in four steps that no caller can skip:
+//! 1. authorize the principal against the operation's permission;
+//! 2. apply the approval gate (risk-class policy, or a profile that requires
+//!    approval): a gated call stores its exact input as an approval and
+//!    returns, changing nothing else;
+//! 3. execute inside one transaction;
+//! 4. append the audit event in that same transaction (or, for failures and
+//!    refusals, in a transaction of its own).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::clock::{Clock, UnixTime};
+use crate::config::EngineConfig;
+use crate::domain::approval::GateReason;
+use crate::domain::{Approval, ApprovalStatus, Outcome as AuditOutcome, Permission, Principal};
+use crate::error::{Error, Result};
+use crate::ops::{ApprovalTicket, Ctx, Followup, Operation, Outcome, Risk, Subject};
+use crate::pki::{MasterKey, SigningCa};
+use crate::store::{NewAuditEvent, StatusView, Store, Tx};
+
+/// The lifecycle engine. Cheap to share behind an `Arc`.
+pub struct Engine {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    master: MasterKey,
+    /// Decrypted signing CAs by issuer id, loaded on first use.
+    cas: RwLock<HashMap<String, Arc<SigningCa>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Builds the engine and makes sure the installation has its local CA
+    /// and default profile (safe when several processes start at once).
+    pub async fn start(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+        master: MasterKey,
+    ) -> Result<Arc<Self>> {
+        let engine = Arc::new(Self {
+            store,
+            clock,
+            config,
+            master,
+            cas: RwLock::new(HashMap::new()),
+        });
+        crate::bootstrap::ensure_defaults(&engine).await?;
+        Ok(engine)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub(crate) fn master_key(&self) -> &MasterKey {
+        &self.master
+    }
+
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    /// How stored statuses turn into effective ones right now.
+    pub fn status_view(&self, now: UnixTime) -> StatusView {
+        StatusView {
+            now,
+            expiring_window: self.config.expiring_window_seconds,
+        }
+    }
+
+    /// The decrypted signing CA of a local issuer, cached after first use.
+    pub(crate) fn signing_ca(
+        &self,
+        issuer_id: &str,
+        material: &crate::pki::CaMaterial,
+    ) -> Result<Arc<SigningCa>> {
+        if let Some(ca) = self.cas.read().ok().and_then(|m| m.get(issuer_id).cloned()) {
+            return Ok(ca);
+        }
+        let ca = Arc::new(SigningCa::load(material, &self.master, issuer_id)?);
+        if let Ok(mut m) = self.cas.write() {
+            m.insert(issuer_id.to_owned(), ca.clone());
+        }
+        Ok(ca)
+    }
+
+    /// Runs one operation through authorization, the approval gate,
+    /// execution and audit.
+    pub async fn call<O: Operation>(
+        &self,
+        principal: &Principal,
+        input: O::Input,
+    ) -> Result<Outcome<O::Output>> {
+        let meta = &O::META;
+        let now = self.clock.now();
+        if let Err(e) = authorize(principal, meta.permission) {
+            self.audit_refusal(principal, meta.name, meta.resource, None, &e, now)
+                .await?;
+            return Err(e);
+        }
+        let mut tx = if meta.risk == Risk::Read {
+            self.store.begin_read().await?
+        } else {
+            self.store.begin_write().await?
+        };
+        let mut ctx = Ctx {
+            engine: self,
+            principal,
+            tx: &mut tx,
+            now,
+            audit_details: serde_json::Map::new(),
+            audit_resource_id: None,
+            followup: None,
+        };
+        let result = run_gated::<O>(&mut ctx, input).await;
+        let followup = ctx.followup.take();
+        let details = std::mem::take(&mut ctx.audit_details);
+        let resource_id = ctx.audit_resource_id.take();
+        match result {
+            Ok(Step::Done(output, subject)) => {
+                let resource_id = resource_id.or(subject.resource_id);
+                if meta.risk == Risk::Read {
+                    // Reads commit their snapshot first and audit in a short
+                    // write transaction of their own.
+                    tx.commit().await?;
+                    let mut w = self.store.begin_write().await?;
+                    self.append(
+                        &mut w,
+                        principal,
+                        meta.name,
+                        meta.resource,
+                        resource_id,
+                        AuditOutcome::Success,
+                        details,
+                        now,
+                    )
+                    .await?;
+                    w.commit().await?;
+                } else {
+                    self.append(
+                        &mut tx,
+                        principal,
+                        meta.name,
+                        meta.resource,
+                        resource_id,
+                        AuditOutcome::Success,
+                        details,
+                        now,
+                    )
+                    .await?;
+                    tx.commit().await?;
+                }
+                Ok(Outcome::Completed { result: output })
+            }
+            Ok(Step::Gated(ticket)) => {
+                tx.commit().await?;
+                Ok(Outcome::ApprovalRequired(ticket))
+            }
+            Err(e) => {
+                drop(tx);
+                self.audit_failure(principal, meta, resource_id, details, &e, followup, now)
+                    .await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Confirms the caller's own pending request in chat (an MCP client asked
+    /// the human and they accepted). Allowed only where the approval policy
+    /// permits in-chat confirmation for the operation's risk class and the
+    /// gate was not a profile's four-eyes requirement.
+    pub async fn confirm_in_chat(
+        &self,
+        principal: &Principal,
+        approval_id: &str,
+    ) -> Result<Outcome<crate::ops::DecisionOutput>> {
+        let input = crate::ops::ApproveRequestInput {
+            approval_id: approval_id.to_owned(),
+            note: Some("confirmed in chat".into()),
+            in_chat: true,
+        };
+        self.call::<crate::ops::ApproveRequest>(principal, input)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)] // the audit event's columns, spelled out
+    pub(crate) async fn append(
+        &self,
+        tx: &mut Tx,
+        principal: &Principal,
+        action: &str,
+        resource_type: &str,
+        resource_id: Option<String>,
+        outcome: AuditOutcome,
+        details: serde_json::Map<String, serde_json::Value>,
+        now: UnixTime,
+    ) -> Result<()> {
+        let event = NewAuditEvent {
+            id: crate::ids::new_id("ev", self.clock()),
+            at: now,
+            actor: principal.id.clone(),
+            actor_role: principal.role.as_str().to_owned(),
+            action: action.to_owned(),
+            resource_type: resource_type.to_owned(),
+            resource_id,
+            outcome,
+            details: serde_json::Value::Object(details),
+        };
+        tx.append_audit(&event).await?;
+        Ok(())
+    }
+
+    async fn audit_refusal(
+        &self,
+        principal: &Principal,
+        action: &str,
+        resource: &str,
+        resource_id: Option<String>,
+        e: &Error,
+        now: UnixTime,
+    ) -> Result<()> {
+        let mut details = serde_json::Map::new();
+        details.insert("error".into(), e.to_string().into());
+        let mut tx = self.store.begin_write().await?;
+        self.append(
+            &mut tx,
+            principal,
+            action,
+            resource,
+            resource_id,
+            AuditOutcome::Denied,
+            details,
+            now,
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    #[allow(clippy::too_many_arguments)] // everything the failure event records
+    async fn audit_failure(
+        &self,
+        principal: &Principal,
+        meta: &crate::ops::OpMeta,
+        resource_id: Option<String>,
+        mut details: serde_json::Map<String, serde_json::Value>,
+        e: &Error,
+        followup: Option<Followup>,
+        now: UnixTime,
+    ) -> Result<()> {
+        let outcome = match e {
+            Error::Forbidden(_) | Error::Unauthenticated => AuditOutcome::Denied,
+            _ => AuditOutcome::Failure,
+        };
+        details.insert("error".into(), e.to_string().into());
+        details.insert("error_code".into(), e.code().into());
+        let mut tx = self.store.begin_write().await?;
+        if let Some(Followup::ApprovalFailed { approval_id, error }) = followup {
+            let result = serde_json::json!({ "error": error });
+            if tx
+                .decide_approval(
+                    &approval_id,
+                    ApprovalStatus::Failed,
+                    &principal.id,
+                    None,
+                    Some(&result),
+                    now,
+                )
+                .await?
+            {
+                self.append(
+                    &mut tx,
+                    principal,
+                    "approval.failed",
+                    "approval",
+                    Some(approval_id),
+                    AuditOutcome::Failure,
+                    serde_json::Map::from_iter([("error".to_owned(), error.into())]),
+                    now,
+                )
+                .await?;
+            }
+        }
+        self.append(
+            &mut tx,
+            principal,
+            meta.name,
+            meta.resource,
+            resource_id,
+            outcome,
+            details,
+            now,
+        )
+        .await?;
+        tx.commit().await
+    }
+}
+
+enum Step<T> {
+    Done(T, Subject),
+    Gated(ApprovalTicket),
+}
+
+/// Checks the principal's role against the permission an operation needs.
+pub(crate) fn authorize(principal: &Principal, permission: Permission) -> Result<()> {
+    if principal.role.allows(permission) {
+        Ok(())
+    } else {
+        Err(Error::forbidden(format!(
+            "role '{}' may not perform this operation (needs {:?} permission)",
+            principal.role.as_str(),
+            permission
+        )))
+    }
+}
+
+async fn run_gated<O: Operation>(ctx: &mut Ctx<'_>, input: O::Input) -> Result<Step<O::Output>> {
+    let meta = &O::META;
+    let subject = O::describe(ctx, &input).await?;
+    let gate = if !meta.gateable {
+        None
+    } else if subject.profile_requires_approval {
+        Some(GateReason::Profile)
+    } else if ctx.engine.config().approvals.gates(meta.risk) {
+        Some(GateReason::Risk)
+    } else {
+        None
+    };
+    let Some(reason) = gate else {
+        let out = O::execute(ctx, input).await?;
+        return Ok(Step::Done(out, subject));
+    };
+    let input_json = serde_json::to_value(&input).map_err(|e| Error::internal(e.to_string()))?;
+    let input_text = input_json.to_string();
+    let input_hash = hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        input_text.as_bytes(),
+    ));
+    let policy = &ctx.engine.config().approvals;
+    let approval = Approval {
+        id: ctx.new_id("ap"),
+        operation: meta.name.to_owned(),
+        input: input_json,
+        summary: subject.summary.clone(),
+        risk: meta.risk,
+        gate_reason: reason,
+        resource_type: meta.resource.to_owned(),
+        resource_id: subject.resource_id.clone(),
+        requested_by: ctx.principal.id.clone(),
+        status: ApprovalStatus::Pending,
+        decided_by: None,
+        decided_at: None,
+        decision_note: None,
+        result: None,
+        created_at: ctx.now,
+        expires_at: ctx.now + policy.ttl_seconds,
+    };
+    ctx.tx.insert_approval(&approval, &input_hash).await?;
+    let in_chat = reason == GateReason::Risk && policy.allows_in_chat(meta.risk);
+    let mut details = serde_json::Map::new();
+    details.insert("approval_id".into(), approval.id.clone().into());
+    details.insert("summary".into(), approval.summary.clone().into());
+    details.insert("gate_reason".into(), reason.as_str().into());
+    ctx.engine
+        .append(
+            ctx.tx,
+            ctx.principal,
+            meta.name,
+            meta.resource,
+            subject.resource_id.clone(),
+            AuditOutcome::ApprovalRequired,
+            details,
+            ctx.now,
+        )
+        .await?;
+    Ok(Step::Gated(ApprovalTicket {
+        how_to_decide: format!(
+            "a principal with the approver or admin role other than {} approves with \
+             `certctl approvals approve {}` or POST /api/v1/approvals/{}/approve{}",
+            ctx.principal.id,
+            approval.id,
+            approval.id,
+            if in_chat {
+                "; the requester may also confirm it in chat"
+            } else {
+                ""
+            }
+        ),
+        approval_id: approval.id,
+        operation: approval.operation,
+        summary: approval.summary,
+        expires_at: approval.expires_at,
+        in_chat_confirmation_allowed: in_chat,
+    }))
+}

@@ -1,0 +1,218 @@
+//! Audit, statistics and principal operations.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::inventory::List;
+use super::{EmptyInput, IdInput};
+use crate::auth;
+use crate::domain::{ApiPrincipal, AuditEvent, ChainVerification, Role};
+use crate::error::Error;
+use crate::store::{AuditFilter, page_size};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditLogInput {
+    /// Only events by this principal id.
+    pub actor: Option<String>,
+    /// Only events about this resource id.
+    pub resource_id: Option<String>,
+    /// Only this action (operation name), e.g. `revoke_certificate`.
+    pub action: Option<String>,
+    /// Only events before this sequence number (for paging back).
+    pub before_seq: Option<i64>,
+    /// At most this many, newest first (default 50, at most 1000).
+    pub per_page: Option<i64>,
+}
+
+operation! {
+    GetAuditLog {
+        name: "get_audit_log",
+        title: "Read the audit log",
+        description: "Read the append-only audit trail, newest first, filtered by actor, resource or action: who did what, when, and with what outcome.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "audit",
+        input: AuditLogInput,
+        output: List<AuditEvent>,
+        subject: |_i| (None, String::new()),
+    }
+    |ctx, input| {
+        let f = AuditFilter { actor: input.actor, resource_id: input.resource_id, action: input.action, before_seq: input.before_seq };
+        Ok(List { data: ctx.engine.store().list_audit(&f, page_size(input.per_page)?).await? })
+    }
+}
+
+operation! {
+    VerifyAuditLog {
+        name: "verify_audit_log",
+        title: "Verify the audit log",
+        description: "Recompute the audit trail's hash chain and report the first event that was changed, removed or inserted behind certctl's back.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "audit",
+        input: EmptyInput,
+        output: ChainVerification,
+        subject: |_i| (None, String::new()),
+    }
+    |ctx, _input| {
+        let v = ctx.engine.store().verify_audit_chain().await?;
+        ctx.note("valid", v.valid);
+        ctx.note("checked", v.checked);
+        Ok(v)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StatsSummary {
+    pub total_certificates: i64,
+    /// Counts by effective status (pending, valid, expiring, expired, revoked, failed, archived).
+    pub by_status: serde_json::Map<String, serde_json::Value>,
+    /// Days before expiry at which a certificate counts as expiring.
+    pub expiring_window_days: i64,
+    pub issuers: i64,
+    pub agents: i64,
+    pub pending_approvals: i64,
+}
+
+operation! {
+    GetStatsSummary {
+        name: "get_stats_summary",
+        title: "Inventory summary",
+        description: "Summarize the fleet: certificates by status (valid, expiring, expired, revoked, ...), issuers, agents and pending approvals.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "stats",
+        input: EmptyInput,
+        output: StatsSummary,
+        subject: |_i| (None, String::new()),
+    }
+    |ctx, _input| {
+        let store = ctx.engine.store();
+        let view = ctx.engine.status_view(ctx.now);
+        let counts = store.certificate_counts(view).await?;
+        let get = |k: &str| counts.iter().find(|(s, _)| s == k).map(|(_, n)| *n).unwrap_or(0);
+        let active = get("active");
+        let expired = get("expired");
+        let expiring = get("expiring");
+        let mut by_status = serde_json::Map::new();
+        for s in ["pending", "revoked", "failed", "archived"] {
+            by_status.insert(s.into(), get(s).into());
+        }
+        by_status.insert("valid".into(), (active - expired - expiring).into());
+        by_status.insert("expiring".into(), expiring.into());
+        by_status.insert("expired".into(), expired.into());
+        let total = counts.iter().filter(|(s, _)| s != "expired" && s != "expiring").map(|(_, n)| n).sum();
+        let pending = store
+            .list_approvals(Some(crate::domain::ApprovalStatus::Pending), crate::store::MAX_PAGE_SIZE)
+            .await?
+            .into_iter()
+            .filter(|a| a.expires_at > ctx.now)
+            .count() as i64;
+        Ok(StatsSummary {
+            total_certificates: total,
+            by_status,
+            expiring_window_days: ctx.engine.config().expiring_window_seconds / 86400,
+            issuers: store.list_issuers().await?.len() as i64,
+            agents: store.list_agents().await?.len() as i64,
+            pending_approvals: pending,
+        })
+    }
+}
+
+operation! {
+    ListPrincipals {
+        name: "list_principals",
+        title: "List API principals",
+        description: "List API principals (key holders) with their role, key prefix and whether they are revoked; keys themselves are never shown.",
+        risk: Read,
+        permission: Admin,
+        idempotent: true,
+        resource: "principal",
+        input: EmptyInput,
+        output: List<ApiPrincipal>,
+        subject: |_i| (None, String::new()),
+    }
+    |ctx, _input| { Ok(List { data: ctx.engine.store().list_principals().await? }) }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePrincipalInput {
+    pub name: String,
+    /// viewer, operator, approver, admin or agent.
+    pub role: Role,
+    /// Required for (and only for) the agent role.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CreatedPrincipal {
+    pub principal: ApiPrincipal,
+    /// The API key: shown once, stored only as a hash.
+    pub api_key: String,
+}
+
+operation! {
+    CreatePrincipal {
+        name: "create_principal",
+        title: "Create an API principal",
+        description: "Create an API principal with a role and mint its key (shown once).",
+        risk: Write,
+        permission: Admin,
+        idempotent: false,
+        resource: "principal",
+        input: CreatePrincipalInput,
+        output: CreatedPrincipal,
+        subject: |i| (None, format!("Create {} principal '{}'", i.role.as_str(), i.name)),
+    }
+    |ctx, input| {
+        let name = input.name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(Error::invalid("name must be 1 to 200 characters"));
+        }
+        if let Some(a) = &input.agent_id
+            && ctx.tx.agent(a).await?.is_none()
+        {
+            return Err(Error::invalid(format!("unknown agent_id '{a}'")));
+        }
+        let key = auth::mint(ctx.tx, ctx.engine, name, input.role, input.agent_id, ctx.now).await?;
+        ctx.audit_resource_id = Some(key.principal.id.clone());
+        ctx.note("role", input.role.as_str());
+        Ok(CreatedPrincipal { api_key: key.key.to_string(), principal: key.principal })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Revoked {
+    pub id: String,
+    pub revoked: bool,
+}
+
+operation! {
+    RevokePrincipal {
+        name: "revoke_principal",
+        title: "Revoke an API principal",
+        description: "Revoke an API principal's key immediately; requests with it fail from then on.",
+        risk: Destructive,
+        permission: Admin,
+        idempotent: false,
+        resource: "principal",
+        input: IdInput,
+        output: Revoked,
+        subject: |i| (Some(i.id.clone()), format!("Revoke API principal {}", i.id)),
+    }
+    |ctx, input| {
+        if input.id == ctx.principal.id {
+            return Err(Error::conflict("a principal cannot revoke its own key"));
+        }
+        if !ctx.tx.revoke_principal(&input.id, ctx.now).await? {
+            return Err(Error::not_found("principal", input.id));
+        }
+        Ok(Revoked { id: input.id, revoked: true })
+    }
+}

@@ -1,0 +1,377 @@
+//! Approval operations. Approving runs the stored input of the gated
+//! operation exactly once, inside the approver's transaction; rejecting,
+//! cancelling and expiry never run it.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::inventory::List;
+use super::{Ctx, EmptyInput, Followup, IdInput, OpMeta, Operation, Risk, Subject};
+use crate::domain::approval::GateReason;
+use crate::domain::{Approval, ApprovalStatus, Outcome as AuditOutcome, Permission, Role};
+use crate::error::{Error, Result};
+
+async fn load(ctx: &mut Ctx<'_>, id: &str) -> Result<Approval> {
+    ctx.tx
+        .approval(id)
+        .await?
+        .ok_or_else(|| Error::not_found("approval", id))
+}
+
+/// Pending approvals past their deadline read as expired even before the
+/// sweep marks them.
+fn effective(mut a: Approval, now: i64) -> Approval {
+    if a.status == ApprovalStatus::Pending && a.expires_at <= now {
+        a.status = ApprovalStatus::Expired;
+    }
+    a
+}
+
+fn ensure_pending(a: &Approval, now: i64) -> Result<()> {
+    if a.status != ApprovalStatus::Pending {
+        return Err(Error::conflict(format!(
+            "approval {} is already {}",
+            a.id,
+            a.status.as_str()
+        )));
+    }
+    if a.expires_at <= now {
+        return Err(Error::conflict(format!(
+            "approval {} expired at {}; the operation was not run",
+            a.id,
+            crate::clock::to_rfc3339(a.expires_at)
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListApprovalsInput {
+    /// pending, executed, failed, rejected, expired or cancelled.
+    pub status: Option<ApprovalStatus>,
+    /// At most this many, newest first (default 50, at most 1000).
+    pub per_page: Option<i64>,
+}
+
+operation! {
+    ListApprovals {
+        name: "list_approvals",
+        title: "List approvals",
+        description: "List approval requests (default: all, newest first); use status=pending to see what waits for a decision.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "approval",
+        input: ListApprovalsInput,
+        output: List<Approval>,
+        subject: |_i| (None, String::new()),
+    }
+    |ctx, input| {
+        let limit = crate::store::page_size(input.per_page)?;
+        // Expired-but-unswept approvals are stored as pending; ask for both
+        // and refine, so the status filter matches what callers see.
+        let stored = match input.status {
+            Some(ApprovalStatus::Expired) => None,
+            other => other,
+        };
+        let rows = ctx.engine.store().list_approvals(stored, limit).await?;
+        let now = ctx.now;
+        let data = rows
+            .into_iter()
+            .map(|a| effective(a, now))
+            .filter(|a| input.status.is_none_or(|s| a.status == s))
+            .collect();
+        Ok(List { data })
+    }
+}
+
+operation! {
+    GetApproval {
+        name: "get_approval",
+        title: "Get an approval",
+        description: "Get one approval request: the operation, its exact input, the summary, who asked, its status and result; poll it after a call returned approval_required.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "approval",
+        input: IdInput,
+        output: Approval,
+        subject: |i| (Some(i.id.clone()), String::new()),
+    }
+    |ctx, input| {
+        let a = load(ctx, &input.id).await?;
+        Ok(effective(a, ctx.now))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRequestInput {
+    /// The approval id (`ap-...`).
+    pub approval_id: String,
+    /// Why it was approved (recorded in the audit log).
+    #[serde(default)]
+    pub note: Option<String>,
+    /// Set only by the engine's in-chat confirmation path; never deserialized.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub(crate) in_chat: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DecisionOutput {
+    pub approval: Approval,
+}
+
+pub struct ApproveRequest;
+
+impl Operation for ApproveRequest {
+    type Input = ApproveRequestInput;
+    type Output = DecisionOutput;
+    const META: OpMeta = OpMeta {
+        name: "approve_request",
+        title: "Approve a request",
+        description: "Approve a pending request: its stored operation runs exactly once, as it was asked. Only an approver or admin other than the requester may approve.",
+        risk: Risk::Write,
+        permission: Permission::Read,
+        idempotent: false,
+        open_world: false,
+        resource: "approval",
+        gateable: false,
+    };
+
+    async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
+        let a = load(ctx, &input.approval_id).await?;
+        Ok(Subject {
+            resource_id: Some(a.id.clone()),
+            summary: format!("Approve {}: {}", a.id, a.summary),
+            profile_requires_approval: false,
+        })
+    }
+
+    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+        let a = load(ctx, &input.approval_id).await?;
+        ensure_pending(&a, ctx.now)?;
+        let own = a.requested_by == ctx.principal.id;
+        if input.in_chat {
+            // In-chat confirmation: the requester's own request, where the
+            // policy allows it for this risk class and no profile demanded
+            // a second person.
+            if !own {
+                return Err(Error::forbidden(
+                    "in-chat confirmation is only for the requester's own request",
+                ));
+            }
+            if a.gate_reason == GateReason::Profile
+                || !ctx.engine.config().approvals.allows_in_chat(a.risk)
+            {
+                return Err(Error::forbidden(format!(
+                    "approval {} needs a decision by another approver; in-chat confirmation is not allowed for it",
+                    a.id
+                )));
+            }
+        } else {
+            if !ctx.principal.role.allows(Permission::Approve) {
+                return Err(Error::forbidden(format!(
+                    "role '{}' may not approve requests; an approver or admin must",
+                    ctx.principal.role.as_str()
+                )));
+            }
+            if own {
+                return Err(Error::forbidden(format!(
+                    "{} requested {} and cannot approve it; another approver must",
+                    ctx.principal.id, a.id
+                )));
+            }
+        }
+        if ctx.principal.role == Role::Agent {
+            return Err(Error::forbidden("agents cannot approve requests"));
+        }
+        let op = super::find(&a.operation)
+            .ok_or_else(|| Error::internal(format!("approval {} names unknown operation", a.id)))?;
+        ctx.note("operation", a.operation.clone());
+        ctx.note("requested_by", a.requested_by.clone());
+        ctx.note("in_chat", input.in_chat);
+        if let Some(n) = &input.note {
+            ctx.note("note", n.clone());
+        }
+        // Run the stored input. Its own audit event is written in this
+        // transaction, attributed to the approver and naming the approval.
+        let mut inner = Ctx {
+            engine: ctx.engine,
+            principal: ctx.principal,
+            tx: &mut *ctx.tx,
+            now: ctx.now,
+            audit_details: serde_json::Map::new(),
+            audit_resource_id: None,
+            followup: None,
+        };
+        let result = op.execute_approved(&mut inner, a.input.clone()).await;
+        let mut details = std::mem::take(&mut inner.audit_details);
+        let resource_id = inner.audit_resource_id.take().or(a.resource_id.clone());
+        let output = match result {
+            Ok(v) => v,
+            Err(e) => {
+                ctx.followup = Some(Followup::ApprovalFailed {
+                    approval_id: a.id.clone(),
+                    error: e.to_string(),
+                });
+                return Err(e);
+            }
+        };
+        details.insert("approval_id".into(), a.id.clone().into());
+        details.insert("requested_by".into(), a.requested_by.clone().into());
+        ctx.engine
+            .append(
+                ctx.tx,
+                ctx.principal,
+                &a.operation,
+                &a.resource_type,
+                resource_id,
+                AuditOutcome::Success,
+                details,
+                ctx.now,
+            )
+            .await?;
+        if !ctx
+            .tx
+            .decide_approval(
+                &a.id,
+                ApprovalStatus::Executed,
+                &ctx.principal.id,
+                input.note.as_deref(),
+                Some(&output),
+                ctx.now,
+            )
+            .await?
+        {
+            return Err(Error::conflict(format!(
+                "approval {} was decided by someone else first",
+                a.id
+            )));
+        }
+        ctx.audit_resource_id = Some(a.id.clone());
+        let approval = load(ctx, &a.id).await?;
+        Ok(DecisionOutput { approval })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecideInput {
+    /// The approval id (`ap-...`).
+    pub approval_id: String,
+    /// The reason, recorded with the decision.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+operation! {
+    RejectRequest {
+        name: "reject_request",
+        title: "Reject a request",
+        description: "Reject a pending request; its operation never runs. Approvers and admins may reject.",
+        risk: Write,
+        permission: Approve,
+        idempotent: false,
+        resource: "approval",
+        input: DecideInput,
+        output: DecisionOutput,
+        subject: |i| (Some(i.approval_id.clone()), format!("Reject {}", i.approval_id)),
+    }
+    |ctx, input| { decide(ctx, input, ApprovalStatus::Rejected).await }
+}
+
+operation! {
+    CancelRequest {
+        name: "cancel_request",
+        title: "Cancel a request",
+        description: "Withdraw your own pending request (or any, as admin); its operation never runs.",
+        risk: Write,
+        permission: Read,
+        idempotent: false,
+        resource: "approval",
+        input: DecideInput,
+        output: DecisionOutput,
+        subject: |i| (Some(i.approval_id.clone()), format!("Cancel {}", i.approval_id)),
+    }
+    |ctx, input| {
+        let a = load(ctx, &input.approval_id).await?;
+        if a.requested_by != ctx.principal.id && ctx.principal.role != Role::Admin {
+            return Err(Error::forbidden("only the requester or an admin may cancel a request"));
+        }
+        decide(ctx, input, ApprovalStatus::Cancelled).await
+    }
+}
+
+async fn decide(
+    ctx: &mut Ctx<'_>,
+    input: DecideInput,
+    to: ApprovalStatus,
+) -> Result<DecisionOutput> {
+    let a = load(ctx, &input.approval_id).await?;
+    if a.status != ApprovalStatus::Pending {
+        return Err(Error::conflict(format!(
+            "approval {} is already {}",
+            a.id,
+            a.status.as_str()
+        )));
+    }
+    if !ctx
+        .tx
+        .decide_approval(
+            &a.id,
+            to,
+            &ctx.principal.id,
+            input.note.as_deref(),
+            None,
+            ctx.now,
+        )
+        .await?
+    {
+        return Err(Error::conflict(format!(
+            "approval {} was decided by someone else first",
+            a.id
+        )));
+    }
+    ctx.note("operation", a.operation.clone());
+    if let Some(n) = &input.note {
+        ctx.note("note", n.clone());
+    }
+    Ok(DecisionOutput {
+        approval: load(ctx, &a.id).await?,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ExpiredApprovals {
+    /// The approvals marked expired.
+    pub expired: Vec<String>,
+}
+
+operation! {
+    ExpireApprovals {
+        name: "expire_approvals",
+        title: "Expire stale approvals",
+        description: "Mark pending approvals past their deadline as expired (the scheduler runs this; their operations never run).",
+        risk: Write,
+        permission: Admin,
+        idempotent: true,
+        resource: "approval",
+        input: EmptyInput,
+        output: ExpiredApprovals,
+        subject: |_i| (None, "Expire stale approvals".to_owned()),
+    }
+    |ctx, _input| {
+        let ids = ctx.engine.store().expired_pending_approvals(ctx.now).await?;
+        let mut expired = Vec::new();
+        for id in ids {
+            if ctx.tx.decide_approval(&id, ApprovalStatus::Expired, &ctx.principal.id, Some("expired"), None, ctx.now).await? {
+                ctx.engine.append(ctx.tx, ctx.principal, "approval.expired", "approval", Some(id.clone()), AuditOutcome::Success, serde_json::Map::new(), ctx.now).await?;
+                expired.push(id);
+            }
+        }
+        Ok(ExpiredApprovals { expired })
+    }
+}

@@ -1,0 +1,956 @@
+//! Certificate operations: list, get, create, update, archive, issue, renew, revoke.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Serialize};
+
+use super::{Ctx, OpMeta, Operation, Risk, Subject};
+use crate::bootstrap::{DEFAULT_PROFILE_ID, LOCAL_ISSUER_ID};
+use crate::domain::{
+    CertificateVersion, EffectiveStatus, Job, JobKind, JobStatus, KeygenMode, LifecycleStatus,
+    ManagedCertificate, Permission, Profile, RevocationReason, Target,
+};
+use crate::error::{Error, Result};
+use crate::pki::{self, LeafRequest, SubjectNames};
+use crate::store::{CertificateFilter, CertificatePatch, CertificateSort, NewVersion, page_size};
+
+// ---------------------------------------------------------------- list
+
+// No `deny_unknown_fields` here: serde does not support it together with
+// `flatten`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct ListCertificatesInput {
+    #[serde(flatten)]
+    pub filter: CertificateFilter,
+    /// Sort order: `not_after` (default, soonest expiry first), `-not_after`,
+    /// `created_at`, `-created_at`, `common_name`, `-common_name`.
+    pub sort: Option<CertificateSort>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1 to 1000 (default 50).
+    pub per_page: Option<i64>,
+    /// Return only these fields of each certificate (sparse fieldset); `id` is always included.
+    pub fields: Option<Vec<String>>,
+}
+
+/// A certificate in a list; with `fields`, only the requested fields are present.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SparseCertificate(pub serde_json::Map<String, serde_json::Value>);
+
+impl JsonSchema for SparseCertificate {
+    fn schema_name() -> Cow<'static, str> {
+        "SparseCertificate".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let mut schema = ManagedCertificate::json_schema(generator);
+        if let Some(obj) = schema.as_object_mut() {
+            obj.remove("required");
+            obj.insert(
+                "description".into(),
+                "A managed certificate; when `fields` was given, only those fields (and `id`) are present."
+                    .into(),
+            );
+        }
+        schema
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CertificatePage {
+    pub data: Vec<SparseCertificate>,
+    /// Total matching certificates (first page only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<i64>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+const CERT_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "common_name",
+    "sans",
+    "status",
+    "environment",
+    "issuer_id",
+    "profile_id",
+    "owner_id",
+    "team_id",
+    "renewal_policy_id",
+    "labels",
+    "current_version_id",
+    "serial",
+    "fingerprint",
+    "key_algorithm",
+    "not_before",
+    "not_after",
+    "revoked_at",
+    "revocation_reason",
+    "created_at",
+    "updated_at",
+];
+
+pub struct ListCertificates;
+
+impl Operation for ListCertificates {
+    type Input = ListCertificatesInput;
+    type Output = CertificatePage;
+    const META: OpMeta = OpMeta {
+        name: "list_certificates",
+        title: "List certificates",
+        description: "List managed certificates with filters (status such as expiring or expired, owner, team, issuer, environment, expiry range), sorting and cursor pagination; use it to find certificates before acting on them.",
+        risk: Risk::Read,
+        permission: Permission::Read,
+        idempotent: true,
+        open_world: false,
+        resource: "certificate",
+        gateable: false,
+    };
+
+    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+        let limit = page_size(input.per_page)?;
+        if let Some(fields) = &input.fields
+            && let Some(bad) = fields.iter().find(|f| !CERT_FIELDS.contains(&f.as_str()))
+        {
+            return Err(Error::invalid(format!(
+                "unknown field '{bad}'; known fields: {}",
+                CERT_FIELDS.join(", ")
+            )));
+        }
+        let page = ctx
+            .engine
+            .store()
+            .list_certificates(
+                &input.filter,
+                input.sort.unwrap_or_default(),
+                input.cursor.as_deref(),
+                limit,
+                ctx.engine.status_view(ctx.now),
+            )
+            .await?;
+        let data = page
+            .data
+            .into_iter()
+            .map(|c| {
+                let serde_json::Value::Object(mut m) =
+                    serde_json::to_value(c).map_err(|e| Error::internal(e.to_string()))?
+                else {
+                    return Err(Error::internal(
+                        "certificate did not serialize to an object",
+                    ));
+                };
+                if let Some(fields) = &input.fields {
+                    m.retain(|k, _| k == "id" || fields.iter().any(|f| f == k));
+                }
+                Ok(SparseCertificate(m))
+            })
+            .collect::<Result<_>>()?;
+        ctx.note("returned", page_len(&page.next_cursor, limit));
+        Ok(CertificatePage {
+            data,
+            total: page.total,
+            next_cursor: page.next_cursor,
+        })
+    }
+}
+
+fn page_len(next: &Option<String>, limit: i64) -> &'static str {
+    if next.is_some() && limit > 0 {
+        "full page"
+    } else {
+        "last page"
+    }
+}
+
+// ---------------------------------------------------------------- get
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateIdInput {
+    /// The certificate id (`mc-...`).
+    pub id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CertificateDetails {
+    pub certificate: ManagedCertificate,
+    /// Issued versions, newest first, with PEM certificate and chain.
+    pub versions: Vec<CertificateVersion>,
+    /// Targets the certificate is deployed to.
+    pub targets: Vec<Target>,
+}
+
+pub struct GetCertificate;
+
+impl Operation for GetCertificate {
+    type Input = CertificateIdInput;
+    type Output = CertificateDetails;
+    const META: OpMeta = OpMeta {
+        name: "get_certificate",
+        title: "Get a certificate",
+        description: "Get one certificate with its versions (PEM certificate and chain), status and the targets it is deployed to.",
+        risk: Risk::Read,
+        permission: Permission::Read,
+        idempotent: true,
+        open_world: false,
+        resource: "certificate",
+        gateable: false,
+    };
+
+    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+        let certificate = load(ctx, &input.id).await?;
+        ctx.audit_resource_id = Some(certificate.id.clone());
+        let versions = ctx.engine.store().versions(&certificate.id).await?;
+        let targets = ctx.tx.certificate_targets(&certificate.id).await?;
+        Ok(CertificateDetails {
+            certificate,
+            versions,
+            targets,
+        })
+    }
+}
+
+pub(crate) async fn load(ctx: &mut Ctx<'_>, id: &str) -> Result<ManagedCertificate> {
+    let view = ctx.engine.status_view(ctx.now);
+    ctx.tx
+        .certificate(id, view)
+        .await?
+        .ok_or_else(|| Error::not_found("certificate", id))
+}
+
+// ---------------------------------------------------------------- create
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCertificateInput {
+    /// The primary DNS name (also added to the SANs).
+    pub common_name: String,
+    /// Additional subject alternative names: DNS names or IP addresses.
+    #[serde(default)]
+    pub sans: Vec<String>,
+    /// A human name; defaults to the common name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Environment label, e.g. `production`.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Issuer id; defaults to the local CA (`iss-local`).
+    #[serde(default)]
+    pub issuer_id: Option<String>,
+    /// Profile id; defaults to `prof-default`.
+    #[serde(default)]
+    pub profile_id: Option<String>,
+    #[serde(default)]
+    pub owner_id: Option<String>,
+    #[serde(default)]
+    pub team_id: Option<String>,
+    #[serde(default)]
+    pub renewal_policy_id: Option<String>,
+    #[serde(default)]
+    pub labels: serde_json::Map<String, serde_json::Value>,
+    /// Targets to deploy to.
+    #[serde(default)]
+    pub target_ids: Vec<String>,
+}
+
+pub struct CreateCertificate;
+
+impl Operation for CreateCertificate {
+    type Input = CreateCertificateInput;
+    type Output = ManagedCertificate;
+    const META: OpMeta = OpMeta {
+        name: "create_certificate",
+        title: "Create a certificate",
+        description: "Add a certificate to the inventory (names, issuer, profile, owner, targets) without issuing it yet; issue it next with issue_certificate or let an agent submit a CSR.",
+        risk: Risk::Write,
+        permission: Permission::Write,
+        idempotent: false,
+        open_world: false,
+        resource: "certificate",
+        gateable: true,
+    };
+
+    async fn describe(_ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
+        Ok(Subject {
+            resource_id: None,
+            summary: format!("Create certificate {}", input.common_name),
+            profile_requires_approval: false,
+        })
+    }
+
+    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+        let common_name = input.common_name.trim().to_ascii_lowercase();
+        let mut sans = vec![common_name.clone()];
+        for s in &input.sans {
+            let s = s.trim().to_ascii_lowercase();
+            if !sans.contains(&s) {
+                sans.push(s);
+            }
+        }
+        let names = subject_names(&sans)?;
+        let issuer_id = input.issuer_id.unwrap_or_else(|| LOCAL_ISSUER_ID.into());
+        let profile_id = input
+            .profile_id
+            .unwrap_or_else(|| DEFAULT_PROFILE_ID.into());
+        let issuer = ctx
+            .tx
+            .issuer(&issuer_id)
+            .await?
+            .ok_or_else(|| Error::invalid(format!("unknown issuer_id '{issuer_id}'")))?;
+        if !issuer.issuer.enabled {
+            return Err(Error::invalid(format!("issuer '{issuer_id}' is disabled")));
+        }
+        let profile = ctx
+            .tx
+            .profile(&profile_id)
+            .await?
+            .ok_or_else(|| Error::invalid(format!("unknown profile_id '{profile_id}'")))?;
+        pki::check_request(
+            &profile,
+            profile.default_key_type,
+            &names,
+            profile.default_ttl_seconds,
+        )?;
+        check_refs(
+            ctx,
+            input.owner_id.as_deref(),
+            input.team_id.as_deref(),
+            input.renewal_policy_id.as_deref(),
+        )
+        .await?;
+        for t in &input.target_ids {
+            if ctx.tx.target(t).await?.is_none() {
+                return Err(Error::invalid(format!("unknown target_id '{t}'")));
+            }
+        }
+        let id = ctx.new_id("mc");
+        let cert = ManagedCertificate {
+            id: id.clone(),
+            name: input
+                .name
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| common_name.clone()),
+            common_name,
+            sans,
+            status: EffectiveStatus::Pending,
+            environment: input.environment.unwrap_or_default(),
+            issuer_id,
+            profile_id,
+            owner_id: input.owner_id,
+            team_id: input.team_id,
+            renewal_policy_id: input.renewal_policy_id,
+            labels: input.labels,
+            current_version_id: None,
+            serial: None,
+            fingerprint: None,
+            key_algorithm: None,
+            not_before: None,
+            not_after: None,
+            revoked_at: None,
+            revocation_reason: None,
+            created_at: ctx.now,
+            updated_at: ctx.now,
+        };
+        ctx.tx.insert_certificate(&cert).await?;
+        for t in &input.target_ids {
+            ctx.tx.attach_target(&id, t).await?;
+        }
+        ctx.audit_resource_id = Some(id);
+        ctx.note("common_name", cert.common_name.clone());
+        Ok(cert)
+    }
+}
+
+async fn check_refs(
+    ctx: &mut Ctx<'_>,
+    owner: Option<&str>,
+    team: Option<&str>,
+    policy: Option<&str>,
+) -> Result<()> {
+    if let Some(o) = owner
+        && ctx.tx.owner(o).await?.is_none()
+    {
+        return Err(Error::invalid(format!("unknown owner_id '{o}'")));
+    }
+    if let Some(t) = team
+        && ctx.tx.team(t).await?.is_none()
+    {
+        return Err(Error::invalid(format!("unknown team_id '{t}'")));
+    }
+    if let Some(p) = policy
+        && ctx.tx.renewal_policy(p).await?.is_none()
+    {
+        return Err(Error::invalid(format!("unknown renewal_policy_id '{p}'")));
+    }
+    Ok(())
+}
+
+/// Splits SAN strings into DNS names, IP addresses and e-mail addresses.
+pub(crate) fn subject_names(sans: &[String]) -> Result<SubjectNames> {
+    let mut names = SubjectNames::default();
+    for s in sans {
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            names.ips.push(ip);
+        } else if s.contains('@') {
+            names.emails.push(s.clone());
+        } else {
+            pki::validate_dns_name(s)?;
+            names.dns.push(s.clone());
+        }
+    }
+    if names.is_empty() {
+        return Err(Error::invalid("a certificate needs at least one name"));
+    }
+    Ok(names)
+}
+
+// ---------------------------------------------------------------- update
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCertificateInput {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// New owner; an empty string clears it.
+    #[serde(default)]
+    pub owner_id: Option<String>,
+    /// New team; an empty string clears it.
+    #[serde(default)]
+    pub team_id: Option<String>,
+    /// New renewal policy; an empty string clears it.
+    #[serde(default)]
+    pub renewal_policy_id: Option<String>,
+    /// Replaces all labels.
+    #[serde(default)]
+    pub labels: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Targets to add.
+    #[serde(default)]
+    pub add_target_ids: Vec<String>,
+}
+
+pub struct UpdateCertificate;
+
+fn clearable(v: Option<String>) -> Option<Option<String>> {
+    v.map(|s| if s.is_empty() { None } else { Some(s) })
+}
+
+impl Operation for UpdateCertificate {
+    type Input = UpdateCertificateInput;
+    type Output = ManagedCertificate;
+    const META: OpMeta = OpMeta {
+        name: "update_certificate",
+        title: "Update a certificate",
+        description: "Change a certificate's name, environment, owner, team, renewal policy, labels or targets; names and keys change only by issuing a new version.",
+        risk: Risk::Write,
+        permission: Permission::Write,
+        idempotent: true,
+        open_world: false,
+        resource: "certificate",
+        gateable: true,
+    };
+
+    async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
+        let c = load(ctx, &input.id).await?;
+        Ok(Subject {
+            resource_id: Some(c.id.clone()),
+            summary: format!("Update certificate {} ({})", c.id, c.common_name),
+            profile_requires_approval: false,
+        })
+    }
+
+    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+        load(ctx, &input.id).await?;
+        let patch = CertificatePatch {
+            name: input.name.filter(|n| !n.trim().is_empty()),
+            environment: input.environment,
+            owner_id: clearable(input.owner_id),
+            team_id: clearable(input.team_id),
+            renewal_policy_id: clearable(input.renewal_policy_id),
+            labels: input.labels,
+        };
+        check_refs(
+            ctx,
+            patch.owner_id.clone().flatten().as_deref(),
+            patch.team_id.clone().flatten().as_deref(),
+            patch.renewal_policy_id.clone().flatten().as_deref(),
+        )
+        .await?;
+        for t in &input.add_target_ids {
+            if ctx.tx.target(t).await?.is_none() {
+                return Err(Error::invalid(format!("unknown target_id '{t}'")));
+            }
+            ctx.tx.attach_target(&input.id, t).await?;
+        }
+        ctx.tx
+            .update_certificate(&input.id, &patch, ctx.now)
+            .await?;
+        load(ctx, &input.id).await
+    }
+}
+
+// ---------------------------------------------------------------- archive
+
+pub struct ArchiveCertificate;
+
+impl Operation for ArchiveCertificate {
+    type Input = CertificateIdInput;
+    type Output = ManagedCertificate;
+    const META: OpMeta = OpMeta {
+        name: "archive_certificate",
+        title: "Archive a certificate",
+        description: "Retire a certificate from management: it stays in history but is no longer renewed or listed by default. It does not revoke it.",
+        risk: Risk::Write,
+        permission: Permission::Write,
+        idempotent: true,
+        open_world: false,
+        resource: "certificate",
+        gateable: true,
+    };
+
+    async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
+        let c = load(ctx, &input.id).await?;
+        Ok(Subject {
+            resource_id: Some(c.id.clone()),
+            summary: format!(
+                "Archive certificate {} ({}); it will no longer be renewed",
+                c.id, c.common_name
+            ),
+            profile_requires_approval: false,
+        })
+    }
+
+    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+        let c = load(ctx, &input.id).await?;
+        if c.status == EffectiveStatus::Archived {
+            return Err(Error::conflict(format!(
+                "certificate {} is already archived",
+                c.id
+            )));
+        }
+        ctx.tx
+            .set_certificate_status(&c.id, LifecycleStatus::Archived, ctx.now)
+            .await?;
+        load(ctx, &input.id).await
+    }
+}
+
+// ---------------------------------------------------------------- issue
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueCertificateInput {
+    /// The certificate id (`mc-...`).
+    pub id: String,
+    /// PKCS#10 CSR (PEM or base64 DER) made where the key lives. Omit only for
+    /// profiles with server-side key generation.
+    #[serde(default)]
+    pub csr_pem: Option<String>,
+    /// Validity in seconds; defaults to the profile's, at most its maximum.
+    #[serde(default)]
+    pub ttl_seconds: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IssueOutput {
+    pub certificate: ManagedCertificate,
+    pub version: CertificateVersion,
+}
+
+pub struct IssueCertificate;
+
+impl Operation for IssueCertificate {
+    type Input = IssueCertificateInput;
+    type Output = IssueOutput;
+    const META: OpMeta = OpMeta {
+        name: "issue_certificate",
+        title: "Issue a certificate",
+        description: "Issue a new version of a certificate from a CSR (the key stays where it was generated), checked against the certificate's profile; may require approval.",
+        risk: Risk::Write,
+        permission: Permission::Write,
+        idempotent: false,
+        open_world: false,
+        resource: "certificate",
+        gateable: true,
+    };
+
+    async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
+        issuance_subject(ctx, &input.id, "Issue").await
+    }
+
+    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+        let cert = load(ctx, &input.id).await?;
+        let version =
+            issue_version(ctx, &cert, input.csr_pem.as_deref(), input.ttl_seconds).await?;
+        let certificate = load(ctx, &input.id).await?;
+        Ok(IssueOutput {
+            certificate,
+            version,
+        })
+    }
+}
+
+async fn issuance_subject(ctx: &mut Ctx<'_>, id: &str, verb: &str) -> Result<Subject> {
+    let c = load(ctx, id).await?;
+    let profile = ctx.tx.profile(&c.profile_id).await?;
+    Ok(Subject {
+        resource_id: Some(c.id.clone()),
+        summary: format!(
+            "{verb} certificate {} for {} from issuer {} under profile {}",
+            c.id,
+            c.sans.join(", "),
+            c.issuer_id,
+            c.profile_id
+        ),
+        profile_requires_approval: profile.is_some_and(|p| p.requires_approval),
+    })
+}
+
+/// Issues and stores a new version of `cert`: the one path every issuance
+/// and renewal takes, so profile rules are checked in one place.
+pub(crate) async fn issue_version(
+    ctx: &mut Ctx<'_>,
+    cert: &ManagedCertificate,
+    csr_pem: Option<&str>,
+    ttl_seconds: Option<i64>,
+) -> Result<CertificateVersion> {
+    if cert.status == EffectiveStatus::Archived {
+        return Err(Error::conflict(format!(
+            "certificate {} is archived",
+            cert.id
+        )));
+    }
+    let record = ctx
+        .tx
+        .issuer(&cert.issuer_id)
+        .await?
+        .ok_or_else(|| Error::internal(format!("issuer {} is missing", cert.issuer_id)))?;
+    if !record.issuer.enabled {
+        return Err(Error::conflict(format!(
+            "issuer {} is disabled",
+            cert.issuer_id
+        )));
+    }
+    let Some(material) = record.ca.as_ref().filter(|_| record.issuer.kind.is_local()) else {
+        return Err(Error::IssuerRejected(format!(
+            "issuer {} ({}) cannot issue yet: only the local CA kinds are available in this release",
+            cert.issuer_id,
+            record.issuer.kind.as_str()
+        )));
+    };
+    let profile: Profile = ctx
+        .tx
+        .profile(&cert.profile_id)
+        .await?
+        .ok_or_else(|| Error::internal(format!("profile {} is missing", cert.profile_id)))?;
+    let ttl = ttl_seconds.unwrap_or(profile.default_ttl_seconds);
+    let names = subject_names(&cert.sans)?;
+    let version_id = ctx.new_id("cv");
+
+    // The key: from the CSR (normal path), or generated here when both the
+    // installation and the profile allow server-side key generation.
+    let (spki_der, key_algorithm, csr_text, sealed_key) = match csr_pem {
+        Some(text) => {
+            let csr = pki::parse_csr(text)?;
+            for dns in &csr.names.dns {
+                if !names.dns.contains(dns) {
+                    return Err(Error::policy(format!(
+                        "the CSR asks for {dns}, which is not a name of certificate {}",
+                        cert.id
+                    )));
+                }
+            }
+            for ip in &csr.names.ips {
+                if !names.ips.contains(ip) {
+                    return Err(Error::policy(format!(
+                        "the CSR asks for {ip}, which is not a name of certificate {}",
+                        cert.id
+                    )));
+                }
+            }
+            pki::check_request(&profile, csr.key_algorithm, &names, ttl)?;
+            (csr.spki_der, csr.key_algorithm, Some(text.to_owned()), None)
+        }
+        None => {
+            if profile.keygen_mode != KeygenMode::Server {
+                return Err(Error::policy(format!(
+                    "a CSR is required: profile '{}' has keys generated on the server that uses the certificate",
+                    profile.name
+                )));
+            }
+            if ctx.engine.config().keygen_mode != KeygenMode::Server {
+                return Err(Error::policy(
+                    "a CSR is required: server-side key generation is disabled (CERTCTL_KEYGEN_MODE=agent)",
+                ));
+            }
+            pki::check_request(&profile, profile.default_key_type, &names, ttl)?;
+            tracing::warn!(
+                certificate = %cert.id,
+                profile = %profile.name,
+                "generating a private key on the control plane (server-side key generation)"
+            );
+            let key = pki::generate_key(profile.default_key_type)?;
+            let sealed = ctx
+                .engine
+                .master_key()
+                .seal(key.pkcs8_pem.as_bytes(), &version_id)?;
+            ctx.note("server_keygen", true);
+            (key.spki_der.clone(), key.algorithm, None, Some(sealed))
+        }
+    };
+
+    let ca = ctx.engine.signing_ca(&cert.issuer_id, material)?;
+    let not_before = ctx.now - 60;
+    let not_after = ctx.now + ttl;
+    if not_after > ca.not_after() {
+        return Err(Error::policy(format!(
+            "the requested validity ends after the issuing CA expires ({}); ask for a shorter ttl",
+            crate::clock::to_rfc3339(ca.not_after())
+        )));
+    }
+    let base = ctx.engine.config().public_url.clone();
+    let crl_url = base
+        .as_ref()
+        .map(|b| format!("{b}/api/v1/crl/{}", cert.issuer_id));
+    let ocsp_url = base
+        .as_ref()
+        .map(|b| format!("{b}/api/v1/ocsp/{}", cert.issuer_id));
+    let leaf = ca.issue(&LeafRequest {
+        spki_der: &spki_der,
+        key_algorithm,
+        common_name: &cert.common_name,
+        names: &names,
+        not_before,
+        not_after,
+        ekus: &profile.ekus,
+        crl_distribution_url: crl_url.as_deref(),
+        ocsp_url: ocsp_url.as_deref(),
+    })?;
+    let new = NewVersion {
+        id: version_id,
+        certificate_id: cert.id.clone(),
+        issuer_id: cert.issuer_id.clone(),
+        serial: leaf.serial_hex.clone(),
+        fingerprint: leaf.fingerprint_sha256.clone(),
+        key_algorithm,
+        not_before: leaf.not_before,
+        not_after: leaf.not_after,
+        cert_pem: leaf.cert_pem,
+        chain_pem: leaf.chain_pem,
+        csr_pem: csr_text,
+        private_key_sealed: sealed_key,
+        created_at: ctx.now,
+    };
+    ctx.tx.insert_version(&new).await?;
+    ctx.audit_resource_id = Some(cert.id.clone());
+    ctx.note("serial", new.serial.clone());
+    ctx.note("version_id", new.id.clone());
+    ctx.note("not_after", new.not_after);
+    ctx.tx
+        .version(&new.id)
+        .await?
+        .ok_or_else(|| Error::internal("version vanished after insert"))
+}
+
+// ---------------------------------------------------------------- renew
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewCertificateInput {
+    /// The certificate id (`mc-...`).
+    pub id: String,
+    /// A fresh CSR. Without one, an agent-keyed certificate gets a renewal job
+    /// that waits for its agent's CSR.
+    #[serde(default)]
+    pub csr_pem: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RenewOutput {
+    /// The renewal job: `completed` when issued now, `awaiting_csr` when an agent must send a CSR.
+    pub job: Job,
+    /// The new version, when issued now.
+    pub version: Option<CertificateVersion>,
+}
+
+pub struct RenewCertificate;
+
+impl Operation for RenewCertificate {
+    type Input = RenewCertificateInput;
+    type Output = RenewOutput;
+    const META: OpMeta = OpMeta {
+        name: "renew_certificate",
+        title: "Renew a certificate",
+        description: "Renew a certificate now: issues a new version from a CSR (or server-generated key), or queues a renewal job for the certificate's agent; may require approval.",
+        risk: Risk::Write,
+        permission: Permission::Write,
+        idempotent: false,
+        open_world: false,
+        resource: "certificate",
+        gateable: true,
+    };
+
+    async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
+        issuance_subject(ctx, &input.id, "Renew").await
+    }
+
+    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+        let cert = load(ctx, &input.id).await?;
+        if matches!(
+            cert.status,
+            EffectiveStatus::Archived | EffectiveStatus::Pending
+        ) {
+            return Err(Error::conflict(format!(
+                "certificate {} is {}; only issued certificates are renewed (use issue_certificate first)",
+                cert.id,
+                cert.status.as_str()
+            )));
+        }
+        let profile = ctx
+            .tx
+            .profile(&cert.profile_id)
+            .await?
+            .ok_or_else(|| Error::internal("profile missing"))?;
+        let issue_now = input.csr_pem.is_some()
+            || (profile.keygen_mode == KeygenMode::Server
+                && ctx.engine.config().keygen_mode == KeygenMode::Server);
+        let mut job = Job {
+            id: ctx.new_id("job"),
+            kind: JobKind::Renewal,
+            status: JobStatus::AwaitingCsr,
+            certificate_id: Some(cert.id.clone()),
+            target_id: None,
+            agent_id: None,
+            attempts: 0,
+            max_attempts: 5,
+            run_after: ctx.now,
+            last_error: None,
+            payload: serde_json::json!({ "requested_by": ctx.principal.id }),
+            created_at: ctx.now,
+            updated_at: ctx.now,
+        };
+        let version = if issue_now {
+            let v = issue_version(ctx, &cert, input.csr_pem.as_deref(), None).await?;
+            job.status = JobStatus::Completed;
+            job.attempts = 1;
+            job.payload["version_id"] = v.id.clone().into();
+            Some(v)
+        } else {
+            None
+        };
+        ctx.tx.insert_job(&job).await?;
+        ctx.note("job_id", job.id.clone());
+        Ok(RenewOutput { job, version })
+    }
+}
+
+// ---------------------------------------------------------------- revoke
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeCertificateInput {
+    /// The certificate id (`mc-...`).
+    pub id: String,
+    /// RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged,
+    /// superseded, cessationOfOperation, certificateHold, privilegeWithdrawn, aACompromise.
+    #[serde(default = "unspecified")]
+    pub reason: RevocationReason,
+}
+
+fn unspecified() -> RevocationReason {
+    RevocationReason::Unspecified
+}
+
+pub struct RevokeCertificate;
+
+impl Operation for RevokeCertificate {
+    type Input = RevokeCertificateInput;
+    type Output = ManagedCertificate;
+    const META: OpMeta = OpMeta {
+        name: "revoke_certificate",
+        title: "Revoke a certificate",
+        description: "Revoke a certificate's current version with an RFC 5280 reason so relying parties stop trusting it; cannot be undone and normally needs approval.",
+        risk: Risk::Destructive,
+        permission: Permission::Write,
+        idempotent: false,
+        open_world: false,
+        resource: "certificate",
+        gateable: true,
+    };
+
+    async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
+        let c = load(ctx, &input.id).await?;
+        let targets = ctx.tx.certificate_targets(&c.id).await?;
+        let deployed = if targets.is_empty() {
+            "it is not deployed to any target".to_owned()
+        } else {
+            format!(
+                "it is deployed to {}",
+                targets
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        Ok(Subject {
+            resource_id: Some(c.id.clone()),
+            summary: format!(
+                "Revoke certificate {} ({}, serial {}) with reason {}; {deployed}",
+                c.id,
+                c.common_name,
+                c.serial.as_deref().unwrap_or("none"),
+                input.reason.as_str()
+            ),
+            profile_requires_approval: false,
+        })
+    }
+
+    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+        let c = load(ctx, &input.id).await?;
+        match c.status {
+            EffectiveStatus::Revoked => {
+                return Err(Error::conflict(format!(
+                    "certificate {} is already revoked",
+                    c.id
+                )));
+            }
+            EffectiveStatus::Pending | EffectiveStatus::Failed => {
+                return Err(Error::conflict(format!(
+                    "certificate {} has never been issued; there is nothing to revoke",
+                    c.id
+                )));
+            }
+            _ => {}
+        }
+        let profile = ctx.tx.profile(&c.profile_id).await?;
+        if let Some(p) = profile.filter(|p| p.short_lived) {
+            return Err(Error::policy(format!(
+                "certificate {} uses short-lived profile '{}': it is not revoked, it expires at {}",
+                c.id,
+                p.name,
+                c.not_after
+                    .map(crate::clock::to_rfc3339)
+                    .unwrap_or_default()
+            )));
+        }
+        let version_id = c
+            .current_version_id
+            .clone()
+            .ok_or_else(|| Error::internal("active certificate without a version"))?;
+        ctx.tx
+            .revoke_current(&c.id, &version_id, input.reason, ctx.now)
+            .await?;
+        ctx.note("reason", input.reason.as_str());
+        ctx.note("serial", c.serial.clone().unwrap_or_default());
+        load(ctx, &input.id).await
+    }
+}

@@ -1,0 +1,1135 @@
+//! Inventory operations: targets, agents, jobs, owners, teams, profiles,
+//! renewal policies and policy rules.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Deleted, EmptyInput, IdInput};
+use crate::auth;
+use crate::domain::{
+    Agent, AgentStatus, ExtendedKeyUsage, Job, JobKind, JobStatus, KeyAlgorithm, KeygenMode, Owner,
+    PolicyKind, PolicyMode, PolicyRule, Profile, RenewalPolicy, Role, SanRules, Severity, Target,
+    TargetKind, Team,
+};
+use crate::error::{Error, Result};
+use crate::store::{JobFilter, OrgTable, SimpleTable, page_size};
+
+/// A list of resources.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct List<T> {
+    pub data: Vec<T>,
+}
+
+fn non_empty(field: &str, v: &str) -> Result<String> {
+    let v = v.trim();
+    if v.is_empty() || v.len() > 200 {
+        return Err(Error::invalid(format!(
+            "{field} must be 1 to 200 characters"
+        )));
+    }
+    Ok(v.to_owned())
+}
+
+// ---------------------------------------------------------------- targets
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListTargetsInput {
+    /// Only targets served by this agent.
+    pub agent_id: Option<String>,
+}
+
+operation! {
+    ListTargets {
+        name: "list_targets",
+        title: "List targets",
+        description: "List deployment targets (NGINX, Apache, HAProxy, Traefik, Caddy, ...) and the agents that serve them.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "target",
+        input: ListTargetsInput,
+        output: List<Target>,
+        subject: |_i| (None, String::new()),
+    }
+    |ctx, input| {
+        Ok(List { data: ctx.engine.store().list_targets(input.agent_id.as_deref()).await? })
+    }
+}
+
+operation! {
+    GetTarget {
+        name: "get_target",
+        title: "Get a target",
+        description: "Get one deployment target with its connector configuration.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "target",
+        input: IdInput,
+        output: Target,
+        subject: |i| (Some(i.id.clone()), String::new()),
+    }
+    |ctx, input| {
+        ctx.tx.target(&input.id).await?.ok_or_else(|| Error::not_found("target", input.id))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetInput {
+    /// Set to update an existing target; omit to create.
+    #[serde(default)]
+    pub id: Option<String>,
+    pub name: String,
+    /// nginx, apache, haproxy, traefik, caddy, f5 or iis.
+    pub kind: TargetKind,
+    /// The agent that deploys to this target.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// Connector settings: certificate and key paths, reload command, admin API URL.
+    #[serde(default)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+async fn save_target(ctx: &mut super::Ctx<'_>, input: TargetInput, create: bool) -> Result<Target> {
+    let name = non_empty("name", &input.name)?;
+    if let Some(a) = &input.agent_id
+        && ctx.tx.agent(a).await?.is_none()
+    {
+        return Err(Error::invalid(format!("unknown agent_id '{a}'")));
+    }
+    let existing = match (&input.id, create) {
+        (Some(_), true) => return Err(Error::invalid("id is assigned by certctl; omit it")),
+        (None, false) => return Err(Error::invalid("id is required")),
+        (Some(id), false) => Some(
+            ctx.tx
+                .target(id)
+                .await?
+                .ok_or_else(|| Error::not_found("target", id))?,
+        ),
+        (None, true) => None,
+    };
+    let t = Target {
+        id: existing
+            .as_ref()
+            .map(|t| t.id.clone())
+            .unwrap_or_else(|| ctx.new_id("tgt")),
+        name,
+        kind: input.kind,
+        agent_id: input.agent_id,
+        config: serde_json::Value::Object(input.config),
+        created_at: existing.as_ref().map(|t| t.created_at).unwrap_or(ctx.now),
+        updated_at: ctx.now,
+    };
+    ctx.tx.upsert_target(&t).await?;
+    ctx.audit_resource_id = Some(t.id.clone());
+    Ok(t)
+}
+
+operation! {
+    CreateTarget {
+        name: "create_target",
+        title: "Create a target",
+        description: "Add a deployment target served by an agent, with its connector settings.",
+        risk: Write,
+        permission: Write,
+        idempotent: false,
+        resource: "target",
+        input: TargetInput,
+        output: Target,
+        subject: |i| (None, format!("Create {} target '{}'", i.kind.as_str(), i.name)),
+    }
+    |ctx, input| { save_target(ctx, input, true).await }
+}
+
+operation! {
+    UpdateTarget {
+        name: "update_target",
+        title: "Update a target",
+        description: "Change a deployment target's name, kind, agent or connector settings.",
+        risk: Write,
+        permission: Write,
+        idempotent: true,
+        resource: "target",
+        input: TargetInput,
+        output: Target,
+        subject: |i| (i.id.clone(), format!("Update target {}", i.id.as_deref().unwrap_or("?"))),
+    }
+    |ctx, input| { save_target(ctx, input, false).await }
+}
+
+operation! {
+    DeleteTarget {
+        name: "delete_target",
+        title: "Delete a target",
+        description: "Remove a deployment target; certificates stop being deployed there (nothing is removed from the server).",
+        risk: Destructive,
+        permission: Write,
+        idempotent: false,
+        resource: "target",
+        input: IdInput,
+        output: Deleted,
+        subject: |i| (Some(i.id.clone()), format!("Delete target {}", i.id)),
+    }
+    |ctx, input| {
+        if !ctx.tx.delete_target(&input.id).await? {
+            return Err(Error::not_found("target", input.id));
+        }
+        Ok(Deleted { id: input.id, deleted: true })
+    }
+}
+
+// ---------------------------------------------------------------- agents
+
+operation! {
+    ListAgents {
+        name: "list_agents",
+        title: "List agents",
+        description: "List registered agents with their status (online, offline, pending, disabled), host facts and last heartbeat.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "agent",
+        input: EmptyInput,
+        output: List<Agent>,
+        subject: |_i| (None, String::new()),
+    }
+    |ctx, _input| { Ok(List { data: ctx.engine.store().list_agents().await? }) }
+}
+
+operation! {
+    GetAgent {
+        name: "get_agent",
+        title: "Get an agent",
+        description: "Get one agent with its host facts, labels and last heartbeat.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "agent",
+        input: IdInput,
+        output: Agent,
+        subject: |i| (Some(i.id.clone()), String::new()),
+    }
+    |ctx, input| { ctx.tx.agent(&input.id).await?.ok_or_else(|| Error::not_found("agent", input.id)) }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterAgentInput {
+    pub name: String,
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub labels: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RegisteredAgent {
+    pub agent: Agent,
+    /// The agent's API key: shown once, give it to `certctl agent --api-key`.
+    pub api_key: String,
+}
+
+operation! {
+    RegisterAgent {
+        name: "register_agent",
+        title: "Register an agent",
+        description: "Register a new agent and mint its API key (bound to that agent only); the key is shown once.",
+        risk: Write,
+        permission: Admin,
+        idempotent: false,
+        resource: "agent",
+        input: RegisterAgentInput,
+        output: RegisteredAgent,
+        subject: |i| (None, format!("Register agent '{}'", i.name)),
+    }
+    |ctx, input| {
+        let name = non_empty("name", &input.name)?;
+        let agent = Agent {
+            id: ctx.new_id("ag"),
+            name: name.clone(),
+            hostname: input.hostname,
+            os: String::new(),
+            arch: String::new(),
+            ip_address: String::new(),
+            version: String::new(),
+            labels: input.labels,
+            status: AgentStatus::Pending,
+            last_heartbeat_at: None,
+            created_at: ctx.now,
+            updated_at: ctx.now,
+        };
+        ctx.tx.upsert_agent(&agent).await?;
+        let key = auth::mint(ctx.tx, ctx.engine, &format!("agent:{name}"), Role::Agent, Some(agent.id.clone()), ctx.now).await?;
+        ctx.audit_resource_id = Some(agent.id.clone());
+        ctx.note("principal_id", key.principal.id.clone());
+        Ok(RegisteredAgent { agent, api_key: key.key.to_string() })
+    }
+}
+
+operation! {
+    DisableAgent {
+        name: "disable_agent",
+        title: "Disable an agent",
+        description: "Disable an agent: it gets no more work. Revoke its key with revoke_principal to lock it out.",
+        risk: Destructive,
+        permission: Admin,
+        idempotent: true,
+        resource: "agent",
+        input: IdInput,
+        output: Agent,
+        subject: |i| (Some(i.id.clone()), format!("Disable agent {}", i.id)),
+    }
+    |ctx, input| {
+        let mut a = ctx.tx.agent(&input.id).await?.ok_or_else(|| Error::not_found("agent", &input.id))?;
+        a.status = AgentStatus::Disabled;
+        a.updated_at = ctx.now;
+        ctx.tx.upsert_agent(&a).await?;
+        Ok(a)
+    }
+}
+
+// ---------------------------------------------------------------- jobs
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListJobsInput {
+    pub status: Option<JobStatus>,
+    pub kind: Option<JobKind>,
+    pub certificate_id: Option<String>,
+    pub agent_id: Option<String>,
+    /// At most this many, newest first (default 50, at most 1000).
+    pub per_page: Option<i64>,
+}
+
+operation! {
+    ListJobs {
+        name: "list_jobs",
+        title: "List jobs",
+        description: "List issuance, renewal, deployment and validation jobs, newest first, filtered by status, kind, certificate or agent.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "job",
+        input: ListJobsInput,
+        output: List<Job>,
+        subject: |_i| (None, String::new()),
+    }
+    |ctx, input| {
+        let f = JobFilter { status: input.status, kind: input.kind, certificate_id: input.certificate_id, agent_id: input.agent_id };
+        Ok(List { data: ctx.engine.store().list_jobs(&f, page_size(input.per_page)?).await? })
+    }
+}
+
+operation! {
+    GetJob {
+        name: "get_job",
+        title: "Get a job",
+        description: "Get one job with its status, attempts and last error.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "job",
+        input: IdInput,
+        output: Job,
+        subject: |i| (Some(i.id.clone()), String::new()),
+    }
+    |ctx, input| { ctx.tx.job(&input.id).await?.ok_or_else(|| Error::not_found("job", input.id)) }
+}
+
+operation! {
+    CancelJob {
+        name: "cancel_job",
+        title: "Cancel a job",
+        description: "Cancel a job that has not finished; a cancelled job never runs.",
+        risk: Write,
+        permission: Write,
+        idempotent: true,
+        resource: "job",
+        input: IdInput,
+        output: Job,
+        subject: |i| (Some(i.id.clone()), format!("Cancel job {}", i.id)),
+    }
+    |ctx, input| {
+        let job = ctx.tx.job(&input.id).await?.ok_or_else(|| Error::not_found("job", &input.id))?;
+        if job.status.is_terminal() {
+            return Err(Error::conflict(format!("job {} is already {}", job.id, job.status.as_str())));
+        }
+        if !ctx.tx.transition_job(&job.id, job.status, JobStatus::Cancelled, Some("cancelled"), ctx.now).await? {
+            return Err(Error::conflict(format!("job {} changed state; try again", job.id)));
+        }
+        ctx.tx.job(&input.id).await?.ok_or_else(|| Error::internal("job vanished"))
+    }
+}
+
+// ---------------------------------------------------------------- owners and teams
+
+operation! {
+    ListOwners {
+        name: "list_owners",
+        title: "List owners",
+        description: "List the people certificates belong to, with their e-mail and team.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "owner",
+        input: EmptyInput,
+        output: List<Owner>,
+        subject: |_i| (None, String::new()),
+    }
+    |ctx, _input| { Ok(List { data: ctx.engine.store().list_owners().await? }) }
+}
+
+operation! {
+    GetOwner {
+        name: "get_owner",
+        title: "Get an owner",
+        description: "Get one certificate owner.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "owner",
+        input: IdInput,
+        output: Owner,
+        subject: |i| (Some(i.id.clone()), String::new()),
+    }
+    |ctx, input| { ctx.tx.owner(&input.id).await?.ok_or_else(|| Error::not_found("owner", input.id)) }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerInput {
+    /// Set to update; omit to create.
+    #[serde(default)]
+    pub id: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub team_id: Option<String>,
+}
+
+async fn save_owner(ctx: &mut super::Ctx<'_>, input: OwnerInput, create: bool) -> Result<Owner> {
+    let name = non_empty("name", &input.name)?;
+    let email = input.email.trim().to_owned();
+    if !email.is_empty() && (!email.contains('@') || email.len() > 254) {
+        return Err(Error::invalid(format!(
+            "'{email}' is not an e-mail address"
+        )));
+    }
+    if let Some(t) = &input.team_id
+        && ctx.tx.team(t).await?.is_none()
+    {
+        return Err(Error::invalid(format!("unknown team_id '{t}'")));
+    }
+    let existing = existing(ctx, input.id.as_deref(), create, "owner").await?;
+    let created_at = match existing.as_deref() {
+        Some(id) => ctx
+            .tx
+            .owner(id)
+            .await?
+            .map(|o| o.created_at)
+            .unwrap_or(ctx.now),
+        None => ctx.now,
+    };
+    let o = Owner {
+        id: existing.unwrap_or_else(|| ctx.new_id("own")),
+        name,
+        email,
+        team_id: input.team_id,
+        created_at,
+        updated_at: ctx.now,
+    };
+    ctx.tx.upsert_owner(&o).await?;
+    ctx.audit_resource_id = Some(o.id.clone());
+    Ok(o)
+}
+
+/// Checks the id rules shared by create and update, returning the id to update.
+async fn existing(
+    ctx: &mut super::Ctx<'_>,
+    id: Option<&str>,
+    create: bool,
+    kind: &'static str,
+) -> Result<Option<String>> {
+    match (id, create) {
+        (Some(_), true) => Err(Error::invalid("id is assigned by certctl; omit it")),
+        (None, false) => Err(Error::invalid("id is required")),
+        (None, true) => Ok(None),
+        (Some(id), false) => {
+            let found = match kind {
+                "owner" => ctx.tx.owner(id).await?.is_some(),
+                "team" => ctx.tx.team(id).await?.is_some(),
+                "profile" => ctx.tx.profile(id).await?.is_some(),
+                "renewal_policy" => ctx.tx.renewal_policy(id).await?.is_some(),
+                "policy" => ctx.tx.policy_rule(id).await?.is_some(),
+                _ => false,
+            };
+            if found {
+                Ok(Some(id.to_owned()))
+            } else {
+                Err(Error::not_found(kind, id))
+            }
+        }
+    }
+}
+
+operation! {
+    CreateOwner {
+        name: "create_owner",
+        title: "Create an owner",
+        description: "Add a person who owns certificates and hears about them.",
+        risk: Write,
+        permission: Write,
+        idempotent: false,
+        resource: "owner",
+        input: OwnerInput,
+        output: Owner,
+        subject: |i| (None, format!("Create owner '{}'", i.name)),
+    }
+    |ctx, input| { save_owner(ctx, input, true).await }
+}
+
+operation! {
+    UpdateOwner {
+        name: "update_owner",
+        title: "Update an owner",
+        description: "Change an owner's name, e-mail or team.",
+        risk: Write,
+        permission: Write,
+        idempotent: true,
+        resource: "owner",
+        input: OwnerInput,
+        output: Owner,
+        subject: |i| (i.id.clone(), format!("Update owner {}", i.id.as_deref().unwrap_or("?"))),
+    }
+    |ctx, input| { save_owner(ctx, input, false).await }
+}
+
+operation! {
+    DeleteOwner {
+        name: "delete_owner",
+        title: "Delete an owner",
+        description: "Delete an owner that no certificate refers to.",
+        risk: Destructive,
+        permission: Write,
+        idempotent: false,
+        resource: "owner",
+        input: IdInput,
+        output: Deleted,
+        subject: |i| (Some(i.id.clone()), format!("Delete owner {}", i.id)),
+    }
+    |ctx, input| {
+        if !ctx.tx.delete_org(OrgTable::Owner, &input.id).await? {
+            return Err(Error::not_found("owner", input.id));
+        }
+        Ok(Deleted { id: input.id, deleted: true })
+    }
+}
+
+operation! {
+    ListTeams {
+        name: "list_teams",
+        title: "List teams",
+        description: "List the teams certificates and owners belong to.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "team",
+        input: EmptyInput,
+        output: List<Team>,
+        subject: |_i| (None, String::new()),
+    }
+    |ctx, _input| { Ok(List { data: ctx.engine.store().list_teams().await? }) }
+}
+
+operation! {
+    GetTeam {
+        name: "get_team",
+        title: "Get a team",
+        description: "Get one team.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "team",
+        input: IdInput,
+        output: Team,
+        subject: |i| (Some(i.id.clone()), String::new()),
+    }
+    |ctx, input| { ctx.tx.team(&input.id).await?.ok_or_else(|| Error::not_found("team", input.id)) }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TeamInput {
+    /// Set to update; omit to create.
+    #[serde(default)]
+    pub id: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+async fn save_team(ctx: &mut super::Ctx<'_>, input: TeamInput, create: bool) -> Result<Team> {
+    let name = non_empty("name", &input.name)?;
+    let existing = existing(ctx, input.id.as_deref(), create, "team").await?;
+    let created_at = match existing.as_deref() {
+        Some(id) => ctx
+            .tx
+            .team(id)
+            .await?
+            .map(|t| t.created_at)
+            .unwrap_or(ctx.now),
+        None => ctx.now,
+    };
+    let t = Team {
+        id: existing.unwrap_or_else(|| ctx.new_id("team")),
+        name,
+        description: input.description,
+        created_at,
+        updated_at: ctx.now,
+    };
+    ctx.tx.upsert_team(&t).await?;
+    ctx.audit_resource_id = Some(t.id.clone());
+    Ok(t)
+}
+
+operation! {
+    CreateTeam {
+        name: "create_team",
+        title: "Create a team",
+        description: "Add a team that owns certificates.",
+        risk: Write,
+        permission: Write,
+        idempotent: false,
+        resource: "team",
+        input: TeamInput,
+        output: Team,
+        subject: |i| (None, format!("Create team '{}'", i.name)),
+    }
+    |ctx, input| { save_team(ctx, input, true).await }
+}
+
+operation! {
+    UpdateTeam {
+        name: "update_team",
+        title: "Update a team",
+        description: "Rename a team or change its description.",
+        risk: Write,
+        permission: Write,
+        idempotent: true,
+        resource: "team",
+        input: TeamInput,
+        output: Team,
+        subject: |i| (i.id.clone(), format!("Update team {}", i.id.as_deref().unwrap_or("?"))),
+    }
+    |ctx, input| { save_team(ctx, input, false).await }
+}
+
+operation! {
+    DeleteTeam {
+        name: "delete_team",
+        title: "Delete a team",
+        description: "Delete a team that no certificate or owner refers to.",
+        risk: Destructive,
+        permission: Write,
+        idempotent: false,
+        resource: "team",
+        input: IdInput,
+        output: Deleted,
+        subject: |i| (Some(i.id.clone()), format!("Delete team {}", i.id)),
+    }
+    |ctx, input| {
+        if !ctx.tx.delete_org(OrgTable::Team, &input.id).await? {
+            return Err(Error::not_found("team", input.id));
+        }
+        Ok(Deleted { id: input.id, deleted: true })
+    }
+}
+
+// ---------------------------------------------------------------- profiles
+
+operation! {
+    ListProfiles {
+        name: "list_profiles",
+        title: "List profiles",
+        description: "List certificate profiles: allowed key types, lifetimes, EKUs, name rules and whether issuance needs approval.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "profile",
+        input: EmptyInput,
+        output: List<Profile>,
+        subject: |_i| (None, String::new()),
+    }
+    |ctx, _input| { Ok(List { data: ctx.engine.store().list_profiles().await? }) }
+}
+
+operation! {
+    GetProfile {
+        name: "get_profile",
+        title: "Get a profile",
+        description: "Get one certificate profile.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "profile",
+        input: IdInput,
+        output: Profile,
+        subject: |i| (Some(i.id.clone()), String::new()),
+    }
+    |ctx, input| { ctx.tx.profile(&input.id).await?.ok_or_else(|| Error::not_found("profile", input.id)) }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileInput {
+    /// Set to update; omit to create.
+    #[serde(default)]
+    pub id: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Allowed key algorithms (default: all).
+    #[serde(default)]
+    pub allowed_key_types: Option<Vec<KeyAlgorithm>>,
+    #[serde(default)]
+    pub default_key_type: Option<KeyAlgorithm>,
+    /// Maximum validity in seconds (default 398 days).
+    #[serde(default)]
+    pub max_ttl_seconds: Option<i64>,
+    /// Default validity in seconds (default 47 days, capped at the maximum).
+    #[serde(default)]
+    pub default_ttl_seconds: Option<i64>,
+    /// Extended key usages (default serverAuth).
+    #[serde(default)]
+    pub ekus: Option<Vec<ExtendedKeyUsage>>,
+    #[serde(default)]
+    pub san_rules: Option<SanRules>,
+    /// Every issuance and renewal needs an approver's decision.
+    #[serde(default)]
+    pub requires_approval: bool,
+    /// `agent` (default) or `server`.
+    #[serde(default)]
+    pub keygen_mode: KeygenMode,
+    /// Short-lived certificates are never revoked; they expire.
+    #[serde(default)]
+    pub short_lived: bool,
+}
+
+async fn save_profile(
+    ctx: &mut super::Ctx<'_>,
+    input: ProfileInput,
+    create: bool,
+) -> Result<Profile> {
+    let name = non_empty("name", &input.name)?;
+    let existing = existing(ctx, input.id.as_deref(), create, "profile").await?;
+    let created_at = match existing.as_deref() {
+        Some(id) => ctx
+            .tx
+            .profile(id)
+            .await?
+            .map(|p| p.created_at)
+            .unwrap_or(ctx.now),
+        None => ctx.now,
+    };
+    let allowed = input
+        .allowed_key_types
+        .unwrap_or_else(|| KeyAlgorithm::ALL.to_vec());
+    if allowed.is_empty() {
+        return Err(Error::invalid("allowed_key_types must not be empty"));
+    }
+    let default_key_type = input.default_key_type.unwrap_or(allowed[0]);
+    if !allowed.contains(&default_key_type) {
+        return Err(Error::invalid(
+            "default_key_type must be one of allowed_key_types",
+        ));
+    }
+    let max_ttl = input.max_ttl_seconds.unwrap_or(398 * 86400);
+    if !(60..=100 * 365 * 86400).contains(&max_ttl) {
+        return Err(Error::invalid(
+            "max_ttl_seconds must be between 60 seconds and 100 years",
+        ));
+    }
+    let default_ttl = input
+        .default_ttl_seconds
+        .unwrap_or((47 * 86400).min(max_ttl));
+    if default_ttl <= 0 || default_ttl > max_ttl {
+        return Err(Error::invalid(
+            "default_ttl_seconds must be positive and at most max_ttl_seconds",
+        ));
+    }
+    let ekus = input
+        .ekus
+        .unwrap_or_else(|| vec![ExtendedKeyUsage::ServerAuth]);
+    if ekus.is_empty() {
+        return Err(Error::invalid("ekus must not be empty"));
+    }
+    let p = Profile {
+        id: existing.unwrap_or_else(|| ctx.new_id("prof")),
+        name,
+        description: input.description,
+        allowed_key_types: allowed,
+        default_key_type,
+        max_ttl_seconds: max_ttl,
+        default_ttl_seconds: default_ttl,
+        ekus,
+        san_rules: input.san_rules.unwrap_or_default(),
+        requires_approval: input.requires_approval,
+        keygen_mode: input.keygen_mode,
+        short_lived: input.short_lived,
+        created_at,
+        updated_at: ctx.now,
+    };
+    if p.keygen_mode == KeygenMode::Server {
+        tracing::warn!(profile = %p.name, "profile generates private keys on the control plane");
+    }
+    ctx.tx.upsert_profile(&p).await?;
+    ctx.audit_resource_id = Some(p.id.clone());
+    Ok(p)
+}
+
+operation! {
+    CreateProfile {
+        name: "create_profile",
+        title: "Create a profile",
+        description: "Add a certificate profile: allowed key types, maximum and default validity, EKUs, name rules, approval and key generation mode.",
+        risk: Write,
+        permission: Admin,
+        idempotent: false,
+        resource: "profile",
+        input: ProfileInput,
+        output: Profile,
+        subject: |i| (None, format!("Create profile '{}'", i.name)),
+    }
+    |ctx, input| { save_profile(ctx, input, true).await }
+}
+
+operation! {
+    UpdateProfile {
+        name: "update_profile",
+        title: "Update a profile",
+        description: "Replace a profile's rules; they apply to the next issuance or renewal.",
+        risk: Write,
+        permission: Admin,
+        idempotent: true,
+        resource: "profile",
+        input: ProfileInput,
+        output: Profile,
+        subject: |i| (i.id.clone(), format!("Update profile {}", i.id.as_deref().unwrap_or("?"))),
+    }
+    |ctx, input| { save_profile(ctx, input, false).await }
+}
+
+operation! {
+    DeleteProfile {
+        name: "delete_profile",
+        title: "Delete a profile",
+        description: "Delete a profile that no certificate uses.",
+        risk: Destructive,
+        permission: Admin,
+        idempotent: false,
+        resource: "profile",
+        input: IdInput,
+        output: Deleted,
+        subject: |i| (Some(i.id.clone()), format!("Delete profile {}", i.id)),
+    }
+    |ctx, input| {
+        if ctx.tx.profile_in_use(&input.id).await? {
+            return Err(Error::conflict(format!("profile {} is used by certificates", input.id)));
+        }
+        if !ctx.tx.delete_profile(&input.id).await? {
+            return Err(Error::not_found("profile", input.id));
+        }
+        Ok(Deleted { id: input.id, deleted: true })
+    }
+}
+
+// ---------------------------------------------------------------- renewal policies
+
+operation! {
+    ListRenewalPolicies {
+        name: "list_renewal_policies",
+        title: "List renewal policies",
+        description: "List renewal policies: when certificates renew (days before expiry or fraction of lifetime) and with how much jitter.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "renewal_policy",
+        input: EmptyInput,
+        output: List<RenewalPolicy>,
+        subject: |_i| (None, String::new()),
+    }
+    |ctx, _input| { Ok(List { data: ctx.engine.store().list_renewal_policies().await? }) }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewalPolicyInput {
+    /// Set to update; omit to create.
+    #[serde(default)]
+    pub id: Option<String>,
+    pub name: String,
+    /// Renew this many days before expiry.
+    #[serde(default)]
+    pub renew_before_days: Option<i64>,
+    /// Or: renew once this fraction of the lifetime has passed (0 < f < 1).
+    #[serde(default)]
+    pub renew_at_fraction: Option<f64>,
+    /// Random spread, in percent of the renewal window (default 10).
+    #[serde(default)]
+    pub jitter_percent: Option<i64>,
+    /// Attempts before a renewal is reported failed (default 5).
+    #[serde(default)]
+    pub max_retries: Option<i64>,
+}
+
+async fn save_renewal(
+    ctx: &mut super::Ctx<'_>,
+    input: RenewalPolicyInput,
+    create: bool,
+) -> Result<RenewalPolicy> {
+    let name = non_empty("name", &input.name)?;
+    if input.renew_before_days.is_none() == input.renew_at_fraction.is_none() {
+        return Err(Error::invalid(
+            "give exactly one of renew_before_days and renew_at_fraction",
+        ));
+    }
+    if let Some(d) = input.renew_before_days
+        && !(0..=3650).contains(&d)
+    {
+        return Err(Error::invalid(
+            "renew_before_days must be between 0 and 3650",
+        ));
+    }
+    if let Some(f) = input.renew_at_fraction
+        && !(f > 0.0 && f < 1.0)
+    {
+        return Err(Error::invalid("renew_at_fraction must be between 0 and 1"));
+    }
+    let jitter = input.jitter_percent.unwrap_or(10);
+    if !(0..=50).contains(&jitter) {
+        return Err(Error::invalid("jitter_percent must be between 0 and 50"));
+    }
+    let retries = input.max_retries.unwrap_or(5);
+    if !(0..=100).contains(&retries) {
+        return Err(Error::invalid("max_retries must be between 0 and 100"));
+    }
+    let existing = existing(ctx, input.id.as_deref(), create, "renewal_policy").await?;
+    let created_at = match existing.as_deref() {
+        Some(id) => ctx
+            .tx
+            .renewal_policy(id)
+            .await?
+            .map(|p| p.created_at)
+            .unwrap_or(ctx.now),
+        None => ctx.now,
+    };
+    let r = RenewalPolicy {
+        id: existing.unwrap_or_else(|| ctx.new_id("rp")),
+        name,
+        renew_before_days: input.renew_before_days,
+        renew_at_fraction: input.renew_at_fraction,
+        jitter_percent: jitter,
+        max_retries: retries,
+        created_at,
+        updated_at: ctx.now,
+    };
+    ctx.tx.upsert_renewal_policy(&r).await?;
+    ctx.audit_resource_id = Some(r.id.clone());
+    Ok(r)
+}
+
+operation! {
+    CreateRenewalPolicy {
+        name: "create_renewal_policy",
+        title: "Create a renewal policy",
+        description: "Add a renewal policy (days before expiry or fraction of lifetime, jitter, retries).",
+        risk: Write,
+        permission: Write,
+        idempotent: false,
+        resource: "renewal_policy",
+        input: RenewalPolicyInput,
+        output: RenewalPolicy,
+        subject: |i| (None, format!("Create renewal policy '{}'", i.name)),
+    }
+    |ctx, input| { save_renewal(ctx, input, true).await }
+}
+
+operation! {
+    UpdateRenewalPolicy {
+        name: "update_renewal_policy",
+        title: "Update a renewal policy",
+        description: "Change when certificates under a renewal policy renew.",
+        risk: Write,
+        permission: Write,
+        idempotent: true,
+        resource: "renewal_policy",
+        input: RenewalPolicyInput,
+        output: RenewalPolicy,
+        subject: |i| (i.id.clone(), format!("Update renewal policy {}", i.id.as_deref().unwrap_or("?"))),
+    }
+    |ctx, input| { save_renewal(ctx, input, false).await }
+}
+
+operation! {
+    DeleteRenewalPolicy {
+        name: "delete_renewal_policy",
+        title: "Delete a renewal policy",
+        description: "Delete a renewal policy; its certificates fall back to their profile's renewal timing.",
+        risk: Destructive,
+        permission: Write,
+        idempotent: false,
+        resource: "renewal_policy",
+        input: IdInput,
+        output: Deleted,
+        subject: |i| (Some(i.id.clone()), format!("Delete renewal policy {}", i.id)),
+    }
+    |ctx, input| {
+        if !ctx.tx.delete_simple(SimpleTable::RenewalPolicy, &input.id).await? {
+            return Err(Error::not_found("renewal_policy", input.id));
+        }
+        Ok(Deleted { id: input.id, deleted: true })
+    }
+}
+
+// ---------------------------------------------------------------- policy rules
+
+operation! {
+    ListPolicies {
+        name: "list_policies",
+        title: "List policy rules",
+        description: "List policy rules (allowed issuers, domains, environments, lifetimes, key strength) with their severity and mode (warn or enforce).",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "policy",
+        input: EmptyInput,
+        output: List<PolicyRule>,
+        subject: |_i| (None, String::new()),
+    }
+    |ctx, _input| { Ok(List { data: ctx.engine.store().list_policy_rules().await? }) }
+}
+
+operation! {
+    GetPolicy {
+        name: "get_policy",
+        title: "Get a policy rule",
+        description: "Get one policy rule with its parameters.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "policy",
+        input: IdInput,
+        output: PolicyRule,
+        subject: |i| (Some(i.id.clone()), String::new()),
+    }
+    |ctx, input| { ctx.tx.policy_rule(&input.id).await?.ok_or_else(|| Error::not_found("policy", input.id)) }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyInput {
+    /// Set to update; omit to create.
+    #[serde(default)]
+    pub id: Option<String>,
+    pub name: String,
+    pub kind: PolicyKind,
+    /// Rule parameters, e.g. `{"domains": ["example.com"]}` or `{"max_days": 90}`.
+    #[serde(default)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+    pub severity: Severity,
+    pub mode: PolicyMode,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn save_policy(
+    ctx: &mut super::Ctx<'_>,
+    input: PolicyInput,
+    create: bool,
+) -> Result<PolicyRule> {
+    let name = non_empty("name", &input.name)?;
+    let existing = existing(ctx, input.id.as_deref(), create, "policy").await?;
+    let created_at = match existing.as_deref() {
+        Some(id) => ctx
+            .tx
+            .policy_rule(id)
+            .await?
+            .map(|p| p.created_at)
+            .unwrap_or(ctx.now),
+        None => ctx.now,
+    };
+    let r = PolicyRule {
+        id: existing.unwrap_or_else(|| ctx.new_id("pol")),
+        name,
+        kind: input.kind,
+        params: serde_json::Value::Object(input.params),
+        severity: input.severity,
+        mode: input.mode,
+        enabled: input.enabled,
+        created_at,
+        updated_at: ctx.now,
+    };
+    ctx.tx.upsert_policy_rule(&r).await?;
+    ctx.audit_resource_id = Some(r.id.clone());
+    Ok(r)
+}
+
+operation! {
+    CreatePolicy {
+        name: "create_policy",
+        title: "Create a policy rule",
+        description: "Add a policy rule with a severity and a mode: warn records violations, enforce refuses operations.",
+        risk: Write,
+        permission: Admin,
+        idempotent: false,
+        resource: "policy",
+        input: PolicyInput,
+        output: PolicyRule,
+        subject: |i| (None, format!("Create policy rule '{}'", i.name)),
+    }
+    |ctx, input| { save_policy(ctx, input, true).await }
+}
+
+operation! {
+    UpdatePolicy {
+        name: "update_policy",
+        title: "Update a policy rule",
+        description: "Change a policy rule's parameters, severity, mode or whether it is enabled.",
+        risk: Write,
+        permission: Admin,
+        idempotent: true,
+        resource: "policy",
+        input: PolicyInput,
+        output: PolicyRule,
+        subject: |i| (i.id.clone(), format!("Update policy rule {}", i.id.as_deref().unwrap_or("?"))),
+    }
+    |ctx, input| { save_policy(ctx, input, false).await }
+}
+
+operation! {
+    DeletePolicy {
+        name: "delete_policy",
+        title: "Delete a policy rule",
+        description: "Delete a policy rule.",
+        risk: Destructive,
+        permission: Admin,
+        idempotent: false,
+        resource: "policy",
+        input: IdInput,
+        output: Deleted,
+        subject: |i| (Some(i.id.clone()), format!("Delete policy rule {}", i.id)),
+    }
+    |ctx, input| {
+        if !ctx.tx.delete_simple(SimpleTable::PolicyRule, &input.id).await? {
+            return Err(Error::not_found("policy", input.id));
+        }
+        Ok(Deleted { id: input.id, deleted: true })
+    }
+}

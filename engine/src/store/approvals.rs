@@ -1,0 +1,170 @@
+//! Approvals. Every state change is a conditional update from `pending`, so
+//! two deciders racing cannot both win: that is what makes "executed exactly
+//! once" hold across processes.
+
+use super::{Store, Tx, enum_col, json_col, safe, to_json, with_db, with_tx};
+use crate::domain::approval::GateReason;
+use crate::domain::{Approval, ApprovalStatus};
+use crate::error::Result;
+use crate::ops::Risk;
+
+#[derive(sqlx::FromRow)]
+struct ApprovalRow {
+    id: String,
+    operation: String,
+    input: String,
+    summary: String,
+    risk: String,
+    gate_reason: String,
+    resource_type: String,
+    resource_id: Option<String>,
+    requested_by: String,
+    status: String,
+    decided_by: Option<String>,
+    decided_at: Option<i64>,
+    decision_note: Option<String>,
+    result: Option<String>,
+    created_at: i64,
+    expires_at: i64,
+}
+
+const COLUMNS: &str = "id, operation, input, summary, risk, gate_reason, resource_type, resource_id, \
+    requested_by, status, decided_by, decided_at, decision_note, result, created_at, expires_at";
+
+impl ApprovalRow {
+    fn into_domain(self) -> Result<Approval> {
+        Ok(Approval {
+            input: json_col(&self.input, "approval input")?,
+            risk: enum_col(&self.risk, Risk::parse, "risk")?,
+            gate_reason: enum_col(&self.gate_reason, GateReason::parse, "gate reason")?,
+            status: enum_col(&self.status, ApprovalStatus::parse, "approval status")?,
+            result: self
+                .result
+                .as_deref()
+                .map(|r| json_col(r, "approval result"))
+                .transpose()?,
+            id: self.id,
+            operation: self.operation,
+            summary: self.summary,
+            resource_type: self.resource_type,
+            resource_id: self.resource_id,
+            requested_by: self.requested_by,
+            decided_by: self.decided_by,
+            decided_at: self.decided_at,
+            decision_note: self.decision_note,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+        })
+    }
+}
+
+impl Store {
+    /// Newest first, optionally by status.
+    pub async fn list_approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: i64,
+    ) -> Result<Vec<Approval>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM approvals WHERE ($1 IS NULL OR status = $1) \
+             ORDER BY created_at DESC, id DESC LIMIT $2"
+        );
+        let rows: Vec<ApprovalRow> = with_db!(&self.db, |p| {
+            sqlx::query_as(safe(&sql))
+                .bind(status.map(|s| s.as_str()))
+                .bind(limit)
+                .fetch_all(p)
+                .await?
+        });
+        rows.into_iter().map(ApprovalRow::into_domain).collect()
+    }
+
+    /// Pending approvals whose time ran out (for the expiry sweep).
+    pub async fn expired_pending_approvals(&self, now: i64) -> Result<Vec<String>> {
+        Ok(with_db!(&self.db, |p| {
+            sqlx::query_scalar(
+                "SELECT id FROM approvals WHERE status = 'pending' AND expires_at <= $1 ORDER BY id",
+            )
+            .bind(now)
+            .fetch_all(p)
+            .await?
+        }))
+    }
+}
+
+impl Tx {
+    /// Reads an approval and, on PostgreSQL, locks its row until the
+    /// transaction ends, so a concurrent decision waits and then sees ours.
+    pub async fn approval(&mut self, id: &str) -> Result<Option<Approval>> {
+        let lock = if self.backend == super::Backend::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        let sql = format!("SELECT {COLUMNS} FROM approvals WHERE id = $1{lock}");
+        let row: Option<ApprovalRow> = with_tx!(self, |c| {
+            sqlx::query_as(safe(&sql))
+                .bind(id)
+                .fetch_optional(c)
+                .await?
+        });
+        row.map(ApprovalRow::into_domain).transpose()
+    }
+
+    pub async fn insert_approval(&mut self, a: &Approval, input_hash: &str) -> Result<()> {
+        let input = to_json(&a.input)?;
+        with_tx!(self, |c| {
+            sqlx::query(
+                "INSERT INTO approvals (id, operation, input, input_hash, summary, risk, gate_reason, resource_type, \
+                 resource_id, requested_by, status, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(&a.id)
+            .bind(&a.operation)
+            .bind(&input)
+            .bind(input_hash)
+            .bind(&a.summary)
+            .bind(a.risk.as_str())
+            .bind(a.gate_reason.as_str())
+            .bind(&a.resource_type)
+            .bind(&a.resource_id)
+            .bind(&a.requested_by)
+            .bind(a.status.as_str())
+            .bind(a.created_at)
+            .bind(a.expires_at)
+            .execute(c)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Moves a pending approval to a decided status. Returns false when it was
+    /// no longer pending (someone else decided first).
+    pub async fn decide_approval(
+        &mut self,
+        id: &str,
+        to: ApprovalStatus,
+        decided_by: &str,
+        note: Option<&str>,
+        result: Option<&serde_json::Value>,
+        now: i64,
+    ) -> Result<bool> {
+        let result = result.map(to_json).transpose()?;
+        let n = with_tx!(self, |c| {
+            sqlx::query(
+                "UPDATE approvals SET status = $1, decided_by = $2, decided_at = $3, decision_note = $4, \
+                 result = $5 WHERE id = $6 AND status = 'pending'",
+            )
+            .bind(to.as_str())
+            .bind(decided_by)
+            .bind(now)
+            .bind(note)
+            .bind(&result)
+            .bind(id)
+            .execute(c)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+}

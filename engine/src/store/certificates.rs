@@ -1,0 +1,659 @@
+//! Managed certificates and their versions.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::query::{Arg, Cursor, Page, Where, bind_args};
+use super::{Store, Tx, enum_col, json_col, safe, to_json, with_db, with_tx};
+use crate::clock::UnixTime;
+use crate::domain::{
+    CertificateVersion, EffectiveStatus, KeyAlgorithm, LifecycleStatus, ManagedCertificate,
+    RevocationReason,
+};
+use crate::error::{Error, Result};
+
+/// `not_after` of a certificate without a version (9999-12-31T23:59:59Z).
+pub(crate) const NO_EXPIRY: i64 = 253_402_300_799;
+
+const CERT_COLUMNS: &str = "id, name, common_name, sans, status, environment, issuer_id, \
+    profile_id, owner_id, team_id, renewal_policy_id, labels, current_version_id, serial, \
+    fingerprint, key_algorithm, not_before, not_after, revoked_at, revocation_reason, \
+    created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+struct CertRow {
+    id: String,
+    name: String,
+    common_name: String,
+    sans: String,
+    status: String,
+    environment: String,
+    issuer_id: String,
+    profile_id: String,
+    owner_id: Option<String>,
+    team_id: Option<String>,
+    renewal_policy_id: Option<String>,
+    labels: String,
+    current_version_id: Option<String>,
+    serial: Option<String>,
+    fingerprint: Option<String>,
+    key_algorithm: Option<String>,
+    not_before: Option<i64>,
+    not_after: i64,
+    revoked_at: Option<i64>,
+    revocation_reason: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// How "now" turns stored statuses into effective ones.
+#[derive(Debug, Clone, Copy)]
+pub struct StatusView {
+    pub now: UnixTime,
+    /// Seconds before expiry at which a certificate counts as expiring.
+    pub expiring_window: i64,
+}
+
+impl CertRow {
+    fn into_domain(self, view: StatusView) -> Result<ManagedCertificate> {
+        let status = enum_col(&self.status, LifecycleStatus::parse, "certificate status")?;
+        let not_after = (self.not_after != NO_EXPIRY).then_some(self.not_after);
+        Ok(ManagedCertificate {
+            status: EffectiveStatus::of(status, not_after, view.now, view.expiring_window),
+            sans: json_col(&self.sans, "sans")?,
+            labels: json_col(&self.labels, "labels")?,
+            key_algorithm: self.key_algorithm.as_deref().and_then(KeyAlgorithm::parse),
+            revocation_reason: self
+                .revocation_reason
+                .as_deref()
+                .and_then(RevocationReason::parse),
+            id: self.id,
+            name: self.name,
+            common_name: self.common_name,
+            environment: self.environment,
+            issuer_id: self.issuer_id,
+            profile_id: self.profile_id,
+            owner_id: self.owner_id,
+            team_id: self.team_id,
+            renewal_policy_id: self.renewal_policy_id,
+            current_version_id: self.current_version_id,
+            serial: self.serial,
+            fingerprint: self.fingerprint,
+            not_before: self.not_before,
+            not_after,
+            revoked_at: self.revoked_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// Filters for listing certificates. All given filters must match.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct CertificateFilter {
+    /// Effective status: pending, valid, expiring, expired, revoked, failed, archived.
+    pub status: Option<EffectiveStatus>,
+    pub owner_id: Option<String>,
+    pub team_id: Option<String>,
+    pub issuer_id: Option<String>,
+    pub profile_id: Option<String>,
+    pub environment: Option<String>,
+    /// Exact common name.
+    pub common_name: Option<String>,
+    /// Expiring strictly before this Unix time.
+    pub expires_before: Option<UnixTime>,
+    /// Expiring at or after this Unix time.
+    pub expires_after: Option<UnixTime>,
+    pub created_after: Option<UnixTime>,
+    pub created_before: Option<UnixTime>,
+    /// Include archived certificates when no status is given (default false).
+    pub include_archived: bool,
+}
+
+/// Sort orders for certificate lists. `-` prefix means descending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum CertificateSort {
+    #[default]
+    #[serde(rename = "not_after")]
+    NotAfter,
+    #[serde(rename = "-not_after")]
+    NotAfterDesc,
+    #[serde(rename = "created_at")]
+    CreatedAt,
+    #[serde(rename = "-created_at")]
+    CreatedAtDesc,
+    #[serde(rename = "common_name")]
+    CommonName,
+    #[serde(rename = "-common_name")]
+    CommonNameDesc,
+}
+
+impl CertificateSort {
+    fn column(self) -> &'static str {
+        match self {
+            Self::NotAfter | Self::NotAfterDesc => "not_after",
+            Self::CreatedAt | Self::CreatedAtDesc => "created_at",
+            Self::CommonName | Self::CommonNameDesc => "common_name",
+        }
+    }
+
+    fn desc(self) -> bool {
+        matches!(
+            self,
+            Self::NotAfterDesc | Self::CreatedAtDesc | Self::CommonNameDesc
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotAfter => "not_after",
+            Self::NotAfterDesc => "-not_after",
+            Self::CreatedAt => "created_at",
+            Self::CreatedAtDesc => "-created_at",
+            Self::CommonName => "common_name",
+            Self::CommonNameDesc => "-common_name",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "not_after" => Self::NotAfter,
+            "-not_after" => Self::NotAfterDesc,
+            "created_at" => Self::CreatedAt,
+            "-created_at" => Self::CreatedAtDesc,
+            "common_name" => Self::CommonName,
+            "-common_name" => Self::CommonNameDesc,
+            _ => return None,
+        })
+    }
+
+    fn key_of(self, c: &CertRow) -> serde_json::Value {
+        match self.column() {
+            "not_after" => c.not_after.into(),
+            "created_at" => c.created_at.into(),
+            _ => c.common_name.clone().into(),
+        }
+    }
+}
+
+impl CertificateFilter {
+    fn apply(&self, w: &mut Where, view: StatusView) {
+        if let Some(status) = self.status {
+            let now = view.now;
+            let soon = view.now.saturating_add(view.expiring_window);
+            let active = w.arg(Arg::Text("active".into()));
+            match status {
+                EffectiveStatus::Valid => {
+                    let p = w.arg(Arg::Int(soon));
+                    w.push(format!("status = {active} AND not_after > {p}"));
+                }
+                EffectiveStatus::Expiring => {
+                    let a = w.arg(Arg::Int(now));
+                    let b = w.arg(Arg::Int(soon));
+                    w.push(format!(
+                        "status = {active} AND not_after > {a} AND not_after <= {b}"
+                    ));
+                }
+                EffectiveStatus::Expired => {
+                    let a = w.arg(Arg::Int(now));
+                    w.push(format!("status = {active} AND not_after <= {a}"));
+                }
+                other => {
+                    // Pending, revoked, failed and archived are stored as such.
+                    w.args.pop();
+                    let p = w.arg(Arg::Text(other.as_str().into()));
+                    w.push(format!("status = {p}"));
+                }
+            }
+        } else if !self.include_archived {
+            let p = w.arg(Arg::Text("archived".into()));
+            w.push(format!("status <> {p}"));
+        }
+        let eq = [
+            ("owner_id", &self.owner_id),
+            ("team_id", &self.team_id),
+            ("issuer_id", &self.issuer_id),
+            ("profile_id", &self.profile_id),
+            ("environment", &self.environment),
+            ("common_name", &self.common_name),
+        ];
+        for (col, v) in eq {
+            if let Some(v) = v {
+                let p = w.arg(Arg::Text(v.clone()));
+                w.push(format!("{col} = {p}"));
+            }
+        }
+        let ranges = [
+            ("not_after", "<", self.expires_before),
+            ("not_after", ">=", self.expires_after),
+            ("created_at", ">", self.created_after),
+            ("created_at", "<", self.created_before),
+        ];
+        for (col, op, v) in ranges {
+            if let Some(v) = v {
+                let p = w.arg(Arg::Int(v));
+                w.push(format!("{col} {op} {p}"));
+            }
+        }
+    }
+}
+
+/// A newly issued version, ready to store.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    pub id: String,
+    pub certificate_id: String,
+    pub issuer_id: String,
+    pub serial: String,
+    pub fingerprint: String,
+    pub key_algorithm: KeyAlgorithm,
+    pub not_before: UnixTime,
+    pub not_after: UnixTime,
+    pub cert_pem: String,
+    pub chain_pem: String,
+    pub csr_pem: Option<String>,
+    pub private_key_sealed: Option<String>,
+    pub created_at: UnixTime,
+}
+
+#[derive(sqlx::FromRow)]
+struct VersionRow {
+    id: String,
+    certificate_id: String,
+    issuer_id: String,
+    serial: String,
+    fingerprint: String,
+    key_algorithm: String,
+    not_before: i64,
+    not_after: i64,
+    cert_pem: String,
+    chain_pem: String,
+    has_key: bool,
+    revoked_at: Option<i64>,
+    revocation_reason: Option<String>,
+    created_at: i64,
+}
+
+const VERSION_COLUMNS: &str = "id, certificate_id, issuer_id, serial, fingerprint, \
+    key_algorithm, not_before, not_after, cert_pem, chain_pem, \
+    (private_key_sealed IS NOT NULL) AS has_key, revoked_at, revocation_reason, created_at";
+
+impl VersionRow {
+    fn into_domain(self) -> Result<CertificateVersion> {
+        Ok(CertificateVersion {
+            key_algorithm: enum_col(&self.key_algorithm, KeyAlgorithm::parse, "key algorithm")?,
+            revocation_reason: self
+                .revocation_reason
+                .as_deref()
+                .and_then(RevocationReason::parse),
+            id: self.id,
+            certificate_id: self.certificate_id,
+            issuer_id: self.issuer_id,
+            serial: self.serial,
+            fingerprint: self.fingerprint,
+            not_before: self.not_before,
+            not_after: self.not_after,
+            cert_pem: self.cert_pem,
+            chain_pem: self.chain_pem,
+            has_private_key: self.has_key,
+            revoked_at: self.revoked_at,
+            created_at: self.created_at,
+        })
+    }
+}
+
+/// The columns an update may change.
+#[derive(Debug, Clone, Default)]
+pub struct CertificatePatch {
+    pub name: Option<String>,
+    pub environment: Option<String>,
+    pub owner_id: Option<Option<String>>,
+    pub team_id: Option<Option<String>>,
+    pub renewal_policy_id: Option<Option<String>>,
+    pub labels: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Store {
+    /// One page of certificates.
+    pub async fn list_certificates(
+        &self,
+        filter: &CertificateFilter,
+        sort: CertificateSort,
+        cursor: Option<&str>,
+        limit: i64,
+        view: StatusView,
+    ) -> Result<Page<ManagedCertificate>> {
+        let mut w = Where::default();
+        filter.apply(&mut w, view);
+        let total = if cursor.is_none() {
+            let sql = format!("SELECT COUNT(*) FROM certificates{}", w.sql());
+            let n: i64 = with_db!(&self.db, |p| {
+                bind_args!(sqlx::query_scalar(safe(&sql)), &w.args)
+                    .fetch_one(p)
+                    .await?
+            });
+            Some(n)
+        } else {
+            None
+        };
+        let col = sort.column();
+        let (cmp, dir) = if sort.desc() {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        if let Some(c) = cursor {
+            let c = Cursor::decode(c)?;
+            if c.s != sort.as_str() {
+                return Err(Error::invalid(
+                    "cursor was made for another sort order; start again without a cursor",
+                ));
+            }
+            let key = match &c.k {
+                serde_json::Value::Number(n) => Arg::Int(
+                    n.as_i64()
+                        .ok_or_else(|| Error::invalid("cursor is not valid"))?,
+                ),
+                serde_json::Value::String(s) => Arg::Text(s.clone()),
+                _ => return Err(Error::invalid("cursor is not valid")),
+            };
+            let k = w.arg(key);
+            let id = w.arg(Arg::Text(c.id));
+            w.push(format!("({col}, id) {cmp} ({k}, {id})"));
+        }
+        let lim = w.arg(Arg::Int(limit + 1));
+        let sql = format!(
+            "SELECT {CERT_COLUMNS} FROM certificates{} ORDER BY {col} {dir}, id {dir} LIMIT {lim}",
+            w.sql()
+        );
+        let mut rows: Vec<CertRow> = with_db!(&self.db, |p| {
+            bind_args!(sqlx::query_as::<_, CertRow>(safe(&sql)), &w.args)
+                .fetch_all(p)
+                .await?
+        });
+        let next_cursor = if rows.len() as i64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(|last| {
+                Cursor {
+                    s: sort.as_str().into(),
+                    k: sort.key_of(last),
+                    id: last.id.clone(),
+                }
+                .encode()
+            })
+        } else {
+            None
+        };
+        let data = rows
+            .into_iter()
+            .map(|r| r.into_domain(view))
+            .collect::<Result<_>>()?;
+        Ok(Page {
+            data,
+            total,
+            next_cursor,
+        })
+    }
+
+    /// Active certificates whose expiry falls before `horizon`, soonest first:
+    /// the candidates the renewal loop considers.
+    pub async fn certificates_expiring_before(
+        &self,
+        horizon: UnixTime,
+        limit: i64,
+    ) -> Result<Vec<(String, UnixTime)>> {
+        let rows: Vec<(String, i64)> = with_db!(&self.db, |p| {
+            sqlx::query_as(
+                "SELECT id, not_after FROM certificates WHERE status = 'active' \
+                 AND not_after <= $1 ORDER BY not_after, id LIMIT $2",
+            )
+            .bind(horizon)
+            .bind(limit)
+            .fetch_all(p)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// Counts by stored status, plus expiring and expired among the active.
+    pub async fn certificate_counts(&self, view: StatusView) -> Result<Vec<(String, i64)>> {
+        let mut out: Vec<(String, i64)> = with_db!(&self.db, |p| {
+            sqlx::query_as("SELECT status, COUNT(*) FROM certificates GROUP BY status")
+                .fetch_all(p)
+                .await?
+        });
+        let (expired, expiring): (i64, i64) = with_db!(&self.db, |p| {
+            sqlx::query_as(
+                "SELECT \
+                   (SELECT COUNT(*) FROM certificates WHERE status = 'active' AND not_after <= $1), \
+                   (SELECT COUNT(*) FROM certificates WHERE status = 'active' AND not_after > $1 AND not_after <= $2)",
+            )
+            .bind(view.now)
+            .bind(view.now.saturating_add(view.expiring_window))
+            .fetch_one(p)
+            .await?
+        });
+        out.push(("expired".into(), expired));
+        out.push(("expiring".into(), expiring));
+        Ok(out)
+    }
+
+    pub async fn versions(&self, certificate_id: &str) -> Result<Vec<CertificateVersion>> {
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM certificate_versions WHERE certificate_id = $1 \
+             ORDER BY created_at DESC, id DESC"
+        );
+        let rows: Vec<VersionRow> = with_db!(&self.db, |p| {
+            sqlx::query_as(safe(&sql))
+                .bind(certificate_id)
+                .fetch_all(p)
+                .await?
+        });
+        rows.into_iter().map(VersionRow::into_domain).collect()
+    }
+}
+
+impl Tx {
+    pub async fn certificate(
+        &mut self,
+        id: &str,
+        view: StatusView,
+    ) -> Result<Option<ManagedCertificate>> {
+        let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE id = $1");
+        let row: Option<CertRow> = with_tx!(self, |c| {
+            sqlx::query_as(safe(&sql))
+                .bind(id)
+                .fetch_optional(c)
+                .await?
+        });
+        row.map(|r| r.into_domain(view)).transpose()
+    }
+
+    /// The stored lifecycle status (without time refinement).
+    pub async fn certificate_lifecycle(&mut self, id: &str) -> Result<Option<LifecycleStatus>> {
+        let s: Option<String> = with_tx!(self, |c| {
+            sqlx::query_scalar("SELECT status FROM certificates WHERE id = $1")
+                .bind(id)
+                .fetch_optional(c)
+                .await?
+        });
+        s.map(|s| enum_col(&s, LifecycleStatus::parse, "certificate status"))
+            .transpose()
+    }
+
+    pub async fn insert_certificate(&mut self, c: &ManagedCertificate) -> Result<()> {
+        let sans = to_json(&c.sans)?;
+        let labels = to_json(&c.labels)?;
+        with_tx!(self, |conn| {
+            sqlx::query(
+                "INSERT INTO certificates (id, name, common_name, sans, status, environment, \
+                 issuer_id, profile_id, owner_id, team_id, renewal_policy_id, labels, \
+                 not_after, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            )
+            .bind(&c.id)
+            .bind(&c.name)
+            .bind(&c.common_name)
+            .bind(&sans)
+            .bind(LifecycleStatus::Pending.as_str())
+            .bind(&c.environment)
+            .bind(&c.issuer_id)
+            .bind(&c.profile_id)
+            .bind(&c.owner_id)
+            .bind(&c.team_id)
+            .bind(&c.renewal_policy_id)
+            .bind(&labels)
+            .bind(NO_EXPIRY)
+            .bind(c.created_at)
+            .bind(c.updated_at)
+            .execute(conn)
+            .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn update_certificate(
+        &mut self,
+        id: &str,
+        patch: &CertificatePatch,
+        now: UnixTime,
+    ) -> Result<()> {
+        let mut w = Where::default();
+        let mut sets = Vec::new();
+        if let Some(v) = &patch.name {
+            sets.push(format!("name = {}", w.arg(Arg::Text(v.clone()))));
+        }
+        if let Some(v) = &patch.environment {
+            sets.push(format!("environment = {}", w.arg(Arg::Text(v.clone()))));
+        }
+        for (col, v) in [
+            ("owner_id", &patch.owner_id),
+            ("team_id", &patch.team_id),
+            ("renewal_policy_id", &patch.renewal_policy_id),
+        ] {
+            match v {
+                Some(Some(v)) => sets.push(format!("{col} = {}", w.arg(Arg::Text(v.clone())))),
+                Some(None) => sets.push(format!("{col} = NULL")),
+                None => {}
+            }
+        }
+        if let Some(v) = &patch.labels {
+            sets.push(format!("labels = {}", w.arg(Arg::Text(to_json(v)?))));
+        }
+        sets.push(format!("updated_at = {}", w.arg(Arg::Int(now))));
+        let idp = w.arg(Arg::Text(id.to_owned()));
+        let sql = format!(
+            "UPDATE certificates SET {} WHERE id = {idp}",
+            sets.join(", ")
+        );
+        with_tx!(self, |c| {
+            bind_args!(sqlx::query(safe(&sql)), &w.args)
+                .execute(c)
+                .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn set_certificate_status(
+        &mut self,
+        id: &str,
+        status: LifecycleStatus,
+        now: UnixTime,
+    ) -> Result<()> {
+        with_tx!(self, |c| {
+            sqlx::query("UPDATE certificates SET status = $1, updated_at = $2 WHERE id = $3")
+                .bind(status.as_str())
+                .bind(now)
+                .bind(id)
+                .execute(c)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Stores a new version and makes it the certificate's current one.
+    pub async fn insert_version(&mut self, v: &NewVersion) -> Result<()> {
+        with_tx!(self, |c| {
+            sqlx::query(
+                "INSERT INTO certificate_versions (id, certificate_id, issuer_id, serial, \
+                 fingerprint, key_algorithm, not_before, not_after, cert_pem, chain_pem, \
+                 csr_pem, private_key_sealed, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(&v.id)
+            .bind(&v.certificate_id)
+            .bind(&v.issuer_id)
+            .bind(&v.serial)
+            .bind(&v.fingerprint)
+            .bind(v.key_algorithm.as_str())
+            .bind(v.not_before)
+            .bind(v.not_after)
+            .bind(&v.cert_pem)
+            .bind(&v.chain_pem)
+            .bind(&v.csr_pem)
+            .bind(&v.private_key_sealed)
+            .bind(v.created_at)
+            .execute(&mut *c)
+            .await?;
+            sqlx::query(
+                "UPDATE certificates SET status = 'active', current_version_id = $1, serial = $2, \
+                 fingerprint = $3, key_algorithm = $4, not_before = $5, not_after = $6, \
+                 revoked_at = NULL, revocation_reason = NULL, updated_at = $7 WHERE id = $8",
+            )
+            .bind(&v.id)
+            .bind(&v.serial)
+            .bind(&v.fingerprint)
+            .bind(v.key_algorithm.as_str())
+            .bind(v.not_before)
+            .bind(v.not_after)
+            .bind(v.created_at)
+            .bind(&v.certificate_id)
+            .execute(c)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Marks the current version and the certificate revoked.
+    pub async fn revoke_current(
+        &mut self,
+        certificate_id: &str,
+        version_id: &str,
+        reason: RevocationReason,
+        now: UnixTime,
+    ) -> Result<()> {
+        with_tx!(self, |c| {
+            sqlx::query(
+                "UPDATE certificate_versions SET revoked_at = $1, revocation_reason = $2 \
+                 WHERE id = $3 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(reason.as_str())
+            .bind(version_id)
+            .execute(&mut *c)
+            .await?;
+            sqlx::query(
+                "UPDATE certificates SET status = 'revoked', revoked_at = $1, \
+                 revocation_reason = $2, updated_at = $1 WHERE id = $3",
+            )
+            .bind(now)
+            .bind(reason.as_str())
+            .bind(certificate_id)
+            .execute(c)
+            .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn version(&mut self, id: &str) -> Result<Option<CertificateVersion>> {
+        let sql = format!("SELECT {VERSION_COLUMNS} FROM certificate_versions WHERE id = $1");
+        let row: Option<VersionRow> = with_tx!(self, |c| {
+            sqlx::query_as(safe(&sql))
+                .bind(id)
+                .fetch_optional(c)
+                .await?
+        });
+        row.map(VersionRow::into_domain).transpose()
+    }
+}

@@ -1,0 +1,302 @@
+//! Storage: one store, two backends (SQLite, the embedded default, and
+//! PostgreSQL for several replicas).
+//!
+//! The SQL is written once in the portable subset both databases share
+//! (`$1` placeholders, TEXT ids, integer timestamps, JSON as text) and run on
+//! whichever pool is configured through the [`with_db!`] and [`with_tx!`]
+//! macros, which compile the same code once per backend. Dialect branches
+//! exist only where they pay (locking for the audit chain).
+//!
+//! Capabilities are split by concept (certificates, approvals, audit, ...);
+//! each file adds methods to [`Store`] (reads outside a transaction) and
+//! [`Tx`] (everything inside one).
+
+mod agents;
+mod approvals;
+mod audit;
+mod certificates;
+mod issuers;
+mod jobs;
+mod meta;
+mod org;
+mod policies;
+mod principals;
+mod profiles;
+mod query;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+pub use audit::{AuditFilter, NewAuditEvent};
+pub use certificates::{CertificateFilter, CertificateSort, NewVersion};
+pub use certificates::{CertificatePatch, StatusView};
+pub use issuers::IssuerRecord;
+pub use jobs::JobFilter;
+pub use org::OrgTable;
+pub use policies::SimpleTable;
+pub use query::{Cursor, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, page_size};
+
+use crate::error::{Error, Result};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Which database backs the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub(crate) enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same code on whichever pool the store holds.
+macro_rules! with_db {
+    ($db:expr, |$p:ident| $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite($p) => $body,
+            $crate::store::Db::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use with_db;
+
+/// Runs the same code on whichever transaction the [`Tx`] holds; `$c` is the
+/// connection (an executor).
+macro_rules! with_tx {
+    ($tx:expr, |$c:ident| $body:expr) => {
+        match &mut $tx.inner {
+            $crate::store::TxInner::Sqlite(t) => {
+                let $c = &mut **t;
+                $body
+            }
+            $crate::store::TxInner::Postgres(t) => {
+                let $c = &mut **t;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_tx;
+
+/// The store handle. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) db: Db,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend())
+            .finish()
+    }
+}
+
+/// Where the store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A SQLite database file (created if missing).
+    SqliteFile(PathBuf),
+    /// A PostgreSQL URL (`postgres://...`).
+    Postgres(String),
+}
+
+impl StoreLocation {
+    /// `postgres://` and `postgresql://` URLs select PostgreSQL; `sqlite://PATH`
+    /// or a bare path selects SQLite.
+    pub fn parse(url: &str) -> Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(url.to_owned()))
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            Ok(Self::SqliteFile(PathBuf::from(path)))
+        } else if url.contains("://") {
+            Err(Error::invalid(
+                "database URL must start with postgres://, postgresql:// or sqlite://",
+            ))
+        } else {
+            Ok(Self::SqliteFile(PathBuf::from(url)))
+        }
+    }
+}
+
+impl Store {
+    /// Connects and applies migrations. Safe when several processes start at
+    /// once: PostgreSQL migrations hold an advisory lock, SQLite ones a file lock.
+    pub async fn open(location: &StoreLocation) -> Result<Self> {
+        let store = match location {
+            StoreLocation::SqliteFile(path) => Self::open_sqlite(path).await?,
+            StoreLocation::Postgres(url) => Self::open_postgres(url).await?,
+        };
+        Ok(store)
+    }
+
+    async fn open_sqlite(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::invalid(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL is durable in WAL mode except for the last transactions
+            // before a power loss; it is the documented choice for WAL.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        // Two processes starting on one file must not both apply migrations:
+        // SQLite has no advisory locks, so hold an exclusive lock on a file
+        // next to the database while migrating.
+        let lock_path = path.with_extension("migrate.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::invalid(format!("cannot open {}: {e}", lock_path.display())))?;
+        let lock = tokio::task::spawn_blocking(move || lock.lock().map(|_| lock))
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?
+            .map_err(|e| Error::internal(format!("migration lock: {e}")))?;
+        let migrated = SQLITE_MIGRATIONS.run(&pool).await;
+        drop(lock);
+        migrated?;
+        Ok(Self {
+            db: Db::Sqlite(pool),
+        })
+    }
+
+    async fn open_postgres(url: &str) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|_| Error::invalid("the PostgreSQL URL is not valid"))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        POSTGRES_MIGRATIONS.run(&pool).await?;
+        Ok(Self {
+            db: Db::Postgres(pool),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.db {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Starts a transaction that will write. On SQLite it takes the write lock
+    /// up front (`BEGIN IMMEDIATE`), so a transaction that reads and then
+    /// writes cannot fail half-way because another process wrote in between.
+    pub async fn begin_write(&self) -> Result<Tx> {
+        let inner = match &self.db {
+            Db::Sqlite(p) => TxInner::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Postgres(p) => TxInner::Postgres(p.begin().await?),
+        };
+        Ok(Tx {
+            inner,
+            backend: self.backend(),
+        })
+    }
+
+    /// Starts a read-only transaction (a consistent snapshot).
+    pub async fn begin_read(&self) -> Result<Tx> {
+        let inner = match &self.db {
+            Db::Sqlite(p) => TxInner::Sqlite(p.begin().await?),
+            Db::Postgres(p) => {
+                TxInner::Postgres(p.begin_with("BEGIN TRANSACTION READ ONLY").await?)
+            }
+        };
+        Ok(Tx {
+            inner,
+            backend: self.backend(),
+        })
+    }
+
+    /// Whether migrations ran and the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        with_db!(&self.db, |p| {
+            sqlx::query("SELECT 1").execute(p).await?;
+        });
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        with_db!(&self.db, |p| p.close().await)
+    }
+}
+
+pub(crate) enum TxInner {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// A database transaction. Dropped without [`Tx::commit`], it rolls back.
+pub struct Tx {
+    pub(crate) inner: TxInner,
+    pub(crate) backend: Backend,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<()> {
+        match self.inner {
+            TxInner::Sqlite(t) => t.commit().await?,
+            TxInner::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<()> {
+        match self.inner {
+            TxInner::Sqlite(t) => t.rollback().await?,
+            TxInner::Postgres(t) => t.rollback().await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
+/// Decodes a JSON text column, treating corruption as an internal error.
+pub(crate) fn json_col<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| Error::internal(format!("stored {what} is not valid: {e}")))
+}
+
+/// Serializes a value for a JSON text column.
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::internal(e.to_string()))
+}
+
+/// Parses a stored enum value.
+pub(crate) fn enum_col<T>(s: &str, parse: fn(&str) -> Option<T>, what: &str) -> Result<T> {
+    parse(s).ok_or_else(|| Error::internal(format!("stored {what} '{s}' is not known")))
+}
+
+/// Marks a query string built at run time as audited. Every dynamic query in
+/// the store is assembled from constant column lists, constant clauses and
+/// numbered placeholders; values are always bound, never formatted in.
+pub(crate) fn safe(sql: &str) -> sqlx::AssertSqlSafe<&str> {
+    sqlx::AssertSqlSafe(sql)
+}
