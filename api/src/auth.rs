@@ -1,0 +1,100 @@
+//! Bearer authentication: turns `Authorization: Bearer <key>` into the
+//! engine's [`Principal`] and hands it to handlers through [`Caller`].
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use certctl_engine::domain::{Principal, Role};
+
+use crate::AppState;
+use crate::problem::ApiError;
+
+/// How callers are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// `Authorization: Bearer <api key>` (the default).
+    ApiKey,
+    /// No authentication: every caller acts as an admin. The binary allows
+    /// it only on a loopback address, with a loud warning.
+    InsecureNone,
+}
+
+/// The principal every request runs as when authentication is off.
+pub fn anonymous_admin() -> Principal {
+    Principal {
+        id: "anonymous".into(),
+        name: "unauthenticated caller (authentication is disabled)".into(),
+        role: Role::Admin,
+        agent_id: None,
+    }
+}
+
+/// Middleware: authenticates the caller or answers 401.
+pub async fn require_principal(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let principal = match state.auth {
+        AuthMode::InsecureNone => anonymous_admin(),
+        AuthMode::ApiKey => {
+            let Some(key) = bearer(req.headers()) else {
+                return ApiError::from(certctl_engine::Error::Unauthenticated).into_response();
+            };
+            match state.engine.authenticate(key).await {
+                Ok(p) => p,
+                Err(e) => return ApiError::from(e).into_response(),
+            }
+        }
+    };
+    req.extensions_mut().insert(Caller(principal));
+    next.run(req).await
+}
+
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| key.trim())
+        .filter(|k| !k.is_empty())
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or(ApiError::Engine(certctl_engine::Error::Unauthenticated))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    fn headers(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer(&headers("Bearer cck_abc")), Some("cck_abc"));
+        assert_eq!(bearer(&headers("bearer  cck_abc ")), Some("cck_abc"));
+        assert_eq!(bearer(&headers("Basic dXNlcg==")), None);
+        assert_eq!(bearer(&headers("Bearer ")), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+}

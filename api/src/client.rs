@@ -1,0 +1,242 @@
+//! A typed client for the certctl HTTP API, shared by the CLI and (later)
+//! the agent. Errors keep the server's problem details, so a caller can
+//! show the server's own sentence.
+
+use std::time::Duration;
+
+use certctl_engine::ops::{CertificatePage, Outcome};
+use reqwest::{StatusCode, Url};
+use serde::de::DeserializeOwned;
+
+use crate::problem::Problem;
+
+/// What can go wrong talking to the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The server answered with an error (problem details when it sent them).
+    #[error("{} ({})", .problem.detail, .problem.status)]
+    Api { problem: Problem },
+    /// The server could not be reached, or the connection failed.
+    #[error("cannot reach {url}: {reason}")]
+    Transport { url: String, reason: String },
+    /// The server answered something this client does not understand.
+    #[error("unexpected answer from the server: {0}")]
+    Decode(String),
+    /// The client was set up wrongly (bad URL).
+    #[error("{0}")]
+    Config(String),
+}
+
+impl ClientError {
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api { problem } => Some(problem.status),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A connection to one certctl server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: Url,
+    api_key: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for `base` (e.g. `http://127.0.0.1:8443`), authenticating
+    /// with `api_key` when given.
+    ///
+    /// reqwest is built without a bundled rustls provider; when the process
+    /// has not installed one yet (the binary installs aws-lc-rs at start),
+    /// this installs aws-lc-rs, the one provider certctl uses.
+    pub fn new(base: &str, api_key: Option<String>) -> Result<Self> {
+        let mut base = Url::parse(base)
+            .map_err(|e| ClientError::Config(format!("server URL '{base}' is not valid: {e}")))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(ClientError::Config(format!(
+                "server URL '{base}' must start with http:// or https://"
+            )));
+        }
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            // Losing the race to another thread installing it is fine.
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| ClientError::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            base,
+            api_key: api_key.filter(|k| !k.is_empty()),
+            http,
+        })
+    }
+
+    fn url(&self, path: &str) -> Result<Url> {
+        self.base
+            .join(path.trim_start_matches('/'))
+            .map_err(|e| ClientError::Config(format!("bad path {path}: {e}")))
+    }
+
+    fn request(&self, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {
+        let rb = self.http.request(method, url);
+        match &self.api_key {
+            Some(k) => rb.bearer_auth(k),
+            None => rb,
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        rb: reqwest::RequestBuilder,
+        url: &Url,
+    ) -> Result<(StatusCode, T)> {
+        let res = rb.send().await.map_err(|e| ClientError::Transport {
+            url: url.to_string(),
+            reason: without_url(e),
+        })?;
+        let status = res.status();
+        let body = res.bytes().await.map_err(|e| ClientError::Transport {
+            url: url.to_string(),
+            reason: without_url(e),
+        })?;
+        if !status.is_success() {
+            let problem = serde_json::from_slice::<Problem>(&body).unwrap_or_else(|_| {
+                Problem::new(
+                    status,
+                    "http",
+                    status.canonical_reason().unwrap_or("error"),
+                    format!(
+                        "the server answered {status}: {}",
+                        String::from_utf8_lossy(&body)
+                            .chars()
+                            .take(200)
+                            .collect::<String>()
+                    ),
+                )
+            });
+            return Err(ClientError::Api { problem });
+        }
+        let value =
+            serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))?;
+        Ok((status, value))
+    }
+
+    /// `GET /health`.
+    pub async fn health(&self) -> Result<serde_json::Value> {
+        let url = self.url("health")?;
+        Ok(self
+            .send(self.request(reqwest::Method::GET, url.clone()), &url)
+            .await?
+            .1)
+    }
+
+    /// `GET /api/v1/certificates` with query parameters (`status`, `per_page`, ...).
+    pub async fn list_certificates(&self, query: &[(&str, &str)]) -> Result<CertificatePage> {
+        let mut url = self.url("api/v1/certificates")?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        Ok(self
+            .send(self.request(reqwest::Method::GET, url.clone()), &url)
+            .await?
+            .1)
+    }
+
+    /// `GET /api/v1/certificates/{id}`.
+    pub async fn certificate(&self, id: &str) -> Result<serde_json::Value> {
+        let mut url = self.url("api/v1/certificates")?;
+        url.path_segments_mut()
+            .map_err(|_| ClientError::Config("server URL cannot take a path".into()))?
+            .push(id);
+        Ok(self
+            .send(self.request(reqwest::Method::GET, url.clone()), &url)
+            .await?
+            .1)
+    }
+
+    /// `GET /api/v1/operations`: the catalogue with schemas.
+    pub async fn operations(&self) -> Result<serde_json::Value> {
+        let url = self.url("api/v1/operations")?;
+        Ok(self
+            .send(self.request(reqwest::Method::GET, url.clone()), &url)
+            .await?
+            .1)
+    }
+
+    /// Runs one catalogue operation: `POST /api/v1/operations/{name}`.
+    pub async fn call(
+        &self,
+        operation: &str,
+        input: &serde_json::Value,
+    ) -> Result<Outcome<serde_json::Value>> {
+        let mut url = self.url("api/v1/operations")?;
+        url.path_segments_mut()
+            .map_err(|_| ClientError::Config("server URL cannot take a path".into()))?
+            .push(operation);
+        let rb = self.request(reqwest::Method::POST, url.clone()).json(input);
+        Ok(self.send(rb, &url).await?.1)
+    }
+
+    /// Runs an operation that must complete (reads, never gated), decoding its result.
+    pub async fn call_completed<T: DeserializeOwned>(
+        &self,
+        operation: &str,
+        input: &serde_json::Value,
+    ) -> Result<T> {
+        match self.call(operation, input).await? {
+            Outcome::Completed { result } => {
+                serde_json::from_value(result).map_err(|e| ClientError::Decode(e.to_string()))
+            }
+            Outcome::ApprovalRequired(t) => Err(ClientError::Decode(format!(
+                "{operation} unexpectedly needs approval {}",
+                t.approval_id
+            ))),
+        }
+    }
+}
+
+/// reqwest's messages repeat the URL, which the caller already prints.
+fn without_url(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls() {
+        let c = Client::new("http://127.0.0.1:8443", None).unwrap();
+        assert_eq!(
+            c.url("api/v1/certificates").unwrap().as_str(),
+            "http://127.0.0.1:8443/api/v1/certificates"
+        );
+        let c = Client::new("http://127.0.0.1:8443/certctl", None).unwrap();
+        assert_eq!(
+            c.url("/health").unwrap().as_str(),
+            "http://127.0.0.1:8443/certctl/health"
+        );
+        assert!(Client::new("ftp://127.0.0.1", None).is_err());
+        assert!(Client::new("not a url", None).is_err());
+    }
+}

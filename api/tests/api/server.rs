@@ -1,0 +1,54 @@
+//! One real server on port 0, driven by the crate's own client.
+
+use certctl_api::AppState;
+use certctl_api::client::{Client, ClientError};
+use serde_json::json;
+
+use crate::support::Rig;
+
+#[tokio::test]
+async fn real_server_and_client() {
+    let rig = Rig::new().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(certctl_api::run(
+        listener,
+        certctl_api::app(AppState::new(rig.engine.clone())),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let base = format!("http://{addr}");
+
+    let client = Client::new(&base, Some(rig.admin_key.clone())).expect("client");
+    assert_eq!(client.health().await.expect("health")["status"], "healthy");
+    let id = rig.issued_certificate("client.example.com").await;
+    let page = client
+        .list_certificates(&[("per_page", "10")])
+        .await
+        .expect("list");
+    assert_eq!(page.total, Some(1));
+    assert_eq!(page.data[0].0["id"], id.as_str());
+    let one = client.certificate(&id).await.expect("get");
+    assert_eq!(one["certificate"]["common_name"], "client.example.com");
+    let v: serde_json::Value = client
+        .call_completed("verify_audit_log", &json!({}))
+        .await
+        .expect("verify");
+    assert_eq!(v["valid"], true);
+
+    // Errors carry the server's problem.
+    let anonymous = Client::new(&base, None).expect("client");
+    match anonymous.list_certificates(&[]).await {
+        Err(ClientError::Api { problem }) => assert_eq!(problem.code(), "unauthenticated"),
+        other => panic!("expected a 401 problem, got {other:?}"),
+    }
+    let missing = client.certificate("mc-nope").await.unwrap_err();
+    assert_eq!(missing.status(), Some(404));
+
+    stop.send(()).expect("server still running");
+    server.await.expect("join").expect("clean shutdown");
+}

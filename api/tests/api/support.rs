@@ -1,0 +1,183 @@
+//! The test rig: an engine on a temporary SQLite store, its router, and
+//! helpers to send requests and make keys and certificates.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use certctl_api::AppState;
+use certctl_engine::Engine;
+use certctl_engine::clock::SystemClock;
+use certctl_engine::config::EngineConfig;
+use certctl_engine::domain::{KeyAlgorithm, Principal};
+use certctl_engine::ops::Outcome;
+use certctl_engine::pki::{self, MasterKey, SubjectNames};
+use certctl_engine::store::{Store, StoreLocation};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+pub struct Rig {
+    pub engine: Arc<Engine>,
+    pub store: Store,
+    pub router: Router,
+    pub admin_key: String,
+    pub admin: Principal,
+    _dir: tempfile::TempDir,
+}
+
+/// What a request returned.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Asserts an RFC 7807 problem with this status and code.
+    pub fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "{self:?}");
+        assert_eq!(self.content_type(), "application/problem+json", "{self:?}");
+        assert_eq!(
+            self.body["type"],
+            format!("https://certctl.dev/problems/{code}"),
+            "{self:?}"
+        );
+        assert_eq!(self.body["status"], status, "{self:?}");
+        assert!(self.body["title"].as_str().is_some_and(|t| !t.is_empty()));
+        assert!(self.body["detail"].as_str().is_some_and(|t| !t.is_empty()));
+    }
+}
+
+impl Rig {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&StoreLocation::SqliteFile(dir.path().join("certctl.db")))
+            .await
+            .expect("store");
+        let engine = Engine::start(
+            store.clone(),
+            Arc::new(SystemClock),
+            EngineConfig::default(),
+            MasterKey::generate().expect("master key"),
+        )
+        .await
+        .expect("engine");
+        let key = engine
+            .bootstrap_admin_key()
+            .await
+            .expect("bootstrap")
+            .expect("first start mints the admin key");
+        let admin = engine
+            .authenticate(&key.key)
+            .await
+            .expect("admin key works");
+        let router = certctl_api::app(AppState::new(engine.clone()));
+        Self {
+            engine,
+            store,
+            router,
+            admin_key: key.key.to_string(),
+            admin,
+            _dir: dir,
+        }
+    }
+
+    /// Sends one request through the router in memory.
+    pub async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(
+                body.map(|b| Body::from(b.to_owned()))
+                    .unwrap_or_else(Body::empty),
+            )
+            .expect("request");
+        let res = self.router.clone().oneshot(req).await.expect("infallible");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes))
+            })
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, uri: &str, key: Option<&str>) -> Reply {
+        self.send(Method::GET, uri, key, None).await
+    }
+
+    pub async fn post(&self, uri: &str, key: Option<&str>, body: &str) -> Reply {
+        self.send(Method::POST, uri, key, Some(body)).await
+    }
+
+    /// Runs an operation as the admin, directly on the engine.
+    pub async fn op(&self, name: &str, input: Value) -> Value {
+        let op = certctl_engine::ops::find(name).expect("operation exists");
+        match op
+            .call_json(&self.engine, &self.admin, input)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+        {
+            Outcome::Completed { result } => result,
+            Outcome::ApprovalRequired(t) => panic!("{name} was gated: {}", t.approval_id),
+        }
+    }
+
+    /// A new API key with the given role, made with `create_principal`.
+    pub async fn key(&self, role: &str) -> String {
+        let out = self
+            .op(
+                "create_principal",
+                json!({ "name": format!("test {role}"), "role": role }),
+            )
+            .await;
+        out["api_key"].as_str().expect("api_key").to_owned()
+    }
+
+    /// A certificate created and issued from a CSR; returns its id.
+    pub async fn issued_certificate(&self, name: &str) -> String {
+        let c = self
+            .op("create_certificate", json!({ "common_name": name }))
+            .await;
+        let id = c["id"].as_str().expect("id").to_owned();
+        let key = pki::generate_key(KeyAlgorithm::EcdsaP256).expect("key");
+        let names = SubjectNames {
+            dns: vec![name.to_owned()],
+            ..SubjectNames::default()
+        };
+        let csr = pki::csr_for(&key, name, &names).expect("csr");
+        self.op("issue_certificate", json!({ "id": id, "csr_pem": csr }))
+            .await;
+        id
+    }
+}

@@ -1,0 +1,150 @@
+//! Command-line interface: flags and environment (clap), then dispatch.
+//! Every flag has a `CERTCTL_` variable; secrets may also come from a
+//! `*_FILE` variable naming a file that holds them.
+
+mod client;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use serve::ServeArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "certctl",
+    version,
+    about = "Self-hosted certificate lifecycle platform",
+    long_about = "certctl automates the TLS certificate lifecycle. `certctl serve` runs the control \
+                  plane; the other commands talk to a running server over its HTTP API."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Data directory: SQLite database, master.key and admin.key.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTCTL_DATA_DIR",
+        default_value = "./certctl-data"
+    )]
+    pub data_dir: PathBuf,
+    /// Server URL for client commands.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTCTL_SERVER_URL",
+        default_value = "http://127.0.0.1:8443"
+    )]
+    pub server: String,
+    /// API key for client commands [default: the key in DATA_DIR/admin.key].
+    /// CERTCTL_API_KEY_FILE may name a file holding it.
+    #[arg(long, global = true, env = "CERTCTL_API_KEY", hide_env_values = true)]
+    pub api_key: Option<Secret>,
+    /// Output format of client commands.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTCTL_FORMAT",
+        value_enum,
+        default_value_t = Format::Table
+    )]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane: HTTP API, health and readiness.
+    Serve(ServeArgs),
+    /// Audit log commands.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Show the server's health and an inventory summary.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the audit log's hash chain; exits non-zero if it is broken.
+    Verify,
+}
+
+/// A secret from a flag or the environment; never printed by `Debug`.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `flag` (a value clap already read from a flag or `NAME`), or else the
+/// content of the file `NAME_FILE` names; both at once is an error.
+pub fn from_flag_or_file(flag: Option<Secret>, name: &str) -> anyhow::Result<Option<Secret>> {
+    let file_var = format!("{name}_FILE");
+    let file = std::env::var_os(&file_var).filter(|v| !v.is_empty());
+    match (flag, file) {
+        (Some(_), Some(_)) => anyhow::bail!("set only one of {name} (or its flag) and {file_var}"),
+        (Some(v), None) => Ok(Some(v)),
+        (None, Some(path)) => {
+            let path = PathBuf::from(path);
+            let v = crate::files::read_secret(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read {file_var} ({}): {e}", path.display()))?;
+            Ok(Some(Secret(v)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Serve(args) => serve::serve(&cli.global, args).await,
+        Command::Audit(AuditCommand::Verify) => client::audit_verify(&cli.global).await,
+        Command::Status => client::status(&cli.global).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        assert!(!format!("{:?}", Secret("cck_secret".into())).contains("cck_"));
+    }
+}
