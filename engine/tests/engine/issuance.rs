@@ -186,6 +186,9 @@ async fn sub_ca_chains_to_imported_root(h: &Harness) {
         .await;
     let (ok, text) = openssl_verify(&root_pem, &sub_pem, &out.version.cert_pem);
     assert!(ok, "leaf does not chain to the imported root: {text}");
+    // Without a ttl the profile's default validity applies (47 days).
+    assert_eq!(out.version.not_after, h.clock_now() + 47 * 86400);
+    assert_eq!(out.version.key_algorithm, KeyAlgorithm::Rsa2048);
     // The CA key is never shown.
     let shown = serde_json::to_string(&issuer).expect("json");
     assert!(!shown.contains("PRIVATE KEY") && !shown.contains(&sub_key[30..60]));
