@@ -114,9 +114,10 @@ impl EffectiveStatus {
 
 /// RFC 5280 section 5.3.1 CRL reason codes (value 7 is unused; removeFromCRL
 /// only applies to delta CRLs and is not a reason an operator gives).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum RevocationReason {
+    #[default]
     Unspecified,
     KeyCompromise,
     #[serde(rename = "cACompromise")]

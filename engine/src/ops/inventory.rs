@@ -385,7 +385,7 @@ operation! {
     GetOwner {
         name: "get_owner",
         title: "Get an owner",
-        description: "Get one certificate owner.",
+        description: "Get one certificate owner with their e-mail address and team.",
         risk: Read,
         permission: Read,
         idempotent: true,
@@ -548,7 +548,7 @@ operation! {
     GetTeam {
         name: "get_team",
         title: "Get a team",
-        description: "Get one team.",
+        description: "Get one team with its name and description.",
         risk: Read,
         permission: Read,
         idempotent: true,
@@ -670,7 +670,7 @@ operation! {
     GetProfile {
         name: "get_profile",
         title: "Get a profile",
-        description: "Get one certificate profile.",
+        description: "Get one certificate profile with all its rules.",
         risk: Read,
         permission: Read,
         idempotent: true,
@@ -1117,7 +1117,7 @@ operation! {
     DeletePolicy {
         name: "delete_policy",
         title: "Delete a policy rule",
-        description: "Delete a policy rule.",
+        description: "Delete a policy rule; operations are no longer checked against it.",
         risk: Destructive,
         permission: Admin,
         idempotent: false,

@@ -96,7 +96,7 @@ impl Tx {
     /// Reads an approval and, on PostgreSQL, locks its row until the
     /// transaction ends, so a concurrent decision waits and then sees ours.
     pub async fn approval(&mut self, id: &str) -> Result<Option<Approval>> {
-        let lock = if self.backend == super::Backend::Postgres {
+        let lock = if self.writable && self.backend == super::Backend::Postgres {
             " FOR UPDATE"
         } else {
             ""

@@ -7,7 +7,7 @@ use crate::domain::{AuditEvent, ChainVerification, Outcome};
 use crate::error::Result;
 
 /// Advisory lock key for the audit chain on PostgreSQL ("certctl" in ASCII).
-const AUDIT_LOCK_KEY: i64 = 0x6365_7274_6374_6c;
+const AUDIT_LOCK_KEY: i64 = 0x0063_6572_7463_746c;
 
 /// An event to append; the store assigns `seq` and the hashes.
 #[derive(Debug, Clone)]

@@ -215,6 +215,7 @@ impl Store {
         Ok(Tx {
             inner,
             backend: self.backend(),
+            writable: true,
         })
     }
 
@@ -229,6 +230,7 @@ impl Store {
         Ok(Tx {
             inner,
             backend: self.backend(),
+            writable: false,
         })
     }
 
@@ -255,6 +257,8 @@ pub(crate) enum TxInner {
 pub struct Tx {
     pub(crate) inner: TxInner,
     pub(crate) backend: Backend,
+    /// Started with [`Store::begin_write`]; row locks are only taken then.
+    pub(crate) writable: bool,
 }
 
 impl Tx {

@@ -1,0 +1,14 @@
+//! The engine's integration tests: one binary, built from modules. Every test
+//! in `backend_tests!` runs twice, on SQLite and on PostgreSQL.
+
+mod engine {
+    pub mod support;
+
+    mod approvals;
+    mod audit;
+    mod bootstrap;
+    mod catalogue;
+    mod certificates;
+    mod inputs;
+    mod issuance;
+}
