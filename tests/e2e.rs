@@ -109,6 +109,22 @@ async fn wait_healthy(client: &Client) -> serde_json::Value {
     panic!("the server never became healthy: {last:?}");
 }
 
+/// Drops the append-only trigger and rewrites one audit event's actor.
+async fn tamper_audit_event(db: &Path, seq: i64) {
+    use sqlx::Connection;
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open the database");
+    let sql = format!(
+        "DROP TRIGGER audit_events_no_update; UPDATE audit_events SET actor = 'mallory' WHERE seq = {seq}"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut c)
+        .await
+        .expect("tamper");
+    c.close().await.expect("close");
+}
+
 fn certctl(args: &[&str]) -> std::process::Output {
     Command::new(BIN)
         .args(args)
@@ -191,6 +207,23 @@ async fn serve_authenticates_audits_and_stops_on_sigterm() {
     );
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
     assert_eq!(status["summary"]["issuers"], 1);
+
+    // Someone with write access to the database file edits the trail behind
+    // certctl's back: verify fails and names the event.
+    tamper_audit_event(&dir.path().join("certctl.db"), 2).await;
+    let out = certctl(&[
+        "audit",
+        "verify",
+        "--server",
+        &server.base,
+        "--data-dir",
+        dir_arg,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "a broken chain must fail: {stdout}");
+    assert!(stdout.contains("BROKEN at event seq 2"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
 
     let exit = server.terminate();
     assert!(
