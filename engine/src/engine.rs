@@ -117,6 +117,12 @@ impl Engine {
                 .await?;
             return Err(e);
         }
+        let mut memo = crate::ops::Memo::default();
+        if let Err(e) = O::prepare(&input, &mut memo) {
+            self.audit_failure(principal, meta, None, Default::default(), &e, None, now)
+                .await?;
+            return Err(e);
+        }
         let mut tx = if meta.risk == Risk::Read {
             self.store.begin_read().await?
         } else {
@@ -130,6 +136,7 @@ impl Engine {
             audit_details: serde_json::Map::new(),
             audit_resource_id: None,
             followup: None,
+            memo,
         };
         let result = run_gated::<O>(&mut ctx, input).await;
         let followup = ctx.followup.take();

@@ -206,6 +206,7 @@ impl Operation for ApproveRequest {
             audit_details: serde_json::Map::new(),
             audit_resource_id: None,
             followup: None,
+            memo: Default::default(),
         };
         let result = op.execute_approved(&mut inner, a.input.clone()).await;
         let mut details = std::mem::take(&mut inner.audit_details);

@@ -216,6 +216,52 @@ impl Operation for GetCertificate {
     }
 }
 
+/// The certificate, from this call's memo when `describe` already read it.
+/// Reads the profile and issuer along with it (one query) for the issuance path.
+async fn load_memo(ctx: &mut Ctx<'_>, id: &str) -> Result<ManagedCertificate> {
+    if let Some(c) = ctx.memo.certificate.as_ref().filter(|c| c.id == id) {
+        return Ok(c.clone());
+    }
+    let view = ctx.engine.status_view(ctx.now);
+    let (c, profile, issuer) = ctx
+        .tx
+        .certificate_bundle(id, view)
+        .await?
+        .ok_or_else(|| Error::not_found("certificate", id))?;
+    ctx.memo.certificate = Some(c.clone());
+    ctx.memo.profile = Some(profile);
+    ctx.memo.issuer = Some(issuer);
+    Ok(c)
+}
+
+/// The certificate's issuer, from this call's memo when already read.
+async fn issuer_memo(ctx: &mut Ctx<'_>, id: &str) -> Result<crate::store::IssuerRecord> {
+    if let Some(i) = ctx.memo.issuer.as_ref().filter(|i| i.issuer.id == id) {
+        return Ok(i.clone());
+    }
+    let i = ctx
+        .tx
+        .issuer(id)
+        .await?
+        .ok_or_else(|| Error::internal(format!("issuer {id} is missing")))?;
+    ctx.memo.issuer = Some(i.clone());
+    Ok(i)
+}
+
+/// The certificate's profile, from this call's memo when already read.
+async fn profile_memo(ctx: &mut Ctx<'_>, id: &str) -> Result<Profile> {
+    if let Some(p) = ctx.memo.profile.as_ref().filter(|p| p.id == id) {
+        return Ok(p.clone());
+    }
+    let p = ctx
+        .tx
+        .profile(id)
+        .await?
+        .ok_or_else(|| Error::internal(format!("profile {id} is missing")))?;
+    ctx.memo.profile = Some(p.clone());
+    Ok(p)
+}
+
 pub(crate) async fn load(ctx: &mut Ctx<'_>, id: &str) -> Result<ManagedCertificate> {
     let view = ctx.engine.status_view(ctx.now);
     ctx.tx
@@ -582,15 +628,18 @@ impl Operation for IssueCertificate {
         gateable: true,
     };
 
+    fn prepare(input: &Self::Input, memo: &mut super::Memo) -> Result<()> {
+        prepare_csr(input.csr_pem.as_deref(), memo)
+    }
+
     async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
         issuance_subject(ctx, &input.id, "Issue").await
     }
 
     async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
-        let cert = load(ctx, &input.id).await?;
-        let version =
-            issue_version(ctx, &cert, input.csr_pem.as_deref(), input.ttl_seconds).await?;
-        let certificate = load(ctx, &input.id).await?;
+        let cert = load_memo(ctx, &input.id).await?;
+        let (certificate, version) =
+            issue_version(ctx, cert, input.csr_pem.as_deref(), input.ttl_seconds).await?;
         Ok(IssueOutput {
             certificate,
             version,
@@ -598,9 +647,19 @@ impl Operation for IssueCertificate {
     }
 }
 
+/// Parses and verifies a CSR before the transaction: a malformed or forged
+/// CSR is refused without touching the database, and the signature check
+/// does not hold the write lock.
+fn prepare_csr(csr_pem: Option<&str>, memo: &mut super::Memo) -> Result<()> {
+    if let Some(text) = csr_pem {
+        memo.csr = Some((text.to_owned(), pki::parse_csr(text)?));
+    }
+    Ok(())
+}
+
 async fn issuance_subject(ctx: &mut Ctx<'_>, id: &str, verb: &str) -> Result<Subject> {
-    let c = load(ctx, id).await?;
-    let profile = ctx.tx.profile(&c.profile_id).await?;
+    let c = load_memo(ctx, id).await?;
+    let profile = profile_memo(ctx, &c.profile_id).await.ok();
     Ok(Subject {
         resource_id: Some(c.id.clone()),
         summary: format!(
@@ -615,24 +674,21 @@ async fn issuance_subject(ctx: &mut Ctx<'_>, id: &str, verb: &str) -> Result<Sub
 }
 
 /// Issues and stores a new version of `cert`: the one path every issuance
-/// and renewal takes, so profile rules are checked in one place.
+/// and renewal takes, so profile rules are checked in one place. Returns the
+/// certificate as it now is and the new version.
 pub(crate) async fn issue_version(
     ctx: &mut Ctx<'_>,
-    cert: &ManagedCertificate,
+    mut cert: ManagedCertificate,
     csr_pem: Option<&str>,
     ttl_seconds: Option<i64>,
-) -> Result<CertificateVersion> {
+) -> Result<(ManagedCertificate, CertificateVersion)> {
     if cert.status == EffectiveStatus::Archived {
         return Err(Error::conflict(format!(
             "certificate {} is archived",
             cert.id
         )));
     }
-    let record = ctx
-        .tx
-        .issuer(&cert.issuer_id)
-        .await?
-        .ok_or_else(|| Error::internal(format!("issuer {} is missing", cert.issuer_id)))?;
+    let record = issuer_memo(ctx, &cert.issuer_id).await?;
     if !record.issuer.enabled {
         return Err(Error::conflict(format!(
             "issuer {} is disabled",
@@ -646,11 +702,7 @@ pub(crate) async fn issue_version(
             record.issuer.kind.as_str()
         )));
     };
-    let profile: Profile = ctx
-        .tx
-        .profile(&cert.profile_id)
-        .await?
-        .ok_or_else(|| Error::internal(format!("profile {} is missing", cert.profile_id)))?;
+    let profile = profile_memo(ctx, &cert.profile_id).await?;
     let ttl = ttl_seconds.unwrap_or(profile.default_ttl_seconds);
     let names = subject_names(&cert.sans)?;
     let version_id = ctx.new_id("cv");
@@ -659,7 +711,10 @@ pub(crate) async fn issue_version(
     // installation and the profile allow server-side key generation.
     let (spki_der, key_algorithm, csr_text, sealed_key) = match csr_pem {
         Some(text) => {
-            let csr = pki::parse_csr(text)?;
+            let csr = match ctx.memo.csr.take() {
+                Some((prepared, csr)) if prepared == text => csr,
+                _ => pki::parse_csr(text)?,
+            };
             for dns in &csr.names.dns {
                 if !names.dns.contains(dns) {
                     return Err(Error::policy(format!(
@@ -754,10 +809,40 @@ pub(crate) async fn issue_version(
     ctx.note("serial", new.serial.clone());
     ctx.note("version_id", new.id.clone());
     ctx.note("not_after", new.not_after);
-    ctx.tx
-        .version(&new.id)
-        .await?
-        .ok_or_else(|| Error::internal("version vanished after insert"))
+    // The rows as `insert_version` wrote them, without reading them back.
+    ctx.memo.certificate = None;
+    cert.status = EffectiveStatus::of(
+        LifecycleStatus::Active,
+        Some(new.not_after),
+        ctx.now,
+        ctx.engine.config().expiring_window_seconds,
+    );
+    cert.current_version_id = Some(new.id.clone());
+    cert.serial = Some(new.serial.clone());
+    cert.fingerprint = Some(new.fingerprint.clone());
+    cert.key_algorithm = Some(new.key_algorithm);
+    cert.not_before = Some(new.not_before);
+    cert.not_after = Some(new.not_after);
+    cert.revoked_at = None;
+    cert.revocation_reason = None;
+    cert.updated_at = new.created_at;
+    let version = CertificateVersion {
+        has_private_key: new.private_key_sealed.is_some(),
+        id: new.id,
+        certificate_id: new.certificate_id,
+        issuer_id: new.issuer_id,
+        serial: new.serial,
+        fingerprint: new.fingerprint,
+        key_algorithm: new.key_algorithm,
+        not_before: new.not_before,
+        not_after: new.not_after,
+        cert_pem: new.cert_pem,
+        chain_pem: new.chain_pem,
+        revoked_at: None,
+        revocation_reason: None,
+        created_at: new.created_at,
+    };
+    Ok((cert, version))
 }
 
 // ---------------------------------------------------------------- renew
@@ -798,12 +883,16 @@ impl Operation for RenewCertificate {
         gateable: true,
     };
 
+    fn prepare(input: &Self::Input, memo: &mut super::Memo) -> Result<()> {
+        prepare_csr(input.csr_pem.as_deref(), memo)
+    }
+
     async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
         issuance_subject(ctx, &input.id, "Renew").await
     }
 
     async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
-        let cert = load(ctx, &input.id).await?;
+        let cert = load_memo(ctx, &input.id).await?;
         if matches!(
             cert.status,
             EffectiveStatus::Archived | EffectiveStatus::Pending
@@ -814,11 +903,7 @@ impl Operation for RenewCertificate {
                 cert.status.as_str()
             )));
         }
-        let profile = ctx
-            .tx
-            .profile(&cert.profile_id)
-            .await?
-            .ok_or_else(|| Error::internal("profile missing"))?;
+        let profile = profile_memo(ctx, &cert.profile_id).await?;
         let issue_now = input.csr_pem.is_some()
             || (profile.keygen_mode == KeygenMode::Server
                 && ctx.engine.config().keygen_mode == KeygenMode::Server);
@@ -838,7 +923,7 @@ impl Operation for RenewCertificate {
             updated_at: ctx.now,
         };
         let version = if issue_now {
-            let v = issue_version(ctx, &cert, input.csr_pem.as_deref(), None).await?;
+            let (_, v) = issue_version(ctx, cert, input.csr_pem.as_deref(), None).await?;
             job.status = JobStatus::Completed;
             job.attempts = 1;
             job.payload["version_id"] = v.id.clone().into();

@@ -178,6 +178,20 @@ pub struct Ctx<'a> {
     /// The resource id for the audit event, when execution learns it (creates).
     pub audit_resource_id: Option<String>,
     pub(crate) followup: Option<Followup>,
+    /// Rows read by `describe`, reused by `execute` in the same transaction.
+    pub(crate) memo: Memo,
+}
+
+/// Per-call cache: work done before the transaction (`prepare`) and rows
+/// `describe` already read. Rows are only valid until the operation writes
+/// them; code that reads after its own writes goes to the store.
+#[derive(Default)]
+pub struct Memo {
+    pub(crate) certificate: Option<crate::domain::ManagedCertificate>,
+    pub(crate) profile: Option<crate::domain::Profile>,
+    pub(crate) issuer: Option<crate::store::IssuerRecord>,
+    /// A CSR parsed and verified by `prepare`, with the text it came from.
+    pub(crate) csr: Option<(String, crate::pki::ParsedCsr)>,
 }
 
 impl Ctx<'_> {
@@ -219,6 +233,13 @@ pub trait Operation: Send + Sync + 'static {
     type Input: DeserializeOwned + Serialize + JsonSchema + Send + Sync;
     type Output: Serialize + JsonSchema + Send;
     const META: OpMeta;
+
+    /// Pure work done before the transaction starts (parsing, signature
+    /// checks), so it does not hold the database's write lock.
+    fn prepare(input: &Self::Input, memo: &mut Memo) -> Result<()> {
+        let _ = (input, memo);
+        Ok(())
+    }
 
     /// Names the resource and summarizes the call for the gate and the audit
     /// log. Fails with `NotFound` when the resource does not exist, so a gated

@@ -454,7 +454,70 @@ impl Store {
     }
 }
 
+/// A certificate with its profile and issuer, read in one query (the
+/// issuance path needs all three; one round trip instead of three).
+#[derive(sqlx::FromRow)]
+struct BundleRow {
+    #[sqlx(flatten)]
+    cert: CertRow,
+    profile_body: String,
+    issuer_name: String,
+    issuer_kind: String,
+    issuer_config: String,
+    issuer_ca_material: Option<String>,
+    issuer_enabled: bool,
+    issuer_created_at: i64,
+    issuer_updated_at: i64,
+}
+
 impl Tx {
+    /// The certificate, its profile and its issuer (with CA material).
+    pub async fn certificate_bundle(
+        &mut self,
+        id: &str,
+        view: StatusView,
+    ) -> Result<
+        Option<(
+            ManagedCertificate,
+            crate::domain::Profile,
+            super::IssuerRecord,
+        )>,
+    > {
+        let cols = CERT_COLUMNS
+            .split(", ")
+            .map(|c| format!("c.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {cols}, p.body AS profile_body, i.name AS issuer_name, i.kind AS issuer_kind, \
+             i.config AS issuer_config, i.ca_material AS issuer_ca_material, \
+             i.enabled AS issuer_enabled, i.created_at AS issuer_created_at, \
+             i.updated_at AS issuer_updated_at \
+             FROM certificates c JOIN profiles p ON p.id = c.profile_id \
+             JOIN issuers i ON i.id = c.issuer_id WHERE c.id = $1"
+        );
+        let row: Option<BundleRow> = with_tx!(self, |c| {
+            sqlx::query_as(safe(&sql))
+                .bind(id)
+                .fetch_optional(c)
+                .await?
+        });
+        let Some(r) = row else { return Ok(None) };
+        let profile = json_col(&r.profile_body, "profile")?;
+        let issuer = super::IssuerRow {
+            id: r.cert.issuer_id.clone(),
+            name: r.issuer_name,
+            kind: r.issuer_kind,
+            config: r.issuer_config,
+            ca_material: r.issuer_ca_material,
+            enabled: r.issuer_enabled,
+            created_at: r.issuer_created_at,
+            updated_at: r.issuer_updated_at,
+        }
+        .into_record()?;
+        Ok(Some((r.cert.into_domain(view)?, profile, issuer)))
+    }
+
     pub async fn certificate(
         &mut self,
         id: &str,

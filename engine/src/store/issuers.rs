@@ -6,15 +6,15 @@ use crate::error::Result;
 use crate::pki::CaMaterial;
 
 #[derive(sqlx::FromRow)]
-struct IssuerRow {
-    id: String,
-    name: String,
-    kind: String,
-    config: String,
-    ca_material: Option<String>,
-    enabled: bool,
-    created_at: i64,
-    updated_at: i64,
+pub(crate) struct IssuerRow {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub config: String,
+    pub ca_material: Option<String>,
+    pub enabled: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
 }
 
 const COLUMNS: &str = "id, name, kind, config, ca_material, enabled, created_at, updated_at";
@@ -27,7 +27,7 @@ pub struct IssuerRecord {
 }
 
 impl IssuerRow {
-    fn into_record(self) -> Result<IssuerRecord> {
+    pub(crate) fn into_record(self) -> Result<IssuerRecord> {
         let ca: Option<CaMaterial> = self
             .ca_material
             .as_deref()
