@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use certctl_api::{AppState, AuthMode};
 use certctl_engine::Engine;
 use certctl_engine::clock::SystemClock;
-use certctl_engine::config::EngineConfig;
+use certctl_engine::config::{ApprovalConfig, EngineConfig};
 use certctl_engine::domain::KeygenMode;
 use certctl_engine::pki::MasterKey;
 use certctl_engine::store::{Store, StoreLocation};
@@ -45,6 +45,21 @@ pub struct ServeArgs {
     /// `server` (lets profiles with keygen_mode=server generate keys on the control plane).
     #[arg(long, env = "CERTCTL_KEYGEN_MODE", value_enum, default_value_t = KeygenArg::Agent)]
     pub keygen_mode: KeygenArg,
+    /// Also stop every `write` operation (create, update, issue, renew) at the
+    /// approval gate, not only the destructive ones.
+    #[arg(long, env = "CERTCTL_APPROVAL_GATE_WRITE")]
+    pub approval_gate_write: bool,
+    /// Four eyes: a gated call always needs a second principal with the
+    /// approver role; the requester can no longer confirm it in chat.
+    #[arg(long, env = "CERTCTL_APPROVAL_FOUR_EYES")]
+    pub approval_four_eyes: bool,
+    /// Hours a gated request waits for a decision before it expires.
+    #[arg(long, env = "CERTCTL_APPROVAL_TTL_HOURS", default_value_t = 24,
+          value_parser = clap::value_parser!(i64).range(1..=24 * 90))]
+    pub approval_ttl_hours: i64,
+    /// DANGER: let revocations and deletions run without approval.
+    #[arg(long, env = "CERTCTL_DANGER_SKIP_DESTRUCTIVE_APPROVAL")]
+    pub danger_skip_destructive_approval: bool,
     /// File holding the base64 master key that encrypts CA keys at rest
     /// [default: CERTCTL_MASTER_KEY, else DATA_DIR/master.key, created on first start].
     #[arg(long, env = "CERTCTL_MASTER_KEY_FILE")]
@@ -62,6 +77,23 @@ pub enum AuthType {
 pub enum KeygenArg {
     Agent,
     Server,
+}
+
+/// The approval policy per risk class, from the flags.
+fn approval_config(args: &ServeArgs) -> ApprovalConfig {
+    if args.danger_skip_destructive_approval {
+        tracing::warn!(
+            "CERTCTL_DANGER_SKIP_DESTRUCTIVE_APPROVAL is set: revocations and deletions run \
+             without anyone approving them"
+        );
+    }
+    ApprovalConfig {
+        gate_write: args.approval_gate_write,
+        gate_destructive: !args.danger_skip_destructive_approval,
+        in_chat_write: !args.approval_four_eyes,
+        in_chat_destructive: !args.approval_four_eyes,
+        ttl_seconds: args.approval_ttl_hours * 3600,
+    }
 }
 
 /// Decides the authentication mode; refuses what is unsafe or not built yet.
@@ -124,6 +156,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<Exit
                 KeygenMode::Server
             }
         },
+        approvals: approval_config(args),
         ..EngineConfig::default()
     };
     let engine = Engine::start(store.clone(), Arc::new(SystemClock), config.clone(), master)
