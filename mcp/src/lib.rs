@@ -38,7 +38,9 @@ renewal, revocation, approvals and an audit trail. Find certificates with list_c
 status=expiring) or the certctl://certificates/expiring resource before acting on them. Private keys never pass \
 through certctl: issuance and renewal take a CSR made where the key lives. Revocations and deletions need a human \
 yes: certctl asks in chat when your client supports it; otherwise the result has status approval_required and an \
-approval_id that a person decides with the certctl CLI or REST API; poll it with get_approval.";
+approval_id that a person decides with the certctl CLI or REST API; poll it with get_approval. Tool results carry \
+structuredContent.status: completed (result holds the output), approval_required (nothing ran yet), declined (the human \
+said no; the request was withdrawn) or cancelled (the question was dismissed; the request stays pending).";
 
 /// The MCP server for one connection (stdio) or one HTTP session.
 #[derive(Clone)]

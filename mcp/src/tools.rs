@@ -37,7 +37,10 @@ pub fn tool_for(op: &dyn DynOperation) -> Tool {
         Arc::new(object(inline(op.input_schema()))),
     )
     .with_title(meta.title)
-    .with_raw_output_schema(Arc::new(object(outcome_schema(op.output_schema()))))
+    .with_raw_output_schema(Arc::new(object(outcome_schema(
+        op.output_schema(),
+        meta.gateable,
+    ))))
     .with_annotations(annotations)
 }
 
@@ -58,9 +61,11 @@ fn object(v: Value) -> JsonObject {
     }
 }
 
-/// Drops the `$schema` and `title` keys schemars puts at the root; MCP
-/// clients want a plain object schema.
+/// Drops what only adds bytes for a model: the root `$schema` and `title`,
+/// integer `format`s and `default: null`. MCP clients want a plain object
+/// schema.
 fn inline(mut schema: Value) -> Value {
+    strip(&mut schema);
     if let Some(obj) = schema.as_object_mut() {
         obj.remove("$schema");
         obj.remove("title");
@@ -71,32 +76,85 @@ fn inline(mut schema: Value) -> Value {
     schema
 }
 
-/// The structured content of a call: `{"status":"completed","result":...}`
-/// or `{"status":"approval_required", ...}` (nothing ran yet), or
-/// `{"status":"declined"|"cancelled", ...}` after a confirmation in chat.
-fn outcome_schema(result: Value) -> Value {
-    let mut result = inline(result);
-    // Definitions referenced by the result move to the root so `$ref`s resolve.
-    let defs = result
-        .as_object_mut()
-        .and_then(|o| o.remove("$defs"))
-        .unwrap_or_else(|| json!({}));
+fn strip(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if m.get("format").and_then(Value::as_str).is_some_and(|f| f.starts_with("int") || f.starts_with("uint")) {
+                m.remove("format");
+            }
+            if m.get("default") == Some(&Value::Null) {
+                m.remove("default");
+            }
+            m.values_mut().for_each(strip);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip),
+        _ => {}
+    }
+}
+
+/// The result's schema to one level: its field names and types, nested
+/// objects as plain `object`s. The full nested schemas
+/// made `tools/list` 186 KB (about 46,000 tokens, three quarters of it output
+/// schemas); a model needs the field names, and the input schemas stay exact.
+fn shallow(schema: &Value) -> Value {
+    let defs = schema.get("$defs").cloned().unwrap_or(Value::Null);
+    let resolve = |v: &Value| -> Value {
+        match v.get("$ref").and_then(Value::as_str) {
+            Some(r) => r
+                .strip_prefix("#/$defs/")
+                .and_then(|name| defs.get(name))
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+            None => v.clone(),
+        }
+    };
+    let root = resolve(schema);
+    let Some(props) = root.get("properties").and_then(Value::as_object) else {
+        return json!({ "type": "object" });
+    };
+    let mut out = serde_json::Map::new();
+    for (name, prop) in props {
+        let p = resolve(prop);
+        let mut field = serde_json::Map::new();
+        let ty = match (p.get("type"), p.get("enum"), p.get("items")) {
+            (Some(t), _, _) => t.clone(),
+            (None, Some(_), _) => json!("string"),
+            _ if p.get("anyOf").is_some() || p.get("oneOf").is_some() => {
+                // Option<T> and enums of objects: keep it permissive.
+                Value::Null
+            }
+            _ => json!("object"),
+        };
+        if !ty.is_null() {
+            field.insert("type".into(), ty);
+        }
+        out.insert(name.clone(), Value::Object(field));
+    }
+    json!({ "type": "object", "properties": out })
+}
+
+/// The structured content of a call: `{"status":"completed","result":...}`;
+/// for gated tools also `{"status":"approval_required","approval_id":...}`
+/// (nothing ran yet) or `declined`/`cancelled` after a confirmation in
+/// chat. The statuses are explained once, in the server instructions, rather
+/// than in 61 schemas.
+fn outcome_schema(result: Value, gateable: bool) -> Value {
+    let result = shallow(&result);
+    if !gateable {
+        return json!({
+            "type": "object",
+            "properties": { "status": { "const": "completed" }, "result": result },
+            "required": ["status", "result"]
+        });
+    }
     json!({
         "type": "object",
-        "$defs": defs,
         "properties": {
-            "status": {
-                "type": "string",
-                "enum": ["completed", "approval_required", "declined", "cancelled"],
-                "description": "completed: the operation ran and `result` holds its output. approval_required: it waits for a human decision and nothing changed yet. declined/cancelled: the human said no in chat; nothing changed."
-            },
+            "status": { "enum": ["completed", "approval_required", "declined", "cancelled"] },
             "result": result,
-            "approval_id": { "type": "string", "description": "The pending approval (`ap-...`); poll it with get_approval." },
-            "operation": { "type": "string" },
-            "summary": { "type": "string", "description": "What will happen if it is approved." },
-            "expires_at": { "type": "integer", "description": "Unix time after which the approval can no longer run." },
-            "in_chat_confirmation_allowed": { "type": "boolean" },
-            "how_to_decide": { "type": "string", "description": "Who may decide and with which command." },
+            "approval_id": { "type": "string" },
+            "summary": { "type": "string" },
+            "how_to_decide": { "type": "string" },
             "message": { "type": "string" }
         },
         "required": ["status"]

@@ -1,0 +1,358 @@
+//! The MCP face in process: an rmcp client and the certctl server over a
+//! `tokio::io::duplex`, on a real engine (SQLite in a temp dir). Covers every
+//! tool, resource and prompt, the three confirmation paths, and a golden
+//! snapshot of `tools/list` (regenerate with `UPDATE_SNAPSHOTS=1`).
+
+use std::sync::Arc;
+
+use certctl_engine::Engine;
+use certctl_engine::clock::SystemClock;
+use certctl_engine::domain::{KeyAlgorithm, Principal, Role};
+use certctl_engine::ops;
+use certctl_engine::pki::{self, MasterKey, SubjectNames};
+use certctl_engine::store::{Store, StoreLocation};
+use certctl_mcp::CertctlMcp;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig,
+    ElicitRequestParams, ElicitResult, ElicitationAction, ElicitationCapability,
+    FormElicitationCapability, GetPromptRequestParams, ProtocolVersion, ReadResourceRequestParams,
+};
+use rmcp::service::{RequestContext, RoleClient, RunningService};
+use rmcp::{ClientHandler, ErrorData as McpError, ServiceExt};
+use serde_json::{Value, json};
+
+/// A client that answers confirmations the way a test tells it to.
+#[derive(Clone)]
+struct TestClient {
+    /// None: no elicitation capability; Some(yes): accept or decline.
+    answer: Option<bool>,
+}
+
+impl ClientHandler for TestClient {
+    fn get_info(&self) -> ClientConfig {
+        let mut info = ClientConfig::default();
+        info.protocol_version = ProtocolVersion::V_2025_11_25;
+        if self.answer.is_some() {
+            let mut caps = ClientCapabilities::default();
+            caps.elicitation =
+                Some(ElicitationCapability::new().with_form(FormElicitationCapability::default()));
+            info.capabilities = caps;
+        }
+        info
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _ctx: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, McpError> {
+        let ElicitRequestParams::FormElicitationParams { message, .. } = request else {
+            return Ok(ElicitResult::new(ElicitationAction::Decline));
+        };
+        assert!(message.contains("cannot be undone"), "{message}");
+        Ok(match self.answer {
+            Some(true) => ElicitResult::new(ElicitationAction::Accept).with_content(json!({"confirm": true})),
+            _ => ElicitResult::new(ElicitationAction::Decline),
+        })
+    }
+}
+
+struct Setup {
+    engine: Arc<Engine>,
+    admin: Principal,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&StoreLocation::SqliteFile(dir.path().join("c.db")))
+        .await
+        .expect("store");
+    let engine = Engine::start(
+        store,
+        Arc::new(SystemClock),
+        Default::default(),
+        MasterKey::generate().expect("key"),
+    )
+    .await
+    .expect("engine");
+    let admin = Principal {
+        id: "pr-mcp-admin".into(),
+        name: "admin".into(),
+        role: Role::Admin,
+        agent_id: None,
+    };
+    Setup { engine, admin, _dir: dir }
+}
+
+async fn connect(
+    s: &Setup,
+    principal: &Principal,
+    answer: Option<bool>,
+) -> RunningService<RoleClient, TestClient> {
+    let (server_io, client_io) = tokio::io::duplex(1 << 20);
+    let server = CertctlMcp::new(s.engine.clone(), Some(principal.clone())).expect("server");
+    tokio::spawn(async move {
+        if let Ok(running) = server.serve(server_io).await {
+            let _ = running.waiting().await;
+        }
+    });
+    TestClient { answer }.serve(client_io).await.expect("client")
+}
+
+async fn call(c: &RunningService<RoleClient, TestClient>, name: &str, args: Value) -> CallToolResult {
+    let mut p = CallToolRequestParams::new(name.to_owned());
+    p.arguments = args.as_object().cloned();
+    c.call_tool(p).await.expect("tools/call")
+}
+
+fn structured(r: &CallToolResult) -> Value {
+    r.structured_content.clone().unwrap_or(Value::Null)
+}
+
+fn csr(cn: &str) -> String {
+    let key = pki::generate_key(KeyAlgorithm::EcdsaP256).expect("key");
+    let names = SubjectNames { dns: vec![cn.to_owned()], ..Default::default() };
+    pki::csr_for(&key, cn, &names).expect("csr")
+}
+
+async fn issued(c: &RunningService<RoleClient, TestClient>, cn: &str) -> String {
+    let r = call(c, "create_certificate", json!({ "common_name": cn })).await;
+    let id = structured(&r)["result"]["id"].as_str().expect("id").to_owned();
+    let r = call(c, "issue_certificate", json!({ "id": id, "csr_pem": csr(cn) })).await;
+    assert_eq!(structured(&r)["status"], "completed", "{r:?}");
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_list_matches_catalogue_and_snapshot() {
+    let s = setup().await;
+    let c = connect(&s, &s.admin, None).await;
+    let tools = c.list_all_tools().await.expect("tools/list");
+    assert_eq!(tools.len(), ops::catalogue().len(), "one tool per operation");
+    for t in &tools {
+        let op = ops::find(&t.name).expect("tool names match operations");
+        let a = t.annotations.as_ref().expect("annotations");
+        assert_eq!(a.read_only_hint, Some(op.meta().risk == ops::Risk::Read), "{}", t.name);
+        assert_eq!(a.destructive_hint, Some(op.meta().risk == ops::Risk::Destructive), "{}", t.name);
+        assert!(t.title.is_some() && t.description.is_some());
+        assert_eq!(t.input_schema.get("type"), Some(&json!("object")), "{}", t.name);
+        assert!(t.output_schema.is_some(), "{}", t.name);
+    }
+    for name in ["revoke_certificate", "delete_target", "delete_issuer"] {
+        let t = tools.iter().find(|t| t.name == name).expect("tool");
+        assert_eq!(t.annotations.as_ref().and_then(|a| a.destructive_hint), Some(true));
+    }
+    // Golden snapshot: interface changes show up in review.
+    let snapshot = serde_json::to_string_pretty(&tools).expect("json") + "\n";
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/tools.json");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &snapshot).expect("write snapshot");
+    }
+    let golden = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        golden == snapshot,
+        "tools/list changed; review it and run with UPDATE_SNAPSHOTS=1 to accept ({} bytes now, {} in the snapshot)",
+        snapshot.len(),
+        golden.len()
+    );
+    // A viewer sees only read tools.
+    let viewer = Principal { id: "pr-viewer".into(), name: "v".into(), role: Role::Viewer, agent_id: None };
+    let cv = connect(&s, &viewer, None).await;
+    let vt = cv.list_all_tools().await.expect("tools/list");
+    assert!(vt.iter().all(|t| t.annotations.as_ref().and_then(|a| a.read_only_hint) == Some(true)
+        || t.name == "approve_request" || t.name == "cancel_request"));
+    let r = call(&cv, "create_certificate", json!({ "common_name": "x.example.com" })).await;
+    assert_eq!(r.is_error, Some(true));
+}
+
+/// Calls every tool once with a plausible input; none may fail with an
+/// internal error, and the ones expected to succeed do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tool_runs() {
+    let s = setup().await;
+    let c = connect(&s, &s.admin, Some(true)).await;
+    let cert = issued(&c, "all.example.com").await;
+    let mut made: std::collections::HashMap<&str, String> = Default::default();
+    let ok = |r: &CallToolResult, what: &str| {
+        assert_ne!(r.is_error, Some(true), "{what}: {r:?}");
+        structured(r)
+    };
+    let v = ok(&call(&c, "create_team", json!({"name": "ops"})).await, "team");
+    made.insert("team", v["result"]["id"].as_str().unwrap_or_default().into());
+    let v = ok(&call(&c, "create_owner", json!({"name": "Ada", "email": "ada@example.com"})).await, "owner");
+    made.insert("owner", v["result"]["id"].as_str().unwrap_or_default().into());
+    let v = ok(&call(&c, "register_agent", json!({"name": "web-1"})).await, "agent");
+    made.insert("agent", v["result"]["agent"]["id"].as_str().unwrap_or_default().into());
+    let v = ok(&call(&c, "create_target", json!({"name": "nginx-1", "kind": "nginx", "agent_id": made["agent"]})).await, "target");
+    made.insert("target", v["result"]["id"].as_str().unwrap_or_default().into());
+    let v = ok(&call(&c, "create_profile", json!({"name": "short", "max_ttl_seconds": 86400})).await, "profile");
+    made.insert("profile", v["result"]["id"].as_str().unwrap_or_default().into());
+    let v = ok(&call(&c, "create_renewal_policy", json!({"name": "two-thirds", "renew_at_fraction": 0.66})).await, "rp");
+    made.insert("rp", v["result"]["id"].as_str().unwrap_or_default().into());
+    let v = ok(&call(&c, "create_policy", json!({"name": "domains", "kind": "allowed_domains", "severity": "high", "mode": "warn"})).await, "policy");
+    made.insert("policy", v["result"]["id"].as_str().unwrap_or_default().into());
+    let v = ok(&call(&c, "create_issuer", json!({"name": "second", "kind": "local"})).await, "issuer");
+    made.insert("issuer", v["result"]["id"].as_str().unwrap_or_default().into());
+    let v = ok(&call(&c, "create_principal", json!({"name": "bob", "role": "viewer"})).await, "principal");
+    made.insert("principal", v["result"]["principal"]["id"].as_str().unwrap_or_default().into());
+    let r = call(&c, "renew_certificate", json!({"id": cert})).await;
+    let job = ok(&r, "renew")["result"]["job"]["id"].as_str().unwrap_or_default().to_owned();
+
+    let inputs: Vec<(&str, Value)> = vec![
+        ("list_certificates", json!({"status": "valid", "sort": "-not_after", "fields": ["common_name"]})),
+        ("get_certificate", json!({"id": cert})),
+        ("update_certificate", json!({"id": cert, "owner_id": made["owner"], "team_id": made["team"]})),
+        ("list_issuers", json!({})),
+        ("get_issuer", json!({"id": made["issuer"]})),
+        ("update_issuer", json!({"id": made["issuer"], "name": "second-ca"})),
+        ("list_targets", json!({})),
+        ("get_target", json!({"id": made["target"]})),
+        ("update_target", json!({"id": made["target"], "name": "nginx-01", "kind": "nginx"})),
+        ("list_agents", json!({})),
+        ("get_agent", json!({"id": made["agent"]})),
+        ("list_jobs", json!({})),
+        ("get_job", json!({"id": job})),
+        ("cancel_job", json!({"id": job})),
+        ("list_owners", json!({})),
+        ("get_owner", json!({"id": made["owner"]})),
+        ("update_owner", json!({"id": made["owner"], "name": "Ada L."})),
+        ("list_teams", json!({})),
+        ("get_team", json!({"id": made["team"]})),
+        ("update_team", json!({"id": made["team"], "name": "platform"})),
+        ("list_profiles", json!({})),
+        ("get_profile", json!({"id": made["profile"]})),
+        ("update_profile", json!({"id": made["profile"], "name": "short-lived", "short_lived": true})),
+        ("list_renewal_policies", json!({})),
+        ("update_renewal_policy", json!({"id": made["rp"], "name": "ten-days", "renew_before_days": 10})),
+        ("list_policies", json!({})),
+        ("get_policy", json!({"id": made["policy"]})),
+        ("update_policy", json!({"id": made["policy"], "name": "domains", "kind": "allowed_domains", "severity": "low", "mode": "enforce"})),
+        ("list_approvals", json!({})),
+        ("expire_approvals", json!({})),
+        ("get_audit_log", json!({"per_page": 5})),
+        ("verify_audit_log", json!({})),
+        ("get_stats_summary", json!({})),
+        ("list_principals", json!({})),
+        // Destructive ones: confirmed in chat by this client.
+        ("revoke_certificate", json!({"id": cert, "reason": "superseded"})),
+        ("delete_target", json!({"id": made["target"]})),
+        ("disable_agent", json!({"id": made["agent"]})),
+        ("delete_policy", json!({"id": made["policy"]})),
+        ("delete_renewal_policy", json!({"id": made["rp"]})),
+        ("delete_profile", json!({"id": made["profile"]})),
+        ("revoke_principal", json!({"id": made["principal"]})),
+        ("archive_certificate", json!({"id": cert})),
+    ];
+    let mut covered: std::collections::HashSet<String> =
+        ["create_team", "create_owner", "register_agent", "create_target", "create_profile",
+         "create_renewal_policy", "create_policy", "create_issuer", "create_principal",
+         "renew_certificate", "create_certificate", "issue_certificate"]
+            .iter().map(|s| s.to_string()).collect();
+    for (name, args) in inputs {
+        let r = call(&c, name, args).await;
+        let v = ok(&r, name);
+        assert_eq!(v["status"], "completed", "{name}: {v}");
+        covered.insert(name.to_owned());
+    }
+    // Deleting in-use rows and decisions on unknown approvals fail, teaching.
+    for (name, args, hint) in [
+        ("delete_team", json!({"id": made["team"]}), "still referenced"),
+        ("delete_owner", json!({"id": made["owner"]}), "still referenced"),
+        ("delete_issuer", json!({"id": "iss-missing"}), "list_issuers"),
+        ("approve_request", json!({"approval_id": "ap-missing"}), "list_approvals"),
+        ("reject_request", json!({"approval_id": "ap-missing"}), "list_approvals"),
+        ("cancel_request", json!({"approval_id": "ap-missing"}), "list_approvals"),
+        ("get_approval", json!({"id": "ap-missing"}), "list_approvals"),
+    ] {
+        let r = call(&c, name, args).await;
+        assert_eq!(r.is_error, Some(true), "{name}: {r:?}");
+        let text = format!("{:?}", r.content);
+        assert!(text.contains(hint), "{name}: {text}");
+        covered.insert(name.to_owned());
+    }
+    let all: std::collections::HashSet<String> =
+        ops::catalogue().iter().map(|o| o.meta().name.to_owned()).collect();
+    let missing: Vec<_> = all.difference(&covered).collect();
+    assert!(missing.is_empty(), "tools never called: {missing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmations_accept_decline_and_no_elicitation() {
+    let s = setup().await;
+    // Accept: revoked once, the audit log names the in-chat confirmation.
+    let yes = connect(&s, &s.admin, Some(true)).await;
+    let a = issued(&yes, "yes.example.com").await;
+    let r = call(&yes, "revoke_certificate", json!({"id": a, "reason": "keyCompromise"})).await;
+    assert_eq!(structured(&r)["status"], "completed", "{r:?}");
+    let d = call(&yes, "get_certificate", json!({"id": a})).await;
+    assert_eq!(structured(&d)["result"]["certificate"]["status"], "revoked");
+    let log = call(&yes, "get_audit_log", json!({"action": "approve_request"})).await;
+    assert_eq!(structured(&log)["result"]["data"][0]["details"]["in_chat"], true);
+
+    // Decline: nothing happens, the request is withdrawn.
+    let no = connect(&s, &s.admin, Some(false)).await;
+    let b = issued(&no, "no.example.com").await;
+    let r = call(&no, "revoke_certificate", json!({"id": b})).await;
+    let v = structured(&r);
+    assert_eq!(v["status"], "declined", "{v}");
+    let d = call(&no, "get_certificate", json!({"id": b})).await;
+    assert_eq!(structured(&d)["result"]["certificate"]["status"], "valid");
+    let ap = call(&no, "get_approval", json!({"id": v["approval_id"]})).await;
+    assert_eq!(structured(&ap)["result"]["status"], "cancelled");
+
+    // No elicitation: approval_required; another principal approves it once.
+    let plain = connect(&s, &s.admin, None).await;
+    let cid = issued(&plain, "plain.example.com").await;
+    let r = call(&plain, "revoke_certificate", json!({"id": cid})).await;
+    let v = structured(&r);
+    assert_eq!(v["status"], "approval_required", "{v}");
+    let approval_id = v["approval_id"].as_str().expect("id").to_owned();
+    let approver = Principal { id: "pr-approver".into(), name: "a".into(), role: Role::Approver, agent_id: None };
+    let ca = connect(&s, &approver, None).await;
+    let r = call(&ca, "approve_request", json!({"approval_id": approval_id})).await;
+    assert_eq!(structured(&r)["result"]["approval"]["status"], "executed", "{r:?}");
+    let r = call(&ca, "approve_request", json!({"approval_id": approval_id})).await;
+    assert_eq!(r.is_error, Some(true), "a second approval must not run it again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_and_prompts() {
+    let s = setup().await;
+    let c = connect(&s, &s.admin, None).await;
+    let id = issued(&c, "res.example.com").await;
+    let resources = c.list_all_resources().await.expect("resources/list");
+    let templates = c.list_all_resource_templates().await.expect("templates");
+    assert!(resources.len() >= 5 && templates.len() >= 2);
+    let mut uris: Vec<String> = resources.iter().map(|r| r.uri.clone()).collect();
+    uris.push(format!("certctl://certificates/{id}"));
+    uris.push("certctl://certificates/expiring/90".into());
+    for uri in uris {
+        let r = c
+            .read_resource(ReadResourceRequestParams::new(uri.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{uri}: {e}"));
+        let text = serde_json::to_string(&r.contents).expect("json");
+        assert!(text.len() > 20, "{uri}: {text}");
+        if uri.ends_with("/expiring/90") {
+            assert!(text.contains("res.example.com"), "{text}");
+        }
+        if uri.ends_with(&id) {
+            assert!(text.contains("BEGIN CERTIFICATE"), "PEM chain included");
+        }
+    }
+    assert!(c.read_resource(ReadResourceRequestParams::new("certctl://nope")).await.is_err());
+    let prompts = c.list_all_prompts().await.expect("prompts/list");
+    for p in &prompts {
+        let mut req = GetPromptRequestParams::new(p.name.clone());
+        let args: serde_json::Map<String, Value> = p
+            .arguments
+            .iter()
+            .flatten()
+            .map(|a| (a.name.clone(), json!("example")))
+            .collect();
+        req.arguments = Some(args);
+        let got = c.get_prompt(req).await.unwrap_or_else(|e| panic!("{}: {e}", p.name));
+        assert!(!got.messages.is_empty(), "{}", p.name);
+    }
+}
