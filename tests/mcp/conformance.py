@@ -218,6 +218,41 @@ async def check_read(case: Case, client) -> None:
     print(f"       error text: {r.text[:160]!r}")
 
 
+PROMPTS = ["renewal-review", "weekly-expiry-report", "key-compromise-incident", "onboard-endpoint", "review-approvals"]
+RESOURCES = ["certctl://inventory/summary", "certctl://approvals/pending", "certctl://audit/recent", "certctl://issuers"]
+
+
+async def check_resources_prompts(case: Case, client) -> None:
+    listed = {str(r.uri) for r in (await client.list_resources()).resources}
+    templates = {r.uri_template for r in (await client.list_resource_templates()).resource_templates}
+    want_templates = {"certctl://certificates/{id}", "certctl://certificates/expiring/{days}"}
+    case.check(
+        set(RESOURCES) <= listed and want_templates <= templates,
+        "resources/list and resources/templates/list offer the contract's URIs",
+        {"missing": sorted(set(RESOURCES) - listed), "missing_templates": sorted(want_templates - templates)},
+    )
+    for uri in RESOURCES + ["certctl://certificates/expiring/30"]:
+        try:
+            r = await client.read_resource(uri)
+            text = getattr(r.contents[0], "text", None) if r.contents else None
+            ok = bool(text)
+            if ok:
+                json.loads(text)
+            case.check(ok, f"read {uri}: JSON text", text)
+        except Exception as e:
+            case.check(False, f"read {uri}", f"{type(e).__name__}: {e}")
+    prompts = {p.name: p for p in (await client.list_prompts()).prompts}
+    case.check(all(n in prompts for n in PROMPTS), "prompts/list offers the five prompts", sorted(prompts))
+    if "key-compromise-incident" in prompts:
+        g = await client.get_prompt("key-compromise-incident", {"certificate": "mc-conformance"})
+        text = " ".join(getattr(m.content, "text", "") for m in g.messages)
+        case.check(
+            "mc-conformance" in text and "keyCompromise" in text and "{{" not in text,
+            "get_prompt fills the arguments into the body",
+            text[:200],
+        )
+
+
 async def check_decline(case: Case, client, elicitor: Elicitor, cid: str) -> None:
     elicitor.answer = "decline"
     before = len(elicitor.seen)
@@ -416,6 +451,7 @@ async def run_case(binary: str, transport: str, mode: str, keep: bool) -> Case:
                     case.check(key.startswith("certctl_") or len(key) >= 20, "certctl mcp wrote DIR/admin.key (0600)")
                 await check_tools(case, admin, mode)
                 await check_read(case, admin)
+                await check_resources_prompts(case, admin)
                 tag = f"{transport}-{mode}".replace("/", "-")
                 ids = {}
                 for which in ("decline", "cancel", "accept", "oob"):
