@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE.parent / "tests" / "mcp"))
 from mcpkit import (  # noqa: E402
     Elicitor,
     Failure,
+    root_cause,
     call,
     fresh_dir,
     make_csr,
@@ -266,7 +267,7 @@ async def run_scenario(binary: str, path: Path, mode: str, keep: bool) -> tuple[
     except Failure as e:
         ok, why = False, str(e)
     except Exception as e:
-        ok, why = False, f"{type(e).__name__}: {e}\n{traceback.format_exc()[-1500:]}"
+        ok, why = False, f"{root_cause(e)}\n{traceback.format_exc()[-800:]}"
     finally:
         errlog.close()
         if not ok:

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mcpkit import (  # noqa: E402
     Elicitor,
     Failure,
+    root_cause,
     Serve,
     call,
     completed,
@@ -476,8 +477,8 @@ async def run_case(binary: str, transport: str, mode: str, keep: bool) -> Case:
                 v = await completed(admin, "verify_audit_log", {})
                 case.check(v.get("valid") is True, "verify_audit_log: the chain is intact", v)
     except Exception as e:  # record and move on to the next case
-        detail = "".join(traceback.format_exception(e))[-3000:]
-        case.failures.append(f"aborted: {type(e).__name__}: {e}")
+        detail = root_cause(e) + "\n" + "".join(traceback.format_exception(e))[-1500:]
+        case.failures.append(f"aborted: {root_cause(e)}")
         print(f"  FAIL aborted: {detail}")
         if serve is not None:
             print(f"  --- certctl serve log (tail)\n{serve.log_tail()}")

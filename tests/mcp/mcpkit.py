@@ -38,6 +38,22 @@ class Failure(Exception):
 # ---------------------------------------------------------------- CSRs
 
 
+def root_cause(e: BaseException) -> str:
+    """The innermost exceptions of an (anyio) exception group, as one line."""
+    leaves: list[BaseException] = []
+
+    def walk(x: BaseException) -> None:
+        subs = getattr(x, "exceptions", None)
+        if subs:
+            for s in subs:
+                walk(s)
+        else:
+            leaves.append(x)
+
+    walk(e)
+    return "; ".join(f"{type(x).__name__}: {x}" for x in leaves)[:800]
+
+
 def make_csr(common_name: str, extra_names: list[str] | None = None) -> str:
     """A P-256 PKCS#10 CSR (PEM) for common_name plus SANs; the key is thrown away."""
     from cryptography import x509
