@@ -49,6 +49,8 @@ pub async fn require_principal(
             }
         }
     };
+    // The MCP service reads the bare principal from the request's extensions.
+    req.extensions_mut().insert(principal.clone());
     req.extensions_mut().insert(Caller(principal));
     next.run(req).await
 }

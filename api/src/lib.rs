@@ -29,6 +29,7 @@ use tower_http::trace::TraceLayer;
 
 pub use auth::AuthMode;
 pub use problem::{ApiError, Problem};
+pub use tokio_util::sync::CancellationToken;
 
 /// Largest request body accepted (1 MiB); larger ones get a 413 problem.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -38,6 +39,9 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub auth: AuthMode,
+    /// Cancelled at shutdown: ends open MCP sessions and their event streams,
+    /// which would otherwise keep the graceful shutdown waiting.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -46,6 +50,7 @@ impl AppState {
         Self {
             engine,
             auth: AuthMode::ApiKey,
+            shutdown: CancellationToken::new(),
         }
     }
 }
@@ -61,6 +66,19 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             auth::require_principal,
         ));
+    // MCP over streamable HTTP, behind the same bearer authentication. It is
+    // merged outside the problem+json mapping: MCP clients read rmcp's own
+    // error bodies.
+    let mcp = Router::new()
+        .nest_service(
+            "/mcp",
+            certctl_mcp::http_service(state.engine.clone(), state.shutdown.clone()),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_principal,
+        ))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES));
     Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
@@ -70,8 +88,9 @@ pub fn app(state: AppState) -> Router {
         // Outside the body limit, so its bare 413 becomes a problem too.
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(problem::problemize))
-        .layer(TraceLayer::new_for_http())
         .with_state(state)
+        .merge(mcp)
+        .layer(TraceLayer::new_for_http())
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets

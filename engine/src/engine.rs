@@ -75,6 +75,13 @@ impl Engine {
         &self.master
     }
 
+    /// A 32-byte secret derived from the master key for one purpose (e.g.
+    /// signing MCP request state). Replicas sharing the master key derive the
+    /// same secret; the master key itself never leaves the engine.
+    pub fn derive_secret(&self, purpose: &str) -> zeroize::Zeroizing<Vec<u8>> {
+        self.master.derive(purpose)
+    }
+
     pub fn now(&self) -> UnixTime {
         self.clock.now()
     }

@@ -13,21 +13,84 @@ use super::{Format, GlobalArgs, from_flag_or_file};
 
 /// The client for `--server`, with the key from `--api-key`,
 /// `CERTCTL_API_KEY(_FILE)` or `DATA_DIR/admin.key`.
-fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
-    let key = match from_flag_or_file(global.api_key.clone(), "CERTCTL_API_KEY")? {
-        Some(k) => k.0,
-        None => {
-            let path = global.data_dir.join("admin.key");
-            crate::files::read_secret(&path).with_context(|| {
+/// The API key: `--api-key`, `CERTCTL_API_KEY(_FILE)`, or `DIR/admin.key`.
+pub fn api_key(global: &GlobalArgs) -> anyhow::Result<String> {
+    Ok(
+        match from_flag_or_file(global.api_key.clone(), "CERTCTL_API_KEY")? {
+            Some(k) => k.0,
+            None => {
+                let path = global.data_dir.join("admin.key");
+                crate::files::read_secret(&path).with_context(|| {
                 format!(
                     "no API key: pass --api-key or set CERTCTL_API_KEY, or point --data-dir at the \
                      server's data directory (cannot read {})",
                     path.display()
                 )
             })?
-        }
+            }
+        },
+    )
+}
+
+fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
+    Ok(Client::new(&global.server, Some(api_key(global)?))?)
+}
+
+/// `certctl approvals list|approve|reject`.
+pub async fn approvals(
+    global: &GlobalArgs,
+    cmd: &super::ApprovalsCommand,
+) -> anyhow::Result<ExitCode> {
+    use super::ApprovalsCommand as A;
+    let client = connect(global)?;
+    let (op, input) = match cmd {
+        A::List { all } => (
+            "list_approvals",
+            if *all {
+                serde_json::json!({})
+            } else {
+                serde_json::json!({ "status": "pending" })
+            },
+        ),
+        A::Approve { id, note } => (
+            "approve_request",
+            serde_json::json!({ "approval_id": id, "note": note }),
+        ),
+        A::Reject { id, note } => (
+            "reject_request",
+            serde_json::json!({ "approval_id": id, "note": note }),
+        ),
     };
-    Ok(Client::new(&global.server, Some(key))?)
+    let result: serde_json::Value = client.call_completed(op, &input).await?;
+    if global.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match cmd {
+        A::List { .. } => {
+            let rows = result["data"].as_array().cloned().unwrap_or_default();
+            if rows.is_empty() {
+                println!("no approvals");
+            }
+            for a in rows {
+                println!(
+                    "{}  {:<9}  {:<22}  by {}  {}",
+                    a["id"].as_str().unwrap_or_default(),
+                    a["status"].as_str().unwrap_or_default(),
+                    a["operation"].as_str().unwrap_or_default(),
+                    a["requested_by"].as_str().unwrap_or_default(),
+                    a["summary"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        A::Approve { id, .. } => println!(
+            "approved {id}: {} ran ({})",
+            result["approval"]["operation"].as_str().unwrap_or_default(),
+            result["approval"]["status"].as_str().unwrap_or_default()
+        ),
+        A::Reject { id, .. } => println!("rejected {id}; it will never run"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `certctl audit verify`.

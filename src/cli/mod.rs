@@ -3,6 +3,8 @@
 //! `*_FILE` variable naming a file that holds them.
 
 mod client;
+mod control_plane;
+mod mcp;
 mod serve;
 
 use std::path::PathBuf;
@@ -76,6 +78,33 @@ pub enum Command {
     Audit(AuditCommand),
     /// Show the server's health and an inventory summary.
     Status,
+    /// Serve MCP over stdio with the control plane embedded on the data dir
+    /// (for Claude Desktop, Claude Code, Cursor and other MCP clients).
+    Mcp(mcp::McpArgs),
+    /// Approval requests: list them, approve or reject one.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// List pending approvals (all of them with --all).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve a request: its operation runs once, as it was asked.
+    Approve {
+        id: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Reject a request: its operation never runs.
+    Reject {
+        id: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +159,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::serve(&cli.global, args).await,
         Command::Audit(AuditCommand::Verify) => client::audit_verify(&cli.global).await,
         Command::Status => client::status(&cli.global).await,
+        Command::Mcp(args) => mcp::mcp(&cli.global, args).await,
+        Command::Approvals(cmd) => client::approvals(&cli.global, cmd).await,
     }
 }
 

@@ -80,6 +80,14 @@ impl MasterKey {
         Zeroizing::new(B64.encode(self.0.as_ref()))
     }
 
+    /// A subkey for one purpose: HMAC-SHA256(master, "certctl/" + purpose).
+    /// Distinct purposes give independent keys; the master key stays here.
+    pub fn derive(&self, purpose: &str) -> Zeroizing<Vec<u8>> {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, self.0.as_ref());
+        let tag = aws_lc_rs::hmac::sign(&key, format!("certctl/{purpose}").as_bytes());
+        Zeroizing::new(tag.as_ref().to_vec())
+    }
+
     fn aead_key(&self) -> Result<LessSafeKey> {
         let unbound = UnboundKey::new(&AES_256_GCM, self.0.as_ref())
             .map_err(|_| Error::internal("AES-256-GCM key setup failed"))?;
