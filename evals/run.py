@@ -122,6 +122,7 @@ def matches(item: Any, where: dict[str, Any]) -> bool:
 
 
 def assert_value(value: Any, a: dict[str, Any], label: str) -> None:
+    """Applies one CHECK (already substituted) to value."""
     if "where" in a:
         if not isinstance(value, list):
             raise Failure(f"{label}: 'where' needs a list, got {json.dumps(value)[:120]}")
@@ -219,16 +220,21 @@ class Runner:
                     f"{label}: {what}: expected the human to be asked={step['expect_elicited']}, "
                     f"asked={elicited}; result {r.describe()}"
                 )
-            value = r.structured if r.structured is not None else {"is_error": r.is_error, "text": r.text}
+            if r.is_error:
+                value = {"is_error": True, "text": r.text, "structured": r.structured}
+            else:
+                value = r.structured if r.structured is not None else {"text": r.text}
         else:
             raise Failure(f"{label}: a step needs 'tool' or 'resource'")
         if "id" in step:
             self.vars.saved[step["id"]] = value
         for i, a in enumerate(step.get("assert", [])):
+            a = self.vars.sub(a)
             assert_value(dotted(value, a.get("path")), a, f"{label} assert {i + 1} ({what})")
         return value
 
     async def expect(self, a: dict[str, Any], label: str) -> None:
+        a = {k: (v if k in ("tool", "resource", "args", "as") else self.vars.sub(v)) for k, v in a.items()}
         if "ref" in a:
             if a["ref"] not in self.vars.saved:
                 raise Failure(f"{label}: no step with id {a['ref']!r}")
@@ -241,6 +247,20 @@ class Runner:
             if "tool" in a and isinstance(value, dict) and value.get("status") != "completed":
                 raise Failure(f"{label}: read tool {what} did not complete: {json.dumps(value)[:300]}")
         assert_value(dotted(value, a.get("path")), a, f"{label} ({what} {a.get('path', '')})")
+
+
+def failures_in(e: BaseException) -> list[Failure]:
+    """The Failures inside an exception group, when that is all it holds."""
+    subs = getattr(e, "exceptions", None)
+    if not subs:
+        return [e] if isinstance(e, Failure) else []
+    out: list[Failure] = []
+    for s in subs:
+        inner = failures_in(s)
+        if not inner:
+            return []
+        out += inner
+    return out
 
 
 async def run_scenario(binary: str, path: Path, mode: str, keep: bool) -> tuple[bool, str, int]:
@@ -259,15 +279,20 @@ async def run_scenario(binary: str, path: Path, mode: str, keep: bool) -> tuple[
                 await runner.session(None, "none")
                 for i, s in enumerate(sc["setup"]):
                     await runner.step(s, f"setup[{i}]")
+                start = runner.calls
                 for i, s in enumerate(sc["reference"]):
                     await runner.step(s, f"reference[{i}]")
-                calls = runner.calls
+                calls = runner.calls - start
                 for i, a in enumerate(sc["expect"]):
                     await runner.expect(a, f"expect[{i}]")
     except Failure as e:
         ok, why = False, str(e)
     except Exception as e:
-        ok, why = False, f"{root_cause(e)}\n{traceback.format_exc()[-800:]}"
+        leaves = failures_in(e)
+        if leaves:
+            ok, why = False, "; ".join(str(x) for x in leaves)
+        else:
+            ok, why = False, f"{root_cause(e)}\n{traceback.format_exc()[-800:]}"
     finally:
         errlog.close()
         if not ok:
