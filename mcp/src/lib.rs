@@ -214,6 +214,9 @@ pub fn http_service(
     // call on protocol 2025-11-25; 2026-07-28 requests are stateless anyway.
     config.legacy_session_mode = true;
     config.cancellation_token = cancel;
+    // Browsers send an Origin header; no browser page may drive this
+    // endpoint (the dashboard will use the REST API). Other clients send none.
+    let config = config.enforce_origin_validation();
     let factory = move || CertctlMcp::new(engine.clone(), None).map_err(std::io::Error::other);
     rmcp::transport::StreamableHttpService::new(factory, Default::default(), config)
 }

@@ -27,8 +27,8 @@ pub fn tool_for(op: &dyn DynOperation) -> Tool {
     let mut description = meta.description.to_owned();
     if meta.gateable {
         description.push_str(match meta.risk {
-            Risk::Destructive => " Needs approval: certctl asks you to confirm (or returns status approval_required with an approval_id).",
-            _ => " May need approval under the installation's policy or the certificate's profile (status approval_required).",
+            Risk::Destructive => " Needs a human's approval (asked in chat when possible).",
+            _ => " May need approval.",
         });
     }
     Tool::new_with_raw(
@@ -79,7 +79,10 @@ fn inline(mut schema: Value) -> Value {
 fn strip(v: &mut Value) {
     match v {
         Value::Object(m) => {
-            if m.get("format").and_then(Value::as_str).is_some_and(|f| f.starts_with("int") || f.starts_with("uint")) {
+            if m.get("format")
+                .and_then(Value::as_str)
+                .is_some_and(|f| f.starts_with("int") || f.starts_with("uint"))
+            {
                 m.remove("format");
             }
             if m.get("default") == Some(&Value::Null) {
@@ -152,10 +155,7 @@ fn outcome_schema(result: Value, gateable: bool) -> Value {
         "properties": {
             "status": { "enum": ["completed", "approval_required", "declined", "cancelled"] },
             "result": result,
-            "approval_id": { "type": "string" },
-            "summary": { "type": "string" },
-            "how_to_decide": { "type": "string" },
-            "message": { "type": "string" }
+            "approval_id": { "type": "string" }
         },
         "required": ["status"]
     })

@@ -13,9 +13,9 @@ use certctl_engine::pki::{self, MasterKey, SubjectNames};
 use certctl_engine::store::{Store, StoreLocation};
 use certctl_mcp::CertctlMcp;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig,
-    ElicitRequestParams, ElicitResult, ElicitationAction, ElicitationCapability,
-    FormElicitationCapability, GetPromptRequestParams, ProtocolVersion, ReadResourceRequestParams,
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ElicitRequestParams,
+    ElicitResult, ElicitationAction, ElicitationCapability, FormElicitationCapability,
+    GetPromptRequestParams, ProtocolVersion, ReadResourceRequestParams,
 };
 use rmcp::service::{RequestContext, RoleClient, RunningService};
 use rmcp::{ClientHandler, ErrorData as McpError, ServiceExt};
@@ -51,7 +51,9 @@ impl ClientHandler for TestClient {
         };
         assert!(message.contains("cannot be undone"), "{message}");
         Ok(match self.answer {
-            Some(true) => ElicitResult::new(ElicitationAction::Accept).with_content(json!({"confirm": true})),
+            Some(true) => {
+                ElicitResult::new(ElicitationAction::Accept).with_content(json!({"confirm": true}))
+            }
             _ => ElicitResult::new(ElicitationAction::Decline),
         })
     }
@@ -82,7 +84,11 @@ async fn setup() -> Setup {
         role: Role::Admin,
         agent_id: None,
     };
-    Setup { engine, admin, _dir: dir }
+    Setup {
+        engine,
+        admin,
+        _dir: dir,
+    }
 }
 
 async fn connect(
@@ -97,10 +103,17 @@ async fn connect(
             let _ = running.waiting().await;
         }
     });
-    TestClient { answer }.serve(client_io).await.expect("client")
+    TestClient { answer }
+        .serve(client_io)
+        .await
+        .expect("client")
 }
 
-async fn call(c: &RunningService<RoleClient, TestClient>, name: &str, args: Value) -> CallToolResult {
+async fn call(
+    c: &RunningService<RoleClient, TestClient>,
+    name: &str,
+    args: Value,
+) -> CallToolResult {
     let mut p = CallToolRequestParams::new(name.to_owned());
     p.arguments = args.as_object().cloned();
     c.call_tool(p).await.expect("tools/call")
@@ -112,14 +125,25 @@ fn structured(r: &CallToolResult) -> Value {
 
 fn csr(cn: &str) -> String {
     let key = pki::generate_key(KeyAlgorithm::EcdsaP256).expect("key");
-    let names = SubjectNames { dns: vec![cn.to_owned()], ..Default::default() };
+    let names = SubjectNames {
+        dns: vec![cn.to_owned()],
+        ..Default::default()
+    };
     pki::csr_for(&key, cn, &names).expect("csr")
 }
 
 async fn issued(c: &RunningService<RoleClient, TestClient>, cn: &str) -> String {
     let r = call(c, "create_certificate", json!({ "common_name": cn })).await;
-    let id = structured(&r)["result"]["id"].as_str().expect("id").to_owned();
-    let r = call(c, "issue_certificate", json!({ "id": id, "csr_pem": csr(cn) })).await;
+    let id = structured(&r)["result"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let r = call(
+        c,
+        "issue_certificate",
+        json!({ "id": id, "csr_pem": csr(cn) }),
+    )
+    .await;
     assert_eq!(structured(&r)["status"], "completed", "{r:?}");
     id
 }
@@ -129,19 +153,41 @@ async fn tool_list_matches_catalogue_and_snapshot() {
     let s = setup().await;
     let c = connect(&s, &s.admin, None).await;
     let tools = c.list_all_tools().await.expect("tools/list");
-    assert_eq!(tools.len(), ops::catalogue().len(), "one tool per operation");
+    assert_eq!(
+        tools.len(),
+        ops::catalogue().len(),
+        "one tool per operation"
+    );
     for t in &tools {
         let op = ops::find(&t.name).expect("tool names match operations");
         let a = t.annotations.as_ref().expect("annotations");
-        assert_eq!(a.read_only_hint, Some(op.meta().risk == ops::Risk::Read), "{}", t.name);
-        assert_eq!(a.destructive_hint, Some(op.meta().risk == ops::Risk::Destructive), "{}", t.name);
+        assert_eq!(
+            a.read_only_hint,
+            Some(op.meta().risk == ops::Risk::Read),
+            "{}",
+            t.name
+        );
+        assert_eq!(
+            a.destructive_hint,
+            Some(op.meta().risk == ops::Risk::Destructive),
+            "{}",
+            t.name
+        );
         assert!(t.title.is_some() && t.description.is_some());
-        assert_eq!(t.input_schema.get("type"), Some(&json!("object")), "{}", t.name);
+        assert_eq!(
+            t.input_schema.get("type"),
+            Some(&json!("object")),
+            "{}",
+            t.name
+        );
         assert!(t.output_schema.is_some(), "{}", t.name);
     }
     for name in ["revoke_certificate", "delete_target", "delete_issuer"] {
         let t = tools.iter().find(|t| t.name == name).expect("tool");
-        assert_eq!(t.annotations.as_ref().and_then(|a| a.destructive_hint), Some(true));
+        assert_eq!(
+            t.annotations.as_ref().and_then(|a| a.destructive_hint),
+            Some(true)
+        );
     }
     // Golden snapshot: interface changes show up in review.
     let snapshot = serde_json::to_string_pretty(&tools).expect("json") + "\n";
@@ -157,12 +203,25 @@ async fn tool_list_matches_catalogue_and_snapshot() {
         golden.len()
     );
     // A viewer sees only read tools.
-    let viewer = Principal { id: "pr-viewer".into(), name: "v".into(), role: Role::Viewer, agent_id: None };
+    let viewer = Principal {
+        id: "pr-viewer".into(),
+        name: "v".into(),
+        role: Role::Viewer,
+        agent_id: None,
+    };
     let cv = connect(&s, &viewer, None).await;
     let vt = cv.list_all_tools().await.expect("tools/list");
-    assert!(vt.iter().all(|t| t.annotations.as_ref().and_then(|a| a.read_only_hint) == Some(true)
-        || t.name == "approve_request" || t.name == "cancel_request"));
-    let r = call(&cv, "create_certificate", json!({ "common_name": "x.example.com" })).await;
+    assert!(vt.iter().all(
+        |t| t.annotations.as_ref().and_then(|a| a.read_only_hint) == Some(true)
+            || t.name == "approve_request"
+            || t.name == "cancel_request"
+    ));
+    let r = call(
+        &cv,
+        "create_certificate",
+        json!({ "common_name": "x.example.com" }),
+    )
+    .await;
     assert_eq!(r.is_error, Some(true));
 }
 
@@ -178,37 +237,136 @@ async fn every_tool_runs() {
         assert_ne!(r.is_error, Some(true), "{what}: {r:?}");
         structured(r)
     };
-    let v = ok(&call(&c, "create_team", json!({"name": "ops"})).await, "team");
-    made.insert("team", v["result"]["id"].as_str().unwrap_or_default().into());
-    let v = ok(&call(&c, "create_owner", json!({"name": "Ada", "email": "ada@example.com"})).await, "owner");
-    made.insert("owner", v["result"]["id"].as_str().unwrap_or_default().into());
-    let v = ok(&call(&c, "register_agent", json!({"name": "web-1"})).await, "agent");
-    made.insert("agent", v["result"]["agent"]["id"].as_str().unwrap_or_default().into());
-    let v = ok(&call(&c, "create_target", json!({"name": "nginx-1", "kind": "nginx", "agent_id": made["agent"]})).await, "target");
-    made.insert("target", v["result"]["id"].as_str().unwrap_or_default().into());
-    let v = ok(&call(&c, "create_profile", json!({"name": "short", "max_ttl_seconds": 86400})).await, "profile");
-    made.insert("profile", v["result"]["id"].as_str().unwrap_or_default().into());
-    let v = ok(&call(&c, "create_renewal_policy", json!({"name": "two-thirds", "renew_at_fraction": 0.66})).await, "rp");
+    let v = ok(
+        &call(&c, "create_team", json!({"name": "ops"})).await,
+        "team",
+    );
+    made.insert(
+        "team",
+        v["result"]["id"].as_str().unwrap_or_default().into(),
+    );
+    let v = ok(
+        &call(
+            &c,
+            "create_owner",
+            json!({"name": "Ada", "email": "ada@example.com"}),
+        )
+        .await,
+        "owner",
+    );
+    made.insert(
+        "owner",
+        v["result"]["id"].as_str().unwrap_or_default().into(),
+    );
+    let v = ok(
+        &call(&c, "register_agent", json!({"name": "web-1"})).await,
+        "agent",
+    );
+    made.insert(
+        "agent",
+        v["result"]["agent"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .into(),
+    );
+    let v = ok(
+        &call(
+            &c,
+            "create_target",
+            json!({"name": "nginx-1", "kind": "nginx", "agent_id": made["agent"]}),
+        )
+        .await,
+        "target",
+    );
+    made.insert(
+        "target",
+        v["result"]["id"].as_str().unwrap_or_default().into(),
+    );
+    let v = ok(
+        &call(
+            &c,
+            "create_profile",
+            json!({"name": "short", "max_ttl_seconds": 86400}),
+        )
+        .await,
+        "profile",
+    );
+    made.insert(
+        "profile",
+        v["result"]["id"].as_str().unwrap_or_default().into(),
+    );
+    let v = ok(
+        &call(
+            &c,
+            "create_renewal_policy",
+            json!({"name": "two-thirds", "renew_at_fraction": 0.66}),
+        )
+        .await,
+        "rp",
+    );
     made.insert("rp", v["result"]["id"].as_str().unwrap_or_default().into());
     let v = ok(&call(&c, "create_policy", json!({"name": "domains", "kind": "allowed_domains", "severity": "high", "mode": "warn"})).await, "policy");
-    made.insert("policy", v["result"]["id"].as_str().unwrap_or_default().into());
-    let v = ok(&call(&c, "create_issuer", json!({"name": "second", "kind": "local"})).await, "issuer");
-    made.insert("issuer", v["result"]["id"].as_str().unwrap_or_default().into());
-    let v = ok(&call(&c, "create_principal", json!({"name": "bob", "role": "viewer"})).await, "principal");
-    made.insert("principal", v["result"]["principal"]["id"].as_str().unwrap_or_default().into());
+    made.insert(
+        "policy",
+        v["result"]["id"].as_str().unwrap_or_default().into(),
+    );
+    let v = ok(
+        &call(
+            &c,
+            "create_issuer",
+            json!({"name": "second", "kind": "local"}),
+        )
+        .await,
+        "issuer",
+    );
+    made.insert(
+        "issuer",
+        v["result"]["id"].as_str().unwrap_or_default().into(),
+    );
+    let v = ok(
+        &call(
+            &c,
+            "create_principal",
+            json!({"name": "bob", "role": "viewer"}),
+        )
+        .await,
+        "principal",
+    );
+    made.insert(
+        "principal",
+        v["result"]["principal"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .into(),
+    );
     let r = call(&c, "renew_certificate", json!({"id": cert})).await;
-    let job = ok(&r, "renew")["result"]["job"]["id"].as_str().unwrap_or_default().to_owned();
+    let job = ok(&r, "renew")["result"]["job"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
 
     let inputs: Vec<(&str, Value)> = vec![
-        ("list_certificates", json!({"status": "valid", "sort": "-not_after", "fields": ["common_name"]})),
+        (
+            "list_certificates",
+            json!({"status": "valid", "sort": "-not_after", "fields": ["common_name"]}),
+        ),
         ("get_certificate", json!({"id": cert})),
-        ("update_certificate", json!({"id": cert, "owner_id": made["owner"], "team_id": made["team"]})),
+        (
+            "update_certificate",
+            json!({"id": cert, "owner_id": made["owner"], "team_id": made["team"]}),
+        ),
         ("list_issuers", json!({})),
         ("get_issuer", json!({"id": made["issuer"]})),
-        ("update_issuer", json!({"id": made["issuer"], "name": "second-ca"})),
+        (
+            "update_issuer",
+            json!({"id": made["issuer"], "name": "second-ca"}),
+        ),
         ("list_targets", json!({})),
         ("get_target", json!({"id": made["target"]})),
-        ("update_target", json!({"id": made["target"], "name": "nginx-01", "kind": "nginx"})),
+        (
+            "update_target",
+            json!({"id": made["target"], "name": "nginx-01", "kind": "nginx"}),
+        ),
         ("list_agents", json!({})),
         ("get_agent", json!({"id": made["agent"]})),
         ("list_jobs", json!({})),
@@ -216,18 +374,33 @@ async fn every_tool_runs() {
         ("cancel_job", json!({"id": job})),
         ("list_owners", json!({})),
         ("get_owner", json!({"id": made["owner"]})),
-        ("update_owner", json!({"id": made["owner"], "name": "Ada L."})),
+        (
+            "update_owner",
+            json!({"id": made["owner"], "name": "Ada L."}),
+        ),
         ("list_teams", json!({})),
         ("get_team", json!({"id": made["team"]})),
-        ("update_team", json!({"id": made["team"], "name": "platform"})),
+        (
+            "update_team",
+            json!({"id": made["team"], "name": "platform"}),
+        ),
         ("list_profiles", json!({})),
         ("get_profile", json!({"id": made["profile"]})),
-        ("update_profile", json!({"id": made["profile"], "name": "short-lived", "short_lived": true})),
+        (
+            "update_profile",
+            json!({"id": made["profile"], "name": "short-lived", "short_lived": true}),
+        ),
         ("list_renewal_policies", json!({})),
-        ("update_renewal_policy", json!({"id": made["rp"], "name": "ten-days", "renew_before_days": 10})),
+        (
+            "update_renewal_policy",
+            json!({"id": made["rp"], "name": "ten-days", "renew_before_days": 10}),
+        ),
         ("list_policies", json!({})),
         ("get_policy", json!({"id": made["policy"]})),
-        ("update_policy", json!({"id": made["policy"], "name": "domains", "kind": "allowed_domains", "severity": "low", "mode": "enforce"})),
+        (
+            "update_policy",
+            json!({"id": made["policy"], "name": "domains", "kind": "allowed_domains", "severity": "low", "mode": "enforce"}),
+        ),
         ("list_approvals", json!({})),
         ("expire_approvals", json!({})),
         ("get_audit_log", json!({"per_page": 5})),
@@ -235,7 +408,10 @@ async fn every_tool_runs() {
         ("get_stats_summary", json!({})),
         ("list_principals", json!({})),
         // Destructive ones: confirmed in chat by this client.
-        ("revoke_certificate", json!({"id": cert, "reason": "superseded"})),
+        (
+            "revoke_certificate",
+            json!({"id": cert, "reason": "superseded"}),
+        ),
         ("delete_target", json!({"id": made["target"]})),
         ("disable_agent", json!({"id": made["agent"]})),
         ("delete_policy", json!({"id": made["policy"]})),
@@ -244,11 +420,23 @@ async fn every_tool_runs() {
         ("revoke_principal", json!({"id": made["principal"]})),
         ("archive_certificate", json!({"id": cert})),
     ];
-    let mut covered: std::collections::HashSet<String> =
-        ["create_team", "create_owner", "register_agent", "create_target", "create_profile",
-         "create_renewal_policy", "create_policy", "create_issuer", "create_principal",
-         "renew_certificate", "create_certificate", "issue_certificate"]
-            .iter().map(|s| s.to_string()).collect();
+    let mut covered: std::collections::HashSet<String> = [
+        "create_team",
+        "create_owner",
+        "register_agent",
+        "create_target",
+        "create_profile",
+        "create_renewal_policy",
+        "create_policy",
+        "create_issuer",
+        "create_principal",
+        "renew_certificate",
+        "create_certificate",
+        "issue_certificate",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     for (name, args) in inputs {
         let r = call(&c, name, args).await;
         let v = ok(&r, name);
@@ -257,13 +445,41 @@ async fn every_tool_runs() {
     }
     // Deleting in-use rows and decisions on unknown approvals fail, teaching.
     for (name, args, hint) in [
-        ("delete_team", json!({"id": made["team"]}), "still referenced"),
-        ("delete_owner", json!({"id": made["owner"]}), "still referenced"),
-        ("delete_issuer", json!({"id": "iss-missing"}), "list_issuers"),
-        ("approve_request", json!({"approval_id": "ap-missing"}), "list_approvals"),
-        ("reject_request", json!({"approval_id": "ap-missing"}), "list_approvals"),
-        ("cancel_request", json!({"approval_id": "ap-missing"}), "list_approvals"),
-        ("get_approval", json!({"id": "ap-missing"}), "list_approvals"),
+        (
+            "delete_team",
+            json!({"id": made["team"]}),
+            "still referenced",
+        ),
+        (
+            "delete_owner",
+            json!({"id": made["owner"]}),
+            "still referenced",
+        ),
+        (
+            "delete_issuer",
+            json!({"id": "iss-missing"}),
+            "list_issuers",
+        ),
+        (
+            "approve_request",
+            json!({"approval_id": "ap-missing"}),
+            "list_approvals",
+        ),
+        (
+            "reject_request",
+            json!({"approval_id": "ap-missing"}),
+            "list_approvals",
+        ),
+        (
+            "cancel_request",
+            json!({"approval_id": "ap-missing"}),
+            "list_approvals",
+        ),
+        (
+            "get_approval",
+            json!({"id": "ap-missing"}),
+            "list_approvals",
+        ),
     ] {
         let r = call(&c, name, args).await;
         assert_eq!(r.is_error, Some(true), "{name}: {r:?}");
@@ -271,8 +487,10 @@ async fn every_tool_runs() {
         assert!(text.contains(hint), "{name}: {text}");
         covered.insert(name.to_owned());
     }
-    let all: std::collections::HashSet<String> =
-        ops::catalogue().iter().map(|o| o.meta().name.to_owned()).collect();
+    let all: std::collections::HashSet<String> = ops::catalogue()
+        .iter()
+        .map(|o| o.meta().name.to_owned())
+        .collect();
     let missing: Vec<_> = all.difference(&covered).collect();
     assert!(missing.is_empty(), "tools never called: {missing:?}");
 }
@@ -283,12 +501,20 @@ async fn confirmations_accept_decline_and_no_elicitation() {
     // Accept: revoked once, the audit log names the in-chat confirmation.
     let yes = connect(&s, &s.admin, Some(true)).await;
     let a = issued(&yes, "yes.example.com").await;
-    let r = call(&yes, "revoke_certificate", json!({"id": a, "reason": "keyCompromise"})).await;
+    let r = call(
+        &yes,
+        "revoke_certificate",
+        json!({"id": a, "reason": "keyCompromise"}),
+    )
+    .await;
     assert_eq!(structured(&r)["status"], "completed", "{r:?}");
     let d = call(&yes, "get_certificate", json!({"id": a})).await;
     assert_eq!(structured(&d)["result"]["certificate"]["status"], "revoked");
     let log = call(&yes, "get_audit_log", json!({"action": "approve_request"})).await;
-    assert_eq!(structured(&log)["result"]["data"][0]["details"]["in_chat"], true);
+    assert_eq!(
+        structured(&log)["result"]["data"][0]["details"]["in_chat"],
+        true
+    );
 
     // Decline: nothing happens, the request is withdrawn.
     let no = connect(&s, &s.admin, Some(false)).await;
@@ -308,12 +534,25 @@ async fn confirmations_accept_decline_and_no_elicitation() {
     let v = structured(&r);
     assert_eq!(v["status"], "approval_required", "{v}");
     let approval_id = v["approval_id"].as_str().expect("id").to_owned();
-    let approver = Principal { id: "pr-approver".into(), name: "a".into(), role: Role::Approver, agent_id: None };
+    let approver = Principal {
+        id: "pr-approver".into(),
+        name: "a".into(),
+        role: Role::Approver,
+        agent_id: None,
+    };
     let ca = connect(&s, &approver, None).await;
     let r = call(&ca, "approve_request", json!({"approval_id": approval_id})).await;
-    assert_eq!(structured(&r)["result"]["approval"]["status"], "executed", "{r:?}");
+    assert_eq!(
+        structured(&r)["result"]["approval"]["status"],
+        "executed",
+        "{r:?}"
+    );
     let r = call(&ca, "approve_request", json!({"approval_id": approval_id})).await;
-    assert_eq!(r.is_error, Some(true), "a second approval must not run it again");
+    assert_eq!(
+        r.is_error,
+        Some(true),
+        "a second approval must not run it again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,7 +580,11 @@ async fn resources_and_prompts() {
             assert!(text.contains("BEGIN CERTIFICATE"), "PEM chain included");
         }
     }
-    assert!(c.read_resource(ReadResourceRequestParams::new("certctl://nope")).await.is_err());
+    assert!(
+        c.read_resource(ReadResourceRequestParams::new("certctl://nope"))
+            .await
+            .is_err()
+    );
     let prompts = c.list_all_prompts().await.expect("prompts/list");
     for p in &prompts {
         let mut req = GetPromptRequestParams::new(p.name.clone());
@@ -352,7 +595,10 @@ async fn resources_and_prompts() {
             .map(|a| (a.name.clone(), json!("example")))
             .collect();
         req.arguments = Some(args);
-        let got = c.get_prompt(req).await.unwrap_or_else(|e| panic!("{}: {e}", p.name));
+        let got = c
+            .get_prompt(req)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", p.name));
         assert!(!got.messages.is_empty(), "{}", p.name);
     }
 }
