@@ -152,37 +152,26 @@ impl Engine {
         match result {
             Ok(Step::Done(output, subject)) => {
                 let resource_id = resource_id.or(subject.resource_id);
-                if meta.risk == Risk::Read {
-                    // Reads commit their snapshot first and audit in a short
-                    // write transaction of their own.
+                // Reads commit their snapshot first and audit in a short
+                // write transaction of their own; writes audit in theirs.
+                let mut w = if meta.risk == Risk::Read {
                     tx.commit().await?;
-                    let mut w = self.store.begin_write().await?;
-                    self.append(
-                        &mut w,
-                        principal,
-                        meta.name,
-                        meta.resource,
-                        resource_id,
-                        AuditOutcome::Success,
-                        details,
-                        now,
-                    )
-                    .await?;
-                    w.commit().await?;
+                    self.store.begin_write().await?
                 } else {
-                    self.append(
-                        &mut tx,
-                        principal,
-                        meta.name,
-                        meta.resource,
-                        resource_id,
-                        AuditOutcome::Success,
-                        details,
-                        now,
-                    )
-                    .await?;
-                    tx.commit().await?;
-                }
+                    tx
+                };
+                self.append(
+                    &mut w,
+                    principal,
+                    meta.name,
+                    meta.resource,
+                    resource_id,
+                    AuditOutcome::Success,
+                    details,
+                    now,
+                )
+                .await?;
+                w.commit().await?;
                 Ok(Outcome::Completed { result: output })
             }
             Ok(Step::Gated(ticket)) => {

@@ -14,6 +14,13 @@ use crate::pki;
 #[serde(deny_unknown_fields)]
 pub struct EmptyInput {}
 
+async fn load(ctx: &mut Ctx<'_>, id: &str) -> Result<crate::store::IssuerRecord> {
+    ctx.tx
+        .issuer(id)
+        .await?
+        .ok_or_else(|| Error::not_found("issuer", id))
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct IssuerList {
     pub data: Vec<Issuer>,
@@ -218,11 +225,7 @@ impl Operation for UpdateIssuer {
     };
 
     async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
-        let r = ctx
-            .tx
-            .issuer(&input.id)
-            .await?
-            .ok_or_else(|| Error::not_found("issuer", &input.id))?;
+        let r = load(ctx, &input.id).await?;
         Ok(Subject {
             resource_id: Some(r.issuer.id.clone()),
             summary: format!("Update issuer {} ({})", r.issuer.id, r.issuer.name),
@@ -231,12 +234,7 @@ impl Operation for UpdateIssuer {
     }
 
     async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
-        let mut issuer = ctx
-            .tx
-            .issuer(&input.id)
-            .await?
-            .ok_or_else(|| Error::not_found("issuer", &input.id))?
-            .issuer;
+        let mut issuer = load(ctx, &input.id).await?.issuer;
         if let Some(n) = input.name.filter(|n| !n.trim().is_empty()) {
             issuer.name = n.trim().to_owned();
         }
@@ -276,11 +274,7 @@ impl Operation for DeleteIssuer {
     };
 
     async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
-        let r = ctx
-            .tx
-            .issuer(&input.id)
-            .await?
-            .ok_or_else(|| Error::not_found("issuer", &input.id))?;
+        let r = load(ctx, &input.id).await?;
         Ok(Subject {
             resource_id: Some(r.issuer.id.clone()),
             summary: format!(
