@@ -119,14 +119,12 @@ fn shallow(schema: &Value) -> Value {
     for (name, prop) in props {
         let p = resolve(prop);
         let mut field = serde_json::Map::new();
-        let ty = match (p.get("type"), p.get("enum"), p.get("items")) {
-            (Some(t), _, _) => t.clone(),
-            (None, Some(_), _) => json!("string"),
-            _ if p.get("anyOf").is_some() || p.get("oneOf").is_some() => {
-                // Option<T> and enums of objects: keep it permissive.
-                Value::Null
-            }
-            _ => json!("object"),
+        // Only what the schema states: a field without a `type` (any JSON
+        // value, `Option<struct>` as `anyOf`, enums as `oneOf`) stays open.
+        let ty = match (p.get("type"), p.get("enum")) {
+            (Some(t), _) => t.clone(),
+            (None, Some(_)) => json!("string"),
+            _ => Value::Null,
         };
         if !ty.is_null() {
             field.insert("type".into(), ty);
