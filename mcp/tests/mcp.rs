@@ -119,6 +119,59 @@ async fn call(
     c.call_tool(p).await.expect("tools/call")
 }
 
+/// A small JSON Schema check covering what certctl's output schemas use
+/// (type, const, enum, properties, required), so a schema that rejects real
+/// output fails here, as strict clients (the Python SDK) would fail.
+fn conforms(schema: &Value, v: &Value, path: &str) -> Result<(), String> {
+    if let Some(t) = schema.get("type") {
+        let types: Vec<&str> = match t {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        let actual = match v {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        let ok = types
+            .iter()
+            .any(|t| *t == actual || (*t == "number" && actual == "integer"));
+        if !ok {
+            return Err(format!("{path}: {actual} is not {types:?}"));
+        }
+    }
+    if let Some(c) = schema.get("const")
+        && c != v
+    {
+        return Err(format!("{path}: {v} is not {c}"));
+    }
+    if let Some(Value::Array(e)) = schema.get("enum")
+        && !e.contains(v)
+    {
+        return Err(format!("{path}: {v} is not one of {e:?}"));
+    }
+    if let (Some(Value::Object(props)), Value::Object(obj)) = (schema.get("properties"), v) {
+        for (k, sub) in props {
+            if let Some(x) = obj.get(k) {
+                conforms(sub, x, &format!("{path}.{k}"))?;
+            }
+        }
+    }
+    if let (Some(Value::Array(req)), Value::Object(obj)) = (schema.get("required"), v) {
+        for k in req.iter().filter_map(Value::as_str) {
+            if !obj.contains_key(k) {
+                return Err(format!("{path}: missing {k}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn structured(r: &CallToolResult) -> Value {
     r.structured_content.clone().unwrap_or(Value::Null)
 }
@@ -231,6 +284,16 @@ async fn tool_list_matches_catalogue_and_snapshot() {
 async fn every_tool_runs() {
     let s = setup().await;
     let c = connect(&s, &s.admin, Some(true)).await;
+    let schemas: std::collections::HashMap<String, Value> = c
+        .list_all_tools()
+        .await
+        .expect("tools/list")
+        .into_iter()
+        .map(|t| {
+            let schema = Value::Object((*t.output_schema.expect("output schema")).clone());
+            (t.name.to_string(), schema)
+        })
+        .collect();
     let cert = issued(&c, "all.example.com").await;
     let mut made: std::collections::HashMap<&str, String> = Default::default();
     let ok = |r: &CallToolResult, what: &str| {
@@ -441,8 +504,20 @@ async fn every_tool_runs() {
         let r = call(&c, name, args).await;
         let v = ok(&r, name);
         assert_eq!(v["status"], "completed", "{name}: {v}");
+        if let Err(e) = conforms(&schemas[name], &v, name) {
+            panic!("{name}: structured content does not match its output schema: {e}");
+        }
         covered.insert(name.to_owned());
     }
+    // An executed approval carries its result (any JSON) and still matches.
+    let list = call(&c, "list_approvals", json!({})).await;
+    let first = structured(&list)["result"]["data"][0]["id"].clone();
+    let r = call(&c, "get_approval", json!({ "id": first })).await;
+    let v = ok(&r, "get_approval");
+    if let Err(e) = conforms(&schemas["get_approval"], &v, "get_approval") {
+        panic!("get_approval: structured content does not match its output schema: {e}");
+    }
+
     // Deleting in-use rows and decisions on unknown approvals fail, teaching.
     for (name, args, hint) in [
         (
