@@ -11,6 +11,7 @@
 //! router (tests drive it in memory with `tower::ServiceExt::oneshot`) and
 //! [`run`] serves it on a listener until a shutdown future resolves.
 
+mod actions;
 mod auth;
 mod certificates;
 pub mod client;
@@ -60,6 +61,12 @@ pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/certificates", get(certificates::list))
         .route("/certificates/{id}", get(certificates::get))
+        .route("/certificates/{id}/renew", post(actions::renew))
+        .route("/certificates/{id}/revoke", post(actions::revoke))
+        .route("/approvals", get(actions::list_approvals))
+        .route("/approvals/{id}", get(actions::get_approval))
+        .route("/approvals/{id}/approve", post(actions::approve))
+        .route("/approvals/{id}/reject", post(actions::reject))
         .route("/operations", get(operations::list))
         .route("/operations/{name}", post(operations::call))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -4,6 +4,9 @@
 #[path = "api/support.rs"]
 mod support;
 
+#[path = "api/actions.rs"]
+mod actions;
+
 #[path = "api/certificates.rs"]
 mod certificates;
 #[path = "api/errors.rs"]

@@ -397,7 +397,7 @@ async fn run_gated<O: Operation>(ctx: &mut Ctx<'_>, input: O::Input) -> Result<S
     Ok(Step::Gated(ApprovalTicket {
         how_to_decide: format!(
             "a principal with the approver or admin role other than {} approves with \
-             `certctl approvals approve {}` or POST /api/v1/operations/approve_request with {{\"approval_id\": \"{}\"}}{}",
+             `certctl approvals approve {}` or POST /api/v1/approvals/{}/approve{}",
             ctx.principal.id,
             approval.id,
             approval.id,
