@@ -106,12 +106,7 @@ operation! {
         by_status.insert("expiring".into(), expiring.into());
         by_status.insert("expired".into(), expired.into());
         let total = counts.iter().filter(|(s, _)| s != "expired" && s != "expiring").map(|(_, n)| n).sum();
-        let pending = store
-            .list_approvals(Some(crate::domain::ApprovalStatus::Pending), crate::store::MAX_PAGE_SIZE)
-            .await?
-            .into_iter()
-            .filter(|a| a.expires_at > ctx.now)
-            .count() as i64;
+        let pending = store.count_pending_approvals(ctx.now).await?;
         Ok(StatsSummary {
             total_certificates: total,
             by_status,

@@ -79,6 +79,18 @@ impl Store {
         rows.into_iter().map(ApprovalRow::into_domain).collect()
     }
 
+    /// How many approvals wait for a decision and have not expired.
+    pub async fn count_pending_approvals(&self, now: i64) -> Result<i64> {
+        Ok(with_db!(&self.db, |p| {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM approvals WHERE status = 'pending' AND expires_at > $1",
+            )
+            .bind(now)
+            .fetch_one(p)
+            .await?
+        }))
+    }
+
     /// Pending approvals whose time ran out (for the expiry sweep).
     pub async fn expired_pending_approvals(&self, now: i64) -> Result<Vec<String>> {
         Ok(with_db!(&self.db, |p| {

@@ -416,24 +416,24 @@ impl Store {
         Ok(rows)
     }
 
-    /// Counts by stored status, plus expiring and expired among the active.
+    /// Counts by stored status, plus expiring and expired among the active,
+    /// in one pass over the table.
     pub async fn certificate_counts(&self, view: StatusView) -> Result<Vec<(String, i64)>> {
-        let mut out: Vec<(String, i64)> = with_db!(&self.db, |p| {
-            sqlx::query_as("SELECT status, COUNT(*) FROM certificates GROUP BY status")
-                .fetch_all(p)
-                .await?
-        });
-        let (expired, expiring): (i64, i64) = with_db!(&self.db, |p| {
+        let rows: Vec<(String, i64, i64, i64)> = with_db!(&self.db, |p| {
             sqlx::query_as(
-                "SELECT \
-                   (SELECT COUNT(*) FROM certificates WHERE status = 'active' AND not_after <= $1), \
-                   (SELECT COUNT(*) FROM certificates WHERE status = 'active' AND not_after > $1 AND not_after <= $2)",
+                "SELECT status, COUNT(*), \
+                   COUNT(*) FILTER (WHERE status = 'active' AND not_after <= $1), \
+                   COUNT(*) FILTER (WHERE status = 'active' AND not_after > $1 AND not_after <= $2) \
+                 FROM certificates GROUP BY status",
             )
             .bind(view.now)
             .bind(view.now.saturating_add(view.expiring_window))
-            .fetch_one(p)
+            .fetch_all(p)
             .await?
         });
+        let expired = rows.iter().map(|r| r.2).sum();
+        let expiring = rows.iter().map(|r| r.3).sum();
+        let mut out: Vec<(String, i64)> = rows.into_iter().map(|r| (r.0, r.1)).collect();
         out.push(("expired".into(), expired));
         out.push(("expiring".into(), expiring));
         Ok(out)

@@ -134,6 +134,23 @@ async fn list_filters_sorts_and_pages(h: &Harness) {
         )
         .await;
     assert_eq!(expired.total, Some(2));
+    let stats = h
+        .done::<ops::GetStatsSummary>(&h.admin(), Default::default())
+        .await;
+    assert_eq!(stats.total_certificates, 8);
+    for (status, n) in [
+        ("valid", 4),
+        ("expiring", 1),
+        ("expired", 2),
+        ("pending", 1),
+        ("revoked", 0),
+    ] {
+        assert_eq!(
+            stats.by_status[status], n,
+            "{status}: {:?}",
+            stats.by_status
+        );
+    }
 
     // Sparse fields.
     let mut input = list(Default::default(), "common_name", 2, None);
