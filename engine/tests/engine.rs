@@ -11,4 +11,5 @@ mod engine {
     mod certificates;
     mod inputs;
     mod issuance;
+    mod jobs;
 }

@@ -76,6 +76,67 @@ impl JobStatus {
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
     }
+
+    /// The transition table. Every status change of a job goes through it;
+    /// terminal states have no way out, and `running` always has one
+    /// (completed, failed, or back to pending for a retry or a reclaimed
+    /// lease), so no job can stay running forever.
+    pub fn can_become(self, to: JobStatus) -> bool {
+        use JobStatus::*;
+        matches!(
+            (self, to),
+            (
+                Pending,
+                Running | AwaitingApproval | AwaitingCsr | Cancelled
+            ) | (AwaitingApproval, Pending | Cancelled)
+                | (AwaitingCsr, Pending | Failed | Cancelled)
+                | (Running, Completed | Failed | Pending | Cancelled)
+        )
+    }
+}
+
+/// Delay before retry number `attempt` (1-based): 30 s doubling, at most an hour.
+pub fn retry_backoff(attempt: i64) -> i64 {
+    let exp = attempt.clamp(1, 12) - 1;
+    (30_i64 << exp).min(3600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_table() {
+        use JobStatus::*;
+        let all = [
+            Pending,
+            AwaitingApproval,
+            AwaitingCsr,
+            Running,
+            Completed,
+            Failed,
+            Cancelled,
+        ];
+        for s in all {
+            if s.is_terminal() {
+                assert!(all.iter().all(|t| !s.can_become(*t)), "{s:?} is terminal");
+            }
+        }
+        assert!(Running.can_become(Pending) && Running.can_become(Completed));
+        assert!(
+            !Pending.can_become(Completed),
+            "work must be claimed before it completes"
+        );
+        assert!(!Completed.can_become(Running));
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(retry_backoff(1), 30);
+        assert_eq!(retry_backoff(2), 60);
+        assert_eq!(retry_backoff(5), 480);
+        assert_eq!(retry_backoff(50), 3600);
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

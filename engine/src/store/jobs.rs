@@ -1,5 +1,12 @@
-//! Jobs. The claiming, leases and retries arrive with the scheduler; this
-//! file stores and reads them.
+//! Jobs: storage, claiming with leases, completion, retries with backoff,
+//! and reclaiming the work of crashed workers.
+//!
+//! A claimed job carries `lease_owner` and `lease_expires_at`. Only the
+//! owner can finish it, and only while its lease holds; a worker that dies
+//! leaves a lease that runs out, and `reclaim_expired_leases` puts the job
+//! back to pending (or failed, when its attempts are used up). Claiming uses
+//! `FOR UPDATE SKIP LOCKED` on PostgreSQL, so replicas never claim the same
+//! job; on SQLite the write lock serializes claims.
 
 use super::query::{Arg, Where, bind_args};
 use super::{Store, Tx, enum_col, json_col, safe, to_json, with_db, with_tx};
@@ -89,6 +96,136 @@ impl Store {
     }
 }
 
+/// How a worker's attempt at a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobResult {
+    Completed,
+    /// Failed this time; retried after a backoff unless attempts are used up.
+    Failed(String),
+}
+
+impl Store {
+    /// Claims up to `limit` pending jobs that are due, for `worker`, with a
+    /// lease of `lease_seconds`. Returns the claimed jobs (now running).
+    pub async fn claim_jobs(
+        &self,
+        worker: &str,
+        now: i64,
+        lease_seconds: i64,
+        limit: i64,
+    ) -> Result<Vec<Job>> {
+        let skip_locked = match self.backend() {
+            super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            super::Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE jobs SET status = 'running', lease_owner = $1, lease_expires_at = $2, \
+             attempts = attempts + 1, updated_at = $3 WHERE id IN (SELECT id FROM jobs \
+             WHERE status = 'pending' AND run_after <= $3 ORDER BY run_after, id LIMIT $4{skip_locked}) \
+             RETURNING {COLUMNS}"
+        );
+        let mut tx = self.begin_write().await?;
+        let rows: Vec<JobRow> = with_tx!(tx, |c| {
+            sqlx::query_as(safe(&sql))
+                .bind(worker)
+                .bind(now + lease_seconds)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(c)
+                .await?
+        });
+        tx.commit().await?;
+        let mut jobs: Vec<Job> = rows
+            .into_iter()
+            .map(JobRow::into_domain)
+            .collect::<Result<_>>()?;
+        jobs.sort_by(|a, b| (a.run_after, &a.id).cmp(&(b.run_after, &b.id)));
+        Ok(jobs)
+    }
+
+    /// Ends `worker`'s attempt at a job. Returns false when the worker no
+    /// longer holds the lease (it ran out and the job was reclaimed): the
+    /// result is then discarded, so a job is never finished twice.
+    pub async fn finish_job(
+        &self,
+        id: &str,
+        worker: &str,
+        result: &JobResult,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let n = match result {
+            JobResult::Completed => with_tx!(tx, |c| {
+                sqlx::query(
+                    "UPDATE jobs SET status = 'completed', lease_owner = NULL, lease_expires_at = NULL, \
+                     last_error = NULL, updated_at = $1 \
+                     WHERE id = $2 AND status = 'running' AND lease_owner = $3 AND lease_expires_at > $1",
+                )
+                .bind(now)
+                .bind(id)
+                .bind(worker)
+                .execute(c)
+                .await?
+                .rows_affected()
+            }),
+            JobResult::Failed(error) => {
+                let attempts: Option<i64> = with_tx!(tx, |c| {
+                    sqlx::query_scalar(
+                        "SELECT attempts FROM jobs WHERE id = $1 AND status = 'running' \
+                         AND lease_owner = $2 AND lease_expires_at > $3",
+                    )
+                    .bind(id)
+                    .bind(worker)
+                    .bind(now)
+                    .fetch_optional(c)
+                    .await?
+                });
+                let Some(attempts) = attempts else {
+                    return Ok(false);
+                };
+                let retry_at = now + crate::domain::job::retry_backoff(attempts);
+                with_tx!(tx, |c| {
+                    sqlx::query(
+                        "UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'pending' END, \
+                         run_after = $1, lease_owner = NULL, lease_expires_at = NULL, last_error = $2, updated_at = $3 \
+                         WHERE id = $4 AND status = 'running' AND lease_owner = $5",
+                    )
+                    .bind(retry_at)
+                    .bind(error)
+                    .bind(now)
+                    .bind(id)
+                    .bind(worker)
+                    .execute(c)
+                    .await?
+                    .rows_affected()
+                })
+            }
+        };
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    /// Returns running jobs whose lease ran out to pending (retry now) or,
+    /// when their attempts are used up, to failed. Returns how many.
+    pub async fn reclaim_expired_leases(&self, now: i64) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let n = with_tx!(tx, |c| {
+            sqlx::query(
+                "UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'pending' END, \
+                 run_after = $1, lease_owner = NULL, lease_expires_at = NULL, \
+                 last_error = 'the worker holding this job stopped answering (lease expired)', updated_at = $1 \
+                 WHERE status = 'running' AND lease_expires_at <= $1",
+            )
+            .bind(now)
+            .execute(c)
+            .await?
+            .rows_affected()
+        });
+        tx.commit().await?;
+        Ok(n)
+    }
+}
+
 impl Tx {
     pub async fn job(&mut self, id: &str) -> Result<Option<Job>> {
         let sql = format!("SELECT {COLUMNS} FROM jobs WHERE id = $1");
@@ -128,7 +265,8 @@ impl Tx {
         Ok(())
     }
 
-    /// Moves a job to a new status only if it is in `from`; returns whether it moved.
+    /// Moves a job to a new status only if it is in `from` and the transition
+    /// table allows it; returns whether it moved.
     pub async fn transition_job(
         &mut self,
         id: &str,
@@ -137,6 +275,13 @@ impl Tx {
         error: Option<&str>,
         now: i64,
     ) -> Result<bool> {
+        if !from.can_become(to) {
+            return Err(crate::Error::conflict(format!(
+                "a {} job cannot become {}",
+                from.as_str(),
+                to.as_str()
+            )));
+        }
         let n = with_tx!(self, |c| {
             sqlx::query(
                 "UPDATE jobs SET status = $1, last_error = COALESCE($2, last_error), updated_at = $3 \

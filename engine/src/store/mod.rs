@@ -38,7 +38,7 @@ pub use certificates::{CertificateFilter, CertificateSort, NewVersion};
 pub use certificates::{CertificatePatch, StatusView};
 pub use issuers::IssuerRecord;
 pub(crate) use issuers::IssuerRow;
-pub use jobs::JobFilter;
+pub use jobs::{JobFilter, JobResult};
 pub use org::OrgTable;
 pub use policies::SimpleTable;
 pub use query::{Cursor, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, page_size};
