@@ -17,6 +17,7 @@ mod audit;
 mod certificates;
 mod issuers;
 mod jobs;
+mod leases;
 mod meta;
 mod org;
 mod policies;

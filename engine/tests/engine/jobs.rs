@@ -211,3 +211,63 @@ async fn failures_back_off_then_fail(h: &Harness) {
         .expect_err("terminal");
     assert_eq!(err.code(), "conflict");
 }
+
+mod leases {
+    use super::super::support::Harness;
+    use crate::backend_tests;
+    use certctl_engine::config::EngineConfig;
+
+    backend_tests!(one_process_holds_a_loop_lease_at_a_time);
+
+    async fn one_process_holds_a_loop_lease_at_a_time(h: &Harness) {
+        let other = Harness::engine_on(&h.db, &h.clock, EngineConfig::default(), &h.master).await;
+        let now = h.clock_now();
+        let (a, b) = tokio::join!(
+            h.engine.store().acquire_lease("renewal", "proc-a", now, 30),
+            other.store().acquire_lease("renewal", "proc-b", now, 30),
+        );
+        let (a, b) = (a.expect("lease a"), b.expect("lease b"));
+        assert!(a ^ b, "exactly one process holds the lease (a={a}, b={b})");
+        let (holder, waiter, hs, ws) = if a {
+            ("proc-a", "proc-b", h.engine.store(), other.store())
+        } else {
+            ("proc-b", "proc-a", other.store(), h.engine.store())
+        };
+        // The holder renews; the other still waits.
+        assert!(
+            hs.acquire_lease("renewal", holder, now + 10, 30)
+                .await
+                .expect("renew")
+        );
+        assert!(
+            !ws.acquire_lease("renewal", waiter, now + 20, 30)
+                .await
+                .expect("busy")
+        );
+        // Other loops are independent.
+        assert!(
+            ws.acquire_lease("notifications", waiter, now, 30)
+                .await
+                .expect("other loop")
+        );
+        // The holder dies: once its lease runs out, the other takes over.
+        assert!(
+            ws.acquire_lease("renewal", waiter, now + 41, 30)
+                .await
+                .expect("takeover")
+        );
+        assert!(
+            !hs.acquire_lease("renewal", holder, now + 42, 30)
+                .await
+                .expect("lost")
+        );
+        // Releasing at shutdown frees it at once.
+        ws.release_lease("renewal", waiter).await.expect("release");
+        assert!(
+            hs.acquire_lease("renewal", holder, now + 43, 30)
+                .await
+                .expect("free")
+        );
+        other.store().close().await;
+    }
+}
