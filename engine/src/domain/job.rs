@@ -48,6 +48,16 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    pub const ALL: [JobStatus; 7] = [
+        Self::Pending,
+        Self::AwaitingApproval,
+        Self::AwaitingCsr,
+        Self::Running,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
@@ -108,15 +118,7 @@ mod tests {
     #[test]
     fn transition_table() {
         use JobStatus::*;
-        let all = [
-            Pending,
-            AwaitingApproval,
-            AwaitingCsr,
-            Running,
-            Completed,
-            Failed,
-            Cancelled,
-        ];
+        let all = JobStatus::ALL;
         for s in all {
             if s.is_terminal() {
                 assert!(all.iter().all(|t| !s.can_become(*t)), "{s:?} is terminal");
