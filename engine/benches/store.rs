@@ -695,7 +695,7 @@ async fn seed(
     now: i64,
 ) -> anyhow::Result<SeedStats> {
     let started = Instant::now();
-    let mut rng = Rng::new(0x5EED_CE27_C71);
+    let mut rng = Rng::new(0x05EE_DCE2_7C71);
     let clock = ManualClock::new(now);
     let statuses = [
         ("active", 0.85),
