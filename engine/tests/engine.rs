@@ -12,4 +12,5 @@ mod engine {
     mod inputs;
     mod issuance;
     mod jobs;
+    mod scheduler;
 }

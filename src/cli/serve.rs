@@ -107,6 +107,17 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<Exit
     println!("listening on http://{bound}");
 
     let cancel = certctl_api::CancellationToken::new();
+    // The scheduler's loops (renewal checks, job leases, approval expiry) run
+    // under the same engine; with several replicas each loop runs on one.
+    let owner = format!("serve:{}:{}", bound, std::process::id());
+    let scheduler = std::sync::Arc::new(certctl_engine::scheduler::Scheduler::new(
+        engine.clone(),
+        owner,
+    ));
+    let scheduler = tokio::spawn(scheduler.run(
+        cancel.clone().cancelled_owned(),
+        std::time::Duration::from_secs(30),
+    ));
     let router = certctl_api::app(AppState {
         engine,
         auth,
@@ -119,6 +130,8 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<Exit
     certctl_api::run(listener, router, shutdown)
         .await
         .context("the HTTP server failed")?;
+    // In-flight loop runs finish (up to 30 s) before the store closes.
+    let _ = scheduler.await;
     store.close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

@@ -79,6 +79,28 @@ impl Store {
         rows.into_iter().map(ApprovalRow::into_domain).collect()
     }
 
+    /// Whether `operation` on `resource_id` already waits for a decision (so
+    /// scheduled work does not ask for the same approval again every round).
+    pub async fn has_pending_approval(
+        &self,
+        operation: &str,
+        resource_id: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let n: i64 = with_db!(&self.db, |p| {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM approvals WHERE status = 'pending' AND operation = $1 \
+                 AND resource_id = $2 AND expires_at > $3",
+            )
+            .bind(operation)
+            .bind(resource_id)
+            .bind(now)
+            .fetch_one(p)
+            .await?
+        });
+        Ok(n > 0)
+    }
+
     /// How many approvals wait for a decision and have not expired.
     pub async fn count_pending_approvals(&self, now: i64) -> Result<i64> {
         Ok(with_db!(&self.db, |p| {

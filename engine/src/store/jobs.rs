@@ -205,6 +205,21 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Whether the certificate has a renewal job that has not ended yet (so
+    /// the renewal loop does not queue a second one).
+    pub async fn has_open_renewal(&self, certificate_id: &str) -> Result<bool> {
+        let n: i64 = with_db!(&self.db, |p| {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM jobs WHERE certificate_id = $1 AND kind = 'renewal' \
+                 AND status NOT IN ('completed', 'failed', 'cancelled')",
+            )
+            .bind(certificate_id)
+            .fetch_one(p)
+            .await?
+        });
+        Ok(n > 0)
+    }
+
     /// Returns running jobs whose lease ran out to pending (retry now) or,
     /// when their attempts are used up, to failed. Returns how many.
     pub async fn reclaim_expired_leases(&self, now: i64) -> Result<u64> {
