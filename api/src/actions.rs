@@ -84,6 +84,19 @@ pub async fn get_approval(
     run(&state, &p, "get_approval", input, StatusCode::OK).await
 }
 
+/// Runs `op` with the JSON object body plus the path's id under `id_key`.
+async fn act(
+    state: &AppState,
+    p: &certctl_engine::domain::Principal,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+    (op, id_key, done): (&str, &str, StatusCode),
+) -> Result<Response, ApiError> {
+    let mut input = object_body(body)?;
+    input.insert(id_key.into(), id(path)?.into());
+    run(state, p, op, Value::Object(input), done).await
+}
+
 /// `POST /api/v1/approvals/{id}/approve` with an optional `{"note": "..."}`.
 pub async fn approve(
     State(state): State<AppState>,
@@ -91,16 +104,8 @@ pub async fn approve(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut input = object_body(body)?;
-    input.insert("approval_id".into(), id(path)?.into());
-    run(
-        &state,
-        &p,
-        "approve_request",
-        Value::Object(input),
-        StatusCode::OK,
-    )
-    .await
+    let spec = ("approve_request", "approval_id", StatusCode::OK);
+    act(&state, &p, path, body, spec).await
 }
 
 /// `POST /api/v1/approvals/{id}/reject` with an optional `{"note": "..."}`.
@@ -110,16 +115,8 @@ pub async fn reject(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut input = object_body(body)?;
-    input.insert("approval_id".into(), id(path)?.into());
-    run(
-        &state,
-        &p,
-        "reject_request",
-        Value::Object(input),
-        StatusCode::OK,
-    )
-    .await
+    let spec = ("reject_request", "approval_id", StatusCode::OK);
+    act(&state, &p, path, body, spec).await
 }
 
 /// `POST /api/v1/certificates/{id}/renew` with an optional `{"csr_pem": "..."}`:
@@ -130,16 +127,8 @@ pub async fn renew(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut input = object_body(body)?;
-    input.insert("id".into(), id(path)?.into());
-    run(
-        &state,
-        &p,
-        "renew_certificate",
-        Value::Object(input),
-        StatusCode::ACCEPTED,
-    )
-    .await
+    let spec = ("renew_certificate", "id", StatusCode::ACCEPTED);
+    act(&state, &p, path, body, spec).await
 }
 
 /// `POST /api/v1/certificates/{id}/revoke` with `{"reason": "keyCompromise"}`
@@ -150,14 +139,6 @@ pub async fn revoke(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut input = object_body(body)?;
-    input.insert("id".into(), id(path)?.into());
-    run(
-        &state,
-        &p,
-        "revoke_certificate",
-        Value::Object(input),
-        StatusCode::OK,
-    )
-    .await
+    let spec = ("revoke_certificate", "id", StatusCode::OK);
+    act(&state, &p, path, body, spec).await
 }

@@ -150,21 +150,13 @@ impl Operation for ListCertificates {
                 }
                 Ok(SparseCertificate(m))
             })
-            .collect::<Result<_>>()?;
-        ctx.note("returned", page_len(&page.next_cursor, limit));
+            .collect::<Result<Vec<_>>>()?;
+        ctx.note("returned", data.len());
         Ok(CertificatePage {
             data,
             total: page.total,
             next_cursor: page.next_cursor,
         })
-    }
-}
-
-fn page_len(next: &Option<String>, limit: i64) -> &'static str {
-    if next.is_some() && limit > 0 {
-        "full page"
-    } else {
-        "last page"
     }
 }
 

@@ -285,13 +285,6 @@ impl<T> Outcome<T> {
             ))),
         }
     }
-
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
-        match self {
-            Outcome::Completed { result } => Outcome::Completed { result: f(result) },
-            Outcome::ApprovalRequired(t) => Outcome::ApprovalRequired(t),
-        }
-    }
 }
 
 /// What a caller gets back when a call is gated: enough to tell a human
