@@ -19,7 +19,10 @@ pub fn visible_to(principal: &Principal, op: &dyn DynOperation) -> bool {
 /// The MCP tool for one operation.
 pub fn tool_for(op: &dyn DynOperation) -> Tool {
     let meta = op.meta();
-    let annotations = ToolAnnotations::with_title(meta.title)
+    // The title is on the tool itself; repeating it in the annotations only
+    // adds bytes. All four hints stay explicit because two of the protocol's
+    // defaults (destructive, open world) are the unsafe reading.
+    let annotations = ToolAnnotations::new()
         .read_only(meta.risk == Risk::Read)
         .destructive(meta.risk == Risk::Destructive)
         .idempotent(meta.idempotent)
@@ -37,10 +40,7 @@ pub fn tool_for(op: &dyn DynOperation) -> Tool {
         Arc::new(object(inline(op.input_schema()))),
     )
     .with_title(meta.title)
-    .with_raw_output_schema(Arc::new(object(outcome_schema(
-        op.output_schema(),
-        meta.gateable,
-    ))))
+    .with_raw_output_schema(Arc::new(object(outcome_schema(meta.gateable))))
     .with_annotations(annotations)
 }
 
@@ -61,18 +61,23 @@ fn object(v: Value) -> JsonObject {
     }
 }
 
-/// Drops what only adds bytes for a model: the root `$schema` and `title`,
-/// integer `format`s and `default: null`. MCP clients want a plain object
-/// schema.
+/// Drops what only adds bytes for a model: the root `$schema`, `title` and
+/// `additionalProperties` (the engine refuses unknown fields with a message
+/// that names them), integer `format`s, `default: null`, the `null` half of
+/// optional fields (leaving a field out is how a model says "none"), and a
+/// shared definition's description where every use describes itself.
+/// MCP clients want a plain object schema.
 fn inline(mut schema: Value) -> Value {
     strip(&mut schema);
     if let Some(obj) = schema.as_object_mut() {
         obj.remove("$schema");
         obj.remove("title");
+        obj.remove("additionalProperties");
         if !obj.contains_key("type") {
             obj.insert("type".into(), "object".into());
         }
     }
+    drop_described_def_descriptions(&mut schema);
     schema
 }
 
@@ -88,6 +93,23 @@ fn strip(v: &mut Value) {
             if m.get("default") == Some(&Value::Null) {
                 m.remove("default");
             }
+            let required: Vec<String> = m
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| {
+                    r.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(Value::Object(props)) = m.get_mut("properties") {
+                for (name, prop) in props.iter_mut() {
+                    if !required.contains(name) {
+                        drop_null_alternative(prop);
+                    }
+                }
+            }
             m.values_mut().for_each(strip);
         }
         Value::Array(a) => a.iter_mut().for_each(strip),
@@ -95,43 +117,66 @@ fn strip(v: &mut Value) {
     }
 }
 
-/// The result's schema to one level: its field names and types, nested
-/// objects as plain `object`s. The full nested schemas
-/// made `tools/list` 186 KB (about 46,000 tokens, three quarters of it output
-/// schemas); a model needs the field names, and the input schemas stay exact.
-fn shallow(schema: &Value) -> Value {
-    let defs = schema.get("$defs").cloned().unwrap_or(Value::Null);
-    let resolve = |v: &Value| -> Value {
-        match v.get("$ref").and_then(Value::as_str) {
-            Some(r) => r
-                .strip_prefix("#/$defs/")
-                .and_then(|name| defs.get(name))
-                .cloned()
-                .unwrap_or_else(|| json!({})),
-            None => v.clone(),
-        }
+/// `"type": ["string", "null"]` becomes `"type": "string"`, and
+/// `"anyOf": [X, {"type": "null"}]` becomes X.
+fn drop_null_alternative(prop: &mut Value) {
+    let Some(m) = prop.as_object_mut() else {
+        return;
     };
-    let root = resolve(schema);
-    let Some(props) = root.get("properties").and_then(Value::as_object) else {
-        return json!({ "type": "object" });
-    };
-    let mut out = serde_json::Map::new();
-    for (name, prop) in props {
-        let p = resolve(prop);
-        let mut field = serde_json::Map::new();
-        // Only what the schema states: a field without a `type` (any JSON
-        // value, `Option<struct>` as `anyOf`, enums as `oneOf`) stays open.
-        let ty = match (p.get("type"), p.get("enum")) {
-            (Some(t), _) => t.clone(),
-            (None, Some(_)) => json!("string"),
-            _ => Value::Null,
-        };
-        if !ty.is_null() {
-            field.insert("type".into(), ty);
+    let null = json!({ "type": "null" });
+    if let Some(Value::Array(types)) = m.get("type")
+        && types.len() == 2
+        && types.contains(&json!("null"))
+    {
+        let other = types.iter().find(|t| *t != "null").cloned();
+        if let Some(other) = other {
+            m.insert("type".into(), other);
         }
-        out.insert(name.clone(), Value::Object(field));
     }
-    json!({ "type": "object", "properties": out })
+    if let Some(Value::Array(any)) = m.get("anyOf")
+        && any.len() == 2
+        && any.contains(&null)
+        && let Some(Value::Object(other)) = any.iter().find(|v| **v != null).cloned()
+    {
+        m.remove("anyOf");
+        for (k, v) in other {
+            m.entry(k).or_insert(v);
+        }
+    }
+}
+
+/// Removes the description of each `$defs` entry whose every `$ref` sits
+/// next to a description of its own (enum descriptions otherwise appear
+/// twice).
+fn drop_described_def_descriptions(schema: &mut Value) {
+    fn refs(v: &Value, out: &mut Vec<(String, bool)>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(r) = m.get("$ref").and_then(Value::as_str)
+                    && let Some(name) = r.strip_prefix("#/$defs/")
+                {
+                    out.push((name.to_owned(), m.contains_key("description")));
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut uses = Vec::new();
+    refs(schema, &mut uses);
+    let Some(Value::Object(defs)) = schema.get_mut("$defs") else {
+        return;
+    };
+    for (name, def) in defs.iter_mut() {
+        let mut of_this = uses.iter().filter(|(n, _)| n == name).peekable();
+        if of_this.peek().is_some()
+            && of_this.all(|(_, described)| *described)
+            && let Some(def) = def.as_object_mut()
+        {
+            def.remove("description");
+        }
+    }
 }
 
 /// The structured content of a call: `{"status":"completed","result":...}`;
@@ -139,8 +184,15 @@ fn shallow(schema: &Value) -> Value {
 /// (nothing ran yet) or `declined`/`cancelled` after a confirmation in
 /// chat. The statuses are explained once, in the server instructions, rather
 /// than in 61 schemas.
-fn outcome_schema(result: Value, gateable: bool) -> Value {
-    let result = shallow(&result);
+///
+/// `result` is declared as an object without its fields. The full nested
+/// schemas made `tools/list` 186 KB (about 46,000 tokens); one level of
+/// field names still cost 13 KB across the catalogue, and clients show a
+/// model the input schema and the result itself, not the output schema. The
+/// envelope is what a client needs to validate and what a model must know:
+/// a call may end in `approval_required`.
+fn outcome_schema(gateable: bool) -> Value {
+    let result = json!({ "type": "object" });
     if !gateable {
         return json!({
             "type": "object",

@@ -119,10 +119,34 @@ async fn call(
     c.call_tool(p).await.expect("tools/call")
 }
 
-/// A small JSON Schema check covering what certctl's output schemas use
-/// (type, const, enum, properties, required), so a schema that rejects real
-/// output fails here, as strict clients (the Python SDK) would fail.
+/// A small JSON Schema check covering what certctl's schemas use (type,
+/// const, enum, properties, required, items, `$ref` into `$defs`, anyOf and
+/// oneOf), so a schema that rejects real output fails here, as strict
+/// clients (the Python SDK) would fail.
 fn conforms(schema: &Value, v: &Value, path: &str) -> Result<(), String> {
+    conforms_in(schema, schema, v, path)
+}
+
+fn conforms_in(root: &Value, schema: &Value, v: &Value, path: &str) -> Result<(), String> {
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let name = r
+            .strip_prefix("#/$defs/")
+            .ok_or(format!("{path}: ref {r}"))?;
+        let def = root
+            .get("$defs")
+            .and_then(|d| d.get(name))
+            .ok_or(format!("{path}: no definition {name}"))?;
+        conforms_in(root, def, v, path)?;
+    }
+    for key in ["anyOf", "oneOf"] {
+        if let Some(Value::Array(alts)) = schema.get(key)
+            && !alts
+                .iter()
+                .any(|alt| conforms_in(root, alt, v, path).is_ok())
+        {
+            return Err(format!("{path}: {v} matches none of {key}"));
+        }
+    }
     if let Some(t) = schema.get("type") {
         let types: Vec<&str> = match t {
             Value::String(s) => vec![s.as_str()],
@@ -158,8 +182,13 @@ fn conforms(schema: &Value, v: &Value, path: &str) -> Result<(), String> {
     if let (Some(Value::Object(props)), Value::Object(obj)) = (schema.get("properties"), v) {
         for (k, sub) in props {
             if let Some(x) = obj.get(k) {
-                conforms(sub, x, &format!("{path}.{k}"))?;
+                conforms_in(root, sub, x, &format!("{path}.{k}"))?;
             }
+        }
+    }
+    if let (Some(items), Value::Array(arr)) = (schema.get("items"), v) {
+        for (i, x) in arr.iter().enumerate() {
+            conforms_in(root, items, x, &format!("{path}[{i}]"))?;
         }
     }
     if let (Some(Value::Array(req)), Value::Object(obj)) = (schema.get("required"), v) {
@@ -170,6 +199,21 @@ fn conforms(schema: &Value, v: &Value, path: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The structured content matches the tool's output schema (the envelope)
+/// and its `result` matches the operation's full output schema, so what the
+/// engine declares (also the REST face's schemas) is what it returns.
+fn check_output(schemas: &std::collections::HashMap<String, Value>, name: &str, v: &Value) {
+    if let Err(e) = conforms(&schemas[name], v, name) {
+        panic!("{name}: structured content does not match its output schema: {e}");
+    }
+    if v["status"] == "completed" {
+        let full = ops::find(name).expect("operation").output_schema();
+        if let Err(e) = conforms(&full, &v["result"], name) {
+            panic!("{name}: result does not match the operation's output schema: {e}");
+        }
+    }
 }
 
 fn structured(r: &CallToolResult) -> Value {
@@ -504,9 +548,7 @@ async fn every_tool_runs() {
         let r = call(&c, name, args).await;
         let v = ok(&r, name);
         assert_eq!(v["status"], "completed", "{name}: {v}");
-        if let Err(e) = conforms(&schemas[name], &v, name) {
-            panic!("{name}: structured content does not match its output schema: {e}");
-        }
+        check_output(&schemas, name, &v);
         covered.insert(name.to_owned());
     }
     // An executed approval carries its result (any JSON) and still matches.
@@ -514,9 +556,7 @@ async fn every_tool_runs() {
     let first = structured(&list)["result"]["data"][0]["id"].clone();
     let r = call(&c, "get_approval", json!({ "id": first })).await;
     let v = ok(&r, "get_approval");
-    if let Err(e) = conforms(&schemas["get_approval"], &v, "get_approval") {
-        panic!("get_approval: structured content does not match its output schema: {e}");
-    }
+    check_output(&schemas, "get_approval", &v);
 
     // Deleting in-use rows and decisions on unknown approvals fail, teaching.
     for (name, args, hint) in [
