@@ -18,6 +18,10 @@ pub enum IssuerKind {
     StepCa,
     Vault,
     Script,
+    /// Certificates issued by a CA certctl does not manage (imported from a
+    /// PEM bundle). Nothing can be issued or revoked through it; it only
+    /// records who issued those versions.
+    External,
 }
 
 impl IssuerKind {
@@ -29,6 +33,7 @@ impl IssuerKind {
             Self::StepCa => "step_ca",
             Self::Vault => "vault",
             Self::Script => "script",
+            Self::External => "external",
         }
     }
 
@@ -40,6 +45,7 @@ impl IssuerKind {
             "step_ca" => Self::StepCa,
             "vault" => Self::Vault,
             "script" => Self::Script,
+            "external" => Self::External,
             _ => return None,
         })
     }

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::{Ctx, OpMeta, Operation, Risk, Subject};
 use crate::bootstrap::{DEFAULT_PROFILE_ID, LOCAL_ISSUER_ID};
 use crate::domain::{
-    CertificateVersion, EffectiveStatus, Job, JobKind, JobStatus, KeygenMode, LifecycleStatus,
-    ManagedCertificate, Permission, Profile, RevocationReason, Target,
+    CertificateVersion, EffectiveStatus, IssuerKind, Job, JobKind, JobStatus, KeygenMode,
+    LifecycleStatus, ManagedCertificate, Permission, Profile, RevocationReason, Target,
 };
 use crate::error::{Error, Result};
 use crate::pki::{self, LeafRequest, SubjectNames};
@@ -473,6 +473,12 @@ pub struct UpdateCertificateInput {
     /// Targets to add.
     #[serde(default)]
     pub add_target_ids: Vec<String>,
+    /// The issuer future versions come from (e.g. for an imported certificate).
+    #[serde(default)]
+    pub issuer_id: Option<String>,
+    /// The profile future versions are checked against.
+    #[serde(default)]
+    pub profile_id: Option<String>,
 }
 
 pub struct UpdateCertificate;
@@ -487,7 +493,7 @@ impl Operation for UpdateCertificate {
     const META: OpMeta = OpMeta {
         name: "update_certificate",
         title: "Update a certificate",
-        description: "Change a certificate's name, environment, owner, team, renewal policy, labels or targets; names and keys change only by issuing a new version.",
+        description: "Change a certificate's name, environment, owner, team, renewal policy, labels, targets, or the issuer and profile its next version comes from; names and keys change only by issuing a new version.",
         risk: Risk::Write,
         permission: Permission::Write,
         idempotent: true,
@@ -514,7 +520,26 @@ impl Operation for UpdateCertificate {
             team_id: clearable(input.team_id),
             renewal_policy_id: clearable(input.renewal_policy_id),
             labels: input.labels,
+            issuer_id: input.issuer_id,
+            profile_id: input.profile_id,
         };
+        if let Some(i) = &patch.issuer_id {
+            let record = ctx
+                .tx
+                .issuer(i)
+                .await?
+                .ok_or_else(|| Error::invalid(format!("unknown issuer_id '{i}'")))?;
+            if record.issuer.kind == IssuerKind::External || !record.issuer.enabled {
+                return Err(Error::invalid(format!(
+                    "issuer '{i}' cannot issue (it is disabled or stands for external CAs)"
+                )));
+            }
+        }
+        if let Some(p) = &patch.profile_id
+            && ctx.tx.profile(p).await?.is_none()
+        {
+            return Err(Error::invalid(format!("unknown profile_id '{p}'")));
+        }
         check_refs(
             ctx,
             patch.owner_id.clone().flatten().as_deref(),
@@ -685,6 +710,12 @@ pub(crate) async fn issue_version(
         return Err(Error::conflict(format!(
             "issuer {} is disabled",
             cert.issuer_id
+        )));
+    }
+    if record.issuer.kind == IssuerKind::External {
+        return Err(Error::conflict(format!(
+            "certificate {} was imported from a CA certctl does not manage; choose one of your issuers for it before renewing",
+            cert.id
         )));
     }
     let Some(material) = record.ca.as_ref().filter(|_| record.issuer.kind.is_local()) else {

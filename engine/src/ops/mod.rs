@@ -70,6 +70,7 @@ macro_rules! operation {
 mod admin;
 mod approvals;
 mod certificates;
+mod import;
 mod inventory;
 mod issuers;
 mod registry;
@@ -77,6 +78,7 @@ mod registry;
 pub use admin::*;
 pub use approvals::*;
 pub use certificates::*;
+pub use import::*;
 pub use inventory::*;
 pub use issuers::*;
 pub use registry::{DynOperation, catalogue, find};

@@ -124,6 +124,7 @@ pub fn catalogue() -> &'static [Box<dyn DynOperation>] {
             IssueCertificate,
             RenewCertificate,
             RevokeCertificate,
+            ImportCertificates,
             ListIssuers,
             GetIssuer,
             CreateIssuer,

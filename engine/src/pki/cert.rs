@@ -50,6 +50,20 @@ pub fn parse_certificate_pem(pem_text: &str) -> Result<CertificateInfo> {
     parse_certificate_der(&der)
 }
 
+/// Parses every certificate of a PEM bundle, in order. Malformed PEM or a
+/// block that is not a certificate fails the whole bundle.
+pub fn parse_certificate_bundle(text: &str) -> Result<Vec<CertificateInfo>> {
+    certificate_ders(text, "certificate bundle")?
+        .iter()
+        .map(|der| parse_certificate_der(der))
+        .collect()
+}
+
+/// A DER certificate as a PEM `CERTIFICATE` block.
+pub fn pem_certificate(der: &[u8]) -> String {
+    pem::encode("CERTIFICATE", der)
+}
+
 /// Parses a DER certificate into a [`CertificateInfo`].
 pub fn parse_certificate_der(der: &[u8]) -> Result<CertificateInfo> {
     let cert = parse_x509(der, "certificate")?;

@@ -17,6 +17,7 @@ pub use ca::{
     CaMaterial, CertificateInfo, IssuedLeaf, LeafRequest, SigningCa, create_local_ca,
     fingerprint_sha256, import_sub_ca, parse_certificate_pem,
 };
+pub use cert::{parse_certificate_bundle, pem_certificate};
 pub use check::{check_request, validate_dns_name};
 pub use csr::{ParsedCsr, SubjectNames, parse_csr, parse_csr_der};
 pub use keygen::{GeneratedKey, csr_for, generate_key};

@@ -312,6 +312,9 @@ pub struct CertificatePatch {
     pub team_id: Option<Option<String>>,
     pub renewal_policy_id: Option<Option<String>>,
     pub labels: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The issuer and profile the next version comes from.
+    pub issuer_id: Option<String>,
+    pub profile_id: Option<String>,
 }
 
 impl Store {
@@ -587,8 +590,14 @@ impl Tx {
         if let Some(v) = &patch.name {
             sets.push(format!("name = {}", w.arg(Arg::Text(v.clone()))));
         }
-        if let Some(v) = &patch.environment {
-            sets.push(format!("environment = {}", w.arg(Arg::Text(v.clone()))));
+        for (col, v) in [
+            ("environment", &patch.environment),
+            ("issuer_id", &patch.issuer_id),
+            ("profile_id", &patch.profile_id),
+        ] {
+            if let Some(v) = v {
+                sets.push(format!("{col} = {}", w.arg(Arg::Text(v.clone()))));
+            }
         }
         for (col, v) in [
             ("owner_id", &patch.owner_id),

@@ -15,6 +15,7 @@ mod agents;
 mod approvals;
 mod audit;
 mod certificates;
+mod imports;
 mod issuers;
 mod jobs;
 mod leases;
