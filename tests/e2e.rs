@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use certctl_api::client::{Client, ClientError};
 
+#[path = "e2e/cli.rs"]
+mod cli;
+
 const BIN: &str = env!("CARGO_BIN_EXE_certctl");
 /// Generous bounds for a loaded 2-core CI machine; reached only on failure.
 const START_TIMEOUT: Duration = Duration::from_secs(120);

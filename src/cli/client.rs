@@ -32,7 +32,7 @@ pub fn api_key(global: &GlobalArgs) -> anyhow::Result<String> {
     )
 }
 
-fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
+pub fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
     Ok(Client::new(&global.server, Some(api_key(global)?))?)
 }
 

@@ -4,8 +4,11 @@
 
 mod client;
 mod control_plane;
+mod import;
 mod mcp;
+mod resources;
 mod serve;
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,9 +76,26 @@ pub enum Format {
 pub enum Command {
     /// Run the control plane: HTTP API, health and readiness.
     Serve(ServeArgs),
-    /// Audit log commands.
+    /// Certificates: list, get, create, issue, renew, revoke.
     #[command(subcommand)]
-    Audit(AuditCommand),
+    Certs(resources::CertsCommand),
+    /// Agents: list, get, retire.
+    #[command(subcommand)]
+    Agents(resources::AgentsCommand),
+    /// Jobs: list, get, cancel.
+    #[command(subcommand)]
+    Jobs(resources::JobsCommand),
+    /// Issuers (CAs): list, get.
+    #[command(subcommand)]
+    Issuers(resources::ListGetCommand),
+    /// Deployment targets: list, get.
+    #[command(subcommand)]
+    Targets(resources::ListGetCommand),
+    /// Import a PEM bundle of certificates issued elsewhere (idempotent).
+    Import(import::ImportArgs),
+    /// Audit log: list events, verify the hash chain.
+    #[command(subcommand)]
+    Audit(resources::AuditCommand),
     /// Show the server's health and an inventory summary.
     Status,
     /// Serve MCP over stdio with the control plane embedded on the data dir
@@ -105,12 +125,6 @@ pub enum ApprovalsCommand {
         #[arg(long)]
         note: Option<String>,
     },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AuditCommand {
-    /// Verify the audit log's hash chain; exits non-zero if it is broken.
-    Verify,
 }
 
 /// A secret from a flag or the environment; never printed by `Debug`.
@@ -157,7 +171,34 @@ pub fn from_flag_or_file(flag: Option<Secret>, name: &str) -> anyhow::Result<Opt
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Serve(args) => serve::serve(&cli.global, args).await,
-        Command::Audit(AuditCommand::Verify) => client::audit_verify(&cli.global).await,
+        Command::Audit(resources::AuditCommand::Verify) => client::audit_verify(&cli.global).await,
+        Command::Audit(resources::AuditCommand::List {
+            actor,
+            action,
+            resource,
+            per_page,
+        }) => {
+            let c = client::connect(&cli.global)?;
+            resources::audit_list(&cli.global, &c, actor, action, resource, *per_page).await
+        }
+        Command::Certs(cmd) => {
+            resources::certs(&cli.global, &client::connect(&cli.global)?, cmd).await
+        }
+        Command::Agents(cmd) => {
+            resources::agents(&cli.global, &client::connect(&cli.global)?, cmd).await
+        }
+        Command::Jobs(cmd) => {
+            resources::jobs(&cli.global, &client::connect(&cli.global)?, cmd).await
+        }
+        Command::Issuers(cmd) => {
+            resources::issuers(&cli.global, &client::connect(&cli.global)?, cmd).await
+        }
+        Command::Targets(cmd) => {
+            resources::targets(&cli.global, &client::connect(&cli.global)?, cmd).await
+        }
+        Command::Import(args) => {
+            import::import(&cli.global, &client::connect(&cli.global)?, args).await
+        }
         Command::Status => client::status(&cli.global).await,
         Command::Mcp(args) => mcp::mcp(&cli.global, args).await,
         Command::Approvals(cmd) => client::approvals(&cli.global, cmd).await,

@@ -2,11 +2,15 @@
 //! one managed certificate per leaf out. Imports are idempotent by the
 //! SHA-256 fingerprint, so re-running an import changes nothing.
 //!
-//! The imported versions are recorded as issued by the `External` issuer
-//! (`iss-external`, created on first import): their serials never enter a
-//! local CA's CRL or OCSP answers. The certificate itself is renewed from the
-//! issuer the caller names (default: the external issuer, which cannot issue,
-//! so renewal asks the operator to choose one first).
+//! Each outside CA becomes an issuer of kind `External` (`iss-ext-...`,
+//! named after its distinguished name, created on first import), and the
+//! imported versions are recorded under it: serials are unique per CA, as
+//! RFC 5280 promises, never enter a local CA's CRL or OCSP answers, and the
+//! inventory shows which outside CAs the fleet depends on. The certificate
+//! itself is renewed from the issuer the caller names (default: its outside
+//! CA, which cannot issue, so renewal asks the operator to choose one).
+
+use std::collections::HashMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -19,8 +23,8 @@ use crate::error::{Error, Result};
 use crate::pki::{self, CertificateInfo};
 use crate::store::NewVersion;
 
-/// The issuer that stands for every CA certctl does not manage.
-pub const EXTERNAL_ISSUER_ID: &str = "iss-external";
+/// Prefix of the ids of issuers that stand for outside CAs.
+pub const EXTERNAL_ISSUER_PREFIX: &str = "iss-ext-";
 
 /// Most certificates one call imports; larger bundles are sent in batches
 /// (the CLI does that, with a progress bar).
@@ -32,8 +36,8 @@ pub struct ImportCertificatesInput {
     /// PEM text with one or more `CERTIFICATE` blocks: leaf certificates,
     /// each optionally followed by its CA certificates (its chain).
     pub pem: String,
-    /// The issuer that renews these certificates; defaults to `iss-external`
-    /// (nothing is renewed until one of yours is chosen).
+    /// The issuer that renews these certificates; defaults to each one's
+    /// outside CA (nothing is renewed until one of yours is chosen).
     #[serde(default)]
     pub issuer_id: Option<String>,
     /// Profile for renewals; defaults to `prof-default`.
@@ -111,12 +115,9 @@ impl Operation for ImportCertificates {
 
     async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
         let leaves = parse_bundle(&input.pem)?;
-        ensure_external_issuer(ctx).await?;
-        let issuer_id = input
-            .issuer_id
-            .clone()
-            .unwrap_or_else(|| EXTERNAL_ISSUER_ID.to_owned());
-        if ctx.tx.issuer(&issuer_id).await?.is_none() {
+        if let Some(issuer_id) = &input.issuer_id
+            && ctx.tx.issuer(issuer_id).await?.is_none()
+        {
             return Err(Error::invalid(format!("unknown issuer_id '{issuer_id}'")));
         }
         let profile_id = input
@@ -143,8 +144,18 @@ impl Operation for ImportCertificates {
             skipped: 0,
             items: Vec::with_capacity(leaves.len()),
         };
+        let mut outside_cas: HashMap<String, String> = HashMap::new();
         for leaf in leaves {
-            let item = import_one(ctx, &leaf, &issuer_id, &profile_id, &input).await?;
+            let outside = match outside_cas.get(&leaf.info.issuer_dn) {
+                Some(id) => id.clone(),
+                None => {
+                    let id = ensure_external_issuer(ctx, &leaf.info.issuer_dn).await?;
+                    outside_cas.insert(leaf.info.issuer_dn.clone(), id.clone());
+                    id
+                }
+            };
+            let renew_from = input.issuer_id.clone().unwrap_or_else(|| outside.clone());
+            let item = import_one(ctx, &leaf, &outside, &renew_from, &profile_id, &input).await?;
             match item.outcome {
                 ImportOutcome::Imported => report.imported += 1,
                 ImportOutcome::Exists => report.existing += 1,
@@ -205,6 +216,7 @@ fn parse_bundle(text: &str) -> Result<Vec<Leaf>> {
 async fn import_one(
     ctx: &mut Ctx<'_>,
     leaf: &Leaf,
+    outside_ca: &str,
     issuer_id: &str,
     profile_id: &str,
     input: &ImportCertificatesInput,
@@ -251,14 +263,10 @@ async fn import_one(
         item.message = Some(format!("its names cannot be managed: {e}"));
         return Ok(item);
     }
-    if ctx
-        .tx
-        .serial_taken(EXTERNAL_ISSUER_ID, &info.serial_hex)
-        .await?
-    {
+    if ctx.tx.serial_taken(outside_ca, &info.serial_hex).await? {
         item.message = Some(format!(
-            "another imported certificate has serial {}",
-            info.serial_hex
+            "another certificate from {} has serial {} (the CA reused a serial)",
+            info.issuer_dn, info.serial_hex
         ));
         return Ok(item);
     }
@@ -300,7 +308,7 @@ async fn import_one(
         .insert_version(&NewVersion {
             id: ctx.new_id("cv"),
             certificate_id: id.clone(),
-            issuer_id: EXTERNAL_ISSUER_ID.to_owned(),
+            issuer_id: outside_ca.to_owned(),
             serial: info.serial_hex.clone(),
             fingerprint: info.fingerprint_sha256.clone(),
             key_algorithm,
@@ -318,17 +326,22 @@ async fn import_one(
     Ok(item)
 }
 
-/// Creates `iss-external` the first time something is imported (two
-/// importers at once agree on one row).
-async fn ensure_external_issuer(ctx: &mut Ctx<'_>) -> Result<()> {
-    if ctx.tx.issuer(EXTERNAL_ISSUER_ID).await?.is_some() {
-        return Ok(());
+/// The issuer standing for the outside CA named `issuer_dn`, created the
+/// first time one of its certificates is imported (two importers at once
+/// agree on one row: the id is derived from the name).
+async fn ensure_external_issuer(ctx: &mut Ctx<'_>, issuer_dn: &str) -> Result<String> {
+    let digest = pki::fingerprint_sha256(issuer_dn.as_bytes());
+    let id = format!("{EXTERNAL_ISSUER_PREFIX}{}", &digest[..20]);
+    if ctx.tx.issuer(&id).await?.is_some() {
+        return Ok(id);
     }
     let issuer = Issuer {
-        id: EXTERNAL_ISSUER_ID.into(),
-        name: "External CAs (imported certificates)".into(),
+        id: id.clone(),
+        // Names are unique; the id's hash keeps two CAs with the same
+        // display text apart.
+        name: format!("External: {issuer_dn} ({})", &digest[..8]),
         kind: IssuerKind::External,
-        config: serde_json::json!({}),
+        config: serde_json::json!({ "issuer_dn": issuer_dn }),
         enabled: true,
         ca_cert_pem: None,
         ca_chain_pem: None,
@@ -338,5 +351,5 @@ async fn ensure_external_issuer(ctx: &mut Ctx<'_>) -> Result<()> {
         updated_at: ctx.now,
     };
     ctx.tx.insert_issuer(&issuer, None).await?;
-    Ok(())
+    Ok(id)
 }

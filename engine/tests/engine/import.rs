@@ -3,29 +3,35 @@
 use certctl_engine::Error;
 use certctl_engine::domain::{EffectiveStatus, IssuerKind, KeyAlgorithm};
 use certctl_engine::ops::{self, ImportOutcome};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SerialNumber};
 
 use super::support::{Harness, csr};
 use crate::backend_tests;
 
 backend_tests!(import_is_idempotent_and_external, bad_bundles_leave_nothing);
 
-/// An outside CA and `n` leaves it signed, as one PEM bundle: each leaf
-/// followed by the CA certificate, as servers usually keep them.
+/// An outside CA and `n` leaves it signed with serials 1, 2, 3... (as old
+/// in-house CAs do), as one PEM bundle: each leaf followed by the CA
+/// certificate, as servers usually keep them.
 fn outside_bundle(n: usize) -> (String, Vec<String>) {
+    outside_bundle_from("Outside Issuing CA", "legacy", n)
+}
+
+fn outside_bundle_from(ca_name: &str, prefix: &str, n: usize) -> (String, Vec<String>) {
     let ca_key = KeyPair::generate().expect("ca key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, "Outside Issuing CA");
+        .push(DnType::CommonName, ca_name);
     let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
     let issuer = Issuer::new(ca_params, ca_key);
     let mut bundle = String::from("# exported from an old load balancer\n");
     let mut names = Vec::new();
     for i in 0..n {
-        let name = format!("legacy{i}.example.com");
+        let name = format!("{prefix}{i}.example.com");
         let mut p = CertificateParams::new(vec![name.clone()]).expect("params");
+        p.serial_number = Some(SerialNumber::from(i as u64 + 1));
         p.distinguished_name.push(DnType::CommonName, name.clone());
         let key = KeyPair::generate().expect("key");
         let leaf = p.signed_by(&key, &issuer).expect("leaf");
@@ -66,7 +72,24 @@ async fn import_is_idempotent_and_external(h: &Harness) {
         .map(|i| i.certificate_id.clone().expect("id"))
         .collect();
 
-    // Each is managed, valid, recorded as issued by the external issuer, with its chain.
+    // Each is managed, valid, recorded as issued by its outside CA (an
+    // issuer of kind External), with its chain.
+    let issuers = h
+        .done::<ops::ListIssuers>(&h.admin(), Default::default())
+        .await;
+    let outside: Vec<_> = issuers
+        .data
+        .iter()
+        .filter(|i| i.kind == IssuerKind::External)
+        .collect();
+    assert_eq!(outside.len(), 1, "{issuers:?}");
+    let outside_id = outside[0].id.clone();
+    assert!(outside_id.starts_with(ops::EXTERNAL_ISSUER_PREFIX));
+    assert!(
+        outside[0].name.contains("Outside Issuing CA"),
+        "{}",
+        outside[0].name
+    );
     for (id, name) in first_ids.iter().zip(&names) {
         let details = h
             .done::<ops::GetCertificate>(&h.admin(), ops::CertificateIdInput { id: id.clone() })
@@ -74,23 +97,13 @@ async fn import_is_idempotent_and_external(h: &Harness) {
         let c = &details.certificate;
         assert_eq!(&c.common_name, name);
         assert_eq!(c.status, EffectiveStatus::Valid);
-        assert_eq!(c.issuer_id, ops::EXTERNAL_ISSUER_ID);
+        assert_eq!(c.issuer_id, outside_id);
         assert_eq!(c.environment, "legacy");
         let v = &details.versions[0];
-        assert_eq!(v.issuer_id, ops::EXTERNAL_ISSUER_ID);
+        assert_eq!(v.issuer_id, outside_id);
         assert!(v.chain_pem.contains("BEGIN CERTIFICATE"), "chain kept");
         assert!(!v.has_private_key);
     }
-    let issuers = h
-        .done::<ops::ListIssuers>(&h.admin(), Default::default())
-        .await;
-    assert!(
-        issuers
-            .data
-            .iter()
-            .any(|i| i.id == ops::EXTERNAL_ISSUER_ID && i.kind == IssuerKind::External)
-    );
-
     // Re-running changes nothing and names the same certificates.
     let again = h
         .done::<ops::ImportCertificates>(&h.admin(), import(&bundle))
@@ -127,10 +140,8 @@ async fn import_is_idempotent_and_external(h: &Harness) {
     let err = h
         .call::<ops::UpdateCertificate>(
             &h.admin(),
-            serde_json::from_value(
-                serde_json::json!({ "id": id, "issuer_id": ops::EXTERNAL_ISSUER_ID }),
-            )
-            .expect("input"),
+            serde_json::from_value(serde_json::json!({ "id": id, "issuer_id": outside_id }))
+                .expect("input"),
         )
         .await
         .expect_err("cannot move to the external issuer");
@@ -154,6 +165,15 @@ async fn import_is_idempotent_and_external(h: &Harness) {
         .await;
     let version = renewed.version.expect("issued now");
     assert_eq!(version.issuer_id, "iss-local");
+
+    // Another outside CA that also numbers its certificates 1, 2, 3: its
+    // serials do not collide with the first CA's.
+    let (other, _) = outside_bundle_from("Other Corp CA", "other", 3);
+    let report = h
+        .done::<ops::ImportCertificates>(&h.admin(), import(&other))
+        .await;
+    assert_eq!((report.imported, report.skipped), (3, 0), "{report:?}");
+    assert_eq!(certificate_count(h).await, 6);
 }
 
 async fn bad_bundles_leave_nothing(h: &Harness) {
@@ -172,7 +192,7 @@ async fn bad_bundles_leave_nothing(h: &Harness) {
         ),
         ("no certificate", "hello".to_owned()),
         ("only a CA", ca_only),
-        ("a truncated block", bundle[..bundle.len() / 2].to_owned()),
+        ("a truncated block", bundle[..bundle.len() - 40].to_owned()),
     ] {
         let err = h
             .call::<ops::ImportCertificates>(&h.admin(), import(&pem))
