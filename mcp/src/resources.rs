@@ -66,6 +66,7 @@ pub async fn read(
             let input = ops::ListApprovalsInput {
                 status: Some(ApprovalStatus::Pending),
                 per_page: Some(200),
+                ..Default::default()
             };
             let s = run::<ops::ListApprovals>(engine, principal, input).await?;
             Ok(vec![text(to_json(&s)?, uri)])

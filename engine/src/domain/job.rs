@@ -90,7 +90,8 @@ impl JobStatus {
     /// The transition table. Every status change of a job goes through it;
     /// terminal states have no way out, and `running` always has one
     /// (completed, failed, or back to pending for a retry or a reclaimed
-    /// lease), so no job can stay running forever.
+    /// lease), so no job can stay running forever. An `awaiting_csr` job
+    /// completes directly when its CSR is issued in the same transaction.
     pub fn can_become(self, to: JobStatus) -> bool {
         use JobStatus::*;
         matches!(
@@ -99,7 +100,7 @@ impl JobStatus {
                 Pending,
                 Running | AwaitingApproval | AwaitingCsr | Cancelled
             ) | (AwaitingApproval, Pending | Cancelled)
-                | (AwaitingCsr, Pending | Failed | Cancelled)
+                | (AwaitingCsr, Pending | Completed | Failed | Cancelled)
                 | (Running, Completed | Failed | Pending | Cancelled)
         )
     }

@@ -3,27 +3,30 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::inventory::List;
+use super::{List, ListParams, paginate};
 use super::{EmptyInput, IdInput};
 use crate::auth;
 use crate::domain::{ApiPrincipal, AuditEvent, ChainVerification, Role};
 use crate::error::Error;
-use crate::store::{AuditFilter, page_size};
+use crate::store::AuditFilter;
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuditLogInput {
-    /// Only events by this principal id.
-    pub actor: Option<String>,
-    /// Only events about this resource id.
-    pub resource_id: Option<String>,
-    /// Only this action (operation name), e.g. `revoke_certificate`.
-    pub action: Option<String>,
-    /// Only events before this sequence number (for paging back).
-    pub before_seq: Option<i64>,
-    /// At most this many, newest first (default 50, at most 1000).
-    pub per_page: Option<i64>,
+list_input! {
+    /// The audit log pages in SQL, newest first (`sort` may only be `-seq`);
+    /// `created_after`/`created_before` bound the event time; no total is counted.
+    AuditLogInput {
+        /// Only events by this principal id.
+        actor: Option<String>,
+        /// Only events about this resource id.
+        resource_id: Option<String>,
+        /// Only this action (operation name), e.g. `revoke_certificate`.
+        action: Option<String>,
+        /// Only events before this sequence number (for paging back).
+        before_seq: Option<i64>,
+    }
 }
+
+/// The one order the audit log is listed in.
+const AUDIT_SORT: &str = "-seq";
 
 operation! {
     GetAuditLog {
@@ -39,8 +42,32 @@ operation! {
         subject: |_i| (None, String::new()),
     }
     |ctx, input| {
-        let f = AuditFilter { actor: input.actor, resource_id: input.resource_id, action: input.action, before_seq: input.before_seq };
-        Ok(List { data: ctx.engine.store().list_audit(&f, page_size(input.per_page)?).await? })
+        let p = input.list_params();
+        let sort = super::SortKey::parse(p.sort.as_deref(), AUDIT_SORT, &["seq"])?;
+        if !sort.desc {
+            return Err(Error::invalid("the audit log is listed newest first; sort may only be -seq"));
+        }
+        let (size, offset) = p.window()?;
+        let cursor_seq = match &p.cursor {
+            Some(c) => Some(crate::store::Cursor::decode(c)?.k.as_i64().ok_or_else(|| Error::invalid("cursor is not valid for the audit log"))?),
+            None => None,
+        };
+        let before_seq = match (input.before_seq, cursor_seq) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let f = AuditFilter {
+            actor: input.actor, resource_id: input.resource_id, action: input.action, before_seq,
+            at_after: p.created_after, at_before: p.created_before, offset,
+        };
+        let mut data = ctx.engine.store().list_audit(&f, size + 1).await?;
+        let next_cursor = if data.len() as i64 > size {
+            data.truncate(size as usize);
+            data.last().map(|e| crate::store::Cursor { s: AUDIT_SORT.into(), k: e.seq.into(), id: e.id.clone() }.encode())
+        } else {
+            None
+        };
+        Ok(List { data, total: None, next_cursor })
     }
 }
 
@@ -127,11 +154,11 @@ operation! {
         permission: Admin,
         idempotent: true,
         resource: "principal",
-        input: EmptyInput,
+        input: ListParams,
         output: List<ApiPrincipal>,
         subject: |_i| (None, String::new()),
     }
-    |ctx, _input| { Ok(List { data: ctx.engine.store().list_principals().await? }) }
+    |ctx, input| { paginate(ctx.engine.store().list_principals().await?, &input, "created_at", &["name", "role", "created_at", "id"]) }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

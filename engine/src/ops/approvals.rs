@@ -5,7 +5,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::inventory::List;
+use super::List;
 use super::{Ctx, EmptyInput, Followup, IdInput, OpMeta, Operation, Risk, Subject};
 use crate::domain::approval::GateReason;
 use crate::domain::{Approval, ApprovalStatus, Outcome as AuditOutcome, Permission, Role};
@@ -45,14 +45,15 @@ fn ensure_pending(a: &Approval, now: i64) -> Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct ListApprovalsInput {
-    /// pending, executed, failed, rejected, expired or cancelled.
-    pub status: Option<ApprovalStatus>,
-    /// At most this many, newest first (default 50, at most 1000).
-    pub per_page: Option<i64>,
+list_input! {
+    ListApprovalsInput {
+        /// pending, executed, failed, rejected, expired or cancelled.
+        status: Option<ApprovalStatus>,
+    }
 }
+
+/// Most approvals one list reads before paging (they are few; expired ones are swept).
+const APPROVAL_SCAN: i64 = 10_000;
 
 operation! {
     ListApprovals {
@@ -68,21 +69,20 @@ operation! {
         subject: |_i| (None, String::new()),
     }
     |ctx, input| {
-        let limit = crate::store::page_size(input.per_page)?;
         // Expired-but-unswept approvals are stored as pending; ask for both
         // and refine, so the status filter matches what callers see.
         let stored = match input.status {
             Some(ApprovalStatus::Expired) => None,
             other => other,
         };
-        let rows = ctx.engine.store().list_approvals(stored, limit).await?;
+        let rows = ctx.engine.store().list_approvals(stored, APPROVAL_SCAN).await?;
         let now = ctx.now;
         let data = rows
             .into_iter()
             .map(|a| effective(a, now))
             .filter(|a| input.status.is_none_or(|s| a.status == s))
-            .collect();
-        Ok(List { data })
+            .collect::<Vec<_>>();
+        super::paginate(data, &input.list_params(), "-created_at", &["created_at", "expires_at", "status", "operation", "id"])
     }
 }
 

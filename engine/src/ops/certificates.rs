@@ -14,7 +14,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::pki::{self, LeafRequest, SubjectNames};
-use crate::store::{CertificateFilter, CertificatePatch, CertificateSort, NewVersion, page_size};
+use crate::store::{CertificateFilter, CertificatePatch, CertificateSort, NewVersion};
 
 // ---------------------------------------------------------------- list
 
@@ -30,6 +30,8 @@ pub struct ListCertificatesInput {
     pub sort: Option<CertificateSort>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// 1-based page number (offset pages); not combined with `cursor`.
+    pub page: Option<i64>,
     /// Page size, 1 to 1000 (default 50).
     pub per_page: Option<i64>,
     /// Return only these fields of each certificate (sparse fieldset); `id` is always included.
@@ -114,7 +116,13 @@ impl Operation for ListCertificates {
     };
 
     async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
-        let limit = page_size(input.per_page)?;
+        let window = super::ListParams {
+            page: input.page,
+            per_page: input.per_page,
+            cursor: input.cursor.clone(),
+            ..Default::default()
+        };
+        let (limit, offset) = window.window()?;
         if let Some(fields) = &input.fields
             && let Some(bad) = fields.iter().find(|f| !CERT_FIELDS.contains(&f.as_str()))
         {
@@ -126,10 +134,11 @@ impl Operation for ListCertificates {
         let page = ctx
             .engine
             .store()
-            .list_certificates(
+            .list_certificates_at(
                 &input.filter,
                 input.sort.unwrap_or_default(),
                 input.cursor.as_deref(),
+                offset,
                 limit,
                 ctx.engine.status_view(ctx.now),
             )
@@ -930,13 +939,24 @@ impl Operation for RenewCertificate {
         let issue_now = input.csr_pem.is_some()
             || (profile.keygen_mode == KeygenMode::Server
                 && ctx.engine.config().keygen_mode == KeygenMode::Server);
+        // The agent that holds the key (the first target's agent) gets the
+        // job in its work list.
+        let agent_id = if issue_now {
+            None
+        } else {
+            ctx.tx
+                .certificate_targets(&cert.id)
+                .await?
+                .into_iter()
+                .find_map(|t| t.agent_id)
+        };
         let mut job = Job {
             id: ctx.new_id("job"),
             kind: JobKind::Renewal,
             status: JobStatus::AwaitingCsr,
             certificate_id: Some(cert.id.clone()),
             target_id: None,
-            agent_id: None,
+            agent_id,
             attempts: 0,
             max_attempts: 5,
             run_after: ctx.now,

@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Deleted, EmptyInput, IdInput};
+use super::{Deleted, IdInput, List, ListParams, paginate};
 use crate::auth;
 use crate::domain::{
     Agent, AgentStatus, ExtendedKeyUsage, Job, JobKind, JobStatus, KeyAlgorithm, KeygenMode, Owner,
@@ -12,13 +12,7 @@ use crate::domain::{
     TargetKind, Team,
 };
 use crate::error::{Error, Result};
-use crate::store::{JobFilter, OrgTable, SimpleTable, page_size};
-
-/// A list of resources.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct List<T> {
-    pub data: Vec<T>,
-}
+use crate::store::{JobFilter, OrgTable, SimpleTable};
 
 fn non_empty(field: &str, v: &str) -> Result<String> {
     let v = v.trim();
@@ -32,12 +26,31 @@ fn non_empty(field: &str, v: &str) -> Result<String> {
 
 // ---------------------------------------------------------------- targets
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct ListTargetsInput {
-    /// Only targets served by this agent.
-    pub agent_id: Option<String>,
+list_input! {
+    ListTargetsInput {
+        /// Only targets served by this agent.
+        agent_id: Option<String>,
+        /// Only targets of this kind.
+        kind: Option<TargetKind>,
+    }
 }
+
+list_input! {
+    ListAgentsInput {
+        /// Only agents with this status.
+        status: Option<AgentStatus>,
+    }
+}
+
+list_input! {
+    ListOwnersInput {
+        /// Only owners in this team.
+        team_id: Option<String>,
+    }
+}
+
+/// Fields the small inventory lists sort by.
+const SORT_NAMED: &[&str] = &["name", "created_at", "updated_at", "id"];
 
 operation! {
     ListTargets {
@@ -53,7 +66,9 @@ operation! {
         subject: |_i| (None, String::new()),
     }
     |ctx, input| {
-        Ok(List { data: ctx.engine.store().list_targets(input.agent_id.as_deref()).await? })
+        let mut rows = ctx.engine.store().list_targets(input.agent_id.as_deref()).await?;
+        rows.retain(|t| input.kind.is_none_or(|k| t.kind == k));
+        paginate(rows, &input.list_params(), "name", SORT_NAMED)
     }
 }
 
@@ -191,11 +206,15 @@ operation! {
         permission: Read,
         idempotent: true,
         resource: "agent",
-        input: EmptyInput,
+        input: ListAgentsInput,
         output: List<Agent>,
         subject: |_i| (None, String::new()),
     }
-    |ctx, _input| { Ok(List { data: ctx.engine.store().list_agents().await? }) }
+    |ctx, input| {
+        let mut rows = ctx.engine.store().list_agents().await?;
+        rows.retain(|a| input.status.is_none_or(|s| a.status == s));
+        paginate(rows, &input.list_params(), "name", &["name", "hostname", "status", "last_heartbeat_at", "created_at", "updated_at", "id"])
+    }
 }
 
 operation! {
@@ -292,15 +311,15 @@ operation! {
 
 // ---------------------------------------------------------------- jobs
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct ListJobsInput {
-    pub status: Option<JobStatus>,
-    pub kind: Option<JobKind>,
-    pub certificate_id: Option<String>,
-    pub agent_id: Option<String>,
-    /// At most this many, newest first (default 50, at most 1000).
-    pub per_page: Option<i64>,
+list_input! {
+    /// Jobs page in SQL, newest first (`sort` may only be `-created_at`);
+    /// no total is counted.
+    ListJobsInput {
+        status: Option<JobStatus>,
+        kind: Option<JobKind>,
+        certificate_id: Option<String>,
+        agent_id: Option<String>,
+    }
 }
 
 operation! {
@@ -317,8 +336,18 @@ operation! {
         subject: |_i| (None, String::new()),
     }
     |ctx, input| {
-        let f = JobFilter { status: input.status, kind: input.kind, certificate_id: input.certificate_id, agent_id: input.agent_id };
-        Ok(List { data: ctx.engine.store().list_jobs(&f, page_size(input.per_page)?).await? })
+        let p = input.list_params();
+        super::SortKey::parse(p.sort.as_deref(), "-created_at", &["created_at"])
+            .and_then(|s| if s.desc { Ok(()) } else { Err(Error::invalid("jobs are listed newest first; sort may only be -created_at")) })?;
+        let (size, offset) = p.window()?;
+        let f = JobFilter {
+            status: input.status, kind: input.kind, certificate_id: input.certificate_id, agent_id: input.agent_id,
+            created_after: p.created_after, created_before: p.created_before,
+            after_cursor: p.cursor.as_deref().map(crate::store::Cursor::decode).transpose()?,
+            offset,
+        };
+        let (data, next) = ctx.engine.store().list_jobs_page(&f, size).await?;
+        Ok(List { data, total: None, next_cursor: next })
     }
 }
 
@@ -374,11 +403,15 @@ operation! {
         permission: Read,
         idempotent: true,
         resource: "owner",
-        input: EmptyInput,
+        input: ListOwnersInput,
         output: List<Owner>,
         subject: |_i| (None, String::new()),
     }
-    |ctx, _input| { Ok(List { data: ctx.engine.store().list_owners().await? }) }
+    |ctx, input| {
+        let mut rows = ctx.engine.store().list_owners().await?;
+        rows.retain(|o| input.team_id.is_none() || o.team_id == input.team_id);
+        paginate(rows, &input.list_params(), "name", &["name", "email", "created_at", "updated_at", "id"])
+    }
 }
 
 operation! {
@@ -537,11 +570,11 @@ operation! {
         permission: Read,
         idempotent: true,
         resource: "team",
-        input: EmptyInput,
+        input: ListParams,
         output: List<Team>,
         subject: |_i| (None, String::new()),
     }
-    |ctx, _input| { Ok(List { data: ctx.engine.store().list_teams().await? }) }
+    |ctx, input| { paginate(ctx.engine.store().list_teams().await?, &input, "name", SORT_NAMED) }
 }
 
 operation! {
@@ -659,11 +692,11 @@ operation! {
         permission: Read,
         idempotent: true,
         resource: "profile",
-        input: EmptyInput,
+        input: ListParams,
         output: List<Profile>,
         subject: |_i| (None, String::new()),
     }
-    |ctx, _input| { Ok(List { data: ctx.engine.store().list_profiles().await? }) }
+    |ctx, input| { paginate(ctx.engine.store().list_profiles().await?, &input, "name", SORT_NAMED) }
 }
 
 operation! {
@@ -857,11 +890,11 @@ operation! {
         permission: Read,
         idempotent: true,
         resource: "renewal_policy",
-        input: EmptyInput,
+        input: ListParams,
         output: List<RenewalPolicy>,
         subject: |_i| (None, String::new()),
     }
-    |ctx, _input| { Ok(List { data: ctx.engine.store().list_renewal_policies().await? }) }
+    |ctx, input| { paginate(ctx.engine.store().list_renewal_policies().await?, &input, "name", SORT_NAMED) }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -1005,11 +1038,11 @@ operation! {
         permission: Read,
         idempotent: true,
         resource: "policy",
-        input: EmptyInput,
+        input: ListParams,
         output: List<PolicyRule>,
         subject: |_i| (None, String::new()),
     }
-    |ctx, _input| { Ok(List { data: ctx.engine.store().list_policy_rules().await? }) }
+    |ctx, input| { paginate(ctx.engine.store().list_policy_rules().await?, &input, "name", SORT_NAMED) }
 }
 
 operation! {

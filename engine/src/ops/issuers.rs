@@ -21,15 +21,13 @@ async fn load(ctx: &mut Ctx<'_>, id: &str) -> Result<crate::store::IssuerRecord>
         .ok_or_else(|| Error::not_found("issuer", id))
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct IssuerList {
-    pub data: Vec<Issuer>,
-}
+/// A page of issuers.
+pub type IssuerList = super::List<Issuer>;
 
 pub struct ListIssuers;
 
 impl Operation for ListIssuers {
-    type Input = EmptyInput;
+    type Input = super::ListParams;
     type Output = IssuerList;
     const META: OpMeta = OpMeta {
         name: "list_issuers",
@@ -43,8 +41,8 @@ impl Operation for ListIssuers {
         gateable: false,
     };
 
-    async fn execute(ctx: &mut Ctx<'_>, _input: Self::Input) -> Result<Self::Output> {
-        let data = ctx
+    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+        let rows: Vec<Issuer> = ctx
             .engine
             .store()
             .list_issuers()
@@ -52,7 +50,7 @@ impl Operation for ListIssuers {
             .into_iter()
             .map(|r| r.issuer)
             .collect();
-        Ok(IssuerList { data })
+        super::paginate(rows, &input, "name", &["name", "kind", "created_at", "updated_at", "id"])
     }
 }
 

@@ -67,20 +67,30 @@ macro_rules! operation {
     };
 }
 
+#[macro_use]
+mod listing;
+
 mod admin;
+mod agents_work;
 mod approvals;
 mod certificates;
 mod import;
 mod inventory;
 mod issuers;
+mod job_decisions;
 mod registry;
+mod stats;
 
 pub use admin::*;
+pub use agents_work::*;
 pub use approvals::*;
 pub use certificates::*;
 pub use import::*;
 pub use inventory::*;
 pub use issuers::*;
+pub use job_decisions::*;
+pub use listing::*;
+pub use stats::*;
 pub use registry::{DynOperation, catalogue, find};
 
 use std::future::Future;

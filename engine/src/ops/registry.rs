@@ -178,6 +178,15 @@ pub fn catalogue() -> &'static [Box<dyn DynOperation>] {
             ListPrincipals,
             CreatePrincipal,
             RevokePrincipal,
+            AgentHeartbeat,
+            GetAgentWork,
+            SubmitAgentCsr,
+            ApproveJob,
+            RejectJob,
+            GetCertificatesByStatus,
+            GetExpirationTimeline,
+            GetJobTrends,
+            GetIssuanceRate,
         ]
     })
 }

@@ -85,6 +85,12 @@ pub struct AuditFilter {
     pub action: Option<String>,
     /// Only events with `seq` below this (for paging backwards).
     pub before_seq: Option<i64>,
+    /// Only events at or after this time.
+    pub at_after: Option<i64>,
+    /// Only events before this time.
+    pub at_before: Option<i64>,
+    /// Rows to skip (offset pages).
+    pub offset: i64,
 }
 
 impl Store {
@@ -93,7 +99,8 @@ impl Store {
         let sql = format!(
             "SELECT {COLUMNS} FROM audit_events WHERE ($1 IS NULL OR actor = $1) \
              AND ($2 IS NULL OR resource_id = $2) AND ($3 IS NULL OR action = $3) \
-             AND ($4 IS NULL OR seq < $4) ORDER BY seq DESC LIMIT $5"
+             AND ($4 IS NULL OR seq < $4) AND ($5 IS NULL OR at >= $5) \
+             AND ($6 IS NULL OR at < $6) ORDER BY seq DESC LIMIT $7 OFFSET $8"
         );
         let rows: Vec<AuditRow> = with_db!(&self.db, |p| {
             sqlx::query_as(safe(&sql))
@@ -101,7 +108,10 @@ impl Store {
                 .bind(&f.resource_id)
                 .bind(&f.action)
                 .bind(f.before_seq)
+                .bind(f.at_after)
+                .bind(f.at_before)
                 .bind(limit)
+                .bind(f.offset.max(0))
                 .fetch_all(p)
                 .await?
         });

@@ -327,6 +327,21 @@ impl Store {
         limit: i64,
         view: StatusView,
     ) -> Result<Page<ManagedCertificate>> {
+        self.list_certificates_at(filter, sort, cursor, 0, limit, view)
+            .await
+    }
+
+    /// One page of certificates, skipping `offset` rows first (offset pages;
+    /// keyset `cursor` pages are the fast way through a long list).
+    pub async fn list_certificates_at(
+        &self,
+        filter: &CertificateFilter,
+        sort: CertificateSort,
+        cursor: Option<&str>,
+        offset: i64,
+        limit: i64,
+        view: StatusView,
+    ) -> Result<Page<ManagedCertificate>> {
         let mut w = Where::default();
         filter.apply(&mut w, view);
         let total = if cursor.is_none() {
@@ -366,8 +381,9 @@ impl Store {
             w.push(format!("({col}, id) {cmp} ({k}, {id})"));
         }
         let lim = w.arg(Arg::Int(limit + 1));
+        let off = w.arg(Arg::Int(offset.max(0)));
         let sql = format!(
-            "SELECT {CERT_COLUMNS} FROM certificates{} ORDER BY {col} {dir}, id {dir} LIMIT {lim}",
+            "SELECT {CERT_COLUMNS} FROM certificates{} ORDER BY {col} {dir}, id {dir} LIMIT {lim} OFFSET {off}",
             w.sql()
         );
         let mut rows: Vec<CertRow> = with_db!(&self.db, |p| {

@@ -60,39 +60,100 @@ pub struct JobFilter {
     pub kind: Option<JobKind>,
     pub certificate_id: Option<String>,
     pub agent_id: Option<String>,
+    pub created_after: Option<i64>,
+    pub created_before: Option<i64>,
+    /// Keyset: only jobs after this cursor in newest-first order.
+    pub after_cursor: Option<super::Cursor>,
+    /// Rows to skip (offset pages).
+    pub offset: i64,
 }
+
+impl JobFilter {
+    fn apply(&self, w: &mut Where) -> Result<()> {
+        if let Some(s) = self.status {
+            let p = w.arg(Arg::Text(s.as_str().into()));
+            w.push(format!("status = {p}"));
+        }
+        if let Some(k) = self.kind {
+            let p = w.arg(Arg::Text(k.as_str().into()));
+            w.push(format!("kind = {p}"));
+        }
+        if let Some(c) = &self.certificate_id {
+            let p = w.arg(Arg::Text(c.clone()));
+            w.push(format!("certificate_id = {p}"));
+        }
+        if let Some(a) = &self.agent_id {
+            let p = w.arg(Arg::Text(a.clone()));
+            w.push(format!("agent_id = {p}"));
+        }
+        if let Some(t) = self.created_after {
+            let p = w.arg(Arg::Int(t));
+            w.push(format!("created_at > {p}"));
+        }
+        if let Some(t) = self.created_before {
+            let p = w.arg(Arg::Int(t));
+            w.push(format!("created_at < {p}"));
+        }
+        if let Some(c) = &self.after_cursor {
+            let key = c
+                .k
+                .as_i64()
+                .filter(|_| c.s == JOB_SORT)
+                .ok_or_else(|| crate::Error::invalid("cursor is not valid for jobs"))?;
+            let k = w.arg(Arg::Int(key));
+            let id = w.arg(Arg::Text(c.id.clone()));
+            w.push(format!("(created_at, id) < ({k}, {id})"));
+        }
+        Ok(())
+    }
+}
+
+/// The one order jobs are listed in.
+const JOB_SORT: &str = "-created_at";
 
 impl Store {
     /// Newest first.
     pub async fn list_jobs(&self, f: &JobFilter, limit: i64) -> Result<Vec<Job>> {
+        Ok(self.list_jobs_page(f, limit).await?.0)
+    }
+
+    /// One page, newest first, with the cursor of the next page.
+    pub async fn list_jobs_page(
+        &self,
+        f: &JobFilter,
+        limit: i64,
+    ) -> Result<(Vec<Job>, Option<String>)> {
         let mut w = Where::default();
-        if let Some(s) = f.status {
-            let p = w.arg(Arg::Text(s.as_str().into()));
-            w.push(format!("status = {p}"));
-        }
-        if let Some(k) = f.kind {
-            let p = w.arg(Arg::Text(k.as_str().into()));
-            w.push(format!("kind = {p}"));
-        }
-        if let Some(c) = &f.certificate_id {
-            let p = w.arg(Arg::Text(c.clone()));
-            w.push(format!("certificate_id = {p}"));
-        }
-        if let Some(a) = &f.agent_id {
-            let p = w.arg(Arg::Text(a.clone()));
-            w.push(format!("agent_id = {p}"));
-        }
-        let lim = w.arg(Arg::Int(limit));
+        f.apply(&mut w)?;
+        let lim = w.arg(Arg::Int(limit + 1));
+        let off = w.arg(Arg::Int(f.offset.max(0)));
         let sql = format!(
-            "SELECT {COLUMNS} FROM jobs{} ORDER BY created_at DESC, id DESC LIMIT {lim}",
+            "SELECT {COLUMNS} FROM jobs{} ORDER BY created_at DESC, id DESC LIMIT {lim} OFFSET {off}",
             w.sql()
         );
-        let rows: Vec<JobRow> = with_db!(&self.db, |p| {
+        let mut rows: Vec<JobRow> = with_db!(&self.db, |p| {
             bind_args!(sqlx::query_as(safe(&sql)), &w.args)
                 .fetch_all(p)
                 .await?
         });
-        rows.into_iter().map(JobRow::into_domain).collect()
+        let next = if rows.len() as i64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(|r| {
+                super::Cursor {
+                    s: JOB_SORT.into(),
+                    k: r.created_at.into(),
+                    id: r.id.clone(),
+                }
+                .encode()
+            })
+        } else {
+            None
+        };
+        let jobs = rows
+            .into_iter()
+            .map(JobRow::into_domain)
+            .collect::<Result<_>>()?;
+        Ok((jobs, next))
     }
 }
 

@@ -25,6 +25,7 @@ mod policies;
 mod principals;
 mod profiles;
 mod query;
+mod work;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -44,6 +45,7 @@ pub use jobs::{JobFilter, JobResult};
 pub use org::OrgTable;
 pub use policies::SimpleTable;
 pub use query::{Cursor, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, page_size};
+pub use work::WorkItem;
 
 use crate::error::{Error, Result};
 

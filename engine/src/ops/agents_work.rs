@@ -1,0 +1,271 @@
+//! What agents call: heartbeats, their open work, and CSRs for jobs that wait
+//! for one. These need the `agent_self` permission: an agent principal only
+//! reaches its own agent id (checked here, against the input), an admin any.
+//! They are never gated: the decision to renew was taken (and approved) when
+//! the job was made.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Ctx, OpMeta, Operation, Risk, Subject};
+use crate::domain::{
+    Agent, AgentStatus, CertificateVersion, Job, JobStatus, Permission, Principal, Role,
+};
+use crate::error::{Error, Result};
+use crate::store::WorkItem;
+
+/// Refuses an agent principal acting for another agent. Admins may act for any.
+pub(crate) fn ensure_agent_self(principal: &Principal, agent_id: &str) -> Result<()> {
+    match principal.role {
+        Role::Admin => Ok(()),
+        Role::Agent if principal.agent_id.as_deref() == Some(agent_id) => Ok(()),
+        Role::Agent => Err(Error::forbidden(format!(
+            "this agent key belongs to another agent and may not act for {agent_id}"
+        ))),
+        other => Err(Error::forbidden(format!(
+            "role '{}' may not act as an agent",
+            other.as_str()
+        ))),
+    }
+}
+
+async fn load_agent(ctx: &mut Ctx<'_>, id: &str) -> Result<Agent> {
+    ensure_agent_self(ctx.principal, id)?;
+    ctx.tx
+        .agent(id)
+        .await?
+        .ok_or_else(|| Error::not_found("agent", id))
+}
+
+fn agent_subject(id: &str, summary: String) -> Subject {
+    Subject {
+        resource_id: Some(id.to_owned()),
+        summary,
+        profile_requires_approval: false,
+    }
+}
+
+const fn agent_meta(
+    name: &'static str,
+    title: &'static str,
+    description: &'static str,
+    risk: Risk,
+) -> OpMeta {
+    OpMeta {
+        name,
+        title,
+        description,
+        risk,
+        permission: Permission::AgentSelf,
+        idempotent: matches!(risk, Risk::Read),
+        open_world: false,
+        resource: "agent",
+        gateable: false,
+    }
+}
+
+// ---------------------------------------------------------------- heartbeat
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatInput {
+    /// The agent id (`ag-...`).
+    pub id: String,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub os: Option<String>,
+    #[serde(default)]
+    pub arch: Option<String>,
+    #[serde(default)]
+    pub ip_address: Option<String>,
+    /// The agent's certctl version.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+pub struct AgentHeartbeat;
+
+impl Operation for AgentHeartbeat {
+    type Input = HeartbeatInput;
+    type Output = Agent;
+    const META: OpMeta = agent_meta(
+        "agent_heartbeat",
+        "Agent heartbeat",
+        "Record that an agent is alive, with its host facts (hostname, OS, architecture, IP, version); called by the agent itself.",
+        Risk::Write,
+    );
+
+    async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
+        ensure_agent_self(ctx.principal, &input.id)?;
+        Ok(agent_subject(&input.id, format!("Heartbeat of agent {}", input.id)))
+    }
+
+    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+        let mut a = load_agent(ctx, &input.id).await?;
+        if a.status == AgentStatus::Disabled {
+            return Err(Error::forbidden(format!("agent {} is disabled", a.id)));
+        }
+        let fields = [
+            (&mut a.hostname, input.hostname),
+            (&mut a.os, input.os),
+            (&mut a.arch, input.arch),
+            (&mut a.ip_address, input.ip_address),
+            (&mut a.version, input.version),
+        ];
+        for (slot, value) in fields {
+            if let Some(v) = value {
+                if v.len() > 200 {
+                    return Err(Error::invalid("host facts must be at most 200 characters"));
+                }
+                *slot = v;
+            }
+        }
+        a.status = AgentStatus::Online;
+        a.last_heartbeat_at = Some(ctx.now);
+        a.updated_at = ctx.now;
+        ctx.tx.upsert_agent(&a).await?;
+        Ok(a)
+    }
+}
+
+// ---------------------------------------------------------------- work
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentIdInput {
+    /// The agent id (`ag-...`).
+    pub id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentWork {
+    pub agent_id: String,
+    /// Open jobs, oldest first: `awaiting_csr` ones want a CSR for the names given.
+    pub data: Vec<WorkItem>,
+}
+
+pub struct GetAgentWork;
+
+impl Operation for GetAgentWork {
+    type Input = AgentIdInput;
+    type Output = AgentWork;
+    const META: OpMeta = agent_meta(
+        "get_agent_work",
+        "Get an agent's work",
+        "The open jobs of one agent (CSRs to send, deployments to do), oldest first; polled by the agent itself.",
+        Risk::Read,
+    );
+
+    async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
+        ensure_agent_self(ctx.principal, &input.id)?;
+        Ok(agent_subject(&input.id, String::new()))
+    }
+
+    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+        ensure_agent_self(ctx.principal, &input.id)?;
+        let data = ctx.engine.store().agent_work(&input.id).await?;
+        // An unknown agent and an idle one look the same to an agent (it can
+        // only ask about itself); an admin asking about a typo gets a 404.
+        if data.is_empty() && ctx.tx.agent(&input.id).await?.is_none() {
+            return Err(Error::not_found("agent", input.id));
+        }
+        ctx.note("jobs", data.len());
+        Ok(AgentWork {
+            agent_id: input.id,
+            data,
+        })
+    }
+}
+
+// ---------------------------------------------------------------- csr
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentCsrInput {
+    /// The agent id (`ag-...`).
+    pub id: String,
+    /// The `awaiting_csr` job this CSR answers.
+    pub job_id: String,
+    /// PKCS#10 CSR (PEM) made on the agent, where the key stays.
+    pub csr_pem: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentCsrOutput {
+    pub job: Job,
+    pub version: CertificateVersion,
+}
+
+pub struct SubmitAgentCsr;
+
+impl Operation for SubmitAgentCsr {
+    type Input = AgentCsrInput;
+    type Output = AgentCsrOutput;
+    const META: OpMeta = agent_meta(
+        "submit_agent_csr",
+        "Submit an agent's CSR",
+        "Answer an agent's awaiting_csr job with a CSR: the certificate is issued from it (checked against its profile) and the job completes.",
+        Risk::Write,
+    );
+
+    fn prepare(input: &Self::Input, memo: &mut super::Memo) -> Result<()> {
+        memo.csr = Some((input.csr_pem.clone(), crate::pki::parse_csr(&input.csr_pem)?));
+        Ok(())
+    }
+
+    async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
+        ensure_agent_self(ctx.principal, &input.id)?;
+        Ok(agent_subject(
+            &input.id,
+            format!("CSR from agent {} for job {}", input.id, input.job_id),
+        ))
+    }
+
+    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+        let agent = load_agent(ctx, &input.id).await?;
+        if agent.status == AgentStatus::Disabled {
+            return Err(Error::forbidden(format!("agent {} is disabled", agent.id)));
+        }
+        // Another agent's job is reported as missing, not as forbidden.
+        let job = ctx
+            .tx
+            .job(&input.job_id)
+            .await?
+            .filter(|j| j.agent_id.as_deref() == Some(agent.id.as_str()))
+            .ok_or_else(|| Error::not_found("job", &input.job_id))?;
+        if job.status != JobStatus::AwaitingCsr {
+            return Err(Error::conflict(format!(
+                "job {} is {}, not awaiting a CSR",
+                job.id,
+                job.status.as_str()
+            )));
+        }
+        let cert_id = job
+            .certificate_id
+            .clone()
+            .ok_or_else(|| Error::conflict(format!("job {} has no certificate", job.id)))?;
+        let cert = ctx
+            .tx
+            .certificate(&cert_id, ctx.engine.status_view(ctx.now))
+            .await?
+            .ok_or_else(|| Error::not_found("certificate", &cert_id))?;
+        let (_, version) =
+            super::certificates::issue_version(ctx, cert, Some(&input.csr_pem), None).await?;
+        if !ctx
+            .tx
+            .transition_job(&job.id, JobStatus::AwaitingCsr, JobStatus::Completed, None, ctx.now)
+            .await?
+        {
+            return Err(Error::conflict(format!("job {} changed state; try again", job.id)));
+        }
+        ctx.note("job_id", job.id.clone());
+        ctx.audit_resource_id = Some(agent.id.clone());
+        let job = ctx
+            .tx
+            .job(&job.id)
+            .await?
+            .ok_or_else(|| Error::internal("job vanished"))?;
+        Ok(AgentCsrOutput { job, version })
+    }
+}

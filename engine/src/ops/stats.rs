@@ -1,0 +1,195 @@
+//! Statistics for dashboards: certificates by status, the expiration
+//! timeline, job trends and the issuance rate. Each is one grouped query.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::EmptyInput;
+use crate::clock::UnixTime;
+use crate::error::{Error, Result};
+
+const DAY: i64 = 86_400;
+
+/// A time window cut into buckets.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct WindowInput {
+    /// How many days the window covers (default 30, at most 730).
+    pub days: Option<i64>,
+    /// Bucket width in days (default 1 for past windows, 7 for the expiration timeline).
+    pub bucket_days: Option<i64>,
+}
+
+impl WindowInput {
+    /// `(days, bucket seconds, bucket count)`, checked.
+    fn resolve(&self, default_days: i64, default_bucket: i64) -> Result<(i64, i64, i64)> {
+        let days = self.days.unwrap_or(default_days);
+        let bucket = self.bucket_days.unwrap_or(default_bucket);
+        if !(1..=730).contains(&days) {
+            return Err(Error::invalid(format!("days must be 1 to 730, got {days}")));
+        }
+        if !(1..=days).contains(&bucket) {
+            return Err(Error::invalid(format!(
+                "bucket_days must be 1 to days ({days}), got {bucket}"
+            )));
+        }
+        Ok((days, bucket * DAY, (days + bucket - 1) / bucket))
+    }
+}
+
+/// One bucket of a time series: `[start, end)` and its count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Bucket {
+    pub start: UnixTime,
+    pub end: UnixTime,
+    pub count: i64,
+    /// Counts per status (job trends only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_status: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TimeSeries {
+    pub from: UnixTime,
+    pub to: UnixTime,
+    pub bucket_seconds: i64,
+    pub total: i64,
+    pub buckets: Vec<Bucket>,
+}
+
+fn series(from: UnixTime, bucket: i64, n: i64, to: UnixTime, counts: &[(i64, i64)]) -> TimeSeries {
+    let buckets: Vec<Bucket> = (0..n)
+        .map(|i| Bucket {
+            start: from + i * bucket,
+            end: (from + (i + 1) * bucket).min(to),
+            count: counts.iter().find(|(b, _)| *b == i).map(|(_, c)| *c).unwrap_or(0),
+            by_status: None,
+        })
+        .collect();
+    TimeSeries {
+        from,
+        to,
+        bucket_seconds: bucket,
+        total: buckets.iter().map(|b| b.count).sum(),
+        buckets,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StatusCounts {
+    pub total: i64,
+    /// Counts by effective status: pending, valid, expiring, expired, revoked, failed, archived.
+    pub by_status: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Effective-status counts from the store's one-pass counts.
+pub(crate) async fn status_counts(ctx: &mut super::Ctx<'_>) -> Result<StatusCounts> {
+    let view = ctx.engine.status_view(ctx.now);
+    let counts = ctx.engine.store().certificate_counts(view).await?;
+    let get = |k: &str| counts.iter().find(|(s, _)| s == k).map(|(_, n)| *n).unwrap_or(0);
+    let (active, expired, expiring) = (get("active"), get("expired"), get("expiring"));
+    let mut by_status = serde_json::Map::new();
+    for s in ["pending", "revoked", "failed", "archived"] {
+        by_status.insert(s.into(), get(s).into());
+    }
+    by_status.insert("valid".into(), (active - expired - expiring).into());
+    by_status.insert("expiring".into(), expiring.into());
+    by_status.insert("expired".into(), expired.into());
+    let total = counts
+        .iter()
+        .filter(|(s, _)| s != "expired" && s != "expiring")
+        .map(|(_, n)| n)
+        .sum();
+    Ok(StatusCounts { total, by_status })
+}
+
+operation! {
+    GetCertificatesByStatus {
+        name: "get_certificates_by_status",
+        title: "Certificates by status",
+        description: "Count certificates by effective status (pending, valid, expiring, expired, revoked, failed, archived).",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "stats",
+        input: EmptyInput,
+        output: StatusCounts,
+        subject: |_i| (None, String::new()),
+    }
+    |ctx, _input| { status_counts(ctx).await }
+}
+
+operation! {
+    GetExpirationTimeline {
+        name: "get_expiration_timeline",
+        title: "Expiration timeline",
+        description: "How many active certificates expire in each coming period (default: 90 days in weekly buckets); use it to see renewal waves ahead.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "stats",
+        input: WindowInput,
+        output: TimeSeries,
+        subject: |_i| (None, String::new()),
+    }
+    |ctx, input| {
+        let (days, bucket, n) = input.resolve(90, 7)?;
+        let (from, to) = (ctx.now, ctx.now + days * DAY);
+        let counts = ctx.engine.store().expiry_histogram(from, to, bucket).await?;
+        Ok(series(from, bucket, n, to, &counts))
+    }
+}
+
+operation! {
+    GetJobTrends {
+        name: "get_job_trends",
+        title: "Job trends",
+        description: "Jobs created in each past period (default: 30 days, daily) with their current status: spot failing renewals and deployment backlogs.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "stats",
+        input: WindowInput,
+        output: TimeSeries,
+        subject: |_i| (None, String::new()),
+    }
+    |ctx, input| {
+        let (days, bucket, n) = input.resolve(30, 1)?;
+        let (from, to) = (ctx.now - days * DAY, ctx.now);
+        let rows = ctx.engine.store().job_histogram(from, to, bucket).await?;
+        let totals: Vec<(i64, i64)> = (0..n)
+            .map(|i| (i, rows.iter().filter(|r| r.0 == i).map(|r| r.2).sum()))
+            .collect();
+        let mut s = series(from, bucket, n, to, &totals);
+        for (i, b) in s.buckets.iter_mut().enumerate() {
+            let m = rows
+                .iter()
+                .filter(|r| r.0 == i as i64)
+                .map(|r| (r.1.clone(), serde_json::Value::from(r.2)))
+                .collect();
+            b.by_status = Some(m);
+        }
+        Ok(s)
+    }
+}
+
+operation! {
+    GetIssuanceRate {
+        name: "get_issuance_rate",
+        title: "Issuance rate",
+        description: "Certificate versions issued (issuances and renewals) in each past period (default: 30 days, daily).",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "stats",
+        input: WindowInput,
+        output: TimeSeries,
+        subject: |_i| (None, String::new()),
+    }
+    |ctx, input| {
+        let (days, bucket, n) = input.resolve(30, 1)?;
+        let (from, to) = (ctx.now - days * DAY, ctx.now);
+        let counts = ctx.engine.store().issuance_histogram(from, to, bucket).await?;
+        Ok(series(from, bucket, n, to, &counts))
+    }
+}
