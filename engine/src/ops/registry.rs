@@ -129,6 +129,7 @@ pub fn catalogue() -> &'static [Box<dyn DynOperation>] {
             CreateIssuer,
             UpdateIssuer,
             DeleteIssuer,
+            TestIssuer,
             ListTargets,
             GetTarget,
             CreateTarget,
