@@ -11,6 +11,7 @@ mod engine {
     mod certificates;
     mod inputs;
     mod issuance;
+    mod issuers;
     mod jobs;
     mod scheduler;
 }
