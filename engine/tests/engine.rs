@@ -12,6 +12,7 @@ mod engine {
     mod inputs;
     mod issuance;
     mod issuers;
+    mod issuers_acme;
     mod jobs;
     mod scheduler;
 }
