@@ -13,6 +13,7 @@ mod engine {
     mod issuance;
     mod issuers;
     mod issuers_acme;
+    mod issuers_stepca;
     mod jobs;
     mod scheduler;
 }

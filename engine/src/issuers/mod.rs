@@ -40,6 +40,8 @@ pub struct IssueRequest {
     /// The certificate's names (the CSR's names are a subset of them).
     pub names: SubjectNames,
     pub ttl_seconds: i64,
+    /// The engine's time when the attempt started (tokens are stamped with it).
+    pub now: i64,
 }
 
 /// A certificate as a CA returned it.

@@ -232,6 +232,7 @@ async fn run_job(engine: &Engine, worker: &str, job: Job) -> Result<bool> {
         common_name: cert.common_name.clone(),
         names,
         ttl_seconds: job.payload["ttl_seconds"].as_i64().unwrap_or(90 * 86400),
+        now: engine.now(),
     };
     let issued = match connector.issue(&req, resume, &checkpoint).await {
         Ok(i) => i,
