@@ -645,8 +645,8 @@ async fn real_pem(engine: &Arc<Engine>, principal: &Principal) -> anyhow::Result
         .await?
         .completed()?;
     Ok(PemSample {
-        cert_pem: issued.version.cert_pem,
-        chain_pem: issued.version.chain_pem,
+        cert_pem: issued.version.clone().expect("version").cert_pem,
+        chain_pem: issued.version.clone().expect("version").chain_pem,
         csr_pem,
     })
 }

@@ -31,6 +31,7 @@ pub(crate) async fn ensure_defaults(engine: &Engine) -> Result<()> {
             name: "Local CA".into(),
             kind: IssuerKind::Local,
             config: serde_json::json!({}),
+            secret_fields: Vec::new(),
             enabled: true,
             ca_cert_pem: None,
             ca_chain_pem: None,

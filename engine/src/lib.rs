@@ -16,6 +16,7 @@ pub mod domain;
 mod engine;
 pub mod error;
 pub mod ids;
+pub mod issuers;
 pub mod ops;
 pub mod pki;
 pub mod request_audit;

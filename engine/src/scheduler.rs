@@ -25,16 +25,25 @@ pub enum Loop {
     JobLeases,
     /// Mark approvals past their deadline as expired (1 min).
     ApprovalExpiry,
+    /// Run due issuer jobs: issuance, renewal and revocation at external CAs
+    /// (30 s). Not a singleton: every process claims jobs (skip-locked).
+    Jobs,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 3] = [Loop::Renewal, Loop::JobLeases, Loop::ApprovalExpiry];
+    pub const ALL: [Loop; 4] = [
+        Loop::Renewal,
+        Loop::JobLeases,
+        Loop::ApprovalExpiry,
+        Loop::Jobs,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Loop::Renewal => "renewal",
             Loop::JobLeases => "job-leases",
             Loop::ApprovalExpiry => "approval-expiry",
+            Loop::Jobs => "jobs",
         }
     }
 
@@ -44,6 +53,7 @@ impl Loop {
             Loop::Renewal => 3600,
             Loop::JobLeases => 30,
             Loop::ApprovalExpiry => 60,
+            Loop::Jobs => 30,
         }
     }
 }
@@ -150,6 +160,14 @@ impl Scheduler {
     }
 
     async fn lead_and_run(&self, l: Loop, now: i64) -> TickOutcome {
+        if l == Loop::Jobs {
+            // Jobs are claimed with leases of their own, so every process
+            // works on them and no loop lease is needed.
+            return match self.run_loop(l, now).await {
+                Ok(()) => TickOutcome::Ran,
+                Err(e) => TickOutcome::Failed(e.to_string()),
+            };
+        }
         // The lease outlives one interval a little, so a healthy leader keeps it.
         let ttl = self.intervals[&l] * 2 + 30;
         match self
@@ -178,6 +196,12 @@ impl Scheduler {
                 let n = self.engine.store().reclaim_expired_leases(now).await?;
                 if n > 0 {
                     tracing::warn!(jobs = n, "reclaimed jobs whose worker stopped answering");
+                }
+            }
+            Loop::Jobs => {
+                let r = crate::issuers::runner::run_due(&self.engine, &self.owner, 25).await?;
+                if r.completed + r.failed > 0 {
+                    tracing::info!(completed = r.completed, failed = r.failed, "ran issuer jobs");
                 }
             }
             Loop::ApprovalExpiry => {

@@ -12,6 +12,9 @@ mod engine {
     mod import;
     mod inputs;
     mod issuance;
+    mod issuers;
+    mod issuers_acme;
+    mod issuers_stepca;
     mod jobs;
     mod scheduler;
 }

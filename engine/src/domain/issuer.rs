@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixTime;
 
-/// The kind of CA behind an issuer. Only the local CA kinds issue in this
-/// release; the connector kinds are listed so configuration can name them.
+/// The kind of CA behind an issuer. The local kinds sign inside certctl; the
+/// others are connectors to an external CA (`engine/src/issuers/`), which
+/// issue through jobs so no CA is called inside a database transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum IssuerKind {
@@ -65,6 +66,10 @@ pub struct Issuer {
     pub kind: IssuerKind,
     /// Connector configuration (no secrets).
     pub config: serde_json::Value,
+    /// Names of the connector secrets stored sealed for this issuer (tokens,
+    /// keys, EAB HMAC); their values are never returned.
+    #[serde(default)]
+    pub secret_fields: Vec<String>,
     pub enabled: bool,
     /// For local kinds: the issuing CA certificate, PEM.
     pub ca_cert_pem: Option<String>,

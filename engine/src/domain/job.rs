@@ -12,6 +12,8 @@ pub enum JobKind {
     Renewal,
     Deployment,
     Validation,
+    /// Revoke a certificate at its external CA (after it was revoked in certctl).
+    Revocation,
 }
 
 impl JobKind {
@@ -21,6 +23,7 @@ impl JobKind {
             Self::Renewal => "renewal",
             Self::Deployment => "deployment",
             Self::Validation => "validation",
+            Self::Revocation => "revocation",
         }
     }
 
@@ -30,6 +33,7 @@ impl JobKind {
             "renewal" => Self::Renewal,
             "deployment" => Self::Deployment,
             "validation" => Self::Validation,
+            "revocation" => Self::Revocation,
             _ => return None,
         })
     }

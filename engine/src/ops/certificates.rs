@@ -634,7 +634,13 @@ pub struct IssueCertificateInput {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct IssueOutput {
     pub certificate: ManagedCertificate,
-    pub version: CertificateVersion,
+    /// The new version, when the issuer signed it now (the local CA kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<CertificateVersion>,
+    /// The issuance job, when an external CA signs it (ACME, step-ca, Vault,
+    /// script): `pending` until the job loop has the certificate; follow it with get_job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<Job>,
 }
 
 pub struct IssueCertificate;
@@ -645,7 +651,7 @@ impl Operation for IssueCertificate {
     const META: OpMeta = OpMeta {
         name: "issue_certificate",
         title: "Issue a certificate",
-        description: "Issue a new version of a certificate from a CSR (the key stays where it was generated), checked against the certificate's profile; may require approval.",
+        description: "Issue a new version of a certificate from a CSR (the key stays where it was generated), checked against the certificate's profile; may require approval. The local CA signs at once; an external CA (ACME, step-ca, Vault, script) gets a job that the job loop completes.",
         risk: Risk::Write,
         permission: Permission::Write,
         idempotent: false,
@@ -664,12 +670,26 @@ impl Operation for IssueCertificate {
 
     async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
         let cert = load_memo(ctx, &input.id).await?;
-        let (certificate, version) =
-            issue_version(ctx, cert, input.csr_pem.as_deref(), input.ttl_seconds).await?;
-        Ok(IssueOutput {
-            certificate,
-            version,
-        })
+        match issue_version(
+            ctx,
+            cert.clone(),
+            input.csr_pem.as_deref(),
+            input.ttl_seconds,
+            JobKind::Issuance,
+        )
+        .await?
+        {
+            Issuance::Now(certificate, version) => Ok(IssueOutput {
+                certificate,
+                version: Some(version),
+                job: None,
+            }),
+            Issuance::Queued(job) => Ok(IssueOutput {
+                certificate: cert,
+                version: None,
+                job: Some(job),
+            }),
+        }
     }
 }
 
@@ -699,15 +719,26 @@ async fn issuance_subject(ctx: &mut Ctx<'_>, id: &str, verb: &str) -> Result<Sub
     })
 }
 
+/// What [`issue_version`] did.
+pub(crate) enum Issuance {
+    /// The local CA signed: the certificate as it now is and its new version.
+    Now(ManagedCertificate, CertificateVersion),
+    /// An external CA will sign: the pending job (carrying the CSR) that the
+    /// job loop runs outside any transaction.
+    Queued(Job),
+}
+
 /// Issues and stores a new version of `cert`: the one path every issuance
-/// and renewal takes, so profile rules are checked in one place. Returns the
-/// certificate as it now is and the new version.
+/// and renewal takes, so profile rules are checked in one place. The local
+/// CA signs here; for an external issuer the same checks run and a job of
+/// `job_kind` is recorded instead, since no CA is called inside a transaction.
 pub(crate) async fn issue_version(
     ctx: &mut Ctx<'_>,
     mut cert: ManagedCertificate,
     csr_pem: Option<&str>,
     ttl_seconds: Option<i64>,
-) -> Result<(ManagedCertificate, CertificateVersion)> {
+    job_kind: JobKind,
+) -> Result<Issuance> {
     if cert.status == EffectiveStatus::Archived {
         return Err(Error::conflict(format!(
             "certificate {} is archived",
@@ -727,13 +758,7 @@ pub(crate) async fn issue_version(
             cert.id
         )));
     }
-    let Some(material) = record.ca.as_ref().filter(|_| record.issuer.kind.is_local()) else {
-        return Err(Error::IssuerRejected(format!(
-            "issuer {} ({}) cannot issue yet: only the local CA kinds are available in this release",
-            cert.issuer_id,
-            record.issuer.kind.as_str()
-        )));
-    };
+    let external = !record.issuer.kind.is_local();
     let profile = profile_memo(ctx, &cert.profile_id).await?;
     let ttl = ttl_seconds.unwrap_or(profile.default_ttl_seconds);
     let names = subject_names(&cert.sans)?;
@@ -767,6 +792,13 @@ pub(crate) async fn issue_version(
             (csr.spki_der, csr.key_algorithm, Some(text.to_owned()), None)
         }
         None => {
+            if external {
+                return Err(Error::policy(format!(
+                    "a CSR is required: issuer {} ({}) is an external CA, and server-side key generation is only offered with the local CA",
+                    cert.issuer_id,
+                    record.issuer.kind.as_str()
+                )));
+            }
             if profile.keygen_mode != KeygenMode::Server {
                 return Err(Error::policy(format!(
                     "a CSR is required: profile '{}' has keys generated on the server that uses the certificate",
@@ -794,6 +826,37 @@ pub(crate) async fn issue_version(
         }
     };
 
+    if external {
+        let job = Job {
+            id: ctx.new_id("job"),
+            kind: job_kind,
+            status: JobStatus::Pending,
+            certificate_id: Some(cert.id.clone()),
+            target_id: None,
+            agent_id: None,
+            attempts: 0,
+            max_attempts: 5,
+            run_after: ctx.now,
+            last_error: None,
+            payload: serde_json::json!({
+                "requested_by": ctx.principal.id,
+                "issuer_id": cert.issuer_id,
+                "csr_pem": csr_text,
+                "ttl_seconds": ttl,
+            }),
+            created_at: ctx.now,
+            updated_at: ctx.now,
+        };
+        ctx.tx.insert_job(&job).await?;
+        ctx.audit_resource_id = Some(cert.id.clone());
+        ctx.note("job_id", job.id.clone());
+        ctx.note("issuer_kind", record.issuer.kind.as_str());
+        return Ok(Issuance::Queued(job));
+    }
+    let material = record
+        .ca
+        .as_ref()
+        .ok_or_else(|| Error::internal(format!("issuer {} has no CA material", cert.issuer_id)))?;
     let ca = ctx.engine.signing_ca(&cert.issuer_id, material)?;
     let not_before = ctx.now - 60;
     let not_after = ctx.now + ttl;
@@ -874,7 +937,7 @@ pub(crate) async fn issue_version(
         revocation_reason: None,
         created_at: new.created_at,
     };
-    Ok((cert, version))
+    Ok(Issuance::Now(cert, version))
 }
 
 // ---------------------------------------------------------------- renew
@@ -892,7 +955,8 @@ pub struct RenewCertificateInput {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RenewOutput {
-    /// The renewal job: `completed` when issued now, `awaiting_csr` when an agent must send a CSR.
+    /// The renewal job: `completed` when issued now, `awaiting_csr` when an agent must send a CSR,
+    /// `pending` when an external CA signs it (the job loop completes it).
     pub job: Job,
     /// The new version, when issued now.
     pub version: Option<CertificateVersion>,
@@ -966,11 +1030,24 @@ impl Operation for RenewCertificate {
             updated_at: ctx.now,
         };
         let version = if issue_now {
-            let (_, v) = issue_version(ctx, cert, input.csr_pem.as_deref(), None).await?;
-            job.status = JobStatus::Completed;
-            job.attempts = 1;
-            job.payload["version_id"] = v.id.clone().into();
-            Some(v)
+            match issue_version(ctx, cert, input.csr_pem.as_deref(), None, JobKind::Renewal)
+                .await?
+            {
+                Issuance::Now(_, v) => {
+                    job.status = JobStatus::Completed;
+                    job.attempts = 1;
+                    job.payload["version_id"] = v.id.clone().into();
+                    Some(v)
+                }
+                // The external CA's job is the renewal job.
+                Issuance::Queued(queued) => {
+                    ctx.note("job_id", queued.id.clone());
+                    return Ok(RenewOutput {
+                        job: queued,
+                        version: None,
+                    });
+                }
+            }
         } else {
             None
         };
@@ -1077,6 +1154,36 @@ impl Operation for RevokeCertificate {
         ctx.tx
             .revoke_current(&c.id, &version_id, input.reason, ctx.now)
             .await?;
+        // An external CA learns of it through a job: it is not called inside
+        // this transaction. certctl's own records say revoked from now on.
+        let issuer = issuer_memo(ctx, &c.issuer_id).await?;
+        if matches!(issuer.issuer.kind, IssuerKind::Acme | IssuerKind::Vault)
+            && let Some(v) = ctx.tx.version(&version_id).await?
+        {
+            let job = Job {
+                id: ctx.new_id("job"),
+                kind: JobKind::Revocation,
+                status: JobStatus::Pending,
+                certificate_id: Some(c.id.clone()),
+                target_id: None,
+                agent_id: None,
+                attempts: 0,
+                max_attempts: 5,
+                run_after: ctx.now,
+                last_error: None,
+                payload: serde_json::json!({
+                    "requested_by": ctx.principal.id,
+                    "issuer_id": c.issuer_id,
+                    "version_id": version_id,
+                    "cert_pem": v.cert_pem,
+                    "reason": input.reason,
+                }),
+                created_at: ctx.now,
+                updated_at: ctx.now,
+            };
+            ctx.tx.insert_job(&job).await?;
+            ctx.note("ca_revocation_job_id", job.id.clone());
+        }
         ctx.note("reason", input.reason.as_str());
         ctx.note("serial", c.serial.clone().unwrap_or_default());
         load(ctx, &input.id).await

@@ -92,11 +92,15 @@ impl Operation for GetIssuer {
 #[serde(deny_unknown_fields)]
 pub struct CreateIssuerInput {
     pub name: String,
-    /// `local` (a new root and issuing CA) or `local_sub_ca` (import a CA signed by an external root).
+    /// `local` (a new root and issuing CA), `local_sub_ca` (import a CA signed by an external root),
+    /// or an external CA: `acme`, `step_ca`, `vault`, `script` (see docs/issuers.md for their settings).
     pub kind: IssuerKind,
-    /// Connector settings (no secrets).
+    /// Connector settings (no secrets), e.g. the ACME directory URL or the Vault role.
     #[serde(default)]
     pub config: serde_json::Map<String, serde_json::Value>,
+    /// Connector secrets (tokens, keys, EAB HMAC): stored encrypted, never returned.
+    #[serde(default)]
+    pub secrets: serde_json::Map<String, serde_json::Value>,
     /// Sub-CA mode: the CA certificate to issue under (PEM).
     #[serde(default)]
     pub ca_cert_pem: Option<String>,
@@ -116,7 +120,7 @@ impl Operation for CreateIssuer {
     const META: OpMeta = OpMeta {
         name: "create_issuer",
         title: "Create an issuer",
-        description: "Add an issuer: a new local CA, or a sub-CA imported from an external root (certificate, chain and key).",
+        description: "Add an issuer: a new local CA, a sub-CA imported from an external root, or a connector to an external CA (ACME, step-ca, Vault PKI, script); secrets are stored encrypted and never returned.",
         risk: Risk::Write,
         permission: Permission::Admin,
         idempotent: false,
@@ -140,6 +144,8 @@ impl Operation for CreateIssuer {
         }
         let id = ctx.new_id("iss");
         let master = ctx.engine.master_key();
+        crate::issuers::validate(input.kind, &input.config, &input.secrets)?;
+        let sealed = crate::issuers::seal_secrets(master, &id, &input.secrets)?;
         let material = match input.kind {
             IssuerKind::Local => Some(pki::create_local_ca(
                 master,
@@ -162,18 +168,14 @@ impl Operation for CreateIssuer {
                     &id,
                 )?)
             }
-            other => {
-                return Err(Error::invalid(format!(
-                    "issuer kind '{}' is not available in this release",
-                    other.as_str()
-                )));
-            }
+            IssuerKind::Acme | IssuerKind::StepCa | IssuerKind::Vault | IssuerKind::Script => None,
         };
         let issuer = Issuer {
             id: id.clone(),
             name: name.to_owned(),
             kind: input.kind,
             config: serde_json::Value::Object(input.config),
+            secret_fields: Vec::new(),
             enabled: true,
             ca_cert_pem: None,
             ca_chain_pem: None,
@@ -182,7 +184,9 @@ impl Operation for CreateIssuer {
             created_at: ctx.now,
             updated_at: ctx.now,
         };
-        ctx.tx.insert_issuer(&issuer, material.as_ref()).await?;
+        ctx.tx
+            .insert_issuer_with_secrets(&issuer, material.as_ref(), sealed.as_ref())
+            .await?;
         ctx.audit_resource_id = Some(id.clone());
         ctx.tx
             .issuer(&id)
@@ -203,6 +207,9 @@ pub struct UpdateIssuerInput {
     /// Replaces the connector settings.
     #[serde(default)]
     pub config: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Replaces the connector secrets (stored encrypted, never returned).
+    #[serde(default)]
+    pub secrets: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 pub struct UpdateIssuer;
@@ -239,8 +246,26 @@ impl Operation for UpdateIssuer {
         if let Some(e) = input.enabled {
             issuer.enabled = e;
         }
+        let empty = serde_json::Map::new();
         if let Some(c) = input.config {
+            crate::issuers::validate(issuer.kind, &c, &empty)?;
             issuer.config = serde_json::Value::Object(c);
+        }
+        if let Some(secrets) = input.secrets {
+            let config = issuer.config.as_object().cloned().unwrap_or_default();
+            crate::issuers::validate(issuer.kind, &config, &secrets)?;
+            match crate::issuers::seal_secrets(ctx.engine.master_key(), &issuer.id, &secrets)? {
+                Some(sealed) => {
+                    ctx.tx.set_issuer_secrets(&issuer.id, &sealed).await?;
+                    issuer.secret_fields = sealed.fields;
+                }
+                None => {
+                    return Err(Error::invalid(
+                        "secrets must not be empty; give the full set of secrets",
+                    ));
+                }
+            }
+            ctx.note("secrets_replaced", true);
         }
         issuer.updated_at = ctx.now;
         ctx.tx.update_issuer(&issuer).await?;
@@ -296,6 +321,73 @@ impl Operation for DeleteIssuer {
         Ok(Deleted {
             id: input.id,
             deleted: true,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IssuerTestResult {
+    pub id: String,
+    pub kind: IssuerKind,
+    /// Whether the CA answered and accepted the credentials.
+    pub ok: bool,
+    /// What was checked, or the CA's own explanation of what is wrong.
+    pub detail: String,
+}
+
+pub struct TestIssuer;
+
+impl Operation for TestIssuer {
+    type Input = IdInput;
+    type Output = IssuerTestResult;
+    const META: OpMeta = OpMeta {
+        name: "test_issuer",
+        title: "Test an issuer",
+        description: "Check that an issuer's CA is reachable and accepts certctl's credentials (ACME directory and account, Vault token and role, step-ca provisioner, script present); issues nothing.",
+        risk: Risk::Read,
+        permission: Permission::Admin,
+        idempotent: true,
+        open_world: true,
+        resource: "issuer",
+        gateable: false,
+    };
+
+    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+        ctx.audit_resource_id = Some(input.id.clone());
+        // Read through the pool, not the call's transaction: the CA is
+        // reached with no transaction holding anything.
+        let record = ctx
+            .engine
+            .store()
+            .issuer(&input.id)
+            .await?
+            .ok_or_else(|| Error::not_found("issuer", input.id.clone()))?;
+        let kind = record.issuer.kind;
+        let result = if kind.is_local() {
+            match &record.ca {
+                Some(m) => ctx
+                    .engine
+                    .signing_ca(&record.issuer.id, m)
+                    .map(|_| "the local CA key opens with this installation's master key".to_owned())
+                    .map_err(|e| e.to_string()),
+                None => Err("the local issuer has no CA material".to_owned()),
+            }
+        } else {
+            match crate::issuers::connector_for(ctx.engine.master_key(), &record) {
+                Ok(c) => c.test().await.map_err(|e| e.message),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let (ok, detail) = match result {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
+        ctx.note("ok", ok);
+        Ok(IssuerTestResult {
+            id: input.id,
+            kind,
+            ok,
+            detail,
         })
     }
 }

@@ -130,6 +130,7 @@ pub fn catalogue() -> &'static [Box<dyn DynOperation>] {
             CreateIssuer,
             UpdateIssuer,
             DeleteIssuer,
+            TestIssuer,
             ListTargets,
             GetTarget,
             CreateTarget,

@@ -6,11 +6,11 @@
 //! `now` and the sealed material, and persist what comes back.
 
 pub mod ca;
-mod cert;
+pub(crate) mod cert;
 pub mod check;
 pub mod csr;
 pub mod keygen;
-mod pem;
+pub(crate) mod pem;
 pub mod seal;
 
 pub use ca::{

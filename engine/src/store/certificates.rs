@@ -487,6 +487,8 @@ struct BundleRow {
     issuer_enabled: bool,
     issuer_created_at: i64,
     issuer_updated_at: i64,
+    issuer_secrets: Option<String>,
+    issuer_account: Option<String>,
 }
 
 impl Tx {
@@ -510,6 +512,7 @@ impl Tx {
         let sql = format!(
             "SELECT {cols}, p.body AS profile_body, i.name AS issuer_name, i.kind AS issuer_kind, \
              i.config AS issuer_config, i.ca_material AS issuer_ca_material, \
+             i.secrets AS issuer_secrets, i.account AS issuer_account, \
              i.enabled AS issuer_enabled, i.created_at AS issuer_created_at, \
              i.updated_at AS issuer_updated_at \
              FROM certificates c JOIN profiles p ON p.id = c.profile_id \
@@ -529,6 +532,8 @@ impl Tx {
             kind: r.issuer_kind,
             config: r.issuer_config,
             ca_material: r.issuer_ca_material,
+            secrets: r.issuer_secrets,
+            account: r.issuer_account,
             enabled: r.issuer_enabled,
             created_at: r.issuer_created_at,
             updated_at: r.issuer_updated_at,

@@ -12,18 +12,32 @@ pub(crate) struct IssuerRow {
     pub kind: String,
     pub config: String,
     pub ca_material: Option<String>,
+    pub secrets: Option<String>,
+    pub account: Option<String>,
     pub enabled: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
-const COLUMNS: &str = "id, name, kind, config, ca_material, enabled, created_at, updated_at";
+const COLUMNS: &str =
+    "id, name, kind, config, ca_material, secrets, account, enabled, created_at, updated_at";
 
 /// An issuer with its (sealed) CA material, for the engine's own use.
 #[derive(Debug, Clone)]
 pub struct IssuerRecord {
     pub issuer: Issuer,
     pub ca: Option<CaMaterial>,
+    /// Connector secrets, sealed with the master key (context `ID/secrets`).
+    pub secrets: Option<SealedSecrets>,
+    /// The connector's account (ACME account credentials), sealed (context `ID/account`).
+    pub account: Option<String>,
+}
+
+/// Connector secrets as stored: their names in clear, their values sealed.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SealedSecrets {
+    pub fields: Vec<String>,
+    pub sealed: String,
 }
 
 impl IssuerRow {
@@ -33,10 +47,19 @@ impl IssuerRow {
             .as_deref()
             .map(|s| json_col(s, "CA material"))
             .transpose()?;
+        let secrets: Option<SealedSecrets> = self
+            .secrets
+            .as_deref()
+            .map(|s| json_col(s, "issuer secrets"))
+            .transpose()?;
         Ok(IssuerRecord {
             issuer: Issuer {
                 kind: enum_col(&self.kind, IssuerKind::parse, "issuer kind")?,
                 config: json_col(&self.config, "issuer config")?,
+                secret_fields: secrets
+                    .as_ref()
+                    .map(|s| s.fields.clone())
+                    .unwrap_or_default(),
                 ca_cert_pem: ca.as_ref().map(|c| c.cert_pem.clone()),
                 ca_chain_pem: ca.as_ref().map(|c| c.chain_pem.clone()),
                 ca_subject: ca.as_ref().map(|c| c.subject.clone()),
@@ -48,6 +71,8 @@ impl IssuerRow {
                 updated_at: self.updated_at,
             },
             ca,
+            secrets,
+            account: self.account,
         })
     }
 }
@@ -71,6 +96,25 @@ impl Store {
         });
         row.map(IssuerRow::into_record).transpose()
     }
+
+    /// Stores the connector's sealed account unless another worker stored
+    /// one first; returns whether this one was kept.
+    pub async fn set_issuer_account(&self, id: &str, sealed: &str, now: i64) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let n = with_tx!(tx, |c| {
+            sqlx::query(
+                "UPDATE issuers SET account = $1, updated_at = $2 WHERE id = $3 AND account IS NULL",
+            )
+            .bind(sealed)
+            .bind(now)
+            .bind(id)
+            .execute(c)
+            .await?
+            .rows_affected()
+        });
+        tx.commit().await?;
+        Ok(n == 1)
+    }
 }
 
 impl Tx {
@@ -88,18 +132,30 @@ impl Tx {
     /// Inserts an issuer; returns false when the id already exists (so two
     /// processes creating the default CA at once agree on one).
     pub async fn insert_issuer(&mut self, i: &Issuer, ca: Option<&CaMaterial>) -> Result<bool> {
+        self.insert_issuer_with_secrets(i, ca, None).await
+    }
+
+    /// Inserts an issuer with its sealed connector secrets.
+    pub async fn insert_issuer_with_secrets(
+        &mut self,
+        i: &Issuer,
+        ca: Option<&CaMaterial>,
+        secrets: Option<&SealedSecrets>,
+    ) -> Result<bool> {
         let config = to_json(&i.config)?;
         let ca = ca.map(to_json).transpose()?;
+        let secrets = secrets.map(to_json).transpose()?;
         let n = with_tx!(self, |c| {
             sqlx::query(
-                "INSERT INTO issuers (id, name, kind, config, ca_material, enabled, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO issuers (id, name, kind, config, ca_material, secrets, enabled, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
             )
             .bind(&i.id)
             .bind(&i.name)
             .bind(i.kind.as_str())
             .bind(&config)
             .bind(&ca)
+            .bind(&secrets)
             .bind(i.enabled)
             .bind(i.created_at)
             .bind(i.updated_at)
@@ -123,6 +179,20 @@ impl Tx {
             .bind(&i.id)
             .execute(c)
             .await?;
+        });
+        Ok(())
+    }
+
+    /// Replaces an issuer's sealed connector secrets; a changed secret also
+    /// forgets the connector account registered with the old ones.
+    pub async fn set_issuer_secrets(&mut self, id: &str, secrets: &SealedSecrets) -> Result<()> {
+        let secrets = to_json(secrets)?;
+        with_tx!(self, |c| {
+            sqlx::query("UPDATE issuers SET secrets = $1, account = NULL WHERE id = $2")
+                .bind(&secrets)
+                .bind(id)
+                .execute(c)
+                .await?;
         });
         Ok(())
     }

@@ -163,6 +163,8 @@ pub enum JobResult {
     Completed,
     /// Failed this time; retried after a backoff unless attempts are used up.
     Failed(String),
+    /// Failed for good (the CA refused the request): no retry.
+    FailedPermanently(String),
 }
 
 impl Store {
@@ -175,14 +177,35 @@ impl Store {
         lease_seconds: i64,
         limit: i64,
     ) -> Result<Vec<Job>> {
+        self.claim_jobs_of(worker, now, lease_seconds, limit, &[])
+            .await
+    }
+
+    /// Like [`Store::claim_jobs`], restricted to jobs of the given kinds
+    /// (all kinds when empty), so each worker claims only what it can do.
+    pub async fn claim_jobs_of(
+        &self,
+        worker: &str,
+        now: i64,
+        lease_seconds: i64,
+        limit: i64,
+        kinds: &[JobKind],
+    ) -> Result<Vec<Job>> {
         let skip_locked = match self.backend() {
             super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             super::Backend::Sqlite => "",
         };
+        // The kinds are enum names, never user text, so they are inlined.
+        let kind_filter = if kinds.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = kinds.iter().map(|k| format!("'{}'", k.as_str())).collect();
+            format!(" AND kind IN ({})", list.join(", "))
+        };
         let sql = format!(
             "UPDATE jobs SET status = 'running', lease_owner = $1, lease_expires_at = $2, \
              attempts = attempts + 1, updated_at = $3 WHERE id IN (SELECT id FROM jobs \
-             WHERE status = 'pending' AND run_after <= $3 ORDER BY run_after, id LIMIT $4{skip_locked}) \
+             WHERE status = 'pending' AND run_after <= $3{kind_filter} ORDER BY run_after, id LIMIT $4{skip_locked}) \
              RETURNING {COLUMNS}"
         );
         let mut tx = self.begin_write().await?;
@@ -229,6 +252,20 @@ impl Store {
                 .await?
                 .rows_affected()
             }),
+            JobResult::FailedPermanently(error) => with_tx!(tx, |c| {
+                sqlx::query(
+                    "UPDATE jobs SET status = 'failed', lease_owner = NULL, lease_expires_at = NULL, \
+                     last_error = $1, updated_at = $2 \
+                     WHERE id = $3 AND status = 'running' AND lease_owner = $4 AND lease_expires_at > $2",
+                )
+                .bind(error)
+                .bind(now)
+                .bind(id)
+                .bind(worker)
+                .execute(c)
+                .await?
+                .rows_affected()
+            }),
             JobResult::Failed(error) => {
                 let attempts: Option<i64> = with_tx!(tx, |c| {
                     sqlx::query_scalar(
@@ -262,6 +299,34 @@ impl Store {
                 })
             }
         };
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    /// Saves the payload of a running job (connector progress, such as an
+    /// ACME order URL) while `worker` holds its lease; false when it does not.
+    pub async fn save_job_payload(
+        &self,
+        id: &str,
+        worker: &str,
+        payload: &serde_json::Value,
+        now: i64,
+    ) -> Result<bool> {
+        let payload = to_json(payload)?;
+        let mut tx = self.begin_write().await?;
+        let n = with_tx!(tx, |c| {
+            sqlx::query(
+                "UPDATE jobs SET payload = $1, updated_at = $2 \
+                 WHERE id = $3 AND status = 'running' AND lease_owner = $4 AND lease_expires_at > $2",
+            )
+            .bind(&payload)
+            .bind(now)
+            .bind(id)
+            .bind(worker)
+            .execute(c)
+            .await?
+            .rows_affected()
+        });
         tx.commit().await?;
         Ok(n == 1)
     }
@@ -339,6 +404,34 @@ impl Tx {
             .await?;
         });
         Ok(())
+    }
+
+    /// Completes a running job held by `worker` inside this transaction (so
+    /// the work it recorded and its completion commit together); false when
+    /// the worker no longer holds the lease.
+    pub async fn complete_running_job(
+        &mut self,
+        id: &str,
+        worker: &str,
+        payload: &serde_json::Value,
+        now: i64,
+    ) -> Result<bool> {
+        let payload = to_json(payload)?;
+        let n = with_tx!(self, |c| {
+            sqlx::query(
+                "UPDATE jobs SET status = 'completed', lease_owner = NULL, lease_expires_at = NULL, \
+                 last_error = NULL, payload = $1, updated_at = $2 \
+                 WHERE id = $3 AND status = 'running' AND lease_owner = $4 AND lease_expires_at > $2",
+            )
+            .bind(&payload)
+            .bind(now)
+            .bind(id)
+            .bind(worker)
+            .execute(c)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
     }
 
     /// Moves a job to a new status only if it is in `from` and the transition

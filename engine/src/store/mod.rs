@@ -39,7 +39,7 @@ use sqlx::{PgPool, SqlitePool};
 pub use audit::{AuditFilter, NewAuditEvent};
 pub use certificates::{CertificateFilter, CertificateSort, NewVersion};
 pub use certificates::{CertificatePatch, StatusView};
-pub use issuers::IssuerRecord;
+pub use issuers::{IssuerRecord, SealedSecrets};
 pub(crate) use issuers::IssuerRow;
 pub use jobs::{JobFilter, JobResult};
 pub use org::OrgTable;

@@ -108,13 +108,13 @@ async fn renewals_are_queued_once_and_gated(h: &Harness) {
     assert_eq!(pending[0].requested_by, "system:scheduler");
     assert_eq!(pending[0].resource_id.as_deref(), Some(gated.as_str()));
 
-    // Nothing is due again at once; after 30 s only the lease loop is.
+    // Nothing is due again at once; after 30 s only the lease and job loops are.
     assert!(s.tick().await.is_empty());
     h.clock.advance(30);
     let t = s.tick().await;
     assert_eq!(
         t.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
-        vec![Loop::JobLeases]
+        vec![Loop::JobLeases, Loop::Jobs]
     );
     // An hour later the renewal loop runs again but queues no duplicate.
     h.clock.advance(3600);
@@ -140,7 +140,8 @@ async fn one_process_runs_each_loop(h: &Harness) {
     let a = Arc::new(Scheduler::new(h.engine.clone(), "proc-a"));
     let b = Arc::new(Scheduler::new(other.clone(), "proc-b"));
     let (ta, tb) = tokio::join!(a.tick(), b.tick());
-    for l in Loop::ALL {
+    // The job loop runs everywhere: jobs are claimed one by one with leases.
+    for l in Loop::ALL.into_iter().filter(|l| *l != Loop::Jobs) {
         let ran_a = ta.iter().any(|(x, o)| *x == l && *o == TickOutcome::Ran);
         let ran_b = tb.iter().any(|(x, o)| *x == l && *o == TickOutcome::Ran);
         assert!(

@@ -283,3 +283,78 @@ macro_rules! backend_tests {
         }
     };
 }
+
+/// A peer program for a test: `$env` when set, else `name` on PATH. `None`
+/// (skip) when missing, unless peers are required (then the test fails).
+pub fn peer_binary(env: &str, name: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os(env)
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_file())
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join(name))
+                    .find(|p| p.is_file())
+            })
+        });
+    if found.is_none() {
+        if peers_required() {
+            panic!("{name} is required (set {env} or put it on PATH; scripts/test installs it)");
+        }
+        eprintln!("SKIPPED: {name} is not installed; set CERTCTL_REQUIRE_PEERS=1 to fail instead");
+    }
+    found
+}
+
+/// A free loopback TCP port (bound and released; the peer binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Waits until something accepts TCP connections on `port` (bounded).
+pub async fn wait_for_port(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not start listening on port {port}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A child process killed when the test ends.
+pub struct Peer(pub tokio::process::Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.start_kill();
+    }
+}
+
+/// Runs the issuer job worker once, as the scheduler's job loop does.
+pub async fn run_jobs(h: &Harness) -> certctl_engine::issuers::runner::RunReport {
+    certctl_engine::issuers::runner::run_due(&h.engine, "test-worker", 25)
+        .await
+        .expect("run jobs")
+}
+
+/// Runs a command and returns stdout, panicking with stderr on failure.
+pub fn sh(cmd: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,489 @@
+//! ACME v2 (RFC 8555) on instant-acme: account registration (with External
+//! Account Binding when the CA wants it), orders for several names and
+//! wildcards, HTTP-01 and DNS-01 challenges, finalization with the agent's
+//! CSR, chain download, and revocation.
+//!
+//! The order URL is saved into the job as soon as the CA creates the order,
+//! so an attempt that dies (a crash, a restart, a lease that ran out)
+//! resumes the same order on the next attempt (`Account::order(url)`).
+//! The account's credentials are sealed with the master key on the issuer.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, ExternalAccountKey,
+    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy, RevocationRequest,
+};
+use serde::{Deserialize, Serialize};
+
+use super::acme_dns::{BuiltinHttp01, Dns01Solver, HookDns01, Http01Solver};
+use super::http::{client_config, roots};
+use super::{Checkpoint, Connector, IssueRequest, Issued, IssuerError};
+use crate::domain::RevocationReason;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// The CA's directory, e.g. `https://acme-v02.api.letsencrypt.org/directory`.
+    pub directory_url: String,
+    /// Contact e-mail for the account.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Trusted root(s) for the ACME server's TLS, PEM (a private ACME CA);
+    /// the system roots otherwise.
+    #[serde(default)]
+    pub ca_cert_pem: Option<String>,
+    /// `http-01` (default) or `dns-01`. Wildcards always use `dns-01`.
+    #[serde(default = "default_challenge")]
+    pub challenge: String,
+    /// Where the built-in HTTP-01 responder listens (e.g. `0.0.0.0:80`).
+    #[serde(default)]
+    pub http01_listen: Option<String>,
+    /// DNS-01 hook script (absolute path): `HOOK present|cleanup FQDN VALUE`.
+    #[serde(default)]
+    pub dns01_hook: Option<String>,
+    /// Seconds to wait after publishing a TXT record (default 0).
+    #[serde(default)]
+    pub dns_propagation_seconds: u64,
+    /// How long one attempt waits for the CA to validate and issue (default 120 s).
+    #[serde(default = "default_validation_timeout")]
+    pub validation_timeout_seconds: u64,
+    /// External Account Binding key id (ZeroSSL, Google Trust Services);
+    /// its HMAC key goes in `secrets.eab_hmac_key`.
+    #[serde(default)]
+    pub eab_kid: Option<String>,
+    /// An ACME profile to ask for, where the CA offers profiles.
+    #[serde(default)]
+    pub profile: Option<String>,
+}
+
+fn default_challenge() -> String {
+    "http-01".into()
+}
+
+fn default_validation_timeout() -> u64 {
+    120
+}
+
+impl AcmeConfig {
+    pub fn check(&self) -> Result<()> {
+        if !self.directory_url.starts_with("https://") {
+            return Err(Error::invalid(
+                "acme issuer: directory_url must be an https:// URL",
+            ));
+        }
+        match self.challenge.as_str() {
+            "http-01" => {
+                if self.http01_listen.is_none() {
+                    return Err(Error::invalid(
+                        "acme issuer: http-01 needs http01_listen (the built-in responder's address)",
+                    ));
+                }
+            }
+            "dns-01" => {}
+            other => {
+                return Err(Error::invalid(format!(
+                    "acme issuer: challenge '{other}' is not supported (http-01 or dns-01)"
+                )));
+            }
+        }
+        if let Some(h) = &self.dns01_hook
+            && !std::path::Path::new(h).is_absolute()
+        {
+            return Err(Error::invalid(
+                "acme issuer: dns01_hook must be an absolute path",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeSecrets {
+    /// The EAB HMAC key, base64url as the CA shows it.
+    #[serde(default)]
+    pub eab_hmac_key: Option<String>,
+    /// Extra environment for the DNS-01 hook (a DNS provider's API token).
+    #[serde(default)]
+    pub dns01_hook_env: BTreeMap<String, String>,
+}
+
+pub struct AcmeConnector {
+    config: AcmeConfig,
+    secrets: AcmeSecrets,
+    account: Option<serde_json::Value>,
+    tls: rustls::ClientConfig,
+}
+
+/// The order progress saved in the job.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct OrderProgress {
+    order_url: Option<String>,
+}
+
+/// The CA's problem document (or the transport failure) as the job's error.
+fn acme_error(what: &str, e: instant_acme::Error) -> IssuerError {
+    match e {
+        instant_acme::Error::Api(p) => {
+            let kind = p.r#type.clone().unwrap_or_default();
+            let retry = kind.ends_with(":rateLimited")
+                || kind.ends_with(":badNonce")
+                || kind.ends_with(":serverInternal")
+                || p.status.is_some_and(|s| s >= 500);
+            let text = format!("{what}: the ACME CA answered: {p}");
+            if retry {
+                IssuerError::transient(text)
+            } else {
+                IssuerError::rejected(text)
+            }
+        }
+        instant_acme::Error::Timeout(_) => IssuerError::transient(format!(
+            "{what}: the ACME CA did not finish in time; the order is resumed on the next attempt"
+        )),
+        other => IssuerError::transient(format!("{what}: {other}")),
+    }
+}
+
+fn acme_reason(r: RevocationReason) -> instant_acme::RevocationReason {
+    use instant_acme::RevocationReason as A;
+    match r {
+        RevocationReason::Unspecified => A::Unspecified,
+        RevocationReason::KeyCompromise => A::KeyCompromise,
+        RevocationReason::CaCompromise => A::CaCompromise,
+        RevocationReason::AffiliationChanged => A::AffiliationChanged,
+        RevocationReason::Superseded => A::Superseded,
+        RevocationReason::CessationOfOperation => A::CessationOfOperation,
+        RevocationReason::CertificateHold => A::CertificateHold,
+        RevocationReason::PrivilegeWithdrawn => A::PrivilegeWithdrawn,
+        RevocationReason::AaCompromise => A::AaCompromise,
+    }
+}
+
+impl AcmeConnector {
+    pub fn new(
+        config: AcmeConfig,
+        secrets: AcmeSecrets,
+        account: Option<serde_json::Value>,
+    ) -> Result<Self> {
+        config.check()?;
+        if config.eab_kid.is_some() != secrets.eab_hmac_key.is_some() {
+            return Err(Error::invalid(
+                "acme issuer: External Account Binding needs both config.eab_kid and secrets.eab_hmac_key",
+            ));
+        }
+        let tls = client_config(roots(config.ca_cert_pem.as_deref())?)?;
+        Ok(Self {
+            config,
+            secrets,
+            account,
+            tls,
+        })
+    }
+
+    /// instant-acme's HTTP client on hyper with our TLS settings (the
+    /// aws-lc-rs provider passed explicitly).
+    fn builder(&self) -> instant_acme::AccountBuilder {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(self.tls.clone())
+            .https_only()
+            .enable_http1()
+            .build();
+        let client: hyper_util::client::legacy::Client<_, instant_acme::BodyWrapper<bytes::Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(https);
+        Account::builder_with_http(Box::new(client))
+    }
+
+    /// The stored account, or a new one registered now (terms agreed, EAB
+    /// when configured) and stored through the checkpoint.
+    async fn account(&self, checkpoint: &dyn Checkpoint) -> Result<Account, IssuerError> {
+        if let Some(stored) = &self.account {
+            let creds: AccountCredentials = serde_json::from_value(stored.clone())
+                .map_err(|e| IssuerError::rejected(format!("stored ACME account: {e}")))?;
+            return self
+                .builder()
+                .from_credentials(creds)
+                .await
+                .map_err(|e| acme_error("ACME account", e));
+        }
+        let contact: Vec<String> = self
+            .config
+            .email
+            .iter()
+            .map(|e| format!("mailto:{e}"))
+            .collect();
+        let contact_refs: Vec<&str> = contact.iter().map(String::as_str).collect();
+        let eab = match (&self.config.eab_kid, &self.secrets.eab_hmac_key) {
+            (Some(kid), Some(hmac)) => {
+                let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(hmac.trim().trim_end_matches('='))
+                    .map_err(|_| IssuerError::rejected("the EAB HMAC key is not base64url"))?;
+                Some(ExternalAccountKey::new(kid.clone(), &key))
+            }
+            _ => None,
+        };
+        let (account, creds) = self
+            .builder()
+            .create(
+                &NewAccount {
+                    contact: &contact_refs,
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                },
+                self.config.directory_url.clone(),
+                eab.as_ref(),
+            )
+            .await
+            .map_err(|e| acme_error("ACME account registration", e))?;
+        let value = serde_json::to_value(&creds)
+            .map_err(|e| IssuerError::transient(format!("ACME account: {e}")))?;
+        let kept = checkpoint.save_account(value.clone()).await?;
+        if kept == value {
+            return Ok(account);
+        }
+        // Another worker registered first; use the stored account.
+        let creds: AccountCredentials = serde_json::from_value(kept)
+            .map_err(|e| IssuerError::rejected(format!("stored ACME account: {e}")))?;
+        self.builder()
+            .from_credentials(creds)
+            .await
+            .map_err(|e| acme_error("ACME account", e))
+    }
+
+    fn http01(&self) -> Option<BuiltinHttp01> {
+        self.config.http01_listen.as_deref().map(BuiltinHttp01::new)
+    }
+
+    fn dns01(&self) -> Option<HookDns01> {
+        self.config.dns01_hook.as_ref().map(|c| HookDns01 {
+            command: c.clone(),
+            env: self.secrets.dns01_hook_env.clone(),
+            timeout: Duration::from_secs(60),
+            propagation: Duration::from_secs(self.config.dns_propagation_seconds),
+        })
+    }
+}
+
+enum Presented {
+    Http(String, String),
+    Dns(String, String),
+}
+
+#[async_trait::async_trait]
+impl Connector for AcmeConnector {
+    async fn issue(
+        &self,
+        req: &IssueRequest,
+        resume: Option<serde_json::Value>,
+        checkpoint: &dyn Checkpoint,
+    ) -> Result<Issued, IssuerError> {
+        let account = self.account(checkpoint).await?;
+        let progress: OrderProgress = resume
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        let mut order = match progress.order_url {
+            Some(url) => {
+                tracing::info!(order = %url, job = %req.job_id, "resuming the ACME order");
+                account
+                    .order(url)
+                    .await
+                    .map_err(|e| acme_error("ACME order (resumed)", e))?
+            }
+            None => {
+                let mut ids: Vec<Identifier> = req
+                    .names
+                    .dns
+                    .iter()
+                    .map(|d| Identifier::Dns(d.clone()))
+                    .collect();
+                ids.extend(req.names.ips.iter().map(|ip| Identifier::Ip(*ip)));
+                let mut new = NewOrder::new(&ids);
+                if let Some(p) = &self.config.profile {
+                    new = new.profile(p);
+                }
+                let order = account
+                    .new_order(&new)
+                    .await
+                    .map_err(|e| acme_error("ACME new order", e))?;
+                checkpoint
+                    .save_state(serde_json::json!({ "order_url": order.url() }))
+                    .await?;
+                order
+            }
+        };
+
+        let http = self.http01();
+        let dns = self.dns01();
+        let mut presented = Vec::new();
+        let retries = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(250))
+            .backoff(1.5)
+            .timeout(Duration::from_secs(self.config.validation_timeout_seconds));
+        if order.state().status == OrderStatus::Pending {
+            let mut authzs = order.authorizations();
+            while let Some(authz) = authzs.next().await {
+                let mut authz = authz.map_err(|e| acme_error("ACME authorization", e))?;
+                if authz.status != AuthorizationStatus::Pending {
+                    continue;
+                }
+                let wildcard = authz.wildcard;
+                let use_dns = wildcard || self.config.challenge == "dns-01";
+                let kind = if use_dns {
+                    ChallengeType::Dns01
+                } else {
+                    ChallengeType::Http01
+                };
+                let mut challenge = authz.challenge(kind.clone()).ok_or_else(|| {
+                    IssuerError::rejected(format!("the ACME CA offers no {kind:?} challenge"))
+                })?;
+                let name = challenge.identifier().identifier.clone();
+                let Identifier::Dns(domain) = &name else {
+                    return Err(IssuerError::rejected(
+                        "only DNS identifiers can be validated by this issuer",
+                    ));
+                };
+                let key_auth = challenge.key_authorization();
+                if use_dns {
+                    let solver = dns.as_ref().ok_or_else(|| {
+                        IssuerError::rejected(
+                            "a DNS-01 challenge (wildcard or dns-01) needs config.dns01_hook",
+                        )
+                    })?;
+                    let fqdn = format!("_acme-challenge.{domain}");
+                    let value = key_auth.dns_value();
+                    solver.present(&fqdn, &value).await?;
+                    presented.push(Presented::Dns(fqdn, value));
+                } else {
+                    let solver = http.as_ref().ok_or_else(|| {
+                        IssuerError::rejected("an HTTP-01 challenge needs config.http01_listen")
+                    })?;
+                    let token = challenge.token.clone();
+                    solver.present(domain, &token, key_auth.as_str()).await?;
+                    presented.push(Presented::Http(domain.clone(), token));
+                }
+                challenge
+                    .set_ready()
+                    .await
+                    .map_err(|e| acme_error("ACME challenge", e))?;
+            }
+        }
+        let status = match order.state().status {
+            OrderStatus::Pending => order.poll_ready(&retries).await,
+            s => Ok(s),
+        };
+        for p in presented {
+            match p {
+                Presented::Http(name, token) => {
+                    if let Some(s) = &http {
+                        s.cleanup(&name, &token).await;
+                    }
+                }
+                Presented::Dns(fqdn, value) => {
+                    if let Some(s) = &dns {
+                        s.cleanup(&fqdn, &value).await;
+                    }
+                }
+            }
+        }
+        let status = status.map_err(|e| acme_error("ACME validation", e))?;
+        match status {
+            OrderStatus::Invalid => {
+                let detail = order
+                    .state()
+                    .error
+                    .as_ref()
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "an authorization failed".into());
+                return Err(IssuerError::rejected(format!(
+                    "the ACME order is invalid: {detail}"
+                )));
+            }
+            OrderStatus::Ready => {
+                order
+                    .finalize_csr(&req.csr_der)
+                    .await
+                    .map_err(|e| acme_error("ACME finalize", e))?;
+            }
+            _ => {}
+        }
+        let chain = order
+            .poll_certificate(&retries)
+            .await
+            .map_err(|e| acme_error("ACME certificate", e))?;
+        super::split_leaf(&chain)
+    }
+
+    async fn revoke(
+        &self,
+        cert_der: &[u8],
+        reason: RevocationReason,
+        checkpoint: &dyn Checkpoint,
+    ) -> Result<(), IssuerError> {
+        let account = self.account(checkpoint).await?;
+        let der = rustls::pki_types::CertificateDer::from(cert_der.to_vec());
+        account
+            .revoke(&RevocationRequest {
+                certificate: &der,
+                reason: Some(acme_reason(reason)),
+            })
+            .await
+            .map_err(|e| acme_error("ACME revocation", e))
+    }
+
+    async fn test(&self) -> Result<String, IssuerError> {
+        let http = super::http::reqwest_client(
+            roots(self.config.ca_cert_pem.as_deref())
+                .map_err(|e| IssuerError::rejected(e.to_string()))?,
+            Duration::from_secs(30),
+        )
+        .map_err(|e| IssuerError::transient(e.to_string()))?;
+        let rsp = http
+            .get(&self.config.directory_url)
+            .send()
+            .await
+            .map_err(|e| super::http::transport("ACME directory", e))?;
+        if !rsp.status().is_success() {
+            return Err(IssuerError::rejected(format!(
+                "ACME directory: HTTP {}",
+                rsp.status()
+            )));
+        }
+        let dir: serde_json::Value = rsp
+            .json()
+            .await
+            .map_err(|e| super::http::transport("ACME directory", e))?;
+        if dir["newOrder"].as_str().is_none() {
+            return Err(IssuerError::rejected(
+                "the directory URL does not answer with an ACME directory",
+            ));
+        }
+        let eab_required = dir["meta"]["externalAccountRequired"]
+            .as_bool()
+            .unwrap_or(false);
+        if eab_required && self.config.eab_kid.is_none() {
+            return Err(IssuerError::rejected(
+                "the ACME CA requires External Account Binding: set config.eab_kid and secrets.eab_hmac_key",
+            ));
+        }
+        let account = match &self.account {
+            Some(_) => {
+                let a = self.account(&super::NoCheckpoint).await?;
+                format!("; account {} restored", a.id())
+            }
+            None => "; no account registered yet (the first order registers it)".into(),
+        };
+        Ok(format!(
+            "ACME directory at {} answered{}{account}",
+            self.config.directory_url,
+            if eab_required {
+                " (External Account Binding required and configured)"
+            } else {
+                ""
+            }
+        ))
+    }
+}

@@ -1,0 +1,474 @@
+//! The ACME issuer against a real Pebble and pebble-challtestsrv, started by
+//! each test on free loopback ports: HTTP-01 through the built-in responder,
+//! DNS-01 (with a wildcard) through a hook script that feeds challtestsrv,
+//! External Account Binding, revocation at the CA, and an order that resumes
+//! after the worker dies mid-order.
+
+use std::path::Path;
+
+use certctl_engine::domain::{Issuer, JobStatus, KeyAlgorithm};
+use certctl_engine::ops::{self, Outcome};
+
+use super::support::{
+    Harness, Peer, csr, free_port, peer_binary, principal, run_jobs, sh, wait_for_port,
+};
+use crate::backend_tests;
+
+backend_tests!(
+    acme_http01_issues_and_revokes_at_the_ca,
+    acme_dns01_hook_issues_a_wildcard,
+    acme_external_account_binding,
+    acme_order_resumes_after_the_worker_dies,
+);
+
+/// The EAB key Pebble is told to accept (base64url of 32 bytes).
+const EAB_KID: &str = "kid-certctl";
+const EAB_HMAC: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+
+struct Pebble {
+    _challtestsrv: Peer,
+    _pebble: Peer,
+    dir: tempfile::TempDir,
+    directory_url: String,
+    ca_pem: String,
+    http01_port: u16,
+    mgmt_url: String,
+    challtest_url: String,
+}
+
+fn tls_material(dir: &Path) {
+    let p = |n: &str| dir.join(n).display().to_string();
+    sh(
+        "openssl",
+        &[
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", &p("ca.key"), "-out", &p("ca.pem"), "-subj", "/CN=pebble test TLS CA",
+            "-days", "2",
+        ],
+    );
+    sh(
+        "openssl",
+        &[
+            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", &p("key.pem"), "-out", &p("leaf.csr"), "-subj", "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("ext");
+    sh(
+        "openssl",
+        &[
+            "x509", "-req", "-in", &p("leaf.csr"), "-CA", &p("ca.pem"), "-CAkey", &p("ca.key"),
+            "-CAcreateserial", "-days", "2", "-extfile", &p("leaf.ext"), "-out", &p("cert.pem"),
+        ],
+    );
+}
+
+impl Pebble {
+    async fn start(eab_required: bool) -> Option<Pebble> {
+        let pebble = peer_binary("CERTCTL_TEST_PEBBLE", "pebble")?;
+        let challtestsrv = peer_binary("CERTCTL_TEST_CHALLTESTSRV", "pebble-challtestsrv")?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        tls_material(dir.path());
+        let (dns, chall_mgmt, listen, mgmt, http01, tls) = (
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        );
+        let chall = tokio::process::Command::new(challtestsrv)
+            .args([
+                "-defaultIPv6",
+                "",
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-dns01",
+                &format!("127.0.0.1:{dns}"),
+                "-management",
+                &format!("127.0.0.1:{chall_mgmt}"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start pebble-challtestsrv");
+        let chall = Peer(chall);
+        let mut config = serde_json::json!({ "pebble": {
+            "listenAddress": format!("127.0.0.1:{listen}"),
+            "managementListenAddress": format!("127.0.0.1:{mgmt}"),
+            "certificate": dir.path().join("cert.pem"),
+            "privateKey": dir.path().join("key.pem"),
+            "httpPort": http01,
+            "tlsPort": tls,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": eab_required,
+        }});
+        if eab_required {
+            config["pebble"]["externalAccountMACKeys"] = serde_json::json!({ EAB_KID: EAB_HMAC });
+        }
+        let config_path = dir.path().join("pebble.json");
+        std::fs::write(&config_path, config.to_string()).expect("config");
+        wait_for_port(chall_mgmt, "pebble-challtestsrv").await;
+        let log = std::fs::File::create(dir.path().join("pebble.log")).expect("log");
+        let child = tokio::process::Command::new(pebble)
+            .args([
+                "-config",
+                config_path.to_str().expect("path"),
+                "-dnsserver",
+                &format!("127.0.0.1:{dns}"),
+            ])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start pebble");
+        let child = Peer(child);
+        wait_for_port(listen, "pebble").await;
+        wait_for_port(mgmt, "pebble management").await;
+        let ca_pem = std::fs::read_to_string(dir.path().join("ca.pem")).expect("ca");
+        Some(Pebble {
+            _challtestsrv: chall,
+            _pebble: child,
+            directory_url: format!("https://127.0.0.1:{listen}/dir"),
+            mgmt_url: format!("https://127.0.0.1:{mgmt}"),
+            challtest_url: format!("http://127.0.0.1:{chall_mgmt}"),
+            ca_pem,
+            http01_port: http01,
+            dir,
+        })
+    }
+
+    fn client(&self) -> reqwest::Client {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        reqwest::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).expect("ca"),
+            )
+            .build()
+            .expect("client")
+    }
+
+    /// The root Pebble issues under (changes every start).
+    async fn issuing_root(&self) -> String {
+        self.client()
+            .get(format!("{}/roots/0", self.mgmt_url))
+            .send()
+            .await
+            .expect("roots")
+            .text()
+            .await
+            .expect("root")
+    }
+
+    /// A DNS-01 hook script that publishes TXT records in challtestsrv.
+    fn dns_hook(&self, extra: &str) -> String {
+        let path = self.dir.path().join("dns-hook.sh");
+        std::fs::write(
+            &path,
+            format!(
+                r#"#!/bin/sh
+set -eu
+action="$1"; fqdn="$2"; value="$3"
+{extra}
+case "$action" in
+  present) curl -sf -X POST -d "{{\"host\":\"$fqdn.\",\"value\":\"$value\"}}" "$CHALLTEST/set-txt" ;;
+  cleanup) curl -sf -X POST -d "{{\"host\":\"$fqdn.\"}}" "$CHALLTEST/clear-txt" ;;
+esac
+"#
+            ),
+        )
+        .expect("hook");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        path.display().to_string()
+    }
+
+    fn issuer_config(&self, challenge: &str, hook: Option<&str>) -> serde_json::Value {
+        let mut c = serde_json::json!({
+            "directory_url": self.directory_url,
+            "ca_cert_pem": self.ca_pem,
+            "email": "pki@example.com",
+            "challenge": challenge,
+            "http01_listen": format!("127.0.0.1:{}", self.http01_port),
+            "validation_timeout_seconds": 60,
+        });
+        if let Some(h) = hook {
+            c["dns01_hook"] = h.into();
+        }
+        c
+    }
+}
+
+async fn create_issuer(h: &Harness, name: &str, config: serde_json::Value, secrets: serde_json::Value) -> Issuer {
+    h.done::<ops::CreateIssuer>(
+        &h.admin(),
+        serde_json::from_value(serde_json::json!({
+            "name": name, "kind": "acme", "config": config, "secrets": secrets,
+        }))
+        .expect("input"),
+    )
+    .await
+}
+
+async fn issue_via(h: &Harness, issuer: &str, cn: &str, sans: &[&str]) -> (String, String) {
+    let c = h
+        .done::<ops::CreateCertificate>(
+            &h.admin(),
+            serde_json::from_value(serde_json::json!({
+                "common_name": cn, "sans": sans, "issuer_id": issuer
+            }))
+            .expect("input"),
+        )
+        .await;
+    let mut names = vec![cn];
+    names.extend_from_slice(sans);
+    let out = h
+        .done::<ops::IssueCertificate>(
+            &h.admin(),
+            ops::IssueCertificateInput {
+                id: c.id.clone(),
+                csr_pem: Some(csr(KeyAlgorithm::EcdsaP256, cn, &names)),
+                ttl_seconds: None,
+            },
+        )
+        .await;
+    (c.id, out.job.expect("job").id)
+}
+
+async fn job(h: &Harness, id: &str) -> certctl_engine::domain::Job {
+    h.done::<ops::GetJob>(
+        &h.admin(),
+        serde_json::from_value(serde_json::json!({ "id": id })).expect("input"),
+    )
+    .await
+}
+
+async fn versions(h: &Harness, id: &str) -> Vec<certctl_engine::domain::CertificateVersion> {
+    h.done::<ops::GetCertificate>(&h.admin(), ops::CertificateIdInput { id: id.to_owned() })
+        .await
+        .versions
+}
+
+fn openssl_verify(root: &str, chain: &str, leaf: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = |n: &str, t: &str| {
+        let p = dir.path().join(n);
+        std::fs::write(&p, t).expect("write");
+        p.display().to_string()
+    };
+    let (r, c, l) = (w("root.pem", root), w("chain.pem", chain), w("leaf.pem", leaf));
+    sh("openssl", &["verify", "-CAfile", &r, "-untrusted", &c, &l]);
+}
+
+async fn acme_http01_issues_and_revokes_at_the_ca(h: &Harness) {
+    let Some(pebble) = Pebble::start(false).await else { return };
+    let issuer = create_issuer(h, "pebble", pebble.issuer_config("http-01", None), serde_json::json!({})).await;
+    let t = h
+        .done::<ops::TestIssuer>(&h.admin(), ops::IdInput { id: issuer.id.clone() })
+        .await;
+    assert!(t.ok, "{t:?}");
+
+    let (cert, job_id) = issue_via(h, &issuer.id, "web.example.com", &["api.example.com"]).await;
+    let report = run_jobs(h).await;
+    let j = job(h, &job_id).await;
+    assert_eq!(j.status, JobStatus::Completed, "{report:?} {j:?}");
+    assert!(
+        j.payload["connector_state"]["order_url"].as_str().is_some(),
+        "the order URL is kept in the job: {j:?}"
+    );
+    let v = versions(h, &cert).await.remove(0);
+    openssl_verify(&pebble.issuing_root().await, &v.chain_pem, &v.cert_pem);
+    // The account is stored sealed on the issuer, and restored by test_issuer.
+    let t = h
+        .done::<ops::TestIssuer>(&h.admin(), ops::IdInput { id: issuer.id.clone() })
+        .await;
+    assert!(t.ok && t.detail.contains("restored"), "{t:?}");
+
+    // Revocation: certctl at once, the CA through a job.
+    let out = h
+        .call::<ops::RevokeCertificate>(
+            &h.admin(),
+            serde_json::from_value(serde_json::json!({ "id": cert, "reason": "superseded" }))
+                .expect("input"),
+        )
+        .await
+        .expect("revoke");
+    if let Outcome::ApprovalRequired(ticket) = out {
+        h.done::<ops::ApproveRequest>(
+            &principal("pr-approver", certctl_engine::domain::Role::Approver),
+            serde_json::from_value(serde_json::json!({ "approval_id": ticket.approval_id }))
+                .expect("input"),
+        )
+        .await;
+    }
+    let report = run_jobs(h).await;
+    assert_eq!(report.completed, 1, "{report:?}");
+    let status: serde_json::Value = pebble
+        .client()
+        .get(format!("{}/cert-status-by-serial/{}", pebble.mgmt_url, v.serial))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["Status"], "Revoked", "{status}");
+    // Revoking again at the CA is refused with the CA's problem document.
+    assert!(
+        h.audit_actions()
+            .await
+            .iter()
+            .any(|(a, o, _)| a == "certificate.revoked_at_ca" && o == "success")
+    );
+}
+
+async fn acme_dns01_hook_issues_a_wildcard(h: &Harness) {
+    let Some(pebble) = Pebble::start(false).await else { return };
+    let hook = pebble.dns_hook("");
+    let issuer = create_issuer(
+        h,
+        "pebble-dns",
+        pebble.issuer_config("dns-01", Some(&hook)),
+        serde_json::json!({ "dns01_hook_env": { "CHALLTEST": pebble.challtest_url } }),
+    )
+    .await;
+    let (cert, job_id) = issue_via(h, &issuer.id, "wild.example.com", &["*.wild.example.com"]).await;
+    let report = run_jobs(h).await;
+    let j = job(h, &job_id).await;
+    assert_eq!(j.status, JobStatus::Completed, "{report:?} {j:?}");
+    let v = versions(h, &cert).await.remove(0);
+    openssl_verify(&pebble.issuing_root().await, &v.chain_pem, &v.cert_pem);
+    let text = sh("openssl", &["x509", "-noout", "-ext", "subjectAltName", "-in", &{
+        let p = pebble.dir.path().join("wild.pem");
+        std::fs::write(&p, &v.cert_pem).expect("write");
+        p.display().to_string()
+    }]);
+    assert!(text.contains("DNS:*.wild.example.com"), "{text}");
+
+    // A hook that cannot publish fails the attempt with its own words.
+    let broken = pebble.dns_hook("echo 'DNS API said: zone not found' >&2; exit 1");
+    let issuer2 = create_issuer(
+        h,
+        "pebble-dns-broken",
+        pebble.issuer_config("dns-01", Some(&broken)),
+        serde_json::json!({}),
+    )
+    .await;
+    let (_, job_id) = issue_via(h, &issuer2.id, "nozone.example.com", &[]).await;
+    run_jobs(h).await;
+    let j = job(h, &job_id).await;
+    assert_eq!(j.status, JobStatus::Pending, "a hook failure is retried later: {j:?}");
+    assert!(
+        j.last_error.as_deref().unwrap_or_default().contains("zone not found"),
+        "{j:?}"
+    );
+}
+
+async fn acme_external_account_binding(h: &Harness) {
+    let Some(pebble) = Pebble::start(true).await else { return };
+    // Without EAB: test_issuer names the problem, and an order is refused.
+    let plain = create_issuer(h, "eab-missing", pebble.issuer_config("http-01", None), serde_json::json!({})).await;
+    let t = h
+        .done::<ops::TestIssuer>(&h.admin(), ops::IdInput { id: plain.id.clone() })
+        .await;
+    assert!(!t.ok && t.detail.contains("External Account Binding"), "{t:?}");
+    let (_, job_id) = issue_via(h, &plain.id, "noeab.example.com", &[]).await;
+    run_jobs(h).await;
+    let j = job(h, &job_id).await;
+    assert_eq!(j.status, JobStatus::Failed, "{j:?}");
+    let err = j.last_error.unwrap_or_default();
+    assert!(err.contains("the ACME CA answered") && err.contains("externalAccountRequired"), "{err}");
+
+    // With EAB: the account registers and issues.
+    let mut config = pebble.issuer_config("http-01", None);
+    config["eab_kid"] = EAB_KID.into();
+    let eab = create_issuer(h, "eab", config, serde_json::json!({ "eab_hmac_key": EAB_HMAC })).await;
+    let t = h
+        .done::<ops::TestIssuer>(&h.admin(), ops::IdInput { id: eab.id.clone() })
+        .await;
+    assert!(t.ok, "{t:?}");
+    let (cert, job_id) = issue_via(h, &eab.id, "eab.example.com", &[]).await;
+    run_jobs(h).await;
+    let j = job(h, &job_id).await;
+    assert_eq!(j.status, JobStatus::Completed, "{j:?}");
+    assert_eq!(versions(h, &cert).await.len(), 1);
+}
+
+async fn acme_order_resumes_after_the_worker_dies(h: &Harness) {
+    let Some(pebble) = Pebble::start(false).await else { return };
+    let gate = pebble.dir.path().join("release");
+    // The hook holds `present` until the test releases it, so the first
+    // worker dies with the order created and unfinished.
+    let hook = pebble.dns_hook(&format!(
+        r#"if [ "$action" = present ]; then
+  i=0; while [ ! -e "{gate}" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+fi"#,
+        gate = gate.display()
+    ));
+    let issuer = create_issuer(
+        h,
+        "pebble-resume",
+        pebble.issuer_config("dns-01", Some(&hook)),
+        serde_json::json!({ "dns01_hook_env": { "CHALLTEST": pebble.challtest_url } }),
+    )
+    .await;
+    let (cert, job_id) = issue_via(h, &issuer.id, "resume.example.com", &[]).await;
+
+    // Process A claims the job and creates the order, then dies.
+    let a = Harness::engine_on(&h.db, &h.clock, Default::default(), &h.master).await;
+    let worker = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            certctl_engine::issuers::runner::run_due(&a, "process-a", 10).await
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let order_url = loop {
+        let j = job(h, &job_id).await;
+        if let Some(u) = j.payload["connector_state"]["order_url"].as_str() {
+            break u.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no order was created: {j:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    worker.abort();
+    let _ = worker.await;
+    a.store().close().await;
+    drop(a);
+    assert_eq!(job(h, &job_id).await.status, JobStatus::Running);
+
+    // Its lease runs out; the job goes back to pending and process B resumes it.
+    h.clock.advance(certctl_engine::issuers::runner::LEASE_SECONDS + 1);
+    use certctl_engine::clock::Clock;
+    let n = h
+        .engine
+        .store()
+        .reclaim_expired_leases(h.clock.now())
+        .await
+        .expect("reclaim");
+    assert_eq!(n, 1);
+    std::fs::write(&gate, "go").expect("release");
+    let report = run_jobs(h).await;
+    let j = job(h, &job_id).await;
+    assert_eq!(j.status, JobStatus::Completed, "{report:?} {j:?}");
+    assert_eq!(
+        j.payload["connector_state"]["order_url"].as_str(),
+        Some(order_url.as_str()),
+        "the same order was completed"
+    );
+    assert_eq!(j.attempts, 2);
+    assert_eq!(versions(h, &cert).await.len(), 1);
+}
