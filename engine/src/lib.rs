@@ -18,6 +18,7 @@ pub mod error;
 pub mod ids;
 pub mod ops;
 pub mod pki;
+pub mod revocation;
 pub mod scheduler;
 pub mod store;
 

@@ -8,9 +8,14 @@
 pub mod ca;
 mod cert;
 pub mod check;
+pub mod crl;
+mod der;
 pub mod csr;
 pub mod keygen;
+pub mod ocsp;
 mod pem;
+pub mod pkcs12;
+pub mod pkcs7;
 pub mod seal;
 
 pub use ca::{

@@ -24,6 +24,7 @@ mod policies;
 mod principals;
 mod profiles;
 mod query;
+mod revocations;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -42,6 +43,7 @@ pub(crate) use issuers::IssuerRow;
 pub use jobs::{JobFilter, JobResult};
 pub use org::OrgTable;
 pub use policies::SimpleTable;
+pub use revocations::{ExportLink, NewRevocation, SerialStatus, StoredCrl};
 pub use query::{Cursor, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, page_size};
 
 use crate::error::{Error, Result};
