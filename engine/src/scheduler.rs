@@ -25,16 +25,25 @@ pub enum Loop {
     JobLeases,
     /// Mark approvals past their deadline as expired (1 min).
     ApprovalExpiry,
+    /// Re-sign CRLs that are behind or half-way to nextUpdate, and OCSP
+    /// responses before they leave the cache (1 min).
+    Revocation,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 3] = [Loop::Renewal, Loop::JobLeases, Loop::ApprovalExpiry];
+    pub const ALL: [Loop; 4] = [
+        Loop::Renewal,
+        Loop::JobLeases,
+        Loop::ApprovalExpiry,
+        Loop::Revocation,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Loop::Renewal => "renewal",
             Loop::JobLeases => "job-leases",
             Loop::ApprovalExpiry => "approval-expiry",
+            Loop::Revocation => "revocation",
         }
     }
 
@@ -44,6 +53,7 @@ impl Loop {
             Loop::Renewal => 3600,
             Loop::JobLeases => 30,
             Loop::ApprovalExpiry => 60,
+            Loop::Revocation => 60,
         }
     }
 }
@@ -184,6 +194,9 @@ impl Scheduler {
                 self.engine
                     .call::<ops::ExpireApprovals>(&system, Default::default())
                     .await?;
+            }
+            Loop::Revocation => {
+                self.engine.refresh_revocation_data().await?;
             }
             Loop::Renewal => {
                 let horizon = now + self.renew_before_days * 86400;

@@ -46,3 +46,6 @@ CREATE TABLE export_links (
     expires_at     BIGINT NOT NULL,
     used_at        BIGINT
 );
+
+-- EST re-enrollment finds the version a client presents by its fingerprint.
+CREATE INDEX certificate_versions_fingerprint ON certificate_versions(fingerprint);

@@ -46,3 +46,6 @@ CREATE TABLE export_links (
     expires_at     INTEGER NOT NULL,
     used_at        INTEGER
 );
+
+-- EST re-enrollment finds the version a client presents by its fingerprint.
+CREATE INDEX certificate_versions_fingerprint ON certificate_versions(fingerprint);

@@ -70,15 +70,21 @@ macro_rules! operation {
 mod admin;
 mod approvals;
 mod certificates;
+mod enrollment;
+mod export;
 mod inventory;
 mod issuers;
 mod registry;
+mod revocation;
 
 pub use admin::*;
 pub use approvals::*;
 pub use certificates::*;
 pub use inventory::*;
 pub use issuers::*;
+pub use enrollment::*;
+pub use export::*;
+pub use revocation::*;
 pub use registry::{DynOperation, catalogue, find};
 
 use std::future::Future;

@@ -177,6 +177,11 @@ pub fn catalogue() -> &'static [Box<dyn DynOperation>] {
             ListPrincipals,
             CreatePrincipal,
             RevokePrincipal,
+            BulkRevokeCertificates,
+            ExportCertificate,
+            CreateExportLink,
+            EnrollCertificate,
+            ReenrollCertificate,
         ]
     })
 }

@@ -104,6 +104,19 @@ impl Tx {
         Ok(ids)
     }
 
+    /// The certificate and version ids of the version with this fingerprint.
+    pub async fn version_by_fingerprint(&mut self, fingerprint: &str) -> Result<Option<(String, String)>> {
+        let row: Option<(String, String)> = with_tx!(self, |c| {
+            sqlx::query_as(
+                "SELECT certificate_id, id FROM certificate_versions WHERE fingerprint = $1",
+            )
+            .bind(fingerprint)
+            .fetch_optional(c)
+            .await?
+        });
+        Ok(row)
+    }
+
     /// The sealed private key of a version (server-side key generation only).
     pub async fn version_private_key(&mut self, version_id: &str) -> Result<Option<String>> {
         let key: Option<Option<String>> = with_tx!(self, |c| {
@@ -138,6 +151,21 @@ impl Tx {
             .await?;
         });
         Ok(())
+    }
+
+    /// An unexpired, unused link.
+    pub async fn export_link(&mut self, token_hash: &str, now: UnixTime) -> Result<Option<ExportLink>> {
+        let row: Option<ExportLink> = with_tx!(self, |c| {
+            sqlx::query_as(
+                "SELECT certificate_id, format, principal_id, expires_at FROM export_links \
+                 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+            )
+            .bind(token_hash)
+            .bind(now)
+            .fetch_optional(c)
+            .await?
+        });
+        Ok(row)
     }
 
     /// Marks an unexpired, unused link as used and returns it; `None` when it
