@@ -12,5 +12,6 @@ mod engine {
     mod inputs;
     mod issuance;
     mod jobs;
+    mod revocation;
     mod scheduler;
 }
