@@ -407,3 +407,11 @@ fn to_crl(s: StoredCrl) -> Crl {
         entries: s.entries,
     }
 }
+
+impl Engine {
+    /// The PEM chain of a local issuer (issuing CA first, then its parents),
+    /// public material served by EST `/cacerts`.
+    pub async fn issuer_chain_pem(&self, issuer_id: &str) -> Result<String> {
+        Ok(self.ca_identity(issuer_id).await?.0.chain_pem())
+    }
+}
