@@ -13,11 +13,14 @@
 
 mod auth;
 pub mod client;
+mod est;
 mod health;
 mod operations;
+mod pki;
 mod problem;
 mod query;
 pub mod routes;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,6 +32,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 pub use auth::AuthMode;
+pub use est::EstConfig;
 pub use problem::{ApiError, Problem};
 pub use tokio_util::sync::CancellationToken;
 
@@ -43,6 +47,8 @@ pub struct AppState {
     /// Cancelled at shutdown: ends open MCP sessions and their event streams,
     /// which would otherwise keep the graceful shutdown waiting.
     pub shutdown: CancellationToken,
+    /// EST's issuer, profile and Basic users.
+    pub est: Arc<EstConfig>,
 }
 
 impl AppState {
@@ -52,6 +58,7 @@ impl AppState {
             engine,
             auth: AuthMode::ApiKey,
             shutdown: CancellationToken::new(),
+            est: Default::default(),
         }
     }
 }
@@ -90,9 +97,44 @@ pub fn app(state: AppState) -> Router {
         // Outside the body limit, so its bare 413 becomes a problem too.
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(problem::problemize))
-        .with_state(state)
+        .with_state(state.clone())
         .merge(mcp)
+        .merge(pki_routes(state))
         .layer(TraceLayer::new_for_http())
+}
+
+// ---------------------------------------------------------------- PKI (issue 7)
+// CRL, OCSP, export links and EST: public endpoints (EST enrollment checks
+// HTTP Basic or the TLS client certificate itself), outside the bearer
+// middleware and outside the problem+json mapping, because OCSP and EST
+// clients read their own media types. Only certificate export needs a bearer.
+fn pki_routes(state: AppState) -> Router {
+    let public = Router::new()
+        .route("/api/v1/crl/{issuer_id}", get(pki::crl))
+        .route("/api/v1/ocsp/{issuer_id}", post(pki::ocsp_post))
+        .route("/api/v1/ocsp/{issuer_id}/{request}", get(pki::ocsp_get))
+        .route(
+            "/api/v1/exports/{token}",
+            get(pki::export_link_get).post(pki::export_link_post),
+        )
+        .route("/.well-known/est/cacerts", get(est::cacerts))
+        .route("/.well-known/est/csrattrs", get(est::csrattrs))
+        .route("/.well-known/est/simpleenroll", post(est::simpleenroll))
+        .route("/.well-known/est/simplereenroll", post(est::simplereenroll))
+        .route("/.well-known/est/serverkeygen", post(est::serverkeygen));
+    let authenticated = Router::new()
+        .route(
+            "/api/v1/certificates/{id}/export",
+            post(pki::export_certificate),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_principal,
+        ));
+    public
+        .merge(authenticated)
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .with_state(state)
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets

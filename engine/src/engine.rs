@@ -29,6 +29,8 @@ pub struct Engine {
     master: MasterKey,
     /// Decrypted signing CAs by issuer id, loaded on first use.
     cas: RwLock<HashMap<String, Arc<SigningCa>>>,
+    /// CRL and OCSP caches (see `revocation.rs`).
+    revocation: crate::revocation::RevocationCaches,
 }
 
 impl std::fmt::Debug for Engine {
@@ -54,6 +56,7 @@ impl Engine {
             config,
             master,
             cas: RwLock::new(HashMap::new()),
+            revocation: Default::default(),
         });
         crate::bootstrap::ensure_defaults(&engine).await?;
         Ok(engine)
@@ -108,6 +111,10 @@ impl Engine {
             m.insert(issuer_id.to_owned(), ca.clone());
         }
         Ok(ca)
+    }
+
+    pub(crate) fn revocation_caches(&self) -> &crate::revocation::RevocationCaches {
+        &self.revocation
     }
 
     /// Runs one operation through authorization, the approval gate,

@@ -20,6 +20,7 @@ pub mod issuers;
 pub mod ops;
 pub mod pki;
 pub mod request_audit;
+pub mod revocation;
 pub mod scheduler;
 pub mod store;
 

@@ -28,6 +28,9 @@ pub enum Loop {
     /// Run due issuer jobs: issuance, renewal and revocation at external CAs
     /// (30 s). Not a singleton: every process claims jobs (skip-locked).
     Jobs,
+    /// Re-sign CRLs that are behind or half-way to nextUpdate, and OCSP
+    /// responses before they leave the cache (1 min).
+    Revocation,
 }
 
 impl Loop {
@@ -36,6 +39,7 @@ impl Loop {
         Loop::JobLeases,
         Loop::ApprovalExpiry,
         Loop::Jobs,
+        Loop::Revocation,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +48,7 @@ impl Loop {
             Loop::JobLeases => "job-leases",
             Loop::ApprovalExpiry => "approval-expiry",
             Loop::Jobs => "jobs",
+            Loop::Revocation => "revocation",
         }
     }
 
@@ -54,6 +59,7 @@ impl Loop {
             Loop::JobLeases => 30,
             Loop::ApprovalExpiry => 60,
             Loop::Jobs => 30,
+            Loop::Revocation => 60,
         }
     }
 }
@@ -208,6 +214,9 @@ impl Scheduler {
                 self.engine
                     .call::<ops::ExpireApprovals>(&system, Default::default())
                     .await?;
+            }
+            Loop::Revocation => {
+                self.engine.refresh_revocation_data().await?;
             }
             Loop::Renewal => {
                 let horizon = now + self.renew_before_days * 86400;

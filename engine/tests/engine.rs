@@ -16,5 +16,6 @@ mod engine {
     mod issuers_acme;
     mod issuers_stepca;
     mod jobs;
+    mod revocation;
     mod scheduler;
 }

@@ -1,4 +1,5 @@
-//! Certificate operations: list, get, create, update, archive, issue, renew, revoke.
+//! Certificate operations: list, get, create, update, archive, issue, renew
+//! (revocation lives in `revocation.rs`).
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -10,7 +11,7 @@ use super::{Ctx, OpMeta, Operation, Risk, Subject};
 use crate::bootstrap::{DEFAULT_PROFILE_ID, LOCAL_ISSUER_ID};
 use crate::domain::{
     CertificateVersion, EffectiveStatus, IssuerKind, Job, JobKind, JobStatus, KeygenMode,
-    LifecycleStatus, ManagedCertificate, Permission, Profile, RevocationReason, Target,
+    LifecycleStatus, ManagedCertificate, Permission, Profile, Target,
 };
 use crate::error::{Error, Result};
 use crate::pki::{self, LeafRequest, SubjectNames};
@@ -1054,138 +1055,5 @@ impl Operation for RenewCertificate {
         ctx.tx.insert_job(&job).await?;
         ctx.note("job_id", job.id.clone());
         Ok(RenewOutput { job, version })
-    }
-}
-
-// ---------------------------------------------------------------- revoke
-
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RevokeCertificateInput {
-    /// The certificate id (`mc-...`).
-    pub id: String,
-    /// RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged,
-    /// superseded, cessationOfOperation, certificateHold, privilegeWithdrawn, aACompromise.
-    #[serde(default = "unspecified")]
-    pub reason: RevocationReason,
-}
-
-fn unspecified() -> RevocationReason {
-    RevocationReason::Unspecified
-}
-
-pub struct RevokeCertificate;
-
-impl Operation for RevokeCertificate {
-    type Input = RevokeCertificateInput;
-    type Output = ManagedCertificate;
-    const META: OpMeta = OpMeta {
-        name: "revoke_certificate",
-        title: "Revoke a certificate",
-        description: "Revoke a certificate's current version with an RFC 5280 reason so relying parties stop trusting it; cannot be undone and normally needs approval.",
-        risk: Risk::Destructive,
-        permission: Permission::Write,
-        idempotent: false,
-        open_world: false,
-        resource: "certificate",
-        gateable: true,
-    };
-
-    async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
-        let c = load(ctx, &input.id).await?;
-        let targets = ctx.tx.certificate_targets(&c.id).await?;
-        let deployed = if targets.is_empty() {
-            "it is not deployed to any target".to_owned()
-        } else {
-            format!(
-                "it is deployed to {}",
-                targets
-                    .iter()
-                    .map(|t| t.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
-        Ok(Subject {
-            resource_id: Some(c.id.clone()),
-            summary: format!(
-                "Revoke certificate {} ({}, serial {}) with reason {}; {deployed}",
-                c.id,
-                c.common_name,
-                c.serial.as_deref().unwrap_or("none"),
-                input.reason.as_str()
-            ),
-            profile_requires_approval: false,
-        })
-    }
-
-    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
-        let c = load(ctx, &input.id).await?;
-        match c.status {
-            EffectiveStatus::Revoked => {
-                return Err(Error::conflict(format!(
-                    "certificate {} is already revoked",
-                    c.id
-                )));
-            }
-            EffectiveStatus::Pending | EffectiveStatus::Failed => {
-                return Err(Error::conflict(format!(
-                    "certificate {} has never been issued; there is nothing to revoke",
-                    c.id
-                )));
-            }
-            _ => {}
-        }
-        let profile = ctx.tx.profile(&c.profile_id).await?;
-        if let Some(p) = profile.filter(|p| p.short_lived) {
-            return Err(Error::policy(format!(
-                "certificate {} uses short-lived profile '{}': it is not revoked, it expires at {}",
-                c.id,
-                p.name,
-                c.not_after
-                    .map(crate::clock::to_rfc3339)
-                    .unwrap_or_default()
-            )));
-        }
-        let version_id = c
-            .current_version_id
-            .clone()
-            .ok_or_else(|| Error::internal("active certificate without a version"))?;
-        ctx.tx
-            .revoke_current(&c.id, &version_id, input.reason, ctx.now)
-            .await?;
-        // An external CA learns of it through a job: it is not called inside
-        // this transaction. certctl's own records say revoked from now on.
-        let issuer = issuer_memo(ctx, &c.issuer_id).await?;
-        if matches!(issuer.issuer.kind, IssuerKind::Acme | IssuerKind::Vault)
-            && let Some(v) = ctx.tx.version(&version_id).await?
-        {
-            let job = Job {
-                id: ctx.new_id("job"),
-                kind: JobKind::Revocation,
-                status: JobStatus::Pending,
-                certificate_id: Some(c.id.clone()),
-                target_id: None,
-                agent_id: None,
-                attempts: 0,
-                max_attempts: 5,
-                run_after: ctx.now,
-                last_error: None,
-                payload: serde_json::json!({
-                    "requested_by": ctx.principal.id,
-                    "issuer_id": c.issuer_id,
-                    "version_id": version_id,
-                    "cert_pem": v.cert_pem,
-                    "reason": input.reason,
-                }),
-                created_at: ctx.now,
-                updated_at: ctx.now,
-            };
-            ctx.tx.insert_job(&job).await?;
-            ctx.note("ca_revocation_job_id", job.id.clone());
-        }
-        ctx.note("reason", input.reason.as_str());
-        ctx.note("serial", c.serial.clone().unwrap_or_default());
-        load(ctx, &input.id).await
     }
 }

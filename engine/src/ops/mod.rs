@@ -75,11 +75,14 @@ mod agents_work;
 mod approvals;
 mod certificates;
 mod import;
+mod enrollment;
+mod export;
 mod inventory;
 mod issuers;
 mod job_decisions;
 mod registry;
 mod stats;
+mod revocation;
 
 pub use admin::*;
 pub use agents_work::*;
@@ -91,6 +94,9 @@ pub use issuers::*;
 pub use job_decisions::*;
 pub use listing::*;
 pub use stats::*;
+pub use enrollment::*;
+pub use export::*;
+pub use revocation::*;
 pub use registry::{DynOperation, catalogue, find};
 
 use std::future::Future;

@@ -188,6 +188,11 @@ pub fn catalogue() -> &'static [Box<dyn DynOperation>] {
             GetExpirationTimeline,
             GetJobTrends,
             GetIssuanceRate,
+            BulkRevokeCertificates,
+            ExportCertificate,
+            CreateExportLink,
+            EnrollCertificate,
+            ReenrollCertificate,
         ]
     })
 }

@@ -447,6 +447,37 @@ impl SigningCa {
     pub fn not_after(&self) -> i64 {
         self.not_after
     }
+
+    /// Signs `message` with the issuing key (CRLs and OCSP responses).
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
+        use rcgen::SigningKey;
+        self.issuer
+            .key()
+            .sign(message)
+            .map_err(|e| Error::internal(format!("signing with the CA key failed: {e}")))
+    }
+
+    /// DER of the AlgorithmIdentifier of [`SigningCa::sign`]'s signatures.
+    pub fn signature_algorithm_der(&self) -> Result<&'static [u8]> {
+        let alg = self.issuer.key().algorithm();
+        if alg == &PKCS_ECDSA_P256_SHA256 {
+            // ecdsa-with-SHA256
+            Ok(&[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02])
+        } else if alg == &PKCS_ECDSA_P384_SHA384 {
+            // ecdsa-with-SHA384
+            Ok(&[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03])
+        } else if alg == &PKCS_RSA_SHA256 {
+            // sha256WithRSAEncryption, NULL parameters
+            Ok(&[
+                0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05,
+                0x00,
+            ])
+        } else if alg == &PKCS_ED25519 {
+            Ok(&[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70])
+        } else {
+            Err(Error::internal("the CA key's signature algorithm is not supported for CRLs and OCSP"))
+        }
+    }
 }
 
 /// A public key taken from a CSR, in the form rcgen writes into a

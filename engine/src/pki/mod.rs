@@ -8,9 +8,14 @@
 pub mod ca;
 pub(crate) mod cert;
 pub mod check;
+pub mod crl;
+mod der;
 pub mod csr;
 pub mod keygen;
 pub(crate) mod pem;
+pub mod ocsp;
+pub mod pkcs12;
+pub mod pkcs7;
 pub mod seal;
 
 pub use ca::{

@@ -178,7 +178,7 @@ impl CertificateSort {
 }
 
 impl CertificateFilter {
-    fn apply(&self, w: &mut Where, view: StatusView) {
+    pub(crate) fn apply(&self, w: &mut Where, view: StatusView) {
         if let Some(status) = self.status {
             let now = view.now;
             let soon = view.now.saturating_add(view.expiring_window);

@@ -26,6 +26,7 @@ mod principals;
 mod profiles;
 mod query;
 mod work;
+mod revocations;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -44,6 +45,7 @@ pub(crate) use issuers::IssuerRow;
 pub use jobs::{JobFilter, JobResult};
 pub use org::OrgTable;
 pub use policies::SimpleTable;
+pub use revocations::{ExportLink, NewRevocation, SerialStatus, StoredCrl};
 pub use query::{Cursor, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, page_size};
 pub use work::WorkItem;
 

@@ -1,0 +1,202 @@
+//! Enrollment from a CSR alone, as EST (RFC 7030) does it: `enroll_certificate`
+//! creates the managed certificate from the CSR's names and issues it in one
+//! transaction (so a refused CSR leaves nothing behind); `reenroll_certificate`
+//! renews the certificate the client proves it holds.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::certificates::{
+    CreateCertificate, CreateCertificateInput, IssueOutput, issue_version, load,
+};
+use super::{Ctx, OpMeta, Operation, Risk, Subject};
+use crate::bootstrap::{DEFAULT_PROFILE_ID, LOCAL_ISSUER_ID};
+use crate::domain::{EffectiveStatus, Permission};
+use crate::error::{Error, Result};
+use crate::pki;
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollCertificateInput {
+    /// PKCS#10 CSR, PEM or base64 DER. Its CN and DNS/IP SANs name the certificate.
+    pub csr_pem: String,
+    /// Issuer id; defaults to the local CA.
+    #[serde(default)]
+    pub issuer_id: Option<String>,
+    /// Profile id; defaults to `prof-default`.
+    #[serde(default)]
+    pub profile_id: Option<String>,
+    /// Environment label.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Free-form labels (EST adds `{"enrolled_via": "est"}`).
+    #[serde(default)]
+    pub labels: serde_json::Map<String, serde_json::Value>,
+}
+
+pub struct EnrollCertificate;
+
+/// The common name and SANs a CSR asks for.
+fn names_of(csr: &pki::ParsedCsr) -> Result<(String, Vec<String>)> {
+    let mut sans: Vec<String> = csr.names.dns.iter().map(|d| d.to_ascii_lowercase()).collect();
+    sans.extend(csr.names.ips.iter().map(|ip| ip.to_string()));
+    let cn = csr
+        .common_name
+        .as_ref()
+        .map(|c| c.trim().to_ascii_lowercase())
+        .filter(|c| !c.is_empty())
+        .or_else(|| sans.first().cloned())
+        .ok_or_else(|| {
+            Error::invalid("the CSR names nothing: give it a common name or DNS/IP subjectAltNames")
+        })?;
+    Ok((cn, sans))
+}
+
+impl Operation for EnrollCertificate {
+    type Input = EnrollCertificateInput;
+    type Output = IssueOutput;
+    const META: OpMeta = OpMeta {
+        name: "enroll_certificate",
+        title: "Enroll a certificate from a CSR",
+        description: "Create and issue a certificate in one step from a CSR's own names (EST simpleenroll), checked against the profile; may require approval.",
+        risk: Risk::Write,
+        permission: Permission::Write,
+        idempotent: false,
+        open_world: false,
+        resource: "certificate",
+        gateable: true,
+    };
+
+    fn prepare(input: &Self::Input, memo: &mut super::Memo) -> Result<()> {
+        memo.csr = Some((input.csr_pem.clone(), pki::parse_csr(&input.csr_pem)?));
+        Ok(())
+    }
+
+    async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
+        let (cn, _) = match ctx.memo.csr.as_ref() {
+            Some((_, csr)) => names_of(csr)?,
+            None => names_of(&pki::parse_csr(&input.csr_pem)?)?,
+        };
+        let profile_id = input.profile_id.as_deref().unwrap_or(DEFAULT_PROFILE_ID);
+        let profile = ctx
+            .tx
+            .profile(profile_id)
+            .await?
+            .ok_or_else(|| Error::invalid(format!("unknown profile_id '{profile_id}'")))?;
+        Ok(Subject {
+            resource_id: None,
+            summary: format!(
+                "Enroll a certificate for {cn} from issuer {} under profile {profile_id}",
+                input.issuer_id.as_deref().unwrap_or(LOCAL_ISSUER_ID)
+            ),
+            profile_requires_approval: profile.requires_approval,
+        })
+    }
+
+    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+        let csr = match ctx.memo.csr.as_ref() {
+            Some((text, csr)) if *text == input.csr_pem => csr.clone(),
+            _ => pki::parse_csr(&input.csr_pem)?,
+        };
+        let (common_name, sans) = names_of(&csr)?;
+        let create = CreateCertificateInput {
+            common_name,
+            sans,
+            name: None,
+            environment: input.environment,
+            issuer_id: input.issuer_id,
+            profile_id: input.profile_id,
+            owner_id: None,
+            team_id: None,
+            renewal_policy_id: None,
+            labels: input.labels,
+            target_ids: Vec::new(),
+        };
+        let cert = CreateCertificate::execute(ctx, create).await?;
+        ctx.memo.csr = Some((input.csr_pem.clone(), csr));
+        let (certificate, version) = issue_version(ctx, cert, Some(&input.csr_pem), None).await?;
+        Ok(IssueOutput {
+            certificate,
+            version,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReenrollCertificateInput {
+    /// The certificate the client holds now (PEM or base64 DER); EST takes it
+    /// from the client's TLS certificate.
+    pub current_cert_pem: String,
+    /// The new CSR; it may name only names of the current certificate.
+    pub csr_pem: String,
+}
+
+pub struct ReenrollCertificate;
+
+impl ReenrollCertificate {
+    async fn current(ctx: &mut Ctx<'_>, input: &ReenrollCertificateInput) -> Result<String> {
+        let presented = pki::parse_certificate_pem(&input.current_cert_pem)?;
+        let (certificate_id, version_id) = ctx
+            .tx
+            .version_by_fingerprint(&presented.fingerprint_sha256)
+            .await?
+            .ok_or_else(|| {
+                Error::forbidden("the presented certificate was not issued by certctl")
+            })?;
+        let cert = load(ctx, &certificate_id).await?;
+        if cert.current_version_id.as_deref() != Some(version_id.as_str()) {
+            return Err(Error::forbidden(
+                "the presented certificate has been superseded; re-enroll with the current one",
+            ));
+        }
+        match cert.status {
+            EffectiveStatus::Revoked => Err(Error::forbidden("the presented certificate is revoked")),
+            EffectiveStatus::Expired => Err(Error::forbidden("the presented certificate has expired")),
+            EffectiveStatus::Archived => Err(Error::forbidden("the certificate is archived")),
+            _ => Ok(certificate_id),
+        }
+    }
+}
+
+impl Operation for ReenrollCertificate {
+    type Input = ReenrollCertificateInput;
+    type Output = IssueOutput;
+    const META: OpMeta = OpMeta {
+        name: "reenroll_certificate",
+        title: "Re-enroll a certificate",
+        description: "Renew the certificate a client currently holds from a new CSR with the same names (EST simplereenroll); may require approval.",
+        risk: Risk::Write,
+        permission: Permission::Write,
+        idempotent: false,
+        open_world: false,
+        resource: "certificate",
+        gateable: true,
+    };
+
+    fn prepare(input: &Self::Input, memo: &mut super::Memo) -> Result<()> {
+        memo.csr = Some((input.csr_pem.clone(), pki::parse_csr(&input.csr_pem)?));
+        Ok(())
+    }
+
+    async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
+        let id = Self::current(ctx, input).await?;
+        let c = load(ctx, &id).await?;
+        let profile = ctx.tx.profile(&c.profile_id).await?;
+        Ok(Subject {
+            resource_id: Some(id.clone()),
+            summary: format!("Re-enroll certificate {id} ({})", c.common_name),
+            profile_requires_approval: profile.is_some_and(|p| p.requires_approval),
+        })
+    }
+
+    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+        let id = Self::current(ctx, &input).await?;
+        let cert = load(ctx, &id).await?;
+        let (certificate, version) = issue_version(ctx, cert, Some(&input.csr_pem), None).await?;
+        Ok(IssueOutput {
+            certificate,
+            version,
+        })
+    }
+}
