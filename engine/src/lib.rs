@@ -16,6 +16,7 @@ pub mod domain;
 mod engine;
 pub mod error;
 pub mod ids;
+pub mod notify;
 pub mod ops;
 pub mod pki;
 pub mod scheduler;
