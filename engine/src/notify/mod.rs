@@ -30,7 +30,7 @@ use crate::domain::{
     ChannelKind, EventKind, ManagedCertificate, Notification, NotificationRule,
     NotificationStatus, RenewalPolicy,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ops::Ctx;
 use crate::store::{ChannelRecord, DeliveryResult, EventRow, NewEvent, Tx};
 
@@ -426,8 +426,8 @@ fn rule_matches(rule: &NotificationRule, e: &EventRow, kind: EventKind) -> bool 
 }
 
 /// Routes up to `limit` new events into deliveries. Returns how many
-/// deliveries were queued.
-pub async fn route(engine: &Engine, now: UnixTime, limit: i64) -> Result<u64> {
+/// events it routed (fewer than `limit`: none are left).
+pub async fn route(engine: &Engine, now: UnixTime, limit: i64) -> Result<i64> {
     let mut tx = engine.store().begin_write().await?;
     let events = tx.unrouted_events(limit).await?;
     if events.is_empty() {
@@ -441,7 +441,7 @@ pub async fn route(engine: &Engine, now: UnixTime, limit: i64) -> Result<u64> {
         .map(|c| (c.channel.id.clone(), c))
         .collect();
     let max_attempts = engine.config().notifications.max_attempts.max(1);
-    let mut queued = 0;
+    let mut queued = 0_u64;
     for e in &events {
         let Some(kind) = EventKind::parse(&e.kind) else {
             tx.mark_event_routed(&e.id, now).await?;
@@ -512,7 +512,10 @@ pub async fn route(engine: &Engine, now: UnixTime, limit: i64) -> Result<u64> {
         tx.mark_event_routed(&e.id, now).await?;
     }
     tx.commit().await?;
-    Ok(queued)
+    if queued > 0 {
+        tracing::debug!(events = events.len(), deliveries = queued, "events routed");
+    }
+    Ok(events.len() as i64)
 }
 
 // ---------------------------------------------------------------- delivery
@@ -549,18 +552,17 @@ pub async fn deliver(engine: &Engine, owner: &str, now: UnixTime) -> Result<Deli
             let outcome = match note.channel_id.as_deref() {
                 Some(id) => match engine.store().channel_record(id).await? {
                     Some(ch) if ch.channel.enabled => send_one(engine, &ch, &note).await,
-                    Some(_) => Err(Error::conflict("the channel is disabled")),
-                    None => Err(Error::not_found("notification_channel", id)),
+                    Some(_) => Err("the channel is disabled".to_owned()),
+                    None => Err(format!("channel {id} no longer exists")),
                 },
-                None => Err(Error::invalid("the notification has no channel")),
+                None => Err("the notification has no channel".to_owned()),
             };
             let result = match outcome {
                 Ok(()) => {
                     report.sent += 1;
                     DeliveryResult::Sent
                 }
-                Err(e) => {
-                    let error = e.to_string();
+                Err(error) => {
                     tracing::warn!(notification = %note.id, attempt = note.attempts, %error, "notification delivery failed");
                     if note.attempts >= note.max_attempts {
                         report.dead_lettered += 1;
@@ -586,12 +588,13 @@ pub async fn deliver(engine: &Engine, owner: &str, now: UnixTime) -> Result<Deli
     Ok(report)
 }
 
-async fn send_one(engine: &Engine, ch: &ChannelRecord, note: &Notification) -> Result<()> {
+async fn send_one(engine: &Engine, ch: &ChannelRecord, note: &Notification) -> send::SendResult {
     let secret = match &ch.secret_sealed {
         Some(s) => Some(
             engine
                 .master_key()
-                .open(s, &secret_context(&ch.channel.id))?,
+                .open(s, &secret_context(&ch.channel.id))
+                .map_err(|_| "the channel secret cannot be opened with this master key".to_owned())?,
         ),
         None => None,
     };
@@ -605,7 +608,7 @@ async fn send_one(engine: &Engine, ch: &ChannelRecord, note: &Notification) -> R
         send::send(&ch.channel, secret.as_deref(), note, sent_at),
     )
     .await
-    .map_err(|_| Error::internal(format!("no answer within {}s", timeout.as_secs())))?
+    .map_err(|_| format!("no answer within {}s", timeout.as_secs()))?
 }
 
 /// The additional data a channel secret is sealed with: the channel id, so

@@ -13,8 +13,23 @@ use crate::clock::UnixTime;
 use crate::domain::{ChannelKind, ChannelSettings, Notification, NotificationChannel, SmtpSecurity};
 use crate::error::{Error, Result};
 
+/// A failed attempt, with a message worth storing as `last_error`.
+pub type SendResult = std::result::Result<(), String>;
+
 /// Sends one delivery over its channel.
 pub async fn send(
+    channel: &NotificationChannel,
+    secret: Option<&str>,
+    n: &Notification,
+    now: UnixTime,
+) -> SendResult {
+    inner(channel, secret, n, now).await.map_err(|e| match e {
+        Error::Internal(m) => m,
+        other => other.to_string(),
+    })
+}
+
+async fn inner(
     channel: &NotificationChannel,
     secret: Option<&str>,
     n: &Notification,

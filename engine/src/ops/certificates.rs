@@ -796,6 +796,8 @@ pub(crate) async fn issue_version(
         private_key_sealed: sealed_key,
         created_at: ctx.now,
     };
+    // A certificate that had a version is being renewed (for notifications).
+    let renewed = cert.current_version_id.is_some();
     ctx.tx.insert_version(&new).await?;
     ctx.audit_resource_id = Some(cert.id.clone());
     ctx.note("serial", new.serial.clone());
@@ -834,6 +836,8 @@ pub(crate) async fn issue_version(
         revocation_reason: None,
         created_at: new.created_at,
     };
+    // Next renewal time, and the `renewed` event, in this transaction.
+    crate::notify::after_issue(ctx, renewed, &cert, &version).await?;
     Ok((cert, version))
 }
 
@@ -1028,6 +1032,7 @@ impl Operation for RevokeCertificate {
             .await?;
         ctx.note("reason", input.reason.as_str());
         ctx.note("serial", c.serial.clone().unwrap_or_default());
+        crate::notify::after_revoke(ctx, &c, input.reason.as_str()).await?;
         load(ctx, &input.id).await
     }
 }

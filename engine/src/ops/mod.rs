@@ -72,6 +72,7 @@ mod approvals;
 mod certificates;
 mod inventory;
 mod issuers;
+mod notifications;
 mod registry;
 
 pub use admin::*;
@@ -79,6 +80,7 @@ pub use approvals::*;
 pub use certificates::*;
 pub use inventory::*;
 pub use issuers::*;
+pub use notifications::*;
 pub use registry::{DynOperation, catalogue, find};
 
 use std::future::Future;

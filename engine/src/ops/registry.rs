@@ -177,6 +177,17 @@ pub fn catalogue() -> &'static [Box<dyn DynOperation>] {
             ListPrincipals,
             CreatePrincipal,
             RevokePrincipal,
+            ListNotificationChannels,
+            CreateNotificationChannel,
+            UpdateNotificationChannel,
+            DeleteNotificationChannel,
+            ListNotificationRules,
+            CreateNotificationRule,
+            UpdateNotificationRule,
+            DeleteNotificationRule,
+            ListNotifications,
+            RetryNotification,
+            SendTestNotification,
         ]
     })
 }

@@ -201,6 +201,11 @@ impl Store {
                 })
             }
         };
+        if n == 1
+            && let JobResult::Failed(error) = result
+        {
+            notify_if_failed(&mut tx, id, error, now).await?;
+        }
         tx.commit().await?;
         Ok(n == 1)
     }
@@ -238,6 +243,27 @@ impl Store {
         });
         tx.commit().await?;
         Ok(n)
+    }
+}
+
+/// A renewal or deployment job that failed for good notifies its owners,
+/// in the transaction that failed it.
+async fn notify_if_failed(tx: &mut Tx, id: &str, error: &str, now: i64) -> Result<()> {
+    let Some(job) = tx.job(id).await? else {
+        return Ok(());
+    };
+    if job.status != JobStatus::Failed {
+        return Ok(());
+    }
+    match (job.kind, job.certificate_id.as_deref()) {
+        (JobKind::Renewal, Some(cert)) => {
+            crate::notify::renewal_failed(tx, now, cert, error, format!("renewal_failed:{id}"))
+                .await
+        }
+        (JobKind::Deployment, cert) => {
+            crate::notify::deployment_failed(tx, now, id, cert, error).await
+        }
+        _ => Ok(()),
     }
 }
 
