@@ -12,5 +12,7 @@ mod engine {
     mod inputs;
     mod issuance;
     mod jobs;
+    mod notifications;
+    pub mod receiver;
     mod scheduler;
 }

@@ -298,8 +298,8 @@ pub(crate) async fn deployment_failed(
 ///
 /// With a renewal policy: at `renew_at_fraction` of the lifetime, or
 /// `renew_before_days` before expiry (the fraction wins when both are set).
-/// Without one: `default_before_days` before expiry, but never before the
-/// lifetime's midpoint. Then jitter moves the time *earlier* by up to
+/// Without one: `default_before_days` before expiry (the original
+/// certctl's 30 days). Never before `not_before`. Then jitter moves the time *earlier* by up to
 /// `jitter_percent` of the renewal window (from the due time to expiry), by
 /// an amount derived from the certificate id, so a fleet issued at once
 /// renews spread out, and every replica computes the same time.
@@ -324,7 +324,7 @@ pub fn renew_after(
             (base, p.jitter_percent)
         }
         None => (
-            (not_after - default_before_days * 86400).max(not_before + lifetime / 2),
+            not_after - default_before_days * 86400,
             default_jitter_percent,
         ),
     };
@@ -651,11 +651,9 @@ mod tests {
         // 10 days before expiry.
         let p = policy(None, Some(10), 0);
         assert_eq!(renew_after("mc-a", 0, 90 * day, Some(&p), 30, 10), 80 * day);
-        // Default: 30 days before, but not before the midpoint of a 47-day lifetime.
-        assert_eq!(
-            renew_after("mc-a", 0, 47 * day, None, 30, 0),
-            47 * day / 2
-        );
+        // Default: 30 days before expiry, never before issuance.
+        assert_eq!(renew_after("mc-a", 0, 47 * day, None, 30, 0), 17 * day);
+        assert_eq!(renew_after("mc-a", 0, 20 * day, None, 30, 0), 0);
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub fn wall_clock_now() -> i64 {
         .unwrap_or(0)
 }
 
-fn peers_required() -> bool {
+pub fn peers_required() -> bool {
     std::env::var_os("CI").is_some() || std::env::var("CERTCTL_REQUIRE_PEERS").as_deref() == Ok("1")
 }
 
