@@ -341,6 +341,41 @@ pub fn renew_after(
     (base - offset).max(not_before)
 }
 
+/// Recomputes `renew_after` when the timing rules change: for one
+/// certificate (its renewal policy changed) or for every certificate under
+/// a renewal policy (the policy changed).
+pub(crate) async fn reschedule(
+    ctx: &mut Ctx<'_>,
+    certificate_id: Option<&str>,
+    policy_id: Option<&str>,
+) -> Result<u64> {
+    let rows = ctx.tx.renewal_inputs(certificate_id, policy_id).await?;
+    let mut policies: HashMap<String, Option<RenewalPolicy>> = HashMap::new();
+    let cfg = ctx.engine.config().scheduler.clone();
+    for (id, not_before, not_after, pid) in &rows {
+        let policy = match pid {
+            Some(p) => {
+                if !policies.contains_key(p) {
+                    let loaded = ctx.tx.renewal_policy(p).await?;
+                    policies.insert(p.clone(), loaded);
+                }
+                policies[p].clone()
+            }
+            None => None,
+        };
+        let at = renew_after(
+            id,
+            *not_before,
+            *not_after,
+            policy.as_ref(),
+            cfg.renew_before_days,
+            cfg.renew_jitter_percent,
+        );
+        ctx.tx.set_renew_after(id, at).await?;
+    }
+    Ok(rows.len() as u64)
+}
+
 // ---------------------------------------------------------------- expiry warnings
 
 /// Announces certificates entering an expiry threshold: one event per

@@ -531,6 +531,9 @@ impl Operation for UpdateCertificate {
         ctx.tx
             .update_certificate(&input.id, &patch, ctx.now)
             .await?;
+        if patch.renewal_policy_id.is_some() {
+            crate::notify::reschedule(ctx, Some(&input.id), None).await?;
+        }
         load(ctx, &input.id).await
     }
 }

@@ -745,6 +745,39 @@ impl Tx {
         Ok(())
     }
 
+    /// Active certificates to reschedule: one, or all under a renewal
+    /// policy. Returns (id, not_before, not_after, renewal_policy_id).
+    #[allow(clippy::type_complexity)] // plain rows
+    pub async fn renewal_inputs(
+        &mut self,
+        certificate_id: Option<&str>,
+        policy_id: Option<&str>,
+    ) -> Result<Vec<(String, i64, i64, Option<String>)>> {
+        let rows = with_tx!(self, |c| {
+            sqlx::query_as(
+                "SELECT id, not_before, not_after, renewal_policy_id FROM certificates \
+                 WHERE status = 'active' AND not_before IS NOT NULL \
+                 AND ($1 IS NULL OR id = $1) AND ($2 IS NULL OR renewal_policy_id = $2)",
+            )
+            .bind(certificate_id)
+            .bind(policy_id)
+            .fetch_all(c)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    pub async fn set_renew_after(&mut self, certificate_id: &str, at: UnixTime) -> Result<()> {
+        with_tx!(self, |c| {
+            sqlx::query("UPDATE certificates SET renew_after = $1 WHERE id = $2")
+                .bind(at)
+                .bind(certificate_id)
+                .execute(c)
+                .await?;
+        });
+        Ok(())
+    }
+
     pub async fn mark_expiry_warned(&mut self, certificate_id: &str, days: i64) -> Result<()> {
         with_tx!(self, |c| {
             sqlx::query("UPDATE certificates SET expiry_warned_days = $1 WHERE id = $2")

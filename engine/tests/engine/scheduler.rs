@@ -393,6 +393,37 @@ async fn renewal_policy_fraction_decides_when_renewal_is_due(h: &Harness) {
     h.clock.advance(86400 + 120);
     assert_eq!(s.run_once(Loop::Renewal, h.engine.now()).await, TickOutcome::Ran);
     assert_eq!(renewal_jobs(h, &c.id).await, vec![JobStatus::AwaitingCsr]);
+
+    // Changing the policy reschedules the certificates under it.
+    let d = h
+        .done::<ops::CreateCertificate>(
+            &h.admin(),
+            serde_json::from_value(serde_json::json!({
+                "common_name": "quarter.example.com", "renewal_policy_id": policy.id
+            }))
+            .expect("input"),
+        )
+        .await;
+    h.done::<ops::IssueCertificate>(
+        &h.admin(),
+        ops::IssueCertificateInput {
+            id: d.id.clone(),
+            csr_pem: Some(csr(KeyAlgorithm::EcdsaP256, "quarter.example.com", &[])),
+            ttl_seconds: Some(40 * 86400),
+        },
+    )
+    .await;
+    h.done::<ops::UpdateRenewalPolicy>(
+        &h.admin(),
+        serde_json::from_value(serde_json::json!({
+            "id": policy.id, "name": "quarter", "renew_at_fraction": 0.25, "jitter_percent": 0
+        }))
+        .expect("input"),
+    )
+    .await;
+    h.clock.advance(10 * 86400 + 120);
+    assert_eq!(s.run_once(Loop::Renewal, h.engine.now()).await, TickOutcome::Ran);
+    assert_eq!(renewal_jobs(h, &d.id).await, vec![JobStatus::AwaitingCsr]);
 }
 
 async fn issue_secs(h: &Harness, cn: &str, secs: i64, profile: Option<&str>) -> String {
