@@ -445,7 +445,10 @@ impl Scheduler {
             .expire_short_lived(now, &profiles, max_ttl)
             .await?;
         if !expired.is_empty() {
-            tracing::info!(certificates = expired.len(), "short-lived certificates expired");
+            tracing::info!(
+                certificates = expired.len(),
+                "short-lived certificates expired"
+            );
         }
         Ok(())
     }

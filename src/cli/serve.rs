@@ -201,9 +201,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<Exit
         engine.clone(),
         owner,
     ));
-    let grace = std::time::Duration::from_secs(
-        u64::try_from(shutdown_timeout).unwrap_or(30),
-    );
+    let grace = std::time::Duration::from_secs(u64::try_from(shutdown_timeout).unwrap_or(30));
     let scheduler = tokio::spawn(scheduler.run(cancel.clone().cancelled_owned(), grace));
     let router = certctl_api::app(AppState {
         engine,

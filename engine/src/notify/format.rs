@@ -335,7 +335,10 @@ mod tests {
 
     #[test]
     fn pagerduty_triggers_then_resolves_one_key() {
-        let warn = note("expiring_soon", json!({ "threshold_days": 7, "common_name": "a" }));
+        let warn = note(
+            "expiring_soon",
+            json!({ "threshold_days": 7, "common_name": "a" }),
+        );
         let r = pagerduty(None, "rk", &warn);
         assert_eq!(r.url, PAGERDUTY_DEFAULT_URL);
         let b: Value = serde_json::from_str(&r.body).expect("json");
@@ -355,6 +358,9 @@ mod tests {
         let b: Value = serde_json::from_str(&r.body).expect("json");
         assert_eq!(b["message"].as_str().map(|s| s.chars().count()), Some(130));
         assert_eq!(r.url, "http://127.0.0.1:1/v2/alerts");
-        assert!(r.headers.contains(&("Authorization".into(), "GenieKey key".into())));
+        assert!(
+            r.headers
+                .contains(&("Authorization".into(), "GenieKey key".into()))
+        );
     }
 }

@@ -27,8 +27,8 @@ use std::collections::HashMap;
 use crate::Engine;
 use crate::clock::{Clock, UnixTime};
 use crate::domain::{
-    ChannelKind, EventKind, ManagedCertificate, Notification, NotificationRule,
-    NotificationStatus, RenewalPolicy,
+    ChannelKind, EventKind, ManagedCertificate, Notification, NotificationRule, NotificationStatus,
+    RenewalPolicy,
 };
 use crate::error::Result;
 use crate::ops::Ctx;
@@ -389,10 +389,7 @@ pub async fn warn_expiring(engine: &Engine, now: UnixTime) -> Result<u64> {
     let mut stored = 0;
     for days in thresholds.iter().copied().filter(|d| *d > 0) {
         loop {
-            let rows = engine
-                .store()
-                .certificates_to_warn(now, days, 500)
-                .await?;
+            let rows = engine.store().certificates_to_warn(now, days, 500).await?;
             if rows.is_empty() {
                 break;
             }
@@ -413,7 +410,11 @@ pub async fn warn_expiring(engine: &Engine, now: UnixTime) -> Result<u64> {
                     now,
                     EventKind::ExpiringSoon,
                     Some(&facts),
-                    format!("Certificate {} expires in {} days", r.common_name, left / 86400),
+                    format!(
+                        "Certificate {} expires in {} days",
+                        r.common_name,
+                        left / 86400
+                    ),
                     format!(
                         "Certificate {} ({}, serial {}) expires at {} (within {days} days).",
                         r.common_name,
@@ -503,7 +504,10 @@ pub async fn route(engine: &Engine, now: UnixTime, limit: i64) -> Result<i64> {
                     to.push(mail.clone());
                 }
             }
-            match per_channel.iter_mut().find(|(id, _)| *id == rule.channel_id) {
+            match per_channel
+                .iter_mut()
+                .find(|(id, _)| *id == rule.channel_id)
+            {
                 Some((_, list)) => list.extend(to),
                 None => per_channel.push((rule.channel_id.clone(), to)),
             }
@@ -607,7 +611,11 @@ pub async fn deliver(engine: &Engine, owner: &str, now: UnixTime) -> Result<Deli
                     DeliveryResult::Failed {
                         error,
                         retry_at: now
-                            + backoff(note.attempts, cfg.backoff_base_seconds, cfg.backoff_max_seconds),
+                            + backoff(
+                                note.attempts,
+                                cfg.backoff_base_seconds,
+                                cfg.backoff_max_seconds,
+                            ),
                     }
                 }
             };
@@ -629,14 +637,17 @@ async fn send_one(engine: &Engine, ch: &ChannelRecord, note: &Notification) -> s
             engine
                 .master_key()
                 .open(s, &secret_context(&ch.channel.id))
-                .map_err(|_| "the channel secret cannot be opened with this master key".to_owned())?,
+                .map_err(|_| {
+                    "the channel secret cannot be opened with this master key".to_owned()
+                })?,
         ),
         None => None,
     };
     let secret = secret
         .as_ref()
         .map(|s| String::from_utf8_lossy(s).into_owned());
-    let timeout = std::time::Duration::from_secs(engine.config().notifications.send_timeout_seconds);
+    let timeout =
+        std::time::Duration::from_secs(engine.config().notifications.send_timeout_seconds);
     let sent_at = engine.now();
     tokio::time::timeout(
         timeout,

@@ -10,7 +10,9 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::format::{self, HttpRequest};
 use crate::clock::UnixTime;
-use crate::domain::{ChannelKind, ChannelSettings, Notification, NotificationChannel, SmtpSecurity};
+use crate::domain::{
+    ChannelKind, ChannelSettings, Notification, NotificationChannel, SmtpSecurity,
+};
 use crate::error::{Error, Result};
 
 /// A failed attempt, with a message worth storing as `last_error`.
@@ -96,9 +98,7 @@ async fn post(r: &HttpRequest) -> Result<()> {
     } else {
         let text = resp.text().await.unwrap_or_default();
         let text: String = text.chars().take(200).collect();
-        Err(Error::internal(format!(
-            "{host} answered {status}: {text}"
-        )))
+        Err(Error::internal(format!("{host} answered {status}: {text}")))
     }
 }
 
@@ -129,7 +129,12 @@ async fn email(s: &ChannelSettings, password: Option<&str>, n: &Notification) ->
         .subject(&n.subject)
         .header(ContentType::TEXT_PLAIN);
     let mut any = false;
-    for to in n.recipient.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+    for to in n
+        .recipient
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
         msg = msg.to(mailbox(to)?);
         any = true;
     }
@@ -146,9 +151,9 @@ async fn email(s: &ChannelSettings, password: Option<&str>, n: &Notification) ->
     let builder = match s.smtp_security {
         SmtpSecurity::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host),
         SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
-        SmtpSecurity::InsecurePlain => {
-            Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host))
-        }
+        SmtpSecurity::InsecurePlain => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
+            host,
+        )),
     }
     .map_err(|e| Error::invalid(format!("SMTP host {host}: {e}")))?;
     let port = s.smtp_port.unwrap_or(match s.smtp_security {

@@ -29,7 +29,9 @@ fn check_url(url: &str) -> Result<()> {
     let u = reqwest::Url::parse(url)
         .map_err(|e| Error::invalid(format!("url '{url}' is not valid: {e}")))?;
     if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
-        return Err(Error::invalid("url must be an http:// or https:// URL with a host"));
+        return Err(Error::invalid(
+            "url must be an http:// or https:// URL with a host",
+        ));
     }
     Ok(())
 }
@@ -73,11 +75,9 @@ fn check_settings(kind: ChannelKind, s: &ChannelSettings, has_secret: bool) -> R
             }
         }
         ChannelKind::Webhook | ChannelKind::Slack | ChannelKind::Teams => {
-            check_url(
-                s.url
-                    .as_deref()
-                    .ok_or_else(|| Error::invalid(format!("a {} channel needs a url", kind.as_str())))?,
-            )?;
+            check_url(s.url.as_deref().ok_or_else(|| {
+                Error::invalid(format!("a {} channel needs a url", kind.as_str()))
+            })?)?;
         }
         ChannelKind::Pagerduty | ChannelKind::Opsgenie => {
             if let Some(u) = &s.url {
@@ -85,7 +85,9 @@ fn check_settings(kind: ChannelKind, s: &ChannelSettings, has_secret: bool) -> R
             }
             if !has_secret {
                 return Err(Error::invalid(match kind {
-                    ChannelKind::Pagerduty => "a pagerduty channel needs its routing key as the secret",
+                    ChannelKind::Pagerduty => {
+                        "a pagerduty channel needs its routing key as the secret"
+                    }
                     _ => "an opsgenie channel needs its API key as the secret",
                 }));
             }
@@ -179,7 +181,8 @@ async fn save_channel(
         None => existing.as_ref().and_then(|e| e.secret_sealed.clone()),
     };
     check_settings(input.kind, &input.settings, secret_sealed.is_some())?;
-    if input.kind == ChannelKind::Email && input.settings.smtp_security == SmtpSecurity::InsecurePlain
+    if input.kind == ChannelKind::Email
+        && input.settings.smtp_security == SmtpSecurity::InsecurePlain
     {
         tracing::warn!(channel = %name, "email channel sends over plain SMTP (insecure_plain)");
     }

@@ -200,9 +200,7 @@ impl CertificateFilter {
                     // scheduler; others are active past not_after.
                     let a = w.arg(Arg::Int(now));
                     let e = w.arg(Arg::Text("expired".into()));
-                    w.push(format!(
-                        "status IN ({active}, {e}) AND not_after <= {a}"
-                    ));
+                    w.push(format!("status IN ({active}, {e}) AND not_after <= {a}"));
                 }
                 other => {
                     // Pending, revoked, failed and archived are stored as such.

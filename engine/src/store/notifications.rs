@@ -9,8 +9,7 @@
 use super::{Store, Tx, enum_col, json_col, safe, to_json, with_db, with_tx};
 use crate::clock::UnixTime;
 use crate::domain::{
-    ChannelKind, EventKind, Notification, NotificationChannel, NotificationRule,
-    NotificationStatus,
+    ChannelKind, EventKind, Notification, NotificationChannel, NotificationRule, NotificationStatus,
 };
 use crate::error::Result;
 
@@ -158,7 +157,11 @@ const NOTIFICATION_COLUMNS: &str = "id, event, event_id, certificate_id, channel
 impl NotificationRow {
     fn into_domain(self) -> Result<Notification> {
         Ok(Notification {
-            status: enum_col(&self.status, NotificationStatus::parse, "notification status")?,
+            status: enum_col(
+                &self.status,
+                NotificationStatus::parse,
+                "notification status",
+            )?,
             details: json_col(&self.details, "notification details")?,
             id: self.id,
             event: self.event,
@@ -185,7 +188,10 @@ impl NotificationRow {
 pub enum DeliveryResult {
     Sent,
     /// Failed; retried at `retry_at` unless the attempts are used up.
-    Failed { error: String, retry_at: UnixTime },
+    Failed {
+        error: String,
+        retry_at: UnixTime,
+    },
 }
 
 /// Facts about a certificate the expiry warnings need.
@@ -205,8 +211,9 @@ pub struct ExpiringRow {
 impl Store {
     pub async fn list_notification_channels(&self) -> Result<Vec<NotificationChannel>> {
         let sql = format!("SELECT {CHANNEL_COLUMNS} FROM notification_channels ORDER BY name");
-        let rows: Vec<ChannelRow> =
-            with_db!(&self.db, |p| sqlx::query_as(safe(&sql)).fetch_all(p).await?);
+        let rows: Vec<ChannelRow> = with_db!(&self.db, |p| sqlx::query_as(safe(&sql))
+            .fetch_all(p)
+            .await?);
         rows.into_iter()
             .map(|r| r.into_record().map(|r| r.channel))
             .collect()
@@ -214,8 +221,9 @@ impl Store {
 
     pub async fn list_notification_rules(&self) -> Result<Vec<NotificationRule>> {
         let sql = format!("SELECT {RULE_COLUMNS} FROM notification_rules ORDER BY name");
-        let rows: Vec<RuleRow> =
-            with_db!(&self.db, |p| sqlx::query_as(safe(&sql)).fetch_all(p).await?);
+        let rows: Vec<RuleRow> = with_db!(&self.db, |p| sqlx::query_as(safe(&sql))
+            .fetch_all(p)
+            .await?);
         rows.into_iter().map(RuleRow::into_domain).collect()
     }
 
@@ -702,7 +710,16 @@ impl Tx {
     pub async fn certificate_facts(
         &mut self,
         id: &str,
-    ) -> Result<Option<(String, String, Option<String>, Option<String>, String, Option<String>)>> {
+    ) -> Result<
+        Option<(
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            String,
+            Option<String>,
+        )>,
+    > {
         let row = with_tx!(self, |c| {
             sqlx::query_as(
                 "SELECT id, common_name, owner_id, team_id, profile_id, renewal_policy_id \

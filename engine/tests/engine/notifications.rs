@@ -123,19 +123,63 @@ fn verify_signature(secret: &str, ts: &str, body: &str, sig: &str) -> bool {
 
 async fn each_vendor_gets_its_documented_format(h: &Harness) {
     let rx = Receiver::start().await;
-    let hook = channel(h, "hook", "webhook", serde_json::json!({ "url": rx.url("/hook") }), Some("s3cret")).await;
-    let slack = channel(h, "slack", "slack", serde_json::json!({ "url": rx.url("/slack") }), None).await;
-    let teams = channel(h, "teams", "teams", serde_json::json!({ "url": rx.url("/teams") }), None).await;
-    let pd = channel(h, "pd", "pagerduty", serde_json::json!({ "url": rx.url("/pd") }), Some("rk-123")).await;
-    let og = channel(h, "og", "opsgenie", serde_json::json!({ "url": rx.url("/og") }), Some("gk-456")).await;
+    let hook = channel(
+        h,
+        "hook",
+        "webhook",
+        serde_json::json!({ "url": rx.url("/hook") }),
+        Some("s3cret"),
+    )
+    .await;
+    let slack = channel(
+        h,
+        "slack",
+        "slack",
+        serde_json::json!({ "url": rx.url("/slack") }),
+        None,
+    )
+    .await;
+    let teams = channel(
+        h,
+        "teams",
+        "teams",
+        serde_json::json!({ "url": rx.url("/teams") }),
+        None,
+    )
+    .await;
+    let pd = channel(
+        h,
+        "pd",
+        "pagerduty",
+        serde_json::json!({ "url": rx.url("/pd") }),
+        Some("rk-123"),
+    )
+    .await;
+    let og = channel(
+        h,
+        "og",
+        "opsgenie",
+        serde_json::json!({ "url": rx.url("/og") }),
+        Some("gk-456"),
+    )
+    .await;
     for c in [&hook, &slack, &teams, &pd, &og] {
-        rule(h, &format!("all to {}", c.name), &c.id, serde_json::json!({})).await;
+        rule(
+            h,
+            &format!("all to {}", c.name),
+            &c.id,
+            serde_json::json!({}),
+        )
+        .await;
     }
     let s = Scheduler::new(h.engine.clone(), "proc-n");
 
     // 10 days left: the renewal check announces the 14-day threshold.
     let id = issued(h, "vendor.example.com", 10, None).await;
-    assert_eq!(s.run_once(Loop::Renewal, h.engine.now()).await, TickOutcome::Ran);
+    assert_eq!(
+        s.run_once(Loop::Renewal, h.engine.now()).await,
+        TickOutcome::Ran
+    );
     notify_round(h, &s).await;
     rx.wait_for(5).await;
 
@@ -144,22 +188,36 @@ async fn each_vendor_gets_its_documented_format(h: &Harness) {
     assert_eq!(r.header("x-certctl-event"), Some("expiring_soon"));
     let ts = r.header("x-certctl-timestamp").expect("timestamp");
     let sig = r.header("x-certctl-signature").expect("signature");
-    assert!(verify_signature("s3cret", ts, &r.body, sig), "signature verifies");
-    assert!(!verify_signature("other", ts, &r.body, sig), "a wrong secret does not");
+    assert!(
+        verify_signature("s3cret", ts, &r.body, sig),
+        "signature verifies"
+    );
+    assert!(
+        !verify_signature("other", ts, &r.body, sig),
+        "a wrong secret does not"
+    );
     let b = r.json();
     assert_eq!(b["event"], "expiring_soon");
     assert_eq!(b["certificate_id"], id.as_str());
     assert_eq!(b["details"]["threshold_days"], 14);
 
     let b = rx.on("/slack")[0].json();
-    assert!(b["text"].as_str().expect("text").contains("vendor.example.com"));
+    assert!(
+        b["text"]
+            .as_str()
+            .expect("text")
+            .contains("vendor.example.com")
+    );
     assert_eq!(b["blocks"][0]["type"], "header");
     assert_eq!(b["blocks"][1]["text"]["type"], "mrkdwn");
 
     let b = rx.on("/teams")[0].json();
     assert_eq!(b["type"], "message");
     let att = &b["attachments"][0];
-    assert_eq!(att["contentType"], "application/vnd.microsoft.card.adaptive");
+    assert_eq!(
+        att["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
     assert_eq!(att["content"]["type"], "AdaptiveCard");
     assert_eq!(att["content"]["body"][0]["type"], "TextBlock");
 
@@ -168,7 +226,11 @@ async fn each_vendor_gets_its_documented_format(h: &Harness) {
     assert_eq!(b["event_action"], "trigger");
     assert_eq!(b["payload"]["source"], "certctl");
     assert_eq!(b["payload"]["severity"], "warning");
-    assert!(b["payload"]["summary"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(
+        b["payload"]["summary"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
     let pd_key = b["dedup_key"].clone();
 
     let r = &rx.on("/og")[0];
@@ -221,7 +283,13 @@ async fn email_reaches_a_real_smtp_server(h: &Harness) {
         None,
     )
     .await;
-    rule(h, "mail renewals", &mail.id, serde_json::json!({ "events": ["renewed"] })).await;
+    rule(
+        h,
+        "mail renewals",
+        &mail.id,
+        serde_json::json!({ "events": ["renewed"] }),
+    )
+    .await;
     let id = issued(h, "mail.example.com", 90, Some(&owner.id)).await;
     renew(h, &id, "mail.example.com").await;
     let s = Scheduler::new(h.engine.clone(), "proc-m");
@@ -240,7 +308,10 @@ async fn email_reaches_a_real_smtp_server(h: &Harness) {
         "the channel's recipients and the owner"
     );
     let data = m["data"].as_str().expect("data");
-    assert!(data.contains("Subject: Certificate mail.example.com renewed"), "{data}");
+    assert!(
+        data.contains("Subject: Certificate mail.example.com renewed"),
+        "{data}"
+    );
     assert!(data.contains("was renewed"), "{data}");
     let sent = notes(h, Some(NotificationStatus::Sent)).await;
     assert_eq!(sent.len(), 1);
@@ -251,7 +322,14 @@ async fn email_reaches_a_real_smtp_server(h: &Harness) {
 async fn failing_receiver_retries_with_backoff_then_dead_letters(h: &Harness) {
     let rx = Receiver::start().await;
     rx.answer("/down", Answer::Status(503));
-    let c = channel(h, "down", "slack", serde_json::json!({ "url": rx.url("/down") }), None).await;
+    let c = channel(
+        h,
+        "down",
+        "slack",
+        serde_json::json!({ "url": rx.url("/down") }),
+        None,
+    )
+    .await;
     let queued = h
         .done::<ops::SendTestNotification>(
             &h.admin(),
@@ -267,9 +345,16 @@ async fn failing_receiver_retries_with_backoff_then_dead_letters(h: &Harness) {
     for attempt in 1..=5 {
         notify_round(h, &s).await;
         assert_eq!(rx.requests().len(), attempt, "attempt {attempt}");
-        let n = notes(h, None).await.into_iter().find(|n| n.id == queued.id).expect("note");
+        let n = notes(h, None)
+            .await
+            .into_iter()
+            .find(|n| n.id == queued.id)
+            .expect("note");
         assert_eq!(n.attempts, attempt as i64);
-        assert!(n.last_error.as_deref().is_some_and(|e| e.contains("503")), "{n:?}");
+        assert!(
+            n.last_error.as_deref().is_some_and(|e| e.contains("503")),
+            "{n:?}"
+        );
         if attempt < 5 {
             assert_eq!(n.status, NotificationStatus::Pending);
             let wait = n.next_attempt_at - h.engine.now();
@@ -292,7 +377,12 @@ async fn failing_receiver_retries_with_backoff_then_dead_letters(h: &Harness) {
     // Fixed and retried by hand: delivered.
     rx.answer("/down", Answer::Status(200));
     let again = h
-        .done::<ops::RetryNotification>(&h.admin(), ops::IdInput { id: queued.id.clone() })
+        .done::<ops::RetryNotification>(
+            &h.admin(),
+            ops::IdInput {
+                id: queued.id.clone(),
+            },
+        )
         .await;
     assert_eq!(again.status, NotificationStatus::Pending);
     notify_round(h, &s).await;
@@ -308,7 +398,14 @@ async fn failing_receiver_retries_with_backoff_then_dead_letters(h: &Harness) {
 
 async fn two_engines_never_send_a_delivery_twice(h: &Harness) {
     let rx = Receiver::start().await;
-    let c = channel(h, "hook", "webhook", serde_json::json!({ "url": rx.url("/hook") }), Some("k")).await;
+    let c = channel(
+        h,
+        "hook",
+        "webhook",
+        serde_json::json!({ "url": rx.url("/hook") }),
+        Some("k"),
+    )
+    .await;
     for _ in 0..30 {
         h.done::<ops::SendTestNotification>(
             &h.admin(),
@@ -332,7 +429,11 @@ async fn two_engines_never_send_a_delivery_twice(h: &Harness) {
     let ids: Vec<String> = rx
         .requests()
         .iter()
-        .map(|r| r.header("x-certctl-delivery").unwrap_or_default().to_owned())
+        .map(|r| {
+            r.header("x-certctl-delivery")
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect();
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!(ids.len(), 30);
@@ -362,10 +463,36 @@ async fn events_are_routed_by_owner_and_kind(h: &Harness) {
     let bob = h
         .done::<ops::CreateOwner>(&h.admin(), from(serde_json::json!({ "name": "Bob" })))
         .await;
-    let a = channel(h, "alice", "webhook", serde_json::json!({ "url": rx.url("/alice") }), None).await;
-    let all = channel(h, "all", "webhook", serde_json::json!({ "url": rx.url("/all") }), None).await;
-    rule(h, "alice renewals", &a.id, serde_json::json!({ "owner_id": alice.id, "events": ["renewed"] })).await;
-    rule(h, "all revocations", &all.id, serde_json::json!({ "events": ["revoked", "approval_requested"] })).await;
+    let a = channel(
+        h,
+        "alice",
+        "webhook",
+        serde_json::json!({ "url": rx.url("/alice") }),
+        None,
+    )
+    .await;
+    let all = channel(
+        h,
+        "all",
+        "webhook",
+        serde_json::json!({ "url": rx.url("/all") }),
+        None,
+    )
+    .await;
+    rule(
+        h,
+        "alice renewals",
+        &a.id,
+        serde_json::json!({ "owner_id": alice.id, "events": ["renewed"] }),
+    )
+    .await;
+    rule(
+        h,
+        "all revocations",
+        &all.id,
+        serde_json::json!({ "events": ["revoked", "approval_requested"] }),
+    )
+    .await;
 
     let ca = issued(h, "alice.example.com", 90, Some(&alice.id)).await;
     let cb = issued(h, "bob.example.com", 90, Some(&bob.id)).await;
@@ -393,7 +520,13 @@ async fn events_are_routed_by_owner_and_kind(h: &Harness) {
     let alice_events: Vec<String> = rx
         .on("/alice")
         .iter()
-        .map(|r| format!("{}:{}", r.json()["event"].as_str().unwrap_or(""), r.json()["certificate_id"].as_str().unwrap_or("")))
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r.json()["event"].as_str().unwrap_or(""),
+                r.json()["certificate_id"].as_str().unwrap_or("")
+            )
+        })
         .collect();
     assert_eq!(alice_events, vec![format!("renewed:{ca}")]);
     let mut all_events: Vec<String> = rx
@@ -407,8 +540,21 @@ async fn events_are_routed_by_owner_and_kind(h: &Harness) {
 
 async fn expiry_warnings_once_per_version_and_threshold(h: &Harness) {
     let rx = Receiver::start().await;
-    let c = channel(h, "hook", "webhook", serde_json::json!({ "url": rx.url("/hook") }), None).await;
-    rule(h, "expiry", &c.id, serde_json::json!({ "events": ["expiring_soon"] })).await;
+    let c = channel(
+        h,
+        "hook",
+        "webhook",
+        serde_json::json!({ "url": rx.url("/hook") }),
+        None,
+    )
+    .await;
+    rule(
+        h,
+        "expiry",
+        &c.id,
+        serde_json::json!({ "events": ["expiring_soon"] }),
+    )
+    .await;
     let start = h.engine.now();
     let id = issued(h, "warn.example.com", 40, None).await;
     let s = Scheduler::new(h.engine.clone(), "proc-w");
@@ -420,13 +566,23 @@ async fn expiry_warnings_once_per_version_and_threshold(h: &Harness) {
     };
     // Day 0 (40 days left): nothing. Day 11 (29 left): 30. Day 12: nothing new.
     // Day 34 (6 left): only 7, the 14-day one was skipped over.
-    for (day, expect) in [(0, vec![]), (11, vec![30]), (12, vec![30]), (34, vec![30, 7]), (39, vec![30, 7, 1]), (39, vec![30, 7, 1])] {
+    for (day, expect) in [
+        (0, vec![]),
+        (11, vec![30]),
+        (12, vec![30]),
+        (34, vec![30, 7]),
+        (39, vec![30, 7, 1]),
+        (39, vec![30, 7, 1]),
+    ] {
         let now = h.engine.now();
         let target = start + day * 86400;
         if target > now {
             h.clock.advance(target - now);
         }
-        assert_eq!(s.run_once(Loop::Renewal, h.engine.now()).await, TickOutcome::Ran);
+        assert_eq!(
+            s.run_once(Loop::Renewal, h.engine.now()).await,
+            TickOutcome::Ran
+        );
         notify_round(h, &s).await;
         assert_eq!(thresholds(&rx), expect, "day {day}");
     }
@@ -437,13 +593,23 @@ async fn expiry_warnings_once_per_version_and_threshold(h: &Harness) {
         .await;
     let not_after = cert.certificate.not_after.expect("not_after");
     h.clock.advance(not_after - 43200 - h.engine.now());
-    assert_eq!(s.run_once(Loop::Renewal, h.engine.now()).await, TickOutcome::Ran);
+    assert_eq!(
+        s.run_once(Loop::Renewal, h.engine.now()).await,
+        TickOutcome::Ran
+    );
     notify_round(h, &s).await;
     assert_eq!(thresholds(&rx), vec![30, 7, 1, 1]);
 }
 
 async fn secrets_are_sealed_and_never_shown(h: &Harness) {
-    let c = channel(h, "pd", "pagerduty", serde_json::json!({}), Some("routing-key-SECRET")).await;
+    let c = channel(
+        h,
+        "pd",
+        "pagerduty",
+        serde_json::json!({}),
+        Some("routing-key-SECRET"),
+    )
+    .await;
     assert!(c.secret_set);
     let listed = h
         .done::<ops::ListNotificationChannels>(&h.admin(), ops::EmptyInput {})
@@ -471,7 +637,9 @@ async fn secrets_are_sealed_and_never_shown(h: &Harness) {
     let err = h
         .call::<ops::UpdateNotificationChannel>(
             &h.admin(),
-            from(serde_json::json!({ "id": c.id, "name": "pd2", "kind": "pagerduty", "secret": "" })),
+            from(
+                serde_json::json!({ "id": c.id, "name": "pd2", "kind": "pagerduty", "secret": "" }),
+            ),
         )
         .await
         .expect_err("pagerduty needs a routing key");
@@ -490,12 +658,30 @@ async fn secrets_are_sealed_and_never_shown(h: &Harness) {
 
 async fn bad_channel_input_is_refused(h: &Harness) {
     for (input, why) in [
-        (serde_json::json!({ "name": "a", "kind": "slack" }), "slack without url"),
-        (serde_json::json!({ "name": "a", "kind": "webhook", "settings": { "url": "ftp://127.0.0.1/x" } }), "ftp url"),
-        (serde_json::json!({ "name": "a", "kind": "email", "settings": { "smtp_host": "127.0.0.1" } }), "email without from"),
-        (serde_json::json!({ "name": "a", "kind": "email", "settings": { "smtp_host": "h", "from": "not an address" } }), "bad from"),
-        (serde_json::json!({ "name": "a", "kind": "opsgenie" }), "opsgenie without key"),
-        (serde_json::json!({ "name": "a", "kind": "slack", "settings": { "url": "http://127.0.0.1:1/", "from": "a@b.c" } }), "email settings on slack"),
+        (
+            serde_json::json!({ "name": "a", "kind": "slack" }),
+            "slack without url",
+        ),
+        (
+            serde_json::json!({ "name": "a", "kind": "webhook", "settings": { "url": "ftp://127.0.0.1/x" } }),
+            "ftp url",
+        ),
+        (
+            serde_json::json!({ "name": "a", "kind": "email", "settings": { "smtp_host": "127.0.0.1" } }),
+            "email without from",
+        ),
+        (
+            serde_json::json!({ "name": "a", "kind": "email", "settings": { "smtp_host": "h", "from": "not an address" } }),
+            "bad from",
+        ),
+        (
+            serde_json::json!({ "name": "a", "kind": "opsgenie" }),
+            "opsgenie without key",
+        ),
+        (
+            serde_json::json!({ "name": "a", "kind": "slack", "settings": { "url": "http://127.0.0.1:1/", "from": "a@b.c" } }),
+            "email settings on slack",
+        ),
     ] {
         let err = h
             .call::<ops::CreateNotificationChannel>(&h.admin(), from(input))
@@ -503,7 +689,14 @@ async fn bad_channel_input_is_refused(h: &Harness) {
             .expect_err(why);
         assert_eq!(err.code(), "invalid-input", "{why}: {err}");
     }
-    let c = channel(h, "ok", "slack", serde_json::json!({ "url": "http://127.0.0.1:1/" }), None).await;
+    let c = channel(
+        h,
+        "ok",
+        "slack",
+        serde_json::json!({ "url": "http://127.0.0.1:1/" }),
+        None,
+    )
+    .await;
     let dup = h
         .call::<ops::CreateNotificationChannel>(
             &h.admin(),
@@ -538,5 +731,11 @@ async fn bad_channel_input_is_refused(h: &Harness) {
         Ok(ops::Outcome::ApprovalRequired(_)) => {}
         other => panic!("expected the gate: {other:?}"),
     }
-    assert_eq!(h.done::<ops::ListNotificationRules>(&h.admin(), ops::EmptyInput {}).await.data.len(), 1);
+    assert_eq!(
+        h.done::<ops::ListNotificationRules>(&h.admin(), ops::EmptyInput {})
+            .await
+            .data
+            .len(),
+        1
+    );
 }

@@ -219,7 +219,10 @@ async fn a_slow_run_makes_the_next_tick_skip(h: &Harness) {
 async fn shutdown_times_out_when_work_outlasts_it(h: &Harness) {
     // Nothing in flight: a clean stop.
     let s = Arc::new(Scheduler::new(h.engine.clone(), "proc-stop"));
-    let r = s.clone().run(std::future::ready(()), Duration::from_secs(5)).await;
+    let r = s
+        .clone()
+        .run(std::future::ready(()), Duration::from_secs(5))
+        .await;
     assert_eq!(r, Ok(()));
 
     let (rx, release) = blocked_notifications(h).await;
@@ -353,7 +356,12 @@ async fn short_lived_certificates_expire_without_revocation(h: &Harness) {
             serde_json::from_value(serde_json::json!({ "status": "expired" })).expect("input"),
         )
         .await;
-    assert_eq!(serde_json::to_value(&expired).expect("json")["data"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        serde_json::to_value(&expired).expect("json")["data"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
     assert!(renewal_jobs(h, &short).await.is_empty());
 }
 
@@ -388,10 +396,16 @@ async fn renewal_policy_fraction_decides_when_renewal_is_due(h: &Harness) {
     let s = Scheduler::new(h.engine.clone(), "proc-policy");
     // Day 19: not yet (40-day lifetime; half is day 20).
     h.clock.advance(19 * 86400);
-    assert_eq!(s.run_once(Loop::Renewal, h.engine.now()).await, TickOutcome::Ran);
+    assert_eq!(
+        s.run_once(Loop::Renewal, h.engine.now()).await,
+        TickOutcome::Ran
+    );
     assert!(renewal_jobs(h, &c.id).await.is_empty());
     h.clock.advance(86400 + 120);
-    assert_eq!(s.run_once(Loop::Renewal, h.engine.now()).await, TickOutcome::Ran);
+    assert_eq!(
+        s.run_once(Loop::Renewal, h.engine.now()).await,
+        TickOutcome::Ran
+    );
     assert_eq!(renewal_jobs(h, &c.id).await, vec![JobStatus::AwaitingCsr]);
 
     // Changing the policy reschedules the certificates under it.
@@ -422,7 +436,10 @@ async fn renewal_policy_fraction_decides_when_renewal_is_due(h: &Harness) {
     )
     .await;
     h.clock.advance(10 * 86400 + 120);
-    assert_eq!(s.run_once(Loop::Renewal, h.engine.now()).await, TickOutcome::Ran);
+    assert_eq!(
+        s.run_once(Loop::Renewal, h.engine.now()).await,
+        TickOutcome::Ran
+    );
     assert_eq!(renewal_jobs(h, &d.id).await, vec![JobStatus::AwaitingCsr]);
 }
 
