@@ -61,6 +61,84 @@ pub struct EngineConfig {
     pub organization: String,
     /// Base URL under which CRLs and OCSP are served, embedded in issued certificates.
     pub public_url: Option<String>,
+    /// Loop intervals, renewal timing and short-lived expiry.
+    pub scheduler: SchedulerConfig,
+    /// Notification delivery: attempts, backoff, expiry-warning thresholds.
+    pub notifications: NotifyConfig,
+}
+
+/// Scheduler settings (defaults are the original certctl's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulerConfig {
+    pub renewal_interval_seconds: i64,
+    pub job_lease_interval_seconds: i64,
+    pub approval_expiry_interval_seconds: i64,
+    pub notification_interval_seconds: i64,
+    pub agent_health_interval_seconds: i64,
+    pub short_lived_interval_seconds: i64,
+    /// Issuer jobs (external CAs); every process runs this loop.
+    pub jobs_interval_seconds: i64,
+    /// CRL and OCSP refresh.
+    pub revocation_interval_seconds: i64,
+    /// An online agent whose last heartbeat is older than this becomes offline.
+    pub agent_offline_after_seconds: i64,
+    /// Renew this many days before expiry when neither the certificate nor
+    /// its profile names a renewal policy.
+    pub renew_before_days: i64,
+    /// Jitter (percent of the renewal window, taken earlier, never later)
+    /// without a renewal policy.
+    pub renew_jitter_percent: i64,
+    /// A certificate counts as short-lived (expires without revocation)
+    /// when its profile says `short_lived`, or its lifetime is at most this.
+    pub short_lived_max_ttl_seconds: i64,
+    /// How long shutdown waits for loop runs in flight.
+    pub shutdown_timeout_seconds: i64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            renewal_interval_seconds: 3600,
+            job_lease_interval_seconds: 30,
+            approval_expiry_interval_seconds: 60,
+            notification_interval_seconds: 60,
+            agent_health_interval_seconds: 120,
+            short_lived_interval_seconds: 30,
+            jobs_interval_seconds: 30,
+            revocation_interval_seconds: 60,
+            agent_offline_after_seconds: 300,
+            renew_before_days: 30,
+            renew_jitter_percent: 10,
+            short_lived_max_ttl_seconds: 3600,
+            shutdown_timeout_seconds: 30,
+        }
+    }
+}
+
+/// Notification delivery settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifyConfig {
+    /// Attempts before a delivery goes to the dead letter.
+    pub max_attempts: i64,
+    /// First retry delay; doubles each attempt up to `backoff_max_seconds`.
+    pub backoff_base_seconds: i64,
+    pub backoff_max_seconds: i64,
+    /// Days before expiry at which `expiring_soon` is sent, once each per version.
+    pub expiry_thresholds_days: Vec<i64>,
+    /// How long one delivery attempt may take.
+    pub send_timeout_seconds: u64,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            backoff_base_seconds: 60,
+            backoff_max_seconds: 3600,
+            expiry_thresholds_days: vec![30, 14, 7, 1],
+            send_timeout_seconds: 15,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -71,6 +149,8 @@ impl Default for EngineConfig {
             keygen_mode: KeygenMode::Agent,
             organization: "certctl".into(),
             public_url: None,
+            scheduler: SchedulerConfig::default(),
+            notifications: NotifyConfig::default(),
         }
     }
 }

@@ -384,6 +384,7 @@ async fn run_gated<O: Operation>(ctx: &mut Ctx<'_>, input: O::Input) -> Result<S
         expires_at: ctx.now + policy.ttl_seconds,
     };
     ctx.tx.insert_approval(&approval, &input_hash).await?;
+    crate::notify::approval_requested(ctx.tx, ctx.now, &approval).await?;
     let in_chat = reason == GateReason::Risk && policy.allows_in_chat(meta.risk);
     let mut details = serde_json::Map::new();
     details.insert("approval_id".into(), approval.id.clone().into());

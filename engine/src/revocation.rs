@@ -26,9 +26,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::Engine;
 use crate::clock::UnixTime;
 use crate::error::{Error, Result};
+use crate::pki::SigningCa;
 use crate::pki::crl::{CaIdentity, CrlRequest, build_crl};
 use crate::pki::ocsp::{self, CertQuery, CertStatus, OcspError, ResponseRequest};
-use crate::pki::SigningCa;
 use crate::store::{SerialStatus, StoredCrl};
 
 /// A CRL is valid this long (its nextUpdate).
@@ -149,9 +149,7 @@ impl Engine {
             .ca
             .as_ref()
             .filter(|_| record.issuer.kind.is_local())
-            .ok_or_else(|| {
-                Error::not_found("issuer with a local CA", issuer_id)
-            })?;
+            .ok_or_else(|| Error::not_found("issuer with a local CA", issuer_id))?;
         let ca = self.signing_ca(issuer_id, material)?;
         let identity = CaIdentity::of(&ca)?;
         let pair = Arc::new((ca, identity));
@@ -201,7 +199,9 @@ impl Engine {
         // Rebuild. Clear the flag first: a revocation racing with this build
         // sets it again and the next request rebuilds.
         slot.dirty.store(false, Ordering::SeqCst);
-        let crl = self.build_crl(issuer_id, ca, identity, revision, now).await?;
+        let crl = self
+            .build_crl(issuer_id, ca, identity, revision, now)
+            .await?;
         *current = Some((crl.clone(), now));
         Ok(crl)
     }
@@ -243,7 +243,12 @@ impl Engine {
         };
         tx.save_crl(issuer_id, &stored).await?;
         tx.commit().await?;
-        tracing::info!(issuer = issuer_id, number, entries = count, "signed a new CRL");
+        tracing::info!(
+            issuer = issuer_id,
+            number,
+            entries = count,
+            "signed a new CRL"
+        );
         Ok(to_crl(stored))
     }
 
@@ -278,7 +283,11 @@ impl Engine {
     }
 
     /// The OCSP response for one serial (`GET /ocsp/{issuer}/{serial}`).
-    pub async fn ocsp_response_for_serial(&self, issuer_id: &str, serial_hex: &str) -> Result<Vec<u8>> {
+    pub async fn ocsp_response_for_serial(
+        &self,
+        issuer_id: &str,
+        serial_hex: &str,
+    ) -> Result<Vec<u8>> {
         let pair = self.ca_identity(issuer_id).await?;
         let query = CertQuery::for_serial(&pair.1, &serial_hex.to_ascii_lowercase())?;
         self.answer(issuer_id, &pair, std::slice::from_ref(&query), None)

@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::Engine;
+use crate::config::SchedulerConfig;
 use crate::domain::Principal;
 use crate::error::Result;
 use crate::ops::{self, Outcome};
@@ -31,15 +32,24 @@ pub enum Loop {
     /// Re-sign CRLs that are behind or half-way to nextUpdate, and OCSP
     /// responses before they leave the cache (1 min).
     Revocation,
+    /// Route new notification events and deliver due notifications (1 min).
+    Notifications,
+    /// Agents whose heartbeat stopped become offline (2 min).
+    AgentHealth,
+    /// Short-lived certificates past `not_after` move to `expired` (30 s).
+    ShortLivedExpiry,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 4] = [
+    pub const ALL: [Loop; 8] = [
         Loop::Renewal,
         Loop::JobLeases,
         Loop::ApprovalExpiry,
         Loop::Jobs,
         Loop::Revocation,
+        Loop::Notifications,
+        Loop::AgentHealth,
+        Loop::ShortLivedExpiry,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +59,9 @@ impl Loop {
             Loop::ApprovalExpiry => "approval-expiry",
             Loop::Jobs => "jobs",
             Loop::Revocation => "revocation",
+            Loop::Notifications => "notifications",
+            Loop::AgentHealth => "agent-health",
+            Loop::ShortLivedExpiry => "short-lived-expiry",
         }
     }
 
@@ -60,9 +73,47 @@ impl Loop {
             Loop::ApprovalExpiry => 60,
             Loop::Jobs => 30,
             Loop::Revocation => 60,
+            Loop::Notifications => 60,
+            Loop::AgentHealth => 120,
+            Loop::ShortLivedExpiry => 30,
+        }
+    }
+
+    /// The interval the engine's configuration sets for this loop.
+    pub fn configured_interval(self, cfg: &SchedulerConfig) -> i64 {
+        match self {
+            Loop::Renewal => cfg.renewal_interval_seconds,
+            Loop::JobLeases => cfg.job_lease_interval_seconds,
+            Loop::ApprovalExpiry => cfg.approval_expiry_interval_seconds,
+            Loop::Notifications => cfg.notification_interval_seconds,
+            Loop::AgentHealth => cfg.agent_health_interval_seconds,
+            Loop::ShortLivedExpiry => cfg.short_lived_interval_seconds,
+            Loop::Jobs => cfg.jobs_interval_seconds,
+            Loop::Revocation => cfg.revocation_interval_seconds,
         }
     }
 }
+
+/// Shutdown gave up waiting: these loops were still running when the
+/// timeout ran out (their work is reclaimed through leases).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownTimeout {
+    pub timeout: std::time::Duration,
+    pub in_flight: Vec<&'static str>,
+}
+
+impl std::fmt::Display for ShutdownTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "scheduler runs still in flight after {}s: {}",
+            self.timeout.as_secs_f64(),
+            self.in_flight.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for ShutdownTimeout {}
 
 /// What a tick did with one loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,23 +132,20 @@ pub struct Scheduler {
     /// This process's identity in lease rows.
     owner: String,
     intervals: HashMap<Loop, i64>,
-    /// Days before expiry at which certificates are renewed (until renewal
-    /// policies drive it per certificate).
-    renew_before_days: i64,
     last_run: Mutex<HashMap<Loop, i64>>,
     in_flight: Mutex<HashSet<Loop>>,
 }
 
 impl Scheduler {
     pub fn new(engine: Arc<Engine>, owner: impl Into<String>) -> Self {
+        let cfg = engine.config().scheduler.clone();
         Self {
             engine,
             owner: owner.into(),
             intervals: Loop::ALL
                 .iter()
-                .map(|l| (*l, l.default_interval()))
+                .map(|l| (*l, l.configured_interval(&cfg).max(1)))
                 .collect(),
-            renew_before_days: 30,
             last_run: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
         }
@@ -207,7 +255,11 @@ impl Scheduler {
             Loop::Jobs => {
                 let r = crate::issuers::runner::run_due(&self.engine, &self.owner, 25).await?;
                 if r.completed + r.failed > 0 {
-                    tracing::info!(completed = r.completed, failed = r.failed, "ran issuer jobs");
+                    tracing::info!(
+                        completed = r.completed,
+                        failed = r.failed,
+                        "ran issuer jobs"
+                    );
                 }
             }
             Loop::ApprovalExpiry => {
@@ -218,40 +270,10 @@ impl Scheduler {
             Loop::Revocation => {
                 self.engine.refresh_revocation_data().await?;
             }
-            Loop::Renewal => {
-                let horizon = now + self.renew_before_days * 86400;
-                let due = self
-                    .engine
-                    .store()
-                    .certificates_expiring_before(horizon, 1000)
-                    .await?;
-                for (id, _) in due {
-                    let store = self.engine.store();
-                    if store.has_open_renewal(&id).await?
-                        || store
-                            .has_pending_approval("renew_certificate", &id, now)
-                            .await?
-                    {
-                        continue;
-                    }
-                    // Through the engine: a profile that requires approval
-                    // gates scheduled renewals like manual ones.
-                    let input = ops::RenewCertificateInput {
-                        id: id.clone(),
-                        csr_pem: None,
-                    };
-                    match self
-                        .engine
-                        .call::<ops::RenewCertificate>(&system, input)
-                        .await
-                    {
-                        Ok(Outcome::Completed { .. }) | Ok(Outcome::ApprovalRequired(_)) => {}
-                        Err(e) => {
-                            tracing::warn!(certificate = %id, error = %e, "renewal could not be queued")
-                        }
-                    }
-                }
-            }
+            Loop::Renewal => self.run_renewals(now).await?,
+            Loop::Notifications => self.run_notifications(now).await?,
+            Loop::AgentHealth => self.run_agent_health(now).await?,
+            Loop::ShortLivedExpiry => self.run_short_lived_expiry(now).await?,
         }
         Ok(())
     }
@@ -262,7 +284,7 @@ impl Scheduler {
         self: Arc<Self>,
         shutdown: impl std::future::Future<Output = ()>,
         grace: std::time::Duration,
-    ) {
+    ) -> std::result::Result<(), ShutdownTimeout> {
         let mut timer = tokio::time::interval(std::time::Duration::from_secs(1));
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         tokio::pin!(shutdown);
@@ -277,13 +299,30 @@ impl Scheduler {
             }
         }
         let drain = async {
-            for h in running {
+            for h in running.iter_mut() {
                 let _ = h.await;
             }
         };
-        if tokio::time::timeout(grace, drain).await.is_err() {
-            tracing::warn!("scheduler runs still in flight at shutdown; stopping anyway");
-        }
+        let timed_out = tokio::time::timeout(grace, drain).await.is_err();
+        let result = if timed_out {
+            let in_flight: Vec<&'static str> = {
+                let set = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                let mut v: Vec<&'static str> = set.iter().map(|l| l.name()).collect();
+                v.sort_unstable();
+                v
+            };
+            let err = ShutdownTimeout {
+                timeout: grace,
+                in_flight,
+            };
+            tracing::warn!(error = %err, "stopping anyway; leases hand the work to another process");
+            for h in &running {
+                h.abort();
+            }
+            Err(err)
+        } else {
+            Ok(())
+        };
         for l in Loop::ALL {
             let _ = self
                 .engine
@@ -291,5 +330,161 @@ impl Scheduler {
                 .release_lease(l.name(), &self.owner)
                 .await;
         }
+        result
+    }
+}
+
+// ---------------------------------------------------------------- loop bodies
+// (renewals, notifications, agent health, short-lived expiry)
+
+impl Scheduler {
+    /// Announces certificates crossing an expiry threshold, then queues a
+    /// renewal for every certificate whose precomputed `renew_after` has
+    /// come (one index range, however large the inventory).
+    async fn run_renewals(&self, now: i64) -> Result<()> {
+        let warned = crate::notify::warn_expiring(&self.engine, now).await?;
+        if warned > 0 {
+            tracing::info!(events = warned, "expiry warnings queued");
+        }
+        let system = Principal::system("scheduler");
+        // Pages until nothing is due: a certificate is left out of the next
+        // page once it has an open renewal job or a pending approval.
+        let mut skip: HashSet<String> = HashSet::new();
+        loop {
+            let due = self
+                .engine
+                .store()
+                .certificates_due_for_renewal(now, 1000 + skip.len() as i64)
+                .await?;
+            let fresh: Vec<String> = due.into_iter().filter(|id| !skip.contains(id)).collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for id in fresh {
+                skip.insert(id.clone());
+                if self
+                    .engine
+                    .store()
+                    .has_pending_approval("renew_certificate", &id, now)
+                    .await?
+                {
+                    continue;
+                }
+                // Through the engine: a profile that requires approval
+                // gates scheduled renewals like manual ones.
+                let input = ops::RenewCertificateInput {
+                    id: id.clone(),
+                    csr_pem: None,
+                };
+                match self
+                    .engine
+                    .call::<ops::RenewCertificate>(&system, input)
+                    .await
+                {
+                    Ok(Outcome::Completed { .. }) | Ok(Outcome::ApprovalRequired(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(certificate = %id, error = %e, "renewal could not be queued");
+                        // Once per certificate and day: the loop retries
+                        // every hour, the owners need not hear it hourly.
+                        let mut tx = self.engine.store().begin_write().await?;
+                        crate::notify::renewal_failed(
+                            &mut tx,
+                            now,
+                            &id,
+                            &e.to_string(),
+                            format!("renewal_failed:{id}:{}", now / 86400),
+                        )
+                        .await?;
+                        tx.commit().await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Routes new events to channels, then sends what is due.
+    async fn run_notifications(&self, now: i64) -> Result<()> {
+        while crate::notify::route(&self.engine, now, 500).await? == 500 {}
+        let report = crate::notify::deliver(&self.engine, &self.owner, now).await?;
+        if report != Default::default() {
+            tracing::info!(
+                sent = report.sent,
+                failed = report.failed,
+                dead_lettered = report.dead_lettered,
+                "notifications delivered"
+            );
+        }
+        Ok(())
+    }
+
+    /// Online agents silent for longer than the threshold become offline,
+    /// with an audit event and an `agent_offline` notification each.
+    async fn run_agent_health(&self, now: i64) -> Result<()> {
+        let after = self.engine.config().scheduler.agent_offline_after_seconds;
+        let system = Principal::system("scheduler");
+        let mut tx = self.engine.store().begin_write().await?;
+        let gone = tx.mark_agents_offline(now - after, now).await?;
+        for (id, name) in &gone {
+            let mut details = serde_json::Map::new();
+            details.insert("offline_after_seconds".into(), after.into());
+            self.engine
+                .append(
+                    &mut tx,
+                    &system,
+                    "agent.offline",
+                    "agent",
+                    Some(id.clone()),
+                    crate::domain::Outcome::Success,
+                    details,
+                    now,
+                )
+                .await?;
+            crate::notify::emit(
+                &mut tx,
+                now,
+                crate::domain::EventKind::AgentOffline,
+                None,
+                format!("Agent {name} is offline"),
+                format!("Agent {name} ({id}) sent no heartbeat for over {after} seconds."),
+                serde_json::json!({ "agent_id": id, "agent_name": name }),
+                format!("agent_offline:{id}:{now}"),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        if !gone.is_empty() {
+            tracing::warn!(agents = gone.len(), "agents went offline");
+        }
+        Ok(())
+    }
+
+    /// Short-lived certificates are never revoked: past `not_after` they
+    /// move to the stored `expired` status. Short-lived means the profile
+    /// says `short_lived`, or the lifetime is at most
+    /// `short_lived_max_ttl_seconds` (1 h by default).
+    async fn run_short_lived_expiry(&self, now: i64) -> Result<()> {
+        let profiles: Vec<String> = self
+            .engine
+            .store()
+            .list_profiles()
+            .await?
+            .into_iter()
+            .filter(|p| p.short_lived)
+            .map(|p| p.id)
+            .collect();
+        let max_ttl = self.engine.config().scheduler.short_lived_max_ttl_seconds;
+        let expired = self
+            .engine
+            .store()
+            .expire_short_lived(now, &profiles, max_ttl)
+            .await?;
+        if !expired.is_empty() {
+            tracing::info!(
+                certificates = expired.len(),
+                "short-lived certificates expired"
+            );
+        }
+        Ok(())
     }
 }

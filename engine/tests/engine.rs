@@ -16,6 +16,8 @@ mod engine {
     mod issuers_acme;
     mod issuers_stepca;
     mod jobs;
+    mod notifications;
+    pub mod receiver;
     mod revocation;
     mod scheduler;
 }

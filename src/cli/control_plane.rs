@@ -48,6 +48,8 @@ pub struct EngineArgs {
     /// [default: CERTCTL_MASTER_KEY, else DATA_DIR/master.key, created on first start].
     #[arg(long, env = "CERTCTL_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub scheduler: super::serve::SchedulerArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -100,6 +102,8 @@ pub async fn start(dir: &Path, args: &EngineArgs, demo: bool) -> anyhow::Result<
         approvals: approval_config(args),
         ..EngineConfig::default()
     };
+    let mut config = config;
+    args.scheduler.apply(&mut config);
     let engine = Engine::start(store.clone(), Arc::new(SystemClock), config.clone(), master)
         .await
         .context("cannot start the engine")?;

@@ -33,6 +33,102 @@ pub struct ServeArgs {
     pub engine: EngineArgs,
 }
 
+/// Scheduler and notification settings (intervals in seconds; defaults are
+/// the original certctl's).
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    /// How often renewal checks (and expiry warnings) run.
+    #[arg(long, env = "CERTCTL_RENEWAL_CHECK_INTERVAL_SECONDS", default_value_t = 3600,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub renewal_check_interval_seconds: i64,
+    /// How often jobs of dead workers are reclaimed.
+    #[arg(long, env = "CERTCTL_JOB_LEASE_INTERVAL_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub job_lease_interval_seconds: i64,
+    /// How often expired approvals are swept.
+    #[arg(long, env = "CERTCTL_APPROVAL_EXPIRY_INTERVAL_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub approval_expiry_interval_seconds: i64,
+    /// How often notifications are routed and delivered.
+    #[arg(long, env = "CERTCTL_NOTIFICATION_INTERVAL_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub notification_interval_seconds: i64,
+    /// How often agent heartbeats are checked.
+    #[arg(long, env = "CERTCTL_AGENT_HEALTH_INTERVAL_SECONDS", default_value_t = 120,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub agent_health_interval_seconds: i64,
+    /// An online agent silent for longer than this becomes offline.
+    #[arg(long, env = "CERTCTL_AGENT_OFFLINE_AFTER_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub agent_offline_after_seconds: i64,
+    /// How often short-lived certificates past expiry are marked expired.
+    #[arg(long, env = "CERTCTL_SHORT_LIVED_EXPIRY_INTERVAL_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub short_lived_expiry_interval_seconds: i64,
+    /// How often jobs for external CAs (ACME, step-ca, Vault, scripts) are run.
+    #[arg(long, env = "CERTCTL_JOB_INTERVAL_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub job_interval_seconds: i64,
+    /// How often CRLs and OCSP responses are refreshed.
+    #[arg(long, env = "CERTCTL_CRL_OCSP_REFRESH_INTERVAL_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub crl_ocsp_refresh_interval_seconds: i64,
+    /// Certificates with at most this lifetime count as short-lived (besides
+    /// profiles with short_lived set).
+    #[arg(long, env = "CERTCTL_SHORT_LIVED_MAX_TTL_SECONDS", default_value_t = 3600,
+          value_parser = clap::value_parser!(i64).range(0..))]
+    pub short_lived_max_ttl_seconds: i64,
+    /// Renew this many days before expiry when no renewal policy applies.
+    #[arg(long, env = "CERTCTL_RENEW_BEFORE_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(i64).range(0..=3650))]
+    pub renew_before_days: i64,
+    /// Spread renewals earlier by up to this percent of the renewal window
+    /// when no renewal policy applies.
+    #[arg(long, env = "CERTCTL_RENEW_JITTER_PERCENT", default_value_t = 10,
+          value_parser = clap::value_parser!(i64).range(0..=50))]
+    pub renew_jitter_percent: i64,
+    /// Days before expiry at which `expiring_soon` is sent (comma-separated).
+    #[arg(long, env = "CERTCTL_EXPIRY_WARNING_DAYS", value_delimiter = ',',
+          default_values_t = [30_i64, 14, 7, 1])]
+    pub expiry_warning_days: Vec<i64>,
+    /// Delivery attempts before a notification goes to the dead letter.
+    #[arg(long, env = "CERTCTL_NOTIFICATION_MAX_ATTEMPTS", default_value_t = 5,
+          value_parser = clap::value_parser!(i64).range(1..=100))]
+    pub notification_max_attempts: i64,
+    /// First retry delay of a failed delivery; doubles per attempt up to an hour.
+    #[arg(long, env = "CERTCTL_NOTIFICATION_BACKOFF_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub notification_backoff_seconds: i64,
+    /// How long shutdown waits for scheduler runs in flight.
+    #[arg(long, env = "CERTCTL_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(i64).range(0..=3600))]
+    pub shutdown_timeout_seconds: i64,
+}
+
+impl SchedulerArgs {
+    /// Fills the scheduler and notification parts of the engine config.
+    pub fn apply(&self, config: &mut certctl_engine::config::EngineConfig) {
+        let s = &mut config.scheduler;
+        s.renewal_interval_seconds = self.renewal_check_interval_seconds;
+        s.job_lease_interval_seconds = self.job_lease_interval_seconds;
+        s.approval_expiry_interval_seconds = self.approval_expiry_interval_seconds;
+        s.notification_interval_seconds = self.notification_interval_seconds;
+        s.agent_health_interval_seconds = self.agent_health_interval_seconds;
+        s.agent_offline_after_seconds = self.agent_offline_after_seconds;
+        s.short_lived_interval_seconds = self.short_lived_expiry_interval_seconds;
+        s.jobs_interval_seconds = self.job_interval_seconds;
+        s.revocation_interval_seconds = self.crl_ocsp_refresh_interval_seconds;
+        s.short_lived_max_ttl_seconds = self.short_lived_max_ttl_seconds;
+        s.renew_before_days = self.renew_before_days;
+        s.renew_jitter_percent = self.renew_jitter_percent;
+        s.shutdown_timeout_seconds = self.shutdown_timeout_seconds;
+        let n = &mut config.notifications;
+        n.expiry_thresholds_days = self.expiry_warning_days.clone();
+        n.max_attempts = self.notification_max_attempts;
+        n.backoff_base_seconds = self.notification_backoff_seconds;
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AuthType {
     ApiKey,
@@ -87,6 +183,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<Exit
             key.as_str()
         );
     }
+    let shutdown_timeout = config.scheduler.shutdown_timeout_seconds;
     if let Some(demo_master) = demo_master {
         crate::demo::seed(&engine, &store, config, demo_master).await?;
     }
@@ -114,14 +211,13 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<Exit
         engine.clone(),
         owner,
     ));
-    let scheduler = tokio::spawn(scheduler.run(
-        cancel.clone().cancelled_owned(),
-        std::time::Duration::from_secs(30),
-    ));
+    let grace = std::time::Duration::from_secs(u64::try_from(shutdown_timeout).unwrap_or(30));
+    let scheduler = tokio::spawn(scheduler.run(cancel.clone().cancelled_owned(), grace));
     let router = certctl_api::app(AppState {
         engine,
         auth,
         shutdown: cancel.clone(),
+        est: Default::default(),
     });
     let shutdown = async move {
         shutdown.await;
@@ -130,8 +226,12 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<Exit
     certctl_api::run(listener, router, shutdown)
         .await
         .context("the HTTP server failed")?;
-    // In-flight loop runs finish (up to 30 s) before the store closes.
-    let _ = scheduler.await;
+    // In-flight loop runs finish (up to the shutdown timeout) before the
+    // store closes; past it, leases hand their work to another process.
+    if let Ok(Err(timeout)) = scheduler.await {
+        tracing::warn!(error = %timeout, "shutdown timed out");
+        eprintln!("certctl: {timeout}");
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

@@ -22,6 +22,9 @@ pub enum LifecycleStatus {
     Failed,
     /// Retired by an operator; kept for history, excluded from renewal.
     Archived,
+    /// A short-lived certificate past `not_after`, moved here by the
+    /// scheduler instead of being revoked.
+    Expired,
 }
 
 impl LifecycleStatus {
@@ -32,11 +35,13 @@ impl LifecycleStatus {
             Self::Revoked => "revoked",
             Self::Failed => "failed",
             Self::Archived => "archived",
+            Self::Expired => "expired",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
+            "expired" => Self::Expired,
             "pending" => Self::Pending,
             "active" => Self::Active,
             "revoked" => Self::Revoked,
@@ -103,6 +108,7 @@ impl EffectiveStatus {
             LifecycleStatus::Revoked => Self::Revoked,
             LifecycleStatus::Failed => Self::Failed,
             LifecycleStatus::Archived => Self::Archived,
+            LifecycleStatus::Expired => Self::Expired,
             LifecycleStatus::Active => match not_after {
                 Some(t) if t <= now => Self::Expired,
                 Some(t) if t <= now + window => Self::Expiring,

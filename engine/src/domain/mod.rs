@@ -20,7 +20,10 @@ pub use certificate::{
 pub use fleet::{Agent, AgentStatus, Target, TargetKind};
 pub use issuer::{Issuer, IssuerKind};
 pub use job::{Job, JobKind, JobStatus};
-pub use notification::Notification;
+pub use notification::{
+    ChannelKind, ChannelSettings, EventKind, Notification, NotificationChannel, NotificationRule,
+    NotificationStatus, SmtpSecurity,
+};
 pub use org::{Owner, Team};
 pub use policy::{PolicyKind, PolicyMode, PolicyRule, RenewalPolicy, Severity};
 pub use principal::{ApiPrincipal, Permission, Principal, Role};

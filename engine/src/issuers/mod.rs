@@ -100,8 +100,10 @@ pub trait Checkpoint: Send + Sync {
     /// Stores a newly registered account (ACME account credentials, JSON);
     /// returns the account to use, which is another worker's when it
     /// registered first.
-    async fn save_account(&self, account: serde_json::Value)
-    -> Result<serde_json::Value, IssuerError>;
+    async fn save_account(
+        &self,
+        account: serde_json::Value,
+    ) -> Result<serde_json::Value, IssuerError>;
 }
 
 /// A checkpoint that keeps nothing (for `test_issuer`, which never orders).
@@ -165,6 +167,9 @@ pub fn validate(
             }
             Ok(())
         }
+        IssuerKind::External => Err(Error::invalid(
+            "external issuers stand for outside CAs and are created by import_certificates, not by hand",
+        )),
         IssuerKind::Acme => {
             parse::<acme::AcmeConfig>(config, "config")?.check()?;
             parse::<acme::AcmeSecrets>(secrets, "secrets").map(|_| ())
@@ -252,6 +257,11 @@ pub(crate) fn connector_for(
     Ok(match record.issuer.kind {
         IssuerKind::Local | IssuerKind::LocalSubCa => {
             return Err(Error::internal("local issuers have no connector"));
+        }
+        IssuerKind::External => {
+            return Err(Error::conflict(format!(
+                "issuer {id} stands for an outside CA certctl does not manage; it cannot issue or revoke"
+            )));
         }
         IssuerKind::Acme => Box::new(acme::AcmeConnector::new(
             parse(&config, "config")?,

@@ -387,6 +387,21 @@ pub async fn record_version(
         created_at: now,
     };
     tx.insert_version(&new).await?;
+    // Its next renewal, and the `renewed` event, in the same transaction.
+    crate::notify::after_new_version(
+        &mut tx,
+        engine.config(),
+        now,
+        cert.current_version_id.is_some(),
+        &cert,
+        &crate::notify::VersionFacts {
+            id: &new.id,
+            serial: &new.serial,
+            not_before: new.not_before,
+            not_after: new.not_after,
+        },
+    )
+    .await?;
     payload["version_id"] = version_id.clone().into();
     if let Some(obj) = payload.as_object_mut() {
         // The CSR is in the version now; the job keeps only the reference.

@@ -98,7 +98,10 @@ impl Operation for AgentHeartbeat {
 
     async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
         ensure_agent_self(ctx.principal, &input.id)?;
-        Ok(agent_subject(&input.id, format!("Heartbeat of agent {}", input.id)))
+        Ok(agent_subject(
+            &input.id,
+            format!("Heartbeat of agent {}", input.id),
+        ))
     }
 
     async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
@@ -194,7 +197,10 @@ pub struct AgentCsrInput {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AgentCsrOutput {
     pub job: Job,
-    pub version: CertificateVersion,
+    /// The new version, when the issuer signed at once (local CA kinds).
+    pub version: Option<CertificateVersion>,
+    /// The issuer job, when an external CA signs it later.
+    pub issuer_job: Option<Job>,
 }
 
 pub struct SubmitAgentCsr;
@@ -210,7 +216,10 @@ impl Operation for SubmitAgentCsr {
     );
 
     fn prepare(input: &Self::Input, memo: &mut super::Memo) -> Result<()> {
-        memo.csr = Some((input.csr_pem.clone(), crate::pki::parse_csr(&input.csr_pem)?));
+        memo.csr = Some((
+            input.csr_pem.clone(),
+            crate::pki::parse_csr(&input.csr_pem)?,
+        ));
         Ok(())
     }
 
@@ -250,14 +259,35 @@ impl Operation for SubmitAgentCsr {
             .certificate(&cert_id, ctx.engine.status_view(ctx.now))
             .await?
             .ok_or_else(|| Error::not_found("certificate", &cert_id))?;
-        let (_, version) =
-            super::certificates::issue_version(ctx, cert, Some(&input.csr_pem), None).await?;
+        // The local CA signs now; an external CA signs later through an
+        // issuer job (the agent finds the certificate in its work then).
+        let (version, issuer_job) = match super::certificates::issue_version(
+            ctx,
+            cert,
+            Some(&input.csr_pem),
+            None,
+            job.kind,
+        )
+        .await?
+        {
+            super::certificates::Issuance::Now(_, v) => (Some(v), None),
+            super::certificates::Issuance::Queued(j) => (None, Some(j)),
+        };
         if !ctx
             .tx
-            .transition_job(&job.id, JobStatus::AwaitingCsr, JobStatus::Completed, None, ctx.now)
+            .transition_job(
+                &job.id,
+                JobStatus::AwaitingCsr,
+                JobStatus::Completed,
+                None,
+                ctx.now,
+            )
             .await?
         {
-            return Err(Error::conflict(format!("job {} changed state; try again", job.id)));
+            return Err(Error::conflict(format!(
+                "job {} changed state; try again",
+                job.id
+            )));
         }
         ctx.note("job_id", job.id.clone());
         ctx.audit_resource_id = Some(agent.id.clone());
@@ -266,6 +296,10 @@ impl Operation for SubmitAgentCsr {
             .job(&job.id)
             .await?
             .ok_or_else(|| Error::internal("job vanished"))?;
-        Ok(AgentCsrOutput { job, version })
+        Ok(AgentCsrOutput {
+            job,
+            version,
+            issuer_job,
+        })
     }
 }

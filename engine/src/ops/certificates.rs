@@ -566,6 +566,11 @@ impl Operation for UpdateCertificate {
         ctx.tx
             .update_certificate(&input.id, &patch, ctx.now)
             .await?;
+        // A new policy, or a new issuer (an imported certificate moving to
+        // one of ours), changes when it renews.
+        if patch.renewal_policy_id.is_some() || patch.issuer_id.is_some() {
+            crate::notify::reschedule(ctx, Some(&input.id), None).await?;
+        }
         load(ctx, &input.id).await
     }
 }
@@ -900,6 +905,8 @@ pub(crate) async fn issue_version(
         private_key_sealed: sealed_key,
         created_at: ctx.now,
     };
+    // A certificate that had a version is being renewed (for notifications).
+    let renewed = cert.current_version_id.is_some();
     ctx.tx.insert_version(&new).await?;
     ctx.audit_resource_id = Some(cert.id.clone());
     ctx.note("serial", new.serial.clone());
@@ -938,6 +945,8 @@ pub(crate) async fn issue_version(
         revocation_reason: None,
         created_at: new.created_at,
     };
+    // Next renewal time, and the `renewed` event, in this transaction.
+    crate::notify::after_issue(ctx, renewed, &cert, &version).await?;
     Ok(Issuance::Now(cert, version))
 }
 
@@ -1031,8 +1040,7 @@ impl Operation for RenewCertificate {
             updated_at: ctx.now,
         };
         let version = if issue_now {
-            match issue_version(ctx, cert, input.csr_pem.as_deref(), None, JobKind::Renewal)
-                .await?
+            match issue_version(ctx, cert, input.csr_pem.as_deref(), None, JobKind::Renewal).await?
             {
                 Issuance::Now(_, v) => {
                     job.status = JobStatus::Completed;

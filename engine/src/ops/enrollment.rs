@@ -11,7 +11,7 @@ use super::certificates::{
 };
 use super::{Ctx, OpMeta, Operation, Risk, Subject};
 use crate::bootstrap::{DEFAULT_PROFILE_ID, LOCAL_ISSUER_ID};
-use crate::domain::{EffectiveStatus, Permission};
+use crate::domain::{EffectiveStatus, JobKind, Permission};
 use crate::error::{Error, Result};
 use crate::pki;
 
@@ -38,7 +38,12 @@ pub struct EnrollCertificate;
 
 /// The common name and SANs a CSR asks for.
 fn names_of(csr: &pki::ParsedCsr) -> Result<(String, Vec<String>)> {
-    let mut sans: Vec<String> = csr.names.dns.iter().map(|d| d.to_ascii_lowercase()).collect();
+    let mut sans: Vec<String> = csr
+        .names
+        .dns
+        .iter()
+        .map(|d| d.to_ascii_lowercase())
+        .collect();
     sans.extend(csr.names.ips.iter().map(|ip| ip.to_string()));
     let cn = csr
         .common_name
@@ -114,11 +119,7 @@ impl Operation for EnrollCertificate {
         };
         let cert = CreateCertificate::execute(ctx, create).await?;
         ctx.memo.csr = Some((input.csr_pem.clone(), csr));
-        let (certificate, version) = issue_version(ctx, cert, Some(&input.csr_pem), None).await?;
-        Ok(IssueOutput {
-            certificate,
-            version,
-        })
+        signed_now(issue_version(ctx, cert, Some(&input.csr_pem), None, JobKind::Issuance).await?)
     }
 }
 
@@ -151,8 +152,12 @@ impl ReenrollCertificate {
             ));
         }
         match cert.status {
-            EffectiveStatus::Revoked => Err(Error::forbidden("the presented certificate is revoked")),
-            EffectiveStatus::Expired => Err(Error::forbidden("the presented certificate has expired")),
+            EffectiveStatus::Revoked => {
+                Err(Error::forbidden("the presented certificate is revoked"))
+            }
+            EffectiveStatus::Expired => {
+                Err(Error::forbidden("the presented certificate has expired"))
+            }
             EffectiveStatus::Archived => Err(Error::forbidden("the certificate is archived")),
             _ => Ok(certificate_id),
         }
@@ -193,10 +198,22 @@ impl Operation for ReenrollCertificate {
     async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
         let id = Self::current(ctx, &input).await?;
         let cert = load(ctx, &id).await?;
-        let (certificate, version) = issue_version(ctx, cert, Some(&input.csr_pem), None).await?;
-        Ok(IssueOutput {
+        signed_now(issue_version(ctx, cert, Some(&input.csr_pem), None, JobKind::Issuance).await?)
+    }
+}
+
+/// EST answers with the certificate in the same exchange, so its issuer must
+/// sign at once (a local CA kind). An external CA would sign later through a
+/// job; refusing here rolls that job back with the rest of the call.
+fn signed_now(issuance: super::certificates::Issuance) -> Result<IssueOutput> {
+    match issuance {
+        super::certificates::Issuance::Now(certificate, version) => Ok(IssueOutput {
             certificate,
-            version,
-        })
+            version: Some(version),
+            job: None,
+        }),
+        super::certificates::Issuance::Queued(_) => Err(Error::conflict(
+            "EST enrollment needs an issuer that signs at once (a local CA); configure --est-issuer accordingly",
+        )),
     }
 }

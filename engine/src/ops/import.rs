@@ -115,11 +115,18 @@ impl Operation for ImportCertificates {
 
     async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
         let leaves = parse_bundle(&input.pem)?;
-        if let Some(issuer_id) = &input.issuer_id
-            && ctx.tx.issuer(issuer_id).await?.is_none()
-        {
-            return Err(Error::invalid(format!("unknown issuer_id '{issuer_id}'")));
-        }
+        // Renewed by the scheduler only when they belong to an issuer that
+        // can issue; an outside CA's certificates wait until one is chosen.
+        let renewable = match &input.issuer_id {
+            Some(issuer_id) => {
+                let record =
+                    ctx.tx.issuer(issuer_id).await?.ok_or_else(|| {
+                        Error::invalid(format!("unknown issuer_id '{issuer_id}'"))
+                    })?;
+                record.issuer.kind != IssuerKind::External
+            }
+            None => false,
+        };
         let profile_id = input
             .profile_id
             .clone()
@@ -155,7 +162,14 @@ impl Operation for ImportCertificates {
                 }
             };
             let renew_from = input.issuer_id.clone().unwrap_or_else(|| outside.clone());
-            let item = import_one(ctx, &leaf, &outside, &renew_from, &profile_id, &input).await?;
+            let item = import_one(
+                ctx,
+                &leaf,
+                (&outside, &renew_from, renewable),
+                &profile_id,
+                &input,
+            )
+            .await?;
             match item.outcome {
                 ImportOutcome::Imported => report.imported += 1,
                 ImportOutcome::Exists => report.existing += 1,
@@ -216,8 +230,7 @@ fn parse_bundle(text: &str) -> Result<Vec<Leaf>> {
 async fn import_one(
     ctx: &mut Ctx<'_>,
     leaf: &Leaf,
-    outside_ca: &str,
-    issuer_id: &str,
+    (outside_ca, issuer_id, renewable): (&str, &str, bool),
     profile_id: &str,
     input: &ImportCertificatesInput,
 ) -> Result<ImportItem> {
@@ -304,9 +317,10 @@ async fn import_one(
         updated_at: ctx.now,
     };
     ctx.tx.insert_certificate(&cert).await?;
+    let version_id = ctx.new_id("cv");
     ctx.tx
         .insert_version(&NewVersion {
-            id: ctx.new_id("cv"),
+            id: version_id.clone(),
             certificate_id: id.clone(),
             issuer_id: outside_ca.to_owned(),
             serial: info.serial_hex.clone(),
@@ -321,6 +335,26 @@ async fn import_one(
             created_at: ctx.now,
         })
         .await?;
+    // Its renewal time, like every new version, when an issuer of ours
+    // renews it (update_certificate schedules it once one is chosen).
+    if renewable {
+        crate::notify::after_new_version(
+            ctx.tx,
+            ctx.engine.config(),
+            ctx.now,
+            false,
+            &cert,
+            &crate::notify::VersionFacts {
+                id: &version_id,
+                serial: &info.serial_hex,
+                not_before: info.not_before,
+                not_after: info.not_after,
+            },
+        )
+        .await?;
+    } else {
+        ctx.tx.set_renewal_schedule(&id, None).await?;
+    }
     item.outcome = ImportOutcome::Imported;
     item.certificate_id = Some(id);
     Ok(item)
@@ -342,6 +376,7 @@ async fn ensure_external_issuer(ctx: &mut Ctx<'_>, issuer_dn: &str) -> Result<St
         name: format!("External: {issuer_dn} ({})", &digest[..8]),
         kind: IssuerKind::External,
         config: serde_json::json!({ "issuer_dn": issuer_dn }),
+        secret_fields: Vec::new(),
         enabled: true,
         ca_cert_pem: None,
         ca_chain_pem: None,

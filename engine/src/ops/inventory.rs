@@ -970,6 +970,11 @@ async fn save_renewal(
         updated_at: ctx.now,
     };
     ctx.tx.upsert_renewal_policy(&r).await?;
+    if !create {
+        // Certificates under the policy renew by its new timing.
+        let n = crate::notify::reschedule(ctx, None, Some(&r.id)).await?;
+        ctx.note("certificates_rescheduled", n);
+    }
     ctx.audit_resource_id = Some(r.id.clone());
     Ok(r)
 }

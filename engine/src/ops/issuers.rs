@@ -50,7 +50,12 @@ impl Operation for ListIssuers {
             .into_iter()
             .map(|r| r.issuer)
             .collect();
-        super::paginate(rows, &input, "name", &["name", "kind", "created_at", "updated_at", "id"])
+        super::paginate(
+            rows,
+            &input,
+            "name",
+            &["name", "kind", "created_at", "updated_at", "id"],
+        )
     }
 }
 
@@ -169,6 +174,12 @@ impl Operation for CreateIssuer {
                 )?)
             }
             IssuerKind::Acme | IssuerKind::StepCa | IssuerKind::Vault | IssuerKind::Script => None,
+            // Refused by `validate` above; outside CAs come from imports.
+            IssuerKind::External => {
+                return Err(Error::invalid(
+                    "external issuers are created by import_certificates",
+                ));
+            }
         };
         let issuer = Issuer {
             id: id.clone(),
@@ -368,7 +379,9 @@ impl Operation for TestIssuer {
                 Some(m) => ctx
                     .engine
                     .signing_ca(&record.issuer.id, m)
-                    .map(|_| "the local CA key opens with this installation's master key".to_owned())
+                    .map(|_| {
+                        "the local CA key opens with this installation's master key".to_owned()
+                    })
                     .map_err(|e| e.to_string()),
                 None => Err("the local issuer has no CA material".to_owned()),
             }

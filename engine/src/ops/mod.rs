@@ -74,30 +74,32 @@ mod admin;
 mod agents_work;
 mod approvals;
 mod certificates;
-mod import;
 mod enrollment;
 mod export;
+mod import;
 mod inventory;
 mod issuers;
 mod job_decisions;
+mod notifications;
 mod registry;
-mod stats;
 mod revocation;
+mod stats;
 
 pub use admin::*;
 pub use agents_work::*;
 pub use approvals::*;
 pub use certificates::*;
+pub use enrollment::*;
+pub use export::*;
 pub use import::*;
 pub use inventory::*;
 pub use issuers::*;
 pub use job_decisions::*;
 pub use listing::*;
-pub use stats::*;
-pub use enrollment::*;
-pub use export::*;
-pub use revocation::*;
+pub use notifications::*;
 pub use registry::{DynOperation, catalogue, find};
+pub use revocation::*;
+pub use stats::*;
 
 use std::future::Future;
 

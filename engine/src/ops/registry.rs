@@ -193,6 +193,17 @@ pub fn catalogue() -> &'static [Box<dyn DynOperation>] {
             CreateExportLink,
             EnrollCertificate,
             ReenrollCertificate,
+            ListNotificationChannels,
+            CreateNotificationChannel,
+            UpdateNotificationChannel,
+            DeleteNotificationChannel,
+            ListNotificationRules,
+            CreateNotificationRule,
+            UpdateNotificationRule,
+            DeleteNotificationRule,
+            ListNotifications,
+            RetryNotification,
+            SendTestNotification,
         ]
     })
 }

@@ -187,6 +187,7 @@ async fn revoke(ctx: &mut Ctx<'_>, c: &ManagedCertificate, reason: RevocationRea
     ctx.engine
         .revocation_caches()
         .revoked(&version.issuer_id, &serial, ctx.now);
+    crate::notify::after_revoke(ctx, c, reason.as_str()).await?;
     Ok(())
 }
 
@@ -242,7 +243,10 @@ impl BulkRevokeCertificates {
         }
         let view = ctx.engine.status_view(ctx.now);
         if input.ids.is_empty() {
-            return ctx.tx.certificate_ids_matching(&input.filter, view, limit).await;
+            return ctx
+                .tx
+                .certificate_ids_matching(&input.filter, view, limit)
+                .await;
         }
         if input.ids.len() as i64 > limit {
             return Err(Error::invalid(format!(

@@ -196,8 +196,11 @@ impl CertificateFilter {
                     ));
                 }
                 EffectiveStatus::Expired => {
+                    // Short-lived certificates are stored as `expired` by the
+                    // scheduler; others are active past not_after.
                     let a = w.arg(Arg::Int(now));
-                    w.push(format!("status = {active} AND not_after <= {a}"));
+                    let e = w.arg(Arg::Text("expired".into()));
+                    w.push(format!("status IN ({active}, {e}) AND not_after <= {a}"));
                 }
                 other => {
                     // Pending, revoked, failed and archived are stored as such.
@@ -441,7 +444,7 @@ impl Store {
         let rows: Vec<(String, i64, i64, i64)> = with_db!(&self.db, |p| {
             sqlx::query_as(
                 "SELECT status, COUNT(*), \
-                   COUNT(*) FILTER (WHERE status = 'active' AND not_after <= $1), \
+                   COUNT(*) FILTER (WHERE (status = 'active' AND not_after <= $1) OR status = 'expired'), \
                    COUNT(*) FILTER (WHERE status = 'active' AND not_after > $1 AND not_after <= $2) \
                  FROM certificates GROUP BY status",
             )
@@ -452,7 +455,13 @@ impl Store {
         });
         let expired = rows.iter().map(|r| r.2).sum();
         let expiring = rows.iter().map(|r| r.3).sum();
-        let mut out: Vec<(String, i64)> = rows.into_iter().map(|r| (r.0, r.1)).collect();
+        // Stored `expired` (short-lived certificates) is counted with the
+        // computed expired above, not as a stored status of its own.
+        let mut out: Vec<(String, i64)> = rows
+            .into_iter()
+            .filter(|r| r.0 != "expired")
+            .map(|r| (r.0, r.1))
+            .collect();
         out.push(("expired".into(), expired));
         out.push(("expiring".into(), expiring));
         Ok(out)

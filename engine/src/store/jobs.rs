@@ -95,11 +95,10 @@ impl JobFilter {
             w.push(format!("created_at < {p}"));
         }
         if let Some(c) = &self.after_cursor {
-            let key = c
-                .k
-                .as_i64()
-                .filter(|_| c.s == JOB_SORT)
-                .ok_or_else(|| crate::Error::invalid("cursor is not valid for jobs"))?;
+            let key =
+                c.k.as_i64()
+                    .filter(|_| c.s == JOB_SORT)
+                    .ok_or_else(|| crate::Error::invalid("cursor is not valid for jobs"))?;
             let k = w.arg(Arg::Int(key));
             let id = w.arg(Arg::Text(c.id.clone()));
             w.push(format!("(created_at, id) < ({k}, {id})"));
@@ -299,6 +298,11 @@ impl Store {
                 })
             }
         };
+        if n == 1
+            && let JobResult::Failed(error) = result
+        {
+            notify_if_failed(&mut tx, id, error, now).await?;
+        }
         tx.commit().await?;
         Ok(n == 1)
     }
@@ -364,6 +368,27 @@ impl Store {
         });
         tx.commit().await?;
         Ok(n)
+    }
+}
+
+/// A renewal or deployment job that failed for good notifies its owners,
+/// in the transaction that failed it.
+async fn notify_if_failed(tx: &mut Tx, id: &str, error: &str, now: i64) -> Result<()> {
+    let Some(job) = tx.job(id).await? else {
+        return Ok(());
+    };
+    if job.status != JobStatus::Failed {
+        return Ok(());
+    }
+    match (job.kind, job.certificate_id.as_deref()) {
+        (JobKind::Renewal, Some(cert)) => {
+            crate::notify::renewal_failed(tx, now, cert, error, format!("renewal_failed:{id}"))
+                .await
+        }
+        (JobKind::Deployment, cert) => {
+            crate::notify::deployment_failed(tx, now, id, cert, error).await
+        }
+        _ => Ok(()),
     }
 }
 

@@ -23,6 +23,7 @@ fn list(
         filter,
         sort: Some(serde_json::from_value(serde_json::json!(sort)).expect("sort")),
         cursor,
+        page: None,
         per_page: Some(per_page),
         fields: None,
     }

@@ -3,19 +3,28 @@
 //! and of several processes only the lease holder runs a loop.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use certctl_engine::config::EngineConfig;
-use certctl_engine::domain::{JobKind, JobStatus, KeyAlgorithm};
+use certctl_engine::domain::{AgentStatus, EffectiveStatus, JobKind, JobStatus, KeyAlgorithm};
 use certctl_engine::ops;
 use certctl_engine::scheduler::{Loop, Scheduler, TickOutcome};
 use certctl_engine::store::JobFilter;
 
+use super::receiver::{Answer, Receiver};
 use super::support::{Harness, csr};
 use crate::backend_tests;
 
 backend_tests!(
     renewals_are_queued_once_and_gated,
-    one_process_runs_each_loop
+    one_process_runs_each_loop,
+    a_slow_run_makes_the_next_tick_skip,
+    shutdown_times_out_when_work_outlasts_it,
+    silent_agents_go_offline,
+    short_lived_certificates_expire_without_revocation,
+    renewal_policy_fraction_decides_when_renewal_is_due,
 );
 
 async fn issue(h: &Harness, cn: &str, days: i64, profile: Option<&str>) -> String {
@@ -84,7 +93,7 @@ async fn renewals_are_queued_once_and_gated(h: &Harness) {
     let first = s.tick().await;
     assert_eq!(
         first.len(),
-        3,
+        Loop::ALL.len(),
         "every loop runs on the first tick: {first:?}"
     );
     assert!(
@@ -108,13 +117,13 @@ async fn renewals_are_queued_once_and_gated(h: &Harness) {
     assert_eq!(pending[0].requested_by, "system:scheduler");
     assert_eq!(pending[0].resource_id.as_deref(), Some(gated.as_str()));
 
-    // Nothing is due again at once; after 30 s only the lease and job loops are.
+    // Nothing is due again at once; after 30 s only the 30-second loops are.
     assert!(s.tick().await.is_empty());
     h.clock.advance(30);
     let t = s.tick().await;
     assert_eq!(
         t.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
-        vec![Loop::JobLeases, Loop::Jobs]
+        vec![Loop::JobLeases, Loop::Jobs, Loop::ShortLivedExpiry]
     );
     // An hour later the renewal loop runs again but queues no duplicate.
     h.clock.advance(3600);
@@ -150,4 +159,307 @@ async fn one_process_runs_each_loop(h: &Harness) {
         );
     }
     other.store().close().await;
+}
+
+// ---------------------------------------------------------------- in-flight runs, shutdown
+
+/// A notifications run blocked on a receiver the test holds.
+async fn blocked_notifications(h: &Harness) -> (Receiver, Arc<Notify>) {
+    let rx = Receiver::start().await;
+    let release = Arc::new(Notify::new());
+    rx.answer("/slow", Answer::Hold(release.clone()));
+    let c = super::notifications::channel(
+        h,
+        "slow",
+        "slack",
+        serde_json::json!({ "url": rx.url("/slow") }),
+        None,
+    )
+    .await;
+    h.done::<ops::SendTestNotification>(
+        &h.admin(),
+        ops::SendTestNotificationInput {
+            channel_id: c.id,
+            to: vec![],
+        },
+    )
+    .await;
+    (rx, release)
+}
+
+async fn a_slow_run_makes_the_next_tick_skip(h: &Harness) {
+    let (rx, release) = blocked_notifications(h).await;
+    let s = Arc::new(Scheduler::new(h.engine.clone(), "proc-slow"));
+    let first = s.start_due();
+    // The notifications run is now inside its delivery, held by the receiver.
+    rx.wait_for(1).await;
+    h.clock.advance(60);
+    let second = s.start_due();
+    let mut skipped = None;
+    for (l, handle) in second {
+        let o = handle.await.expect("task");
+        if l == Loop::Notifications {
+            skipped = Some(o);
+        }
+    }
+    assert_eq!(skipped, Some(TickOutcome::SkippedInFlight), "no overlap");
+    release.notify_one();
+    for (l, handle) in first {
+        let o = handle.await.expect("task");
+        assert_eq!(o, TickOutcome::Ran, "{l:?}");
+    }
+    assert_eq!(rx.requests().len(), 1, "sent once");
+    // Free again: the next turn runs.
+    h.clock.advance(60);
+    assert_eq!(
+        s.run_once(Loop::Notifications, h.engine.now()).await,
+        TickOutcome::Ran
+    );
+}
+
+async fn shutdown_times_out_when_work_outlasts_it(h: &Harness) {
+    // Nothing in flight: a clean stop.
+    let s = Arc::new(Scheduler::new(h.engine.clone(), "proc-stop"));
+    let r = s
+        .clone()
+        .run(std::future::ready(()), Duration::from_secs(5))
+        .await;
+    assert_eq!(r, Ok(()));
+
+    let (rx, release) = blocked_notifications(h).await;
+    h.clock.advance(3600);
+    let s = Arc::new(Scheduler::new(h.engine.clone(), "proc-stuck"));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(s.clone().run(
+        async move {
+            let _ = stop_rx.await;
+        },
+        Duration::from_millis(200),
+    ));
+    rx.wait_for(1).await;
+    let _ = stop_tx.send(());
+    let r = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("shutdown returns")
+        .expect("task");
+    let err = r.expect_err("the held delivery outlasts the timeout");
+    assert_eq!(err.in_flight, vec!["notifications"]);
+    assert!(err.to_string().contains("notifications"), "{err}");
+    release.notify_one();
+    // Its leases were released: another process takes the loop at once.
+    let other = Arc::new(Scheduler::new(h.engine.clone(), "proc-next"));
+    assert_eq!(
+        other.run_once(Loop::Notifications, h.engine.now()).await,
+        TickOutcome::Ran
+    );
+}
+
+// ---------------------------------------------------------------- agent health, short-lived
+
+async fn silent_agents_go_offline(h: &Harness) {
+    let quiet = h
+        .done::<ops::RegisterAgent>(
+            &h.admin(),
+            serde_json::from_value(serde_json::json!({ "name": "quiet" })).expect("input"),
+        )
+        .await
+        .agent;
+    let chatty = h
+        .done::<ops::RegisterAgent>(
+            &h.admin(),
+            serde_json::from_value(serde_json::json!({ "name": "chatty" })).expect("input"),
+        )
+        .await
+        .agent;
+    let now = h.engine.now();
+    h.db.raw(&format!(
+        "UPDATE agents SET status = 'online', last_heartbeat_at = {} WHERE id = '{}'; \
+         UPDATE agents SET status = 'online', last_heartbeat_at = {} WHERE id = '{}'",
+        now - 301,
+        quiet.id,
+        now - 10,
+        chatty.id
+    ))
+    .await
+    .expect("heartbeats");
+    let s = Scheduler::new(h.engine.clone(), "proc-agents");
+    assert_eq!(s.run_once(Loop::AgentHealth, now).await, TickOutcome::Ran);
+    let status = |id: String| async move {
+        h.done::<ops::GetAgent>(&h.admin(), ops::IdInput { id })
+            .await
+            .status
+    };
+    assert_eq!(status(quiet.id.clone()).await, AgentStatus::Offline);
+    assert_eq!(status(chatty.id.clone()).await, AgentStatus::Online);
+    let offline_events = h
+        .audit_actions()
+        .await
+        .into_iter()
+        .filter(|(a, _, who)| a == "agent.offline" && who == "system:scheduler")
+        .count();
+    assert_eq!(offline_events, 1);
+    // Later the other one is silent too; the first is not announced again.
+    h.clock.advance(300);
+    assert_eq!(
+        s.run_once(Loop::AgentHealth, h.engine.now()).await,
+        TickOutcome::Ran
+    );
+    assert_eq!(status(chatty.id).await, AgentStatus::Offline);
+    let n = h
+        .audit_actions()
+        .await
+        .into_iter()
+        .filter(|(a, _, _)| a == "agent.offline")
+        .count();
+    assert_eq!(n, 2, "the second agent only");
+}
+
+async fn short_lived_certificates_expire_without_revocation(h: &Harness) {
+    let profile = h
+        .done::<ops::CreateProfile>(
+            &h.admin(),
+            serde_json::from_value(serde_json::json!({
+                "name": "ephemeral", "short_lived": true,
+                "max_ttl_seconds": 86400, "default_ttl_seconds": 7200
+            }))
+            .expect("input"),
+        )
+        .await;
+    let short = issue_secs(h, "short.example.com", 7200, Some(&profile.id)).await;
+    // Any certificate living at most an hour counts as short-lived too.
+    let tiny = issue_secs(h, "tiny.example.com", 1800, None).await;
+    let normal = issue(h, "normal.example.com", 1, None).await;
+    let s = Scheduler::new(h.engine.clone(), "proc-short");
+    h.clock.advance(7300);
+    assert_eq!(
+        s.run_once(Loop::ShortLivedExpiry, h.engine.now()).await,
+        TickOutcome::Ran
+    );
+    let get = |id: String| async move {
+        h.done::<ops::GetCertificate>(
+            &h.admin(),
+            serde_json::from_value(serde_json::json!({ "id": id })).expect("input"),
+        )
+        .await
+        .certificate
+    };
+    for id in [&short, &tiny] {
+        let c = get(id.clone()).await;
+        assert_eq!(c.status, EffectiveStatus::Expired, "{id}");
+        assert!(c.revoked_at.is_none(), "expired, not revoked");
+    }
+    // The day-long certificate is not short-lived and is still valid.
+    assert_ne!(get(normal.clone()).await.status, EffectiveStatus::Expired);
+    // The status filter finds stored and computed expiry alike; no renewal is queued.
+    let expired = h
+        .done::<ops::ListCertificates>(
+            &h.admin(),
+            serde_json::from_value(serde_json::json!({ "status": "expired" })).expect("input"),
+        )
+        .await;
+    assert_eq!(
+        serde_json::to_value(&expired).expect("json")["data"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    assert!(renewal_jobs(h, &short).await.is_empty());
+}
+
+async fn renewal_policy_fraction_decides_when_renewal_is_due(h: &Harness) {
+    let policy = h
+        .done::<ops::CreateRenewalPolicy>(
+            &h.admin(),
+            serde_json::from_value(serde_json::json!({
+                "name": "half", "renew_at_fraction": 0.5, "jitter_percent": 0
+            }))
+            .expect("input"),
+        )
+        .await;
+    let c = h
+        .done::<ops::CreateCertificate>(
+            &h.admin(),
+            serde_json::from_value(serde_json::json!({
+                "common_name": "half.example.com", "renewal_policy_id": policy.id
+            }))
+            .expect("input"),
+        )
+        .await;
+    h.done::<ops::IssueCertificate>(
+        &h.admin(),
+        ops::IssueCertificateInput {
+            id: c.id.clone(),
+            csr_pem: Some(csr(KeyAlgorithm::EcdsaP256, "half.example.com", &[])),
+            ttl_seconds: Some(40 * 86400),
+        },
+    )
+    .await;
+    let s = Scheduler::new(h.engine.clone(), "proc-policy");
+    // Day 19: not yet (40-day lifetime; half is day 20).
+    h.clock.advance(19 * 86400);
+    assert_eq!(
+        s.run_once(Loop::Renewal, h.engine.now()).await,
+        TickOutcome::Ran
+    );
+    assert!(renewal_jobs(h, &c.id).await.is_empty());
+    h.clock.advance(86400 + 120);
+    assert_eq!(
+        s.run_once(Loop::Renewal, h.engine.now()).await,
+        TickOutcome::Ran
+    );
+    assert_eq!(renewal_jobs(h, &c.id).await, vec![JobStatus::AwaitingCsr]);
+
+    // Changing the policy reschedules the certificates under it.
+    let d = h
+        .done::<ops::CreateCertificate>(
+            &h.admin(),
+            serde_json::from_value(serde_json::json!({
+                "common_name": "quarter.example.com", "renewal_policy_id": policy.id
+            }))
+            .expect("input"),
+        )
+        .await;
+    h.done::<ops::IssueCertificate>(
+        &h.admin(),
+        ops::IssueCertificateInput {
+            id: d.id.clone(),
+            csr_pem: Some(csr(KeyAlgorithm::EcdsaP256, "quarter.example.com", &[])),
+            ttl_seconds: Some(40 * 86400),
+        },
+    )
+    .await;
+    h.done::<ops::UpdateRenewalPolicy>(
+        &h.admin(),
+        serde_json::from_value(serde_json::json!({
+            "id": policy.id, "name": "quarter", "renew_at_fraction": 0.25, "jitter_percent": 0
+        }))
+        .expect("input"),
+    )
+    .await;
+    h.clock.advance(10 * 86400 + 120);
+    assert_eq!(
+        s.run_once(Loop::Renewal, h.engine.now()).await,
+        TickOutcome::Ran
+    );
+    assert_eq!(renewal_jobs(h, &d.id).await, vec![JobStatus::AwaitingCsr]);
+}
+
+async fn issue_secs(h: &Harness, cn: &str, secs: i64, profile: Option<&str>) -> String {
+    let mut input = serde_json::json!({ "common_name": cn });
+    if let Some(p) = profile {
+        input["profile_id"] = p.into();
+    }
+    let c = h
+        .done::<ops::CreateCertificate>(&h.admin(), serde_json::from_value(input).expect("input"))
+        .await;
+    h.done::<ops::IssueCertificate>(
+        &h.admin(),
+        ops::IssueCertificateInput {
+            id: c.id.clone(),
+            csr_pem: Some(csr(KeyAlgorithm::EcdsaP256, cn, &[])),
+            ttl_seconds: Some(secs),
+        },
+    )
+    .await;
+    c.id
 }
