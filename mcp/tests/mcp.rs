@@ -558,6 +558,118 @@ async fn every_tool_runs() {
     let v = ok(&r, "get_approval");
     check_output(&schemas, "get_approval", &v);
 
+    // Statistics, export, enrollment, import, issuer test and notifications.
+    let more = issued(&c, "more.example.com").await;
+    let more_pem = structured(&call(&c, "get_certificate", json!({ "id": more })).await)["result"]
+        ["versions"][0]["cert_pem"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let spare = issued(&c, "spare.example.com").await;
+    let channel = ok(
+        &call(
+            &c,
+            "create_notification_channel",
+            json!({"name": "hook", "kind": "webhook", "settings": {"url": "http://127.0.0.1:9/hook"}}),
+        )
+        .await,
+        "channel",
+    )["result"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let rule = ok(
+        &call(
+            &c,
+            "create_notification_rule",
+            json!({"name": "everything", "channel_id": channel}),
+        )
+        .await,
+        "rule",
+    )["result"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    covered.extend(["create_notification_channel", "create_notification_rule"].map(String::from));
+    let enrolled = ok(
+        &call(
+            &c,
+            "enroll_certificate",
+            json!({"csr_pem": csr("device.example.com")}),
+        )
+        .await,
+        "enroll",
+    );
+    check_output(&schemas, "enroll_certificate", &enrolled);
+    covered.insert("enroll_certificate".into());
+    let enrolled_pem = enrolled["result"]["version"]["cert_pem"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for (name, args) in [
+        ("get_certificates_by_status", json!({})),
+        ("get_expiration_timeline", json!({"days": 90})),
+        ("get_job_trends", json!({})),
+        ("get_issuance_rate", json!({})),
+        ("export_certificate", json!({"id": more})),
+        ("create_export_link", json!({"id": more})),
+        ("test_issuer", json!({"id": "iss-local"})),
+        ("import_certificates", json!({"pem": more_pem})),
+        (
+            "reenroll_certificate",
+            json!({"current_cert_pem": enrolled_pem, "csr_pem": csr("device.example.com")}),
+        ),
+        ("list_notification_channels", json!({})),
+        (
+            "update_notification_channel",
+            json!({"id": channel, "name": "hook", "kind": "webhook", "enabled": false,
+                   "settings": {"url": "http://127.0.0.1:9/hook"}}),
+        ),
+        ("list_notification_rules", json!({})),
+        (
+            "update_notification_rule",
+            json!({"id": rule, "name": "everything", "channel_id": channel, "enabled": false}),
+        ),
+        ("list_notifications", json!({})),
+        (
+            "bulk_revoke_certificates",
+            json!({"ids": [spare], "reason": "cessationOfOperation"}),
+        ),
+        ("delete_notification_rule", json!({"id": rule})),
+        ("delete_notification_channel", json!({"id": channel})),
+    ] {
+        let r = call(&c, name, args).await;
+        let v = ok(&r, name);
+        assert_eq!(v["status"], "completed", "{name}: {v}");
+        check_output(&schemas, name, &v);
+        covered.insert(name.to_owned());
+    }
+    // Agent-only calls and decisions on unknown jobs or notifications fail
+    // as tool errors that say why, never as internal errors.
+    for (name, args) in [
+        ("agent_heartbeat", json!({"id": made["agent"]})),
+        ("get_agent_work", json!({"id": made["agent"]})),
+        (
+            "submit_agent_csr",
+            json!({"id": made["agent"], "job_id": "job-missing", "csr_pem": csr("x.example.com")}),
+        ),
+        ("approve_job", json!({"id": "job-missing"})),
+        ("reject_job", json!({"id": "job-missing"})),
+        ("retry_notification", json!({"id": "ntf-missing"})),
+        (
+            "send_test_notification",
+            json!({"channel_id": "nch-missing"}),
+        ),
+    ] {
+        let r = call(&c, name, args).await;
+        let text = format!("{:?}", r.content).to_lowercase();
+        assert!(!text.contains("internal"), "{name}: {text}");
+        if r.is_error == Some(true) {
+            assert!(text.len() > 20, "{name}: an error that says why: {text}");
+        }
+        covered.insert(name.to_owned());
+    }
+
     // Deleting in-use rows and decisions on unknown approvals fail, teaching.
     for (name, args, hint) in [
         (
