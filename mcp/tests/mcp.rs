@@ -402,6 +402,32 @@ async fn every_tool_runs() {
             .unwrap_or_default()
             .into(),
     );
+    let v = ok(
+        &call(
+            &c,
+            "create_notification_channel",
+            json!({"name": "hook", "kind": "webhook", "settings": {"url": "http://127.0.0.1:9/hook"}, "secret": "s"}),
+        )
+        .await,
+        "channel",
+    );
+    made.insert(
+        "channel",
+        v["result"]["id"].as_str().unwrap_or_default().into(),
+    );
+    let v = ok(
+        &call(
+            &c,
+            "create_notification_rule",
+            json!({"name": "all", "channel_id": made["channel"]}),
+        )
+        .await,
+        "rule",
+    );
+    made.insert(
+        "rule",
+        v["result"]["id"].as_str().unwrap_or_default().into(),
+    );
     let r = call(&c, "renew_certificate", json!({"id": cert})).await;
     let job = ok(&r, "renew")["result"]["job"]["id"]
         .as_str()
@@ -470,6 +496,20 @@ async fn every_tool_runs() {
         ("verify_audit_log", json!({})),
         ("get_stats_summary", json!({})),
         ("list_principals", json!({})),
+        ("list_notification_channels", json!({})),
+        (
+            "update_notification_channel",
+            json!({"id": made["channel"], "name": "hook2", "kind": "webhook", "settings": {"url": "http://127.0.0.1:9/hook2"}}),
+        ),
+        ("list_notification_rules", json!({})),
+        (
+            "update_notification_rule",
+            json!({"id": made["rule"], "name": "renewals", "channel_id": made["channel"], "events": ["renewed"]}),
+        ),
+        ("send_test_notification", json!({"channel_id": made["channel"]})),
+        ("list_notifications", json!({"status": "pending"})),
+        ("delete_notification_rule", json!({"id": made["rule"]})),
+        ("delete_notification_channel", json!({"id": made["channel"]})),
         // Destructive ones: confirmed in chat by this client.
         (
             "revoke_certificate",
@@ -496,6 +536,8 @@ async fn every_tool_runs() {
         "renew_certificate",
         "create_certificate",
         "issue_certificate",
+        "create_notification_channel",
+        "create_notification_rule",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -554,6 +596,11 @@ async fn every_tool_runs() {
             "get_approval",
             json!({"id": "ap-missing"}),
             "list_approvals",
+        ),
+        (
+            "retry_notification",
+            json!({"id": "ntf-missing"}),
+            "list_notifications",
         ),
     ] {
         let r = call(&c, name, args).await;
