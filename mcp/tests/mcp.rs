@@ -506,10 +506,16 @@ async fn every_tool_runs() {
             "update_notification_rule",
             json!({"id": made["rule"], "name": "renewals", "channel_id": made["channel"], "events": ["renewed"]}),
         ),
-        ("send_test_notification", json!({"channel_id": made["channel"]})),
+        (
+            "send_test_notification",
+            json!({"channel_id": made["channel"]}),
+        ),
         ("list_notifications", json!({"status": "pending"})),
         ("delete_notification_rule", json!({"id": made["rule"]})),
-        ("delete_notification_channel", json!({"id": made["channel"]})),
+        (
+            "delete_notification_channel",
+            json!({"id": made["channel"]}),
+        ),
         // Destructive ones: confirmed in chat by this client.
         (
             "revoke_certificate",
