@@ -347,21 +347,24 @@ impl Scheduler {
             tracing::info!(events = warned, "expiry warnings queued");
         }
         let system = Principal::system("scheduler");
-        // Pages until nothing is due: a certificate is left out of the next
-        // page once it has an open renewal job or a pending approval.
-        let mut skip: HashSet<String> = HashSet::new();
+        // Pages through everything due with a keyset cursor, so each
+        // certificate is looked at once per run however large the backlog.
+        let mut cursor: Option<(i64, String)> = None;
         loop {
             let due = self
                 .engine
                 .store()
-                .certificates_due_for_renewal(now, 1000 + skip.len() as i64)
+                .certificates_due_for_renewal(
+                    now,
+                    cursor.as_ref().map(|(t, id)| (*t, id.as_str())),
+                    1000,
+                )
                 .await?;
-            let fresh: Vec<String> = due.into_iter().filter(|id| !skip.contains(id)).collect();
-            if fresh.is_empty() {
+            let Some(last) = due.last() else {
                 break;
-            }
-            for id in fresh {
-                skip.insert(id.clone());
+            };
+            cursor = Some((last.1, last.0.clone()));
+            for (id, _) in due {
                 if self
                     .engine
                     .store()

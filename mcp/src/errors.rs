@@ -19,6 +19,9 @@ fn lister(kind: &str) -> Option<&'static str> {
         "policy" => "list_policies",
         "approval" => "list_approvals",
         "principal" => "list_principals",
+        "notification" => "list_notifications",
+        "notification_channel" => "list_notification_channels",
+        "notification_rule" => "list_notification_rules",
         _ => return None,
     })
 }

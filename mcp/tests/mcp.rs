@@ -446,6 +446,32 @@ async fn every_tool_runs() {
             .unwrap_or_default()
             .into(),
     );
+    let v = ok(
+        &call(
+            &c,
+            "create_notification_channel",
+            json!({"name": "hook", "kind": "webhook", "settings": {"url": "http://127.0.0.1:9/hook"}, "secret": "s"}),
+        )
+        .await,
+        "channel",
+    );
+    made.insert(
+        "channel",
+        v["result"]["id"].as_str().unwrap_or_default().into(),
+    );
+    let v = ok(
+        &call(
+            &c,
+            "create_notification_rule",
+            json!({"name": "all", "channel_id": made["channel"]}),
+        )
+        .await,
+        "rule",
+    );
+    made.insert(
+        "rule",
+        v["result"]["id"].as_str().unwrap_or_default().into(),
+    );
     let r = call(&c, "renew_certificate", json!({"id": cert})).await;
     let job = ok(&r, "renew")["result"]["job"]["id"]
         .as_str()
@@ -514,6 +540,26 @@ async fn every_tool_runs() {
         ("verify_audit_log", json!({})),
         ("get_stats_summary", json!({})),
         ("list_principals", json!({})),
+        ("list_notification_channels", json!({})),
+        (
+            "update_notification_channel",
+            json!({"id": made["channel"], "name": "hook2", "kind": "webhook", "settings": {"url": "http://127.0.0.1:9/hook2"}}),
+        ),
+        ("list_notification_rules", json!({})),
+        (
+            "update_notification_rule",
+            json!({"id": made["rule"], "name": "renewals", "channel_id": made["channel"], "events": ["renewed"]}),
+        ),
+        (
+            "send_test_notification",
+            json!({"channel_id": made["channel"]}),
+        ),
+        ("list_notifications", json!({"status": "pending"})),
+        ("delete_notification_rule", json!({"id": made["rule"]})),
+        (
+            "delete_notification_channel",
+            json!({"id": made["channel"]}),
+        ),
         // Destructive ones: confirmed in chat by this client.
         (
             "revoke_certificate",
@@ -540,6 +586,8 @@ async fn every_tool_runs() {
         "renew_certificate",
         "create_certificate",
         "issue_certificate",
+        "create_notification_channel",
+        "create_notification_rule",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -558,7 +606,7 @@ async fn every_tool_runs() {
     let v = ok(&r, "get_approval");
     check_output(&schemas, "get_approval", &v);
 
-    // Statistics, export, enrollment, import, issuer test and notifications.
+    // Statistics, export, enrollment, import and the issuer test.
     let more = issued(&c, "more.example.com").await;
     let more_pem = structured(&call(&c, "get_certificate", json!({ "id": more })).await)["result"]
         ["versions"][0]["cert_pem"]
@@ -566,31 +614,6 @@ async fn every_tool_runs() {
         .unwrap_or_default()
         .to_owned();
     let spare = issued(&c, "spare.example.com").await;
-    let channel = ok(
-        &call(
-            &c,
-            "create_notification_channel",
-            json!({"name": "hook", "kind": "webhook", "settings": {"url": "http://127.0.0.1:9/hook"}}),
-        )
-        .await,
-        "channel",
-    )["result"]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let rule = ok(
-        &call(
-            &c,
-            "create_notification_rule",
-            json!({"name": "everything", "channel_id": channel}),
-        )
-        .await,
-        "rule",
-    )["result"]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    covered.extend(["create_notification_channel", "create_notification_rule"].map(String::from));
     let enrolled = ok(
         &call(
             &c,
@@ -619,24 +642,10 @@ async fn every_tool_runs() {
             "reenroll_certificate",
             json!({"current_cert_pem": enrolled_pem, "csr_pem": csr("device.example.com")}),
         ),
-        ("list_notification_channels", json!({})),
-        (
-            "update_notification_channel",
-            json!({"id": channel, "name": "hook", "kind": "webhook", "enabled": false,
-                   "settings": {"url": "http://127.0.0.1:9/hook"}}),
-        ),
-        ("list_notification_rules", json!({})),
-        (
-            "update_notification_rule",
-            json!({"id": rule, "name": "everything", "channel_id": channel, "enabled": false}),
-        ),
-        ("list_notifications", json!({})),
         (
             "bulk_revoke_certificates",
             json!({"ids": [spare], "reason": "cessationOfOperation"}),
         ),
-        ("delete_notification_rule", json!({"id": rule})),
-        ("delete_notification_channel", json!({"id": channel})),
     ] {
         let r = call(&c, name, args).await;
         let v = ok(&r, name);
@@ -644,7 +653,7 @@ async fn every_tool_runs() {
         check_output(&schemas, name, &v);
         covered.insert(name.to_owned());
     }
-    // Agent-only calls and decisions on unknown jobs or notifications fail
+    // Agent-only calls and decisions on unknown jobs fail
     // as tool errors that say why, never as internal errors.
     for (name, args) in [
         ("agent_heartbeat", json!({"id": made["agent"]})),
@@ -706,6 +715,11 @@ async fn every_tool_runs() {
             "get_approval",
             json!({"id": "ap-missing"}),
             "list_approvals",
+        ),
+        (
+            "retry_notification",
+            json!({"id": "ntf-missing"}),
+            "list_notifications",
         ),
     ] {
         let r = call(&c, name, args).await;

@@ -604,12 +604,15 @@ pub struct DeliveryReport {
 /// Claims due deliveries for `owner` and sends them. Returns counts.
 pub async fn deliver(engine: &Engine, owner: &str, now: UnixTime) -> Result<DeliveryReport> {
     let cfg = &engine.config().notifications;
-    let lease = (cfg.send_timeout_seconds as i64) * 2 + 60;
+    // Sent one after another: the lease covers a whole batch of timeouts,
+    // so it cannot run out (and let another process resend) mid-batch.
+    const BATCH: i64 = 20;
+    let lease = (cfg.send_timeout_seconds as i64) * BATCH + 60;
     let mut report = DeliveryReport::default();
     loop {
         let batch = engine
             .store()
-            .claim_notifications(owner, now, lease, 50)
+            .claim_notifications(owner, now, lease, BATCH)
             .await?;
         if batch.is_empty() {
             break;
@@ -652,7 +655,7 @@ pub async fn deliver(engine: &Engine, owner: &str, now: UnixTime) -> Result<Deli
                 .finish_notification(&note.id, owner, &result, now)
                 .await?;
         }
-        if n < 50 {
+        if (n as i64) < BATCH {
             break;
         }
     }

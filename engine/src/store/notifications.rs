@@ -389,25 +389,32 @@ impl Store {
     }
 
     /// Certificates whose precomputed renewal time has come, without a
-    /// renewal job in progress (index range on `(status, renew_after)`).
+    /// renewal job in progress (index range on `(status, renew_after, id)`),
+    /// after the keyset cursor `after` (the last row's renew_after and id).
     pub async fn certificates_due_for_renewal(
         &self,
         now: UnixTime,
+        after: Option<(UnixTime, &str)>,
         limit: i64,
-    ) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> = with_db!(&self.db, |p| {
+    ) -> Result<Vec<(String, UnixTime)>> {
+        let (at, id) = after.unwrap_or((i64::MIN, ""));
+        let rows: Vec<(String, i64)> = with_db!(&self.db, |p| {
             sqlx::query_as(
-                "SELECT c.id FROM certificates c WHERE c.status = 'active' AND c.renew_after <= $1 \
+                "SELECT c.id, c.renew_after FROM certificates c \
+                 WHERE c.status = 'active' AND c.renew_after <= $1 \
+                 AND (c.renew_after > $2 OR (c.renew_after = $2 AND c.id > $3)) \
                  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.certificate_id = c.id \
                    AND j.kind = 'renewal' AND j.status NOT IN ('completed', 'failed', 'cancelled')) \
-                 ORDER BY c.renew_after, c.id LIMIT $2",
+                 ORDER BY c.renew_after, c.id LIMIT $4",
             )
             .bind(now)
+            .bind(at)
+            .bind(id)
             .bind(limit)
             .fetch_all(p)
             .await?
         });
-        Ok(rows.into_iter().map(|r| r.0).collect())
+        Ok(rows)
     }
 
     /// Moves active short-lived certificates past `not_after` to the stored

@@ -27,6 +27,7 @@ backend_tests!(
     expiry_warnings_once_per_version_and_threshold,
     secrets_are_sealed_and_never_shown,
     bad_channel_input_is_refused,
+    a_dead_senders_delivery_is_reclaimed_after_its_lease,
 );
 
 fn from<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
@@ -738,4 +739,62 @@ async fn bad_channel_input_is_refused(h: &Harness) {
             .len(),
         1
     );
+}
+
+async fn a_dead_senders_delivery_is_reclaimed_after_its_lease(h: &Harness) {
+    let rx = Receiver::start().await;
+    let c = channel(
+        h,
+        "hook",
+        "webhook",
+        serde_json::json!({ "url": rx.url("/hook") }),
+        None,
+    )
+    .await;
+    let queued = h
+        .done::<ops::SendTestNotification>(
+            &h.admin(),
+            ops::SendTestNotificationInput {
+                channel_id: c.id,
+                to: vec![],
+            },
+        )
+        .await;
+    // A process claims it and dies before sending.
+    let now = h.engine.now();
+    let claimed = h
+        .engine
+        .store()
+        .claim_notifications("proc-dead", now, 90, 10)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    // While the lease holds, nobody else sends it.
+    let r = certctl_engine::notify::deliver(&h.engine, "proc-alive", now)
+        .await
+        .expect("deliver");
+    assert_eq!(r.sent, 0);
+    // After the lease, another process does, once.
+    h.clock.advance(91);
+    let r = certctl_engine::notify::deliver(&h.engine, "proc-alive", h.engine.now())
+        .await
+        .expect("deliver");
+    assert_eq!(r.sent, 1);
+    assert_eq!(rx.requests().len(), 1);
+    // The dead process's late result is discarded.
+    let late = h
+        .engine
+        .store()
+        .finish_notification(
+            &queued.id,
+            "proc-dead",
+            &certctl_engine::store::DeliveryResult::Sent,
+            h.engine.now(),
+        )
+        .await
+        .expect("finish");
+    assert!(!late);
+    let n = notes(h, Some(NotificationStatus::Sent)).await;
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].attempts, 2, "the dead attempt counts");
 }

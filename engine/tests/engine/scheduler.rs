@@ -25,6 +25,7 @@ backend_tests!(
     silent_agents_go_offline,
     short_lived_certificates_expire_without_revocation,
     renewal_policy_fraction_decides_when_renewal_is_due,
+    three_processes_renew_each_certificate_once,
 );
 
 async fn issue(h: &Harness, cn: &str, days: i64, profile: Option<&str>) -> String {
@@ -462,4 +463,89 @@ async fn issue_secs(h: &Harness, cn: &str, secs: i64, profile: Option<&str>) -> 
     )
     .await;
     c.id
+}
+
+// ---------------------------------------------------------------- replicas
+
+async fn three_processes_renew_each_certificate_once(h: &Harness) {
+    use certctl_engine::domain::{KeygenMode, Principal};
+    let cfg = EngineConfig {
+        keygen_mode: KeygenMode::Server,
+        ..Default::default()
+    };
+    let engines = [
+        Harness::engine_on(&h.db, &h.clock, cfg.clone(), &h.master).await,
+        Harness::engine_on(&h.db, &h.clock, cfg.clone(), &h.master).await,
+        Harness::engine_on(&h.db, &h.clock, cfg, &h.master).await,
+    ];
+    // Server-side keys: renewals complete without an agent.
+    let profile = h
+        .done::<ops::CreateProfile>(
+            &h.admin(),
+            serde_json::from_value(serde_json::json!({ "name": "demo", "keygen_mode": "server" }))
+                .expect("input"),
+        )
+        .await;
+    let admin = Principal::system("test");
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let c = engines[0]
+            .call::<ops::CreateCertificate>(
+                &admin,
+                serde_json::from_value(serde_json::json!({
+                    "common_name": format!("r{i}.example.com"), "profile_id": profile.id
+                }))
+                .expect("input"),
+            )
+            .await
+            .expect("create")
+            .completed()
+            .expect("done");
+        engines[0]
+            .call::<ops::IssueCertificate>(
+                &admin,
+                ops::IssueCertificateInput {
+                    id: c.id.clone(),
+                    csr_pem: None,
+                    ttl_seconds: Some(40 * 86400),
+                },
+            )
+            .await
+            .expect("issue")
+            .completed()
+            .expect("issued");
+        ids.push(c.id);
+    }
+    let s: Vec<Arc<Scheduler>> = engines
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Arc::new(Scheduler::new(e.clone(), format!("proc-{i}"))))
+        .collect();
+    // Ticks over the renewal window (30 days before expiry, less up to 10 %
+    // jitter): each singleton loop runs on one process per tick.
+    h.clock.advance(10 * 86400 - 6 * 3600);
+    for _ in 0..4 {
+        h.clock.advance(3 * 3600);
+        let (a, b, c) = tokio::join!(s[0].tick(), s[1].tick(), s[2].tick());
+        for l in Loop::ALL {
+            let ran = [&a, &b, &c]
+                .iter()
+                .filter(|t| t.iter().any(|(x, o)| *x == l && *o == TickOutcome::Ran))
+                .count();
+            let due = [&a, &b, &c].iter().any(|t| t.iter().any(|(x, _)| *x == l));
+            assert_eq!(ran, usize::from(due), "{l:?}: {a:?} {b:?} {c:?}");
+        }
+    }
+    for id in &ids {
+        let d = h
+            .done::<ops::GetCertificate>(
+                &h.admin(),
+                serde_json::from_value(serde_json::json!({ "id": id })).expect("input"),
+            )
+            .await;
+        assert_eq!(d.versions.len(), 2, "{id} renewed exactly once");
+    }
+    for e in engines {
+        e.store().close().await;
+    }
 }
