@@ -19,3 +19,9 @@ mod operations;
 mod server;
 #[path = "api/resources.rs"]
 mod resources;
+#[path = "api/matrix.rs"]
+mod matrix;
+#[path = "api/security.rs"]
+mod security;
+#[path = "api/openapi.rs"]
+mod openapi;

@@ -17,6 +17,8 @@ use certctl_engine::store::{Store, StoreLocation};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+static NEXT_KEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 pub struct Rig {
     pub engine: Arc<Engine>,
     pub store: Store,
@@ -158,9 +160,9 @@ impl Rig {
         }
     }
 
-    /// Sends a request with extra headers.
-    pub async fn send_with(&self, req: Request<Body>) -> Reply {
-        let res = self.router.clone().oneshot(req).await.expect("infallible");
+    /// Sends a prepared request to `router` (another configuration of this rig's engine).
+    pub async fn send_via(&self, router: &Router, req: Request<Body>) -> Reply {
+        let res = router.clone().oneshot(req).await.expect("infallible");
         let status = res.status();
         let headers = res.headers().clone();
         let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
@@ -212,9 +214,9 @@ impl Rig {
         let body = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes))
-            })
+            // Non-JSON bodies (metrics) come back as a string.
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         Reply {
             status,
@@ -249,7 +251,7 @@ impl Rig {
         let out = self
             .op(
                 "create_principal",
-                json!({ "name": format!("test {role}"), "role": role }),
+                json!({ "name": format!("test {role} {}", NEXT_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed)), "role": role }),
             )
             .await;
         out["api_key"].as_str().expect("api_key").to_owned()
