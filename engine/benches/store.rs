@@ -419,6 +419,7 @@ async fn page(
                 cursor,
                 per_page: Some(PER_PAGE),
                 fields: None,
+                page: None,
             };
             let p = engine
                 .call::<ListCertificates>(principal, input)

@@ -25,6 +25,7 @@ fn list(
         cursor,
         per_page: Some(per_page),
         fields: None,
+        page: None,
     }
 }
 
