@@ -18,6 +18,7 @@ pub mod error;
 pub mod ids;
 pub mod ops;
 pub mod pki;
+mod read_audit;
 pub mod request_audit;
 pub mod scheduler;
 pub mod store;
