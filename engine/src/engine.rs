@@ -31,6 +31,8 @@ pub struct Engine {
     cas: RwLock<HashMap<String, Arc<SigningCa>>>,
     /// CRL and OCSP caches (see `revocation.rs`).
     revocation: crate::revocation::RevocationCaches,
+    /// Group commit of read operations' audit events.
+    read_audit: crate::read_audit::ReadAudit,
 }
 
 impl std::fmt::Debug for Engine {
@@ -57,6 +59,7 @@ impl Engine {
             master,
             cas: RwLock::new(HashMap::new()),
             revocation: Default::default(),
+            read_audit: Default::default(),
         });
         crate::bootstrap::ensure_defaults(&engine).await?;
         Ok(engine)
@@ -83,6 +86,10 @@ impl Engine {
     /// same secret; the master key itself never leaves the engine.
     pub fn derive_secret(&self, purpose: &str) -> zeroize::Zeroizing<Vec<u8>> {
         self.master.derive(purpose)
+    }
+
+    pub(crate) fn read_audit(&self) -> &crate::read_audit::ReadAudit {
+        &self.read_audit
     }
 
     pub fn now(&self) -> UnixTime {
@@ -126,11 +133,7 @@ impl Engine {
     ) -> Result<Outcome<O::Output>> {
         let meta = &O::META;
         let now = self.clock.now();
-        if let Err(e) = authorize(principal, meta.permission) {
-            self.audit_refusal(principal, meta.name, meta.resource, None, &e, now)
-                .await?;
-            return Err(e);
-        }
+        self.authorize_call(principal, meta, now).await?;
         let mut memo = crate::ops::Memo::default();
         if let Err(e) = O::prepare(&input, &mut memo) {
             self.audit_failure(principal, meta, None, Default::default(), &e, None, now)
@@ -159,14 +162,25 @@ impl Engine {
         match result {
             Ok(Step::Done(output, subject)) => {
                 let resource_id = resource_id.or(subject.resource_id);
-                // Reads commit their snapshot first and audit in a short
-                // write transaction of their own; writes audit in theirs.
-                let mut w = if meta.risk == Risk::Read {
+                // Reads commit their snapshot first and audit through the
+                // group commit (their event is written before the call
+                // returns, batched with concurrent reads'); writes audit in
+                // their own transaction.
+                if meta.risk == Risk::Read {
                     tx.commit().await?;
-                    self.store.begin_write().await?
-                } else {
-                    tx
-                };
+                    let event = self.event(
+                        principal,
+                        meta.name,
+                        meta.resource,
+                        resource_id,
+                        AuditOutcome::Success,
+                        details,
+                        now,
+                    );
+                    self.append_read_audit(event).await?;
+                    return Ok(Outcome::Completed { result: output });
+                }
+                let mut w = tx;
                 self.append(
                     &mut w,
                     principal,
@@ -192,6 +206,23 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Checks the principal's role against an operation's permission and
+    /// audits a refusal. Faces that parse input themselves call it first, so
+    /// a caller without the role learns nothing about the input's shape.
+    pub(crate) async fn authorize_call(
+        &self,
+        principal: &Principal,
+        meta: &crate::ops::OpMeta,
+        now: UnixTime,
+    ) -> Result<()> {
+        if let Err(e) = authorize(principal, meta.permission) {
+            self.audit_refusal(principal, meta.name, meta.resource, None, &e, now)
+                .await?;
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Confirms the caller's own pending request in chat (an MCP client asked
@@ -224,7 +255,31 @@ impl Engine {
         details: serde_json::Map<String, serde_json::Value>,
         now: UnixTime,
     ) -> Result<()> {
-        let event = NewAuditEvent {
+        let event = self.event(
+            principal,
+            action,
+            resource_type,
+            resource_id,
+            outcome,
+            details,
+            now,
+        );
+        tx.append_audit(&event).await?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)] // the audit event's columns, spelled out
+    pub(crate) fn event(
+        &self,
+        principal: &Principal,
+        action: &str,
+        resource_type: &str,
+        resource_id: Option<String>,
+        outcome: AuditOutcome,
+        details: serde_json::Map<String, serde_json::Value>,
+        now: UnixTime,
+    ) -> NewAuditEvent {
+        NewAuditEvent {
             id: crate::ids::new_id("ev", self.clock()),
             at: now,
             actor: principal.id.clone(),
@@ -234,9 +289,7 @@ impl Engine {
             resource_id,
             outcome,
             details: serde_json::Value::Object(details),
-        };
-        tx.append_audit(&event).await?;
-        Ok(())
+        }
     }
 
     async fn audit_refusal(

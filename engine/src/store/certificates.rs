@@ -46,6 +46,42 @@ struct CertRow {
     updated_at: i64,
 }
 
+/// Totals of recent certificate list queries, by query. Counting a large
+/// inventory is a scan (tens of milliseconds at 100,000 rows), far more than
+/// the page itself, so a total is reused for up to `COUNT_TTL` seconds of the
+/// engine's clock. Certificate writes of this process clear the cache on
+/// commit, so its own changes show at once; other replicas' changes show
+/// within the TTL.
+#[derive(Debug, Default)]
+pub(crate) struct CountCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
+}
+
+const COUNT_TTL: i64 = 2;
+
+impl CountCache {
+    pub(crate) fn invalidate(&self) {
+        if let Ok(mut e) = self.entries.lock() {
+            e.clear();
+        }
+    }
+
+    fn get(&self, key: &str, now: i64) -> Option<i64> {
+        let e = self.entries.lock().ok()?;
+        let (at, n) = e.get(key)?;
+        ((now - at).abs() < COUNT_TTL).then_some(*n)
+    }
+
+    fn put(&self, key: String, now: i64, n: i64) {
+        if let Ok(mut e) = self.entries.lock() {
+            if e.len() > 1000 {
+                e.clear();
+            }
+            e.insert(key, (now, n));
+        }
+    }
+}
+
 /// How "now" turns stored statuses into effective ones.
 #[derive(Debug, Clone, Copy)]
 pub struct StatusView {
@@ -349,12 +385,19 @@ impl Store {
         filter.apply(&mut w, view);
         let total = if cursor.is_none() {
             let sql = format!("SELECT COUNT(*) FROM certificates{}", w.sql());
-            let n: i64 = with_db!(&self.db, |p| {
-                bind_args!(sqlx::query_scalar(safe(&sql)), &w.args)
-                    .fetch_one(p)
-                    .await?
-            });
-            Some(n)
+            let key = format!("{sql}|{:?}", w.args);
+            match self.counts.get(&key, view.now) {
+                Some(n) => Some(n),
+                None => {
+                    let n: i64 = with_db!(&self.db, |p| {
+                        bind_args!(sqlx::query_scalar(safe(&sql)), &w.args)
+                            .fetch_one(p)
+                            .await?
+                    });
+                    self.counts.put(key, view.now, n);
+                    Some(n)
+                }
+            }
         } else {
             None
         };
@@ -579,6 +622,7 @@ impl Tx {
     }
 
     pub async fn insert_certificate(&mut self, c: &ManagedCertificate) -> Result<()> {
+        self.touch_certificates();
         let sans = to_json(&c.sans)?;
         let labels = to_json(&c.labels)?;
         with_tx!(self, |conn| {
@@ -615,6 +659,7 @@ impl Tx {
         patch: &CertificatePatch,
         now: UnixTime,
     ) -> Result<()> {
+        self.touch_certificates();
         let mut w = Where::default();
         let mut sets = Vec::new();
         if let Some(v) = &patch.name {
@@ -663,6 +708,7 @@ impl Tx {
         status: LifecycleStatus,
         now: UnixTime,
     ) -> Result<()> {
+        self.touch_certificates();
         with_tx!(self, |c| {
             sqlx::query("UPDATE certificates SET status = $1, updated_at = $2 WHERE id = $3")
                 .bind(status.as_str())
@@ -676,6 +722,7 @@ impl Tx {
 
     /// Stores a new version and makes it the certificate's current one.
     pub async fn insert_version(&mut self, v: &NewVersion) -> Result<()> {
+        self.touch_certificates();
         with_tx!(self, |c| {
             sqlx::query(
                 "INSERT INTO certificate_versions (id, certificate_id, issuer_id, serial, \
@@ -725,6 +772,7 @@ impl Tx {
         reason: RevocationReason,
         now: UnixTime,
     ) -> Result<()> {
+        self.touch_certificates();
         with_tx!(self, |c| {
             sqlx::query(
                 "UPDATE certificate_versions SET revoked_at = $1, revocation_reason = $2 \

@@ -107,6 +107,8 @@ pub struct Store {
     /// writers under contention (seconds of tail latency in the issuance
     /// benchmark). Other processes on the same file still meet the busy timeout.
     write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// Certificate counts of recent list queries (see `certificates::CountCache`).
+    pub(crate) counts: Arc<certificates::CountCache>,
 }
 
 impl std::fmt::Debug for Store {
@@ -198,6 +200,7 @@ impl Store {
         Ok(Self {
             db: Db::Sqlite(pool),
             write_gate: Some(Arc::new(tokio::sync::Mutex::new(()))),
+            counts: Default::default(),
         })
     }
 
@@ -213,6 +216,7 @@ impl Store {
         Ok(Self {
             db: Db::Postgres(pool),
             write_gate: None,
+            counts: Default::default(),
         })
     }
 
@@ -240,6 +244,8 @@ impl Store {
             backend: self.backend(),
             writable: true,
             _gate: gate,
+            counts: Some(self.counts.clone()),
+            touched_certificates: false,
         })
     }
 
@@ -256,6 +262,8 @@ impl Store {
             backend: self.backend(),
             writable: false,
             _gate: None,
+            counts: None,
+            touched_certificates: false,
         })
     }
 
@@ -286,6 +294,9 @@ pub struct Tx {
     pub(crate) writable: bool,
     /// Held for the whole write transaction on SQLite (see `Store::write_gate`).
     _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// Told on commit when this transaction wrote certificates.
+    counts: Option<Arc<certificates::CountCache>>,
+    touched_certificates: bool,
 }
 
 impl Tx {
@@ -294,7 +305,17 @@ impl Tx {
             TxInner::Sqlite(t) => t.commit().await?,
             TxInner::Postgres(t) => t.commit().await?,
         }
+        if self.touched_certificates
+            && let Some(c) = &self.counts
+        {
+            c.invalidate();
+        }
         Ok(())
+    }
+
+    /// Marks this transaction as one that changes certificates.
+    pub(crate) fn touch_certificates(&mut self) {
+        self.touched_certificates = true;
     }
 
     pub async fn rollback(self) -> Result<()> {
