@@ -142,3 +142,15 @@ pub async fn revoke(
     let spec = ("revoke_certificate", "id", StatusCode::OK);
     act(&state, &p, path, body, spec).await
 }
+
+/// `POST /api/v1/issuers/{id}/test`: reach the issuer's CA and check
+/// certctl's credentials; 200 with `{"ok": ..., "detail": ...}` either way.
+pub async fn test_issuer(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let spec = ("test_issuer", "id", StatusCode::OK);
+    act(&state, &p, path, body, spec).await
+}

@@ -63,6 +63,7 @@ pub fn app(state: AppState) -> Router {
         .route("/certificates/{id}", get(certificates::get))
         .route("/certificates/{id}/renew", post(actions::renew))
         .route("/certificates/{id}/revoke", post(actions::revoke))
+        .route("/issuers/{id}/test", post(actions::test_issuer))
         .route("/approvals", get(actions::list_approvals))
         .route("/approvals/{id}", get(actions::get_approval))
         .route("/approvals/{id}/approve", post(actions::approve))

@@ -19,6 +19,7 @@ use instant_acme::{
 use serde::{Deserialize, Serialize};
 
 use super::acme_dns::{BuiltinHttp01, Dns01Solver, HookDns01, Http01Solver};
+use super::rfc2136::{Rfc2136Dns01, TsigKey};
 use super::http::{client_config, roots};
 use super::{Checkpoint, Connector, IssueRequest, Issued, IssuerError};
 use crate::domain::RevocationReason;
@@ -45,9 +46,24 @@ pub struct AcmeConfig {
     /// DNS-01 hook script (absolute path): `HOOK present|cleanup FQDN VALUE`.
     #[serde(default)]
     pub dns01_hook: Option<String>,
-    /// Seconds to wait after publishing a TXT record (default 0).
+    /// Seconds to wait after the hook published a TXT record (default 0).
     #[serde(default)]
     pub dns_propagation_seconds: u64,
+    /// RFC 2136 DNS-01: the primary DNS server accepting TSIG-signed updates (`host:port`).
+    #[serde(default)]
+    pub rfc2136_server: Option<String>,
+    /// RFC 2136: the zone to update (e.g. `example.com`).
+    #[serde(default)]
+    pub rfc2136_zone: Option<String>,
+    /// RFC 2136: the TSIG key's name; its secret goes in `secrets.rfc2136_tsig_secret`.
+    #[serde(default)]
+    pub rfc2136_tsig_key: Option<String>,
+    /// RFC 2136: `hmac-sha256` (default) or `hmac-sha512`.
+    #[serde(default = "default_tsig_algorithm")]
+    pub rfc2136_tsig_algorithm: String,
+    /// RFC 2136: how long to wait for the server to serve the record (default 60 s).
+    #[serde(default = "default_propagation_timeout")]
+    pub dns_propagation_timeout_seconds: u64,
     /// How long one attempt waits for the CA to validate and issue (default 120 s).
     #[serde(default = "default_validation_timeout")]
     pub validation_timeout_seconds: u64,
@@ -66,6 +82,14 @@ fn default_challenge() -> String {
 
 fn default_validation_timeout() -> u64 {
     120
+}
+
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".into()
+}
+
+fn default_propagation_timeout() -> u64 {
+    60
 }
 
 impl AcmeConfig {
@@ -90,6 +114,29 @@ impl AcmeConfig {
                 )));
             }
         }
+        let rfc2136 = [
+            self.rfc2136_server.is_some(),
+            self.rfc2136_zone.is_some(),
+            self.rfc2136_tsig_key.is_some(),
+        ];
+        if rfc2136.iter().any(|b| *b) && !rfc2136.iter().all(|b| *b) {
+            return Err(Error::invalid(
+                "acme issuer: RFC 2136 needs rfc2136_server, rfc2136_zone and rfc2136_tsig_key",
+            ));
+        }
+        if rfc2136[0] && self.dns01_hook.is_some() {
+            return Err(Error::invalid(
+                "acme issuer: choose one DNS-01 provider: dns01_hook or rfc2136_server",
+            ));
+        }
+        if !matches!(
+            self.rfc2136_tsig_algorithm.as_str(),
+            "hmac-sha256" | "hmac-sha512"
+        ) {
+            return Err(Error::invalid(
+                "acme issuer: rfc2136_tsig_algorithm must be hmac-sha256 or hmac-sha512",
+            ));
+        }
         if let Some(h) = &self.dns01_hook
             && !std::path::Path::new(h).is_absolute()
         {
@@ -110,6 +157,9 @@ pub struct AcmeSecrets {
     /// Extra environment for the DNS-01 hook (a DNS provider's API token).
     #[serde(default)]
     pub dns01_hook_env: BTreeMap<String, String>,
+    /// The RFC 2136 TSIG secret, base64 (as `keymgr -t` or `tsig-keygen` print it).
+    #[serde(default)]
+    pub rfc2136_tsig_secret: Option<String>,
 }
 
 pub struct AcmeConnector {
@@ -258,13 +308,41 @@ impl AcmeConnector {
         self.config.http01_listen.as_deref().map(BuiltinHttp01::new)
     }
 
-    fn dns01(&self) -> Option<HookDns01> {
-        self.config.dns01_hook.as_ref().map(|c| HookDns01 {
-            command: c.clone(),
-            env: self.secrets.dns01_hook_env.clone(),
-            timeout: Duration::from_secs(60),
-            propagation: Duration::from_secs(self.config.dns_propagation_seconds),
-        })
+    fn dns01(&self, now: i64) -> Result<Option<Box<dyn Dns01Solver>>, IssuerError> {
+        if let (Some(server), Some(zone), Some(key)) = (
+            &self.config.rfc2136_server,
+            &self.config.rfc2136_zone,
+            &self.config.rfc2136_tsig_key,
+        ) {
+            let secret = self.secrets.rfc2136_tsig_secret.as_deref().ok_or_else(|| {
+                IssuerError::rejected("RFC 2136 needs secrets.rfc2136_tsig_secret")
+            })?;
+            let secret = base64::engine::general_purpose::STANDARD
+                .decode(secret.trim())
+                .map_err(|_| IssuerError::rejected("the TSIG secret is not base64"))?;
+            return Ok(Some(Box::new(Rfc2136Dns01 {
+                server: server.clone(),
+                zone: zone.clone(),
+                key: TsigKey {
+                    name: key.clone(),
+                    algorithm: self.config.rfc2136_tsig_algorithm.clone(),
+                    secret,
+                },
+                ttl: 60,
+                now,
+                propagation_timeout: Duration::from_secs(
+                    self.config.dns_propagation_timeout_seconds,
+                ),
+            })));
+        }
+        Ok(self.config.dns01_hook.as_ref().map(|c| {
+            Box::new(HookDns01 {
+                command: c.clone(),
+                env: self.secrets.dns01_hook_env.clone(),
+                timeout: Duration::from_secs(60),
+                propagation: Duration::from_secs(self.config.dns_propagation_seconds),
+            }) as Box<dyn Dns01Solver>
+        }))
     }
 }
 
@@ -317,7 +395,7 @@ impl Connector for AcmeConnector {
         };
 
         let http = self.http01();
-        let dns = self.dns01();
+        let dns = self.dns01(req.now)?;
         let mut presented = Vec::new();
         let retries = RetryPolicy::new()
             .initial_delay(Duration::from_millis(250))
@@ -350,7 +428,7 @@ impl Connector for AcmeConnector {
                 if use_dns {
                     let solver = dns.as_ref().ok_or_else(|| {
                         IssuerError::rejected(
-                            "a DNS-01 challenge (wildcard or dns-01) needs config.dns01_hook",
+                            "a DNS-01 challenge (wildcard or dns-01) needs config.dns01_hook or the rfc2136_* settings",
                         )
                     })?;
                     let fqdn = format!("_acme-challenge.{domain}");
