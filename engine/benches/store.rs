@@ -591,6 +591,7 @@ async fn reference_rows(engine: &Arc<Engine>, now: i64) -> anyhow::Result<Refs> 
             name: id.into(),
             kind,
             config: serde_json::json!({}),
+            secret_fields: Vec::new(),
             enabled: true,
             ca_cert_pem: None,
             ca_chain_pem: None,

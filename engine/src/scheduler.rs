@@ -201,7 +201,11 @@ impl Scheduler {
             Loop::Jobs => {
                 let r = crate::issuers::runner::run_due(&self.engine, &self.owner, 25).await?;
                 if r.completed + r.failed > 0 {
-                    tracing::info!(completed = r.completed, failed = r.failed, "ran issuer jobs");
+                    tracing::info!(
+                        completed = r.completed,
+                        failed = r.failed,
+                        "ran issuer jobs"
+                    );
                 }
             }
             Loop::ApprovalExpiry => {

@@ -147,7 +147,11 @@ async fn issuer_test_route_reaches_the_ca_and_never_shows_secrets() {
     let id = created["id"].as_str().expect("id").to_owned();
     assert!(!created.to_string().contains("route-secret"), "{created}");
     let r = rig
-        .post(&format!("/api/v1/issuers/{id}/test"), Some(&rig.admin_key), "")
+        .post(
+            &format!("/api/v1/issuers/{id}/test"),
+            Some(&rig.admin_key),
+            "",
+        )
         .await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.body["ok"], false, "{r:?}");

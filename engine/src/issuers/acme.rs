@@ -19,8 +19,8 @@ use instant_acme::{
 use serde::{Deserialize, Serialize};
 
 use super::acme_dns::{BuiltinHttp01, Dns01Solver, HookDns01, Http01Solver};
-use super::rfc2136::{Rfc2136Dns01, TsigKey};
 use super::http::{client_config, roots};
+use super::rfc2136::{Rfc2136Dns01, TsigKey};
 use super::{Checkpoint, Connector, IssueRequest, Issued, IssuerError};
 use crate::domain::RevocationReason;
 use crate::error::{Error, Result};

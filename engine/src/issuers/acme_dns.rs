@@ -77,12 +77,7 @@ impl BuiltinHttp01 {
 
 impl Drop for BuiltinHttp01 {
     fn drop(&mut self) {
-        if let Some(h) = self
-            .server
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(h) = self.server.lock().unwrap_or_else(|e| e.into_inner()).take() {
             h.abort();
         }
     }

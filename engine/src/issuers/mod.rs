@@ -101,8 +101,10 @@ pub trait Checkpoint: Send + Sync {
     /// Stores a newly registered account (ACME account credentials, JSON);
     /// returns the account to use, which is another worker's when it
     /// registered first.
-    async fn save_account(&self, account: serde_json::Value)
-    -> Result<serde_json::Value, IssuerError>;
+    async fn save_account(
+        &self,
+        account: serde_json::Value,
+    ) -> Result<serde_json::Value, IssuerError>;
 }
 
 /// A checkpoint that keeps nothing (for `test_issuer`, which never orders).

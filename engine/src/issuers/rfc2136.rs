@@ -58,9 +58,15 @@ impl TsigKey {
 /// Appends `name` in uncompressed wire form (lower-cased, as TSIG's
 /// canonical form wants it).
 fn put_name(buf: &mut Vec<u8>, name: &str) -> Result<(), IssuerError> {
-    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+    for label in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
         if label.len() > 63 {
-            return Err(IssuerError::rejected(format!("DNS label too long in {name}")));
+            return Err(IssuerError::rejected(format!(
+                "DNS label too long in {name}"
+            )));
         }
         buf.push(label.len() as u8);
         buf.extend(label.to_ascii_lowercase().bytes());
@@ -195,7 +201,9 @@ fn rcode_name(rcode: u16) -> &'static str {
         6 => "YXDOMAIN",
         7 => "YXRRSET",
         8 => "NXRRSET",
-        9 => "NOTAUTH (the TSIG key, secret or clock was refused, or the server is not authoritative)",
+        9 => {
+            "NOTAUTH (the TSIG key, secret or clock was refused, or the server is not authoritative)"
+        }
         10 => "NOTZONE",
         _ => "an unknown error",
     }
@@ -297,7 +305,9 @@ impl Rfc2136Dns01 {
         sign(&mut msg, &self.key, self.now)?;
         let rsp = exchange(&self.server, &msg, Duration::from_secs(10)).await?;
         if u16::from_be_bytes([rsp[0], rsp[1]]) != id {
-            return Err(IssuerError::transient("the DNS server answered another message"));
+            return Err(IssuerError::transient(
+                "the DNS server answered another message",
+            ));
         }
         let rcode = u16::from_be_bytes([rsp[2], rsp[3]]) & 0x000F;
         if rcode != 0 {
@@ -313,7 +323,12 @@ impl Rfc2136Dns01 {
     /// Whether the server answers `fqdn TXT` with `value`.
     pub async fn serves(&self, fqdn: &str, value: &str) -> Result<bool, IssuerError> {
         let id = random_id();
-        let rsp = exchange(&self.server, &query_message(id, fqdn)?, Duration::from_secs(5)).await?;
+        let rsp = exchange(
+            &self.server,
+            &query_message(id, fqdn)?,
+            Duration::from_secs(5),
+        )
+        .await?;
         Ok(answer_txts(&rsp).is_some_and(|t| t.iter().any(|v| v == value)))
     }
 }
@@ -368,8 +383,15 @@ mod tests {
             algorithm: "hmac-sha256".into(),
             secret: vec![1; 32],
         };
-        let mut m = update_message(7, "example.com", "_acme-challenge.example.com", "v", true, 60)
-            .expect("message");
+        let mut m = update_message(
+            7,
+            "example.com",
+            "_acme-challenge.example.com",
+            "v",
+            true,
+            60,
+        )
+        .expect("message");
         let before = m.len();
         sign(&mut m, &key, 1_700_000_000).expect("sign");
         assert_eq!(u16::from_be_bytes([m[10], m[11]]), 1);

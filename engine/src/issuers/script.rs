@@ -215,9 +215,7 @@ impl Connector for ScriptConnector {
     async fn test(&self) -> Result<String, IssuerError> {
         let meta = tokio::fs::metadata(&self.config.command)
             .await
-            .map_err(|e| {
-                IssuerError::rejected(format!("script {}: {e}", self.config.command))
-            })?;
+            .map_err(|e| IssuerError::rejected(format!("script {}: {e}", self.config.command)))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -157,11 +157,14 @@ impl StepCaConnector {
             .iter()
             .find(|b| b.label == "PRIVATE KEY")
             .ok_or_else(|| {
-                Error::invalid("step-ca issuer: the provisioner key must be a PKCS#8 PRIVATE KEY PEM")
+                Error::invalid(
+                    "step-ca issuer: the provisioner key must be a PKCS#8 PRIVATE KEY PEM",
+                )
             })?;
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der.der).map_err(
-            |_| Error::invalid("step-ca issuer: the provisioner key is not a P-256 (ES256) key"),
-        )?;
+        let key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der.der).map_err(|_| {
+                Error::invalid("step-ca issuer: the provisioner key is not a P-256 (ES256) key")
+            })?;
         let fingerprint = normalize_fingerprint(&config.root_fingerprint);
         Ok(Self {
             config,
@@ -200,13 +203,13 @@ impl StepCaConnector {
                 if !rsp.status().is_success() {
                     return Err(stepca_error("step-ca root", rsp).await);
                 }
-                let body: serde_json::Value = rsp
-                    .json()
-                    .await
-                    .map_err(|e| transport("step-ca root", e))?;
+                let body: serde_json::Value =
+                    rsp.json().await.map_err(|e| transport("step-ca root", e))?;
                 body["ca"]
                     .as_str()
-                    .ok_or_else(|| IssuerError::rejected("step-ca root: no certificate in the answer"))?
+                    .ok_or_else(|| {
+                        IssuerError::rejected("step-ca root: no certificate in the answer")
+                    })?
                     .to_owned()
             }
         };
@@ -235,7 +238,13 @@ impl StepCaConnector {
     }
 
     /// A one-time token for `aud`, signed with the provisioner key (ES256).
-    fn token(&self, now: i64, subject: &str, sans: &[String], aud: &str) -> Result<String, IssuerError> {
+    fn token(
+        &self,
+        now: i64,
+        subject: &str,
+        sans: &[String],
+        aud: &str,
+    ) -> Result<String, IssuerError> {
         let mut jti = [0u8; 16];
         aws_lc_rs::rand::fill(&mut jti)
             .map_err(|_| IssuerError::transient("random number generator failed"))?;
@@ -293,10 +302,7 @@ impl Connector for StepCaConnector {
         if !rsp.status().is_success() {
             return Err(stepca_error("step-ca sign", rsp).await);
         }
-        let body: serde_json::Value = rsp
-            .json()
-            .await
-            .map_err(|e| transport("step-ca sign", e))?;
+        let body: serde_json::Value = rsp.json().await.map_err(|e| transport("step-ca sign", e))?;
         let crt = body["crt"]
             .as_str()
             .ok_or_else(|| IssuerError::rejected("step-ca sign: no certificate in the answer"))?;

@@ -94,7 +94,10 @@ async fn vault_error(what: &str, rsp: reqwest::Response) -> IssuerError {
     let text = if errors.is_empty() {
         format!("{what}: Vault answered HTTP {status}")
     } else {
-        format!("{what}: Vault answered HTTP {status}: {}", errors.join("; "))
+        format!(
+            "{what}: Vault answered HTTP {status}: {}",
+            errors.join("; ")
+        )
     };
     if status.is_server_error() || status.as_u16() == 429 {
         IssuerError::transient(text)

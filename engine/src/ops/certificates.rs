@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::{Ctx, OpMeta, Operation, Risk, Subject};
 use crate::bootstrap::{DEFAULT_PROFILE_ID, LOCAL_ISSUER_ID};
 use crate::domain::{
-    CertificateVersion, EffectiveStatus, IssuerKind, Job, JobKind, JobStatus, KeygenMode, LifecycleStatus,
-    ManagedCertificate, Permission, Profile, RevocationReason, Target,
+    CertificateVersion, EffectiveStatus, IssuerKind, Job, JobKind, JobStatus, KeygenMode,
+    LifecycleStatus, ManagedCertificate, Permission, Profile, RevocationReason, Target,
 };
 use crate::error::{Error, Result};
 use crate::pki::{self, LeafRequest, SubjectNames};
@@ -645,9 +645,9 @@ impl Operation for IssueCertificate {
         )
         .await?
         {
-            Issuance::Now(certificate, version) => Ok(IssueOutput {
-                certificate,
-                version: Some(version),
+            Issuance::Now(issued) => Ok(IssueOutput {
+                certificate: issued.0,
+                version: Some(issued.1),
                 job: None,
             }),
             Issuance::Queued(job) => Ok(IssueOutput {
@@ -688,7 +688,7 @@ async fn issuance_subject(ctx: &mut Ctx<'_>, id: &str, verb: &str) -> Result<Sub
 /// What [`issue_version`] did.
 pub(crate) enum Issuance {
     /// The local CA signed: the certificate as it now is and its new version.
-    Now(ManagedCertificate, CertificateVersion),
+    Now(Box<(ManagedCertificate, CertificateVersion)>),
     /// An external CA will sign: the pending job (carrying the CSR) that the
     /// job loop runs outside any transaction.
     Queued(Job),
@@ -897,7 +897,7 @@ pub(crate) async fn issue_version(
         revocation_reason: None,
         created_at: new.created_at,
     };
-    Ok(Issuance::Now(cert, version))
+    Ok(Issuance::Now(Box::new((cert, version))))
 }
 
 // ---------------------------------------------------------------- renew
@@ -979,10 +979,10 @@ impl Operation for RenewCertificate {
             updated_at: ctx.now,
         };
         let version = if issue_now {
-            match issue_version(ctx, cert, input.csr_pem.as_deref(), None, JobKind::Renewal)
-                .await?
+            match issue_version(ctx, cert, input.csr_pem.as_deref(), None, JobKind::Renewal).await?
             {
-                Issuance::Now(_, v) => {
+                Issuance::Now(issued) => {
+                    let v = issued.1;
                     job.status = JobStatus::Completed;
                     job.attempts = 1;
                     job.payload["version_id"] = v.id.clone().into();

@@ -370,7 +370,9 @@ impl Operation for TestIssuer {
             match &record.ca {
                 Some(m) => engine
                     .signing_ca(&record.issuer.id, m)
-                    .map(|_| "the local CA key opens with this installation's master key".to_owned())
+                    .map(|_| {
+                        "the local CA key opens with this installation's master key".to_owned()
+                    })
                     .map_err(|e| e.to_string()),
                 None => Err("the local issuer has no CA material".to_owned()),
             }

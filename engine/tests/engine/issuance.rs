@@ -71,10 +71,18 @@ async fn csr_issuance_verifies_with_openssl(h: &Harness) {
         .await;
     let root = issuer.ca_chain_pem.expect("chain");
     let inter = issuer.ca_cert_pem.expect("ca cert");
-    let (ok, text) = openssl_verify(&root, &inter, &out.version.as_ref().expect("version").cert_pem);
+    let (ok, text) = openssl_verify(
+        &root,
+        &inter,
+        &out.version.as_ref().expect("version").cert_pem,
+    );
     assert!(ok, "openssl verify failed: {text}");
     // The stored chain is what a server needs to send.
-    let (ok, text) = openssl_verify(&root, &out.version.as_ref().expect("version").chain_pem, &out.version.as_ref().expect("version").cert_pem);
+    let (ok, text) = openssl_verify(
+        &root,
+        &out.version.as_ref().expect("version").chain_pem,
+        &out.version.as_ref().expect("version").cert_pem,
+    );
     assert!(ok, "chain_pem does not verify: {text}");
 
     let der = ::pem::parse(&out.version.as_ref().expect("version").cert_pem)
@@ -111,7 +119,10 @@ async fn csr_issuance_verifies_with_openssl(h: &Harness) {
         "validity follows the requested ttl"
     );
     assert!(nb <= h.clock_now());
-    assert_eq!(out.version.as_ref().expect("version").key_algorithm, KeyAlgorithm::EcdsaP384);
+    assert_eq!(
+        out.version.as_ref().expect("version").key_algorithm,
+        KeyAlgorithm::EcdsaP384
+    );
     assert_eq!(out.certificate.status.as_str(), "valid");
     assert_eq!(
         out.certificate.serial.as_deref(),
@@ -184,11 +195,21 @@ async fn sub_ca_chains_to_imported_root(h: &Harness) {
             },
         )
         .await;
-    let (ok, text) = openssl_verify(&root_pem, &sub_pem, &out.version.as_ref().expect("version").cert_pem);
+    let (ok, text) = openssl_verify(
+        &root_pem,
+        &sub_pem,
+        &out.version.as_ref().expect("version").cert_pem,
+    );
     assert!(ok, "leaf does not chain to the imported root: {text}");
     // Without a ttl the profile's default validity applies (47 days).
-    assert_eq!(out.version.as_ref().expect("version").not_after, h.clock_now() + 47 * 86400);
-    assert_eq!(out.version.as_ref().expect("version").key_algorithm, KeyAlgorithm::Rsa2048);
+    assert_eq!(
+        out.version.as_ref().expect("version").not_after,
+        h.clock_now() + 47 * 86400
+    );
+    assert_eq!(
+        out.version.as_ref().expect("version").key_algorithm,
+        KeyAlgorithm::Rsa2048
+    );
     // The CA key is never shown.
     let shown = serde_json::to_string(&issuer).expect("json");
     assert!(!shown.contains("PRIVATE KEY") && !shown.contains(&sub_key[30..60]));

@@ -117,7 +117,15 @@ fn verify(ca_pem: &str, chain_pem: &str, leaf_pem: &str) {
     let chain = dir.path().join("chain.pem");
     let leaf = dir.path().join("leaf.pem");
     std::fs::write(&ca, ca_pem).expect("write");
-    std::fs::write(&chain, if chain_pem.is_empty() { ca_pem } else { chain_pem }).expect("write");
+    std::fs::write(
+        &chain,
+        if chain_pem.is_empty() {
+            ca_pem
+        } else {
+            chain_pem
+        },
+    )
+    .expect("write");
     std::fs::write(&leaf, leaf_pem).expect("write");
     sh(
         "openssl",
@@ -145,7 +153,12 @@ async fn script_issuer_issues_through_a_job_and_renews_by_the_scheduler(h: &Harn
     )
     .await;
     let tested = h
-        .done::<ops::TestIssuer>(&h.admin(), ops::IdInput { id: issuer.id.clone() })
+        .done::<ops::TestIssuer>(
+            &h.admin(),
+            ops::IdInput {
+                id: issuer.id.clone(),
+            },
+        )
         .await;
     assert!(tested.ok, "{tested:?}");
 
@@ -153,12 +166,19 @@ async fn script_issuer_issues_through_a_job_and_renews_by_the_scheduler(h: &Harn
     let out = issue(
         h,
         &id,
-        csr(KeyAlgorithm::EcdsaP256, "app.example.com", &["app.example.com", "www.example.com"]),
+        csr(
+            KeyAlgorithm::EcdsaP256,
+            "app.example.com",
+            &["app.example.com", "www.example.com"],
+        ),
     )
     .await;
     assert!(out.version.is_none(), "an external CA signs in a job");
     let queued = out.job.expect("job");
-    assert_eq!((queued.kind, queued.status), (JobKind::Issuance, JobStatus::Pending));
+    assert_eq!(
+        (queued.kind, queued.status),
+        (JobKind::Issuance, JobStatus::Pending)
+    );
 
     let report = run_jobs(h).await;
     assert_eq!(report.completed, 1, "{report:?}");
@@ -192,7 +212,11 @@ async fn script_issuer_issues_through_a_job_and_renews_by_the_scheduler(h: &Harn
             &h.admin(),
             ops::RenewCertificateInput {
                 id: id.clone(),
-                csr_pem: Some(csr(KeyAlgorithm::EcdsaP256, "app.example.com", &["app.example.com"])),
+                csr_pem: Some(csr(
+                    KeyAlgorithm::EcdsaP256,
+                    "app.example.com",
+                    &["app.example.com"],
+                )),
             },
         )
         .await;
@@ -203,7 +227,10 @@ async fn script_issuer_issues_through_a_job_and_renews_by_the_scheduler(h: &Harn
     assert_eq!(job(h, &renewed.job.id).await.status, JobStatus::Completed);
     let d = details(h, &id).await;
     assert_eq!(d.versions.len(), 2);
-    assert_eq!(d.certificate.current_version_id.as_deref(), Some(d.versions[0].id.as_str()));
+    assert_eq!(
+        d.certificate.current_version_id.as_deref(),
+        Some(d.versions[0].id.as_str())
+    );
 }
 
 async fn failing_script_fails_the_job_with_its_stderr(h: &Harness) {
@@ -219,7 +246,12 @@ async fn failing_script_fails_the_job_with_its_stderr(h: &Harness) {
     )
     .await;
     let id = cert_for(h, &issuer.id, "down.example.com", &[]).await;
-    let out = issue(h, &id, csr(KeyAlgorithm::EcdsaP256, "down.example.com", &[])).await;
+    let out = issue(
+        h,
+        &id,
+        csr(KeyAlgorithm::EcdsaP256, "down.example.com", &[]),
+    )
+    .await;
     let queued = out.job.expect("job");
     let report = run_jobs(h).await;
     assert_eq!(report.failed, 1);
@@ -233,7 +265,9 @@ async fn failing_script_fails_the_job_with_its_stderr(h: &Harness) {
         h.audit_actions()
             .await
             .iter()
-            .any(|(a, o, who)| a == "issuance.failed" && o == "failure" && who == "system:issuer-jobs")
+            .any(|(a, o, who)| a == "issuance.failed"
+                && o == "failure"
+                && who == "system:issuer-jobs")
     );
 
     // A script that is not there: test_issuer says so, without failing the call.
@@ -261,9 +295,16 @@ async fn issuer_secrets_are_sealed_and_never_returned(h: &Harness) {
     .await;
     assert_eq!(issuer.secret_fields, vec!["token".to_owned()]);
     let got = h
-        .done::<ops::GetIssuer>(&h.admin(), ops::IdInput { id: issuer.id.clone() })
+        .done::<ops::GetIssuer>(
+            &h.admin(),
+            ops::IdInput {
+                id: issuer.id.clone(),
+            },
+        )
         .await;
-    let listed = h.done::<ops::ListIssuers>(&h.admin(), Default::default()).await;
+    let listed = h
+        .done::<ops::ListIssuers>(&h.admin(), Default::default())
+        .await;
     let text = format!(
         "{}{}",
         serde_json::to_string(&got).expect("json"),
@@ -326,15 +367,22 @@ openssl x509 -req -in other.csr -CA "$CA_DIR/ca.pem" -CAkey "$CA_DIR/ca.key" -da
     )
     .await;
     let id = cert_for(h, &issuer.id, "swap.example.com", &[]).await;
-    let queued = issue(h, &id, csr(KeyAlgorithm::EcdsaP256, "swap.example.com", &[]))
-        .await
-        .job
-        .expect("job");
+    let queued = issue(
+        h,
+        &id,
+        csr(KeyAlgorithm::EcdsaP256, "swap.example.com", &[]),
+    )
+    .await
+    .job
+    .expect("job");
     run_jobs(h).await;
     let j = job(h, &queued.id).await;
     assert_eq!(j.status, JobStatus::Failed);
     assert!(
-        j.last_error.as_deref().unwrap_or_default().contains("different public key"),
+        j.last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("different public key"),
         "{j:?}"
     );
     assert!(details(h, &id).await.versions.is_empty());
@@ -388,7 +436,10 @@ impl Bao {
             if ok {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "OpenBao did not become healthy");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "OpenBao did not become healthy"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         Some(bao)
@@ -411,17 +462,26 @@ impl Bao {
 }
 
 async fn vault_issuer_issues_renews_its_token_and_revokes(h: &Harness) {
-    let Some(bao) = Bao::start().await else { return };
-    bao.post("sys/mounts/pki", serde_json::json!({ "type": "pki" })).await;
-    bao.post("sys/mounts/pki/tune", serde_json::json!({ "max_lease_ttl": "87600h" }))
+    let Some(bao) = Bao::start().await else {
+        return;
+    };
+    bao.post("sys/mounts/pki", serde_json::json!({ "type": "pki" }))
         .await;
+    bao.post(
+        "sys/mounts/pki/tune",
+        serde_json::json!({ "max_lease_ttl": "87600h" }),
+    )
+    .await;
     let root = bao
         .post(
             "pki/root/generate/internal",
             serde_json::json!({ "common_name": "OpenBao Test Root", "ttl": "87600h" }),
         )
         .await;
-    let root_pem = root["data"]["certificate"].as_str().expect("root").to_owned();
+    let root_pem = root["data"]["certificate"]
+        .as_str()
+        .expect("root")
+        .to_owned();
     bao.post(
         "pki/roles/web",
         serde_json::json!({ "allowed_domains": "example.com", "allow_subdomains": true, "max_ttl": "720h", "key_type": "any" }),
@@ -447,7 +507,12 @@ async fn vault_issuer_issues_renews_its_token_and_revokes(h: &Harness) {
     )
     .await;
     let t = h
-        .done::<ops::TestIssuer>(&h.admin(), ops::IdInput { id: issuer.id.clone() })
+        .done::<ops::TestIssuer>(
+            &h.admin(),
+            ops::IdInput {
+                id: issuer.id.clone(),
+            },
+        )
         .await;
     assert!(t.ok, "{t:?}");
     assert!(t.detail.contains("renewed"), "{}", t.detail);
@@ -456,13 +521,22 @@ async fn vault_issuer_issues_renews_its_token_and_revokes(h: &Harness) {
     let queued = issue(
         h,
         &id,
-        csr(KeyAlgorithm::EcdsaP256, "api.example.com", &["api.example.com", "api2.example.com"]),
+        csr(
+            KeyAlgorithm::EcdsaP256,
+            "api.example.com",
+            &["api.example.com", "api2.example.com"],
+        ),
     )
     .await
     .job
     .expect("job");
     let report = run_jobs(h).await;
-    assert_eq!(report.completed, 1, "{report:?} {:?}", job(h, &queued.id).await);
+    assert_eq!(
+        report.completed,
+        1,
+        "{report:?} {:?}",
+        job(h, &queued.id).await
+    );
     let d = details(h, &id).await;
     let v = &d.versions[0];
     verify(&root_pem, &v.chain_pem, &v.cert_pem);
@@ -516,7 +590,12 @@ async fn vault_issuer_issues_renews_its_token_and_revokes(h: &Harness) {
     )
     .await;
     let t = h
-        .done::<ops::TestIssuer>(&h.admin(), ops::IdInput { id: issuer.id.clone() })
+        .done::<ops::TestIssuer>(
+            &h.admin(),
+            ops::IdInput {
+                id: issuer.id.clone(),
+            },
+        )
         .await;
     assert!(!t.ok && t.detail.contains("permission denied"), "{t:?}");
 }

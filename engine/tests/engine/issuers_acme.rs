@@ -42,16 +42,39 @@ fn tls_material(dir: &Path) {
     sh(
         "openssl",
         &[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", &p("ca.key"), "-out", &p("ca.pem"), "-subj", "/CN=pebble test TLS CA",
-            "-days", "2",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &p("ca.key"),
+            "-out",
+            &p("ca.pem"),
+            "-subj",
+            "/CN=pebble test TLS CA",
+            "-days",
+            "2",
         ],
     );
     sh(
         "openssl",
         &[
-            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", &p("key.pem"), "-out", &p("leaf.csr"), "-subj", "/CN=localhost",
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &p("key.pem"),
+            "-out",
+            &p("leaf.csr"),
+            "-subj",
+            "/CN=localhost",
         ],
     );
     std::fs::write(
@@ -62,8 +85,21 @@ fn tls_material(dir: &Path) {
     sh(
         "openssl",
         &[
-            "x509", "-req", "-in", &p("leaf.csr"), "-CA", &p("ca.pem"), "-CAkey", &p("ca.key"),
-            "-CAcreateserial", "-days", "2", "-extfile", &p("leaf.ext"), "-out", &p("cert.pem"),
+            "x509",
+            "-req",
+            "-in",
+            &p("leaf.csr"),
+            "-CA",
+            &p("ca.pem"),
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &p("leaf.ext"),
+            "-out",
+            &p("cert.pem"),
         ],
     );
 }
@@ -218,7 +254,12 @@ esac
     }
 }
 
-async fn create_issuer(h: &Harness, name: &str, config: serde_json::Value, secrets: serde_json::Value) -> Issuer {
+async fn create_issuer(
+    h: &Harness,
+    name: &str,
+    config: serde_json::Value,
+    secrets: serde_json::Value,
+) -> Issuer {
     h.done::<ops::CreateIssuer>(
         &h.admin(),
         serde_json::from_value(serde_json::json!({
@@ -275,15 +316,32 @@ fn openssl_verify(root: &str, chain: &str, leaf: &str) {
         std::fs::write(&p, t).expect("write");
         p.display().to_string()
     };
-    let (r, c, l) = (w("root.pem", root), w("chain.pem", chain), w("leaf.pem", leaf));
+    let (r, c, l) = (
+        w("root.pem", root),
+        w("chain.pem", chain),
+        w("leaf.pem", leaf),
+    );
     sh("openssl", &["verify", "-CAfile", &r, "-untrusted", &c, &l]);
 }
 
 async fn acme_http01_issues_and_revokes_at_the_ca(h: &Harness) {
-    let Some(pebble) = Pebble::start(false).await else { return };
-    let issuer = create_issuer(h, "pebble", pebble.issuer_config("http-01", None), serde_json::json!({})).await;
+    let Some(pebble) = Pebble::start(false).await else {
+        return;
+    };
+    let issuer = create_issuer(
+        h,
+        "pebble",
+        pebble.issuer_config("http-01", None),
+        serde_json::json!({}),
+    )
+    .await;
     let t = h
-        .done::<ops::TestIssuer>(&h.admin(), ops::IdInput { id: issuer.id.clone() })
+        .done::<ops::TestIssuer>(
+            &h.admin(),
+            ops::IdInput {
+                id: issuer.id.clone(),
+            },
+        )
         .await;
     assert!(t.ok, "{t:?}");
 
@@ -299,7 +357,12 @@ async fn acme_http01_issues_and_revokes_at_the_ca(h: &Harness) {
     openssl_verify(&pebble.issuing_root().await, &v.chain_pem, &v.cert_pem);
     // The account is stored sealed on the issuer, and restored by test_issuer.
     let t = h
-        .done::<ops::TestIssuer>(&h.admin(), ops::IdInput { id: issuer.id.clone() })
+        .done::<ops::TestIssuer>(
+            &h.admin(),
+            ops::IdInput {
+                id: issuer.id.clone(),
+            },
+        )
         .await;
     assert!(t.ok && t.detail.contains("restored"), "{t:?}");
 
@@ -324,7 +387,10 @@ async fn acme_http01_issues_and_revokes_at_the_ca(h: &Harness) {
     assert_eq!(report.completed, 1, "{report:?}");
     let status: serde_json::Value = pebble
         .client()
-        .get(format!("{}/cert-status-by-serial/{}", pebble.mgmt_url, v.serial))
+        .get(format!(
+            "{}/cert-status-by-serial/{}",
+            pebble.mgmt_url, v.serial
+        ))
         .send()
         .await
         .expect("status")
@@ -342,7 +408,9 @@ async fn acme_http01_issues_and_revokes_at_the_ca(h: &Harness) {
 }
 
 async fn acme_dns01_hook_issues_a_wildcard(h: &Harness) {
-    let Some(pebble) = Pebble::start(false).await else { return };
+    let Some(pebble) = Pebble::start(false).await else {
+        return;
+    };
     let hook = pebble.dns_hook("");
     let issuer = create_issuer(
         h,
@@ -351,17 +419,21 @@ async fn acme_dns01_hook_issues_a_wildcard(h: &Harness) {
         serde_json::json!({ "dns01_hook_env": { "CHALLTEST": pebble.challtest_url } }),
     )
     .await;
-    let (cert, job_id) = issue_via(h, &issuer.id, "wild.example.com", &["*.wild.example.com"]).await;
+    let (cert, job_id) =
+        issue_via(h, &issuer.id, "wild.example.com", &["*.wild.example.com"]).await;
     let report = run_jobs(h).await;
     let j = job(h, &job_id).await;
     assert_eq!(j.status, JobStatus::Completed, "{report:?} {j:?}");
     let v = versions(h, &cert).await.remove(0);
     openssl_verify(&pebble.issuing_root().await, &v.chain_pem, &v.cert_pem);
-    let text = sh("openssl", &["x509", "-noout", "-ext", "subjectAltName", "-in", &{
-        let p = pebble.dir.path().join("wild.pem");
-        std::fs::write(&p, &v.cert_pem).expect("write");
-        p.display().to_string()
-    }]);
+    let text = sh(
+        "openssl",
+        &["x509", "-noout", "-ext", "subjectAltName", "-in", &{
+            let p = pebble.dir.path().join("wild.pem");
+            std::fs::write(&p, &v.cert_pem).expect("write");
+            p.display().to_string()
+        }],
+    );
     assert!(text.contains("DNS:*.wild.example.com"), "{text}");
 
     // A hook that cannot publish fails the attempt with its own words.
@@ -376,32 +448,64 @@ async fn acme_dns01_hook_issues_a_wildcard(h: &Harness) {
     let (_, job_id) = issue_via(h, &issuer2.id, "nozone.example.com", &[]).await;
     run_jobs(h).await;
     let j = job(h, &job_id).await;
-    assert_eq!(j.status, JobStatus::Pending, "a hook failure is retried later: {j:?}");
+    assert_eq!(
+        j.status,
+        JobStatus::Pending,
+        "a hook failure is retried later: {j:?}"
+    );
     assert!(
-        j.last_error.as_deref().unwrap_or_default().contains("zone not found"),
+        j.last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("zone not found"),
         "{j:?}"
     );
 }
 
 async fn acme_external_account_binding(h: &Harness) {
-    let Some(pebble) = Pebble::start(true).await else { return };
+    let Some(pebble) = Pebble::start(true).await else {
+        return;
+    };
     // Without EAB: test_issuer names the problem, and an order is refused.
-    let plain = create_issuer(h, "eab-missing", pebble.issuer_config("http-01", None), serde_json::json!({})).await;
+    let plain = create_issuer(
+        h,
+        "eab-missing",
+        pebble.issuer_config("http-01", None),
+        serde_json::json!({}),
+    )
+    .await;
     let t = h
-        .done::<ops::TestIssuer>(&h.admin(), ops::IdInput { id: plain.id.clone() })
+        .done::<ops::TestIssuer>(
+            &h.admin(),
+            ops::IdInput {
+                id: plain.id.clone(),
+            },
+        )
         .await;
-    assert!(!t.ok && t.detail.contains("External Account Binding"), "{t:?}");
+    assert!(
+        !t.ok && t.detail.contains("External Account Binding"),
+        "{t:?}"
+    );
     let (_, job_id) = issue_via(h, &plain.id, "noeab.example.com", &[]).await;
     run_jobs(h).await;
     let j = job(h, &job_id).await;
     assert_eq!(j.status, JobStatus::Failed, "{j:?}");
     let err = j.last_error.unwrap_or_default();
-    assert!(err.contains("the ACME CA answered") && err.contains("externalAccountRequired"), "{err}");
+    assert!(
+        err.contains("the ACME CA answered") && err.contains("externalAccountRequired"),
+        "{err}"
+    );
 
     // With EAB: the account registers and issues.
     let mut config = pebble.issuer_config("http-01", None);
     config["eab_kid"] = EAB_KID.into();
-    let eab = create_issuer(h, "eab", config, serde_json::json!({ "eab_hmac_key": EAB_HMAC })).await;
+    let eab = create_issuer(
+        h,
+        "eab",
+        config,
+        serde_json::json!({ "eab_hmac_key": EAB_HMAC }),
+    )
+    .await;
     let t = h
         .done::<ops::TestIssuer>(&h.admin(), ops::IdInput { id: eab.id.clone() })
         .await;
@@ -414,7 +518,9 @@ async fn acme_external_account_binding(h: &Harness) {
 }
 
 async fn acme_order_resumes_after_the_worker_dies(h: &Harness) {
-    let Some(pebble) = Pebble::start(false).await else { return };
+    let Some(pebble) = Pebble::start(false).await else {
+        return;
+    };
     let gate = pebble.dir.path().join("release");
     // The hook holds `present` until the test releases it, so the first
     // worker dies with the order created and unfinished.
@@ -437,9 +543,9 @@ fi"#,
     let a = Harness::engine_on(&h.db, &h.clock, Default::default(), &h.master).await;
     let worker = {
         let a = a.clone();
-        tokio::spawn(async move {
-            certctl_engine::issuers::runner::run_due(&a, "process-a", 10).await
-        })
+        tokio::spawn(
+            async move { certctl_engine::issuers::runner::run_due(&a, "process-a", 10).await },
+        )
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let order_url = loop {
@@ -447,7 +553,10 @@ fi"#,
         if let Some(u) = j.payload["connector_state"]["order_url"].as_str() {
             break u.to_owned();
         }
-        assert!(std::time::Instant::now() < deadline, "no order was created: {j:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no order was created: {j:?}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     worker.abort();
@@ -457,7 +566,8 @@ fi"#,
     assert_eq!(job(h, &job_id).await.status, JobStatus::Running);
 
     // Its lease runs out; the job goes back to pending and process B resumes it.
-    h.clock.advance(certctl_engine::issuers::runner::LEASE_SECONDS + 1);
+    h.clock
+        .advance(certctl_engine::issuers::runner::LEASE_SECONDS + 1);
     use certctl_engine::clock::Clock;
     let n = h
         .engine
@@ -532,7 +642,9 @@ impl Knot {
 }
 
 async fn acme_dns01_rfc2136_against_knot(h: &Harness) {
-    let Some(knot) = Knot::start().await else { return };
+    let Some(knot) = Knot::start().await else {
+        return;
+    };
     let Some(pebble) = Pebble::start_with(false, Some(format!("127.0.0.1:{}", knot.port))).await
     else {
         return;
@@ -557,7 +669,14 @@ async fn acme_dns01_rfc2136_against_knot(h: &Harness) {
     // The challenge records were deleted again.
     let left = sh(
         "dig",
-        &["+short", "@127.0.0.1", "-p", &knot.port.to_string(), "TXT", "_acme-challenge.rfc.example.com"],
+        &[
+            "+short",
+            "@127.0.0.1",
+            "-p",
+            &knot.port.to_string(),
+            "TXT",
+            "_acme-challenge.rfc.example.com",
+        ],
     );
     assert!(left.trim().is_empty(), "left behind: {left}");
 
@@ -573,5 +692,11 @@ async fn acme_dns01_rfc2136_against_knot(h: &Harness) {
     run_jobs(h).await;
     let j = job(h, &job_id).await;
     assert_eq!(j.status, JobStatus::Failed, "{j:?}");
-    assert!(j.last_error.as_deref().unwrap_or_default().contains("NOTAUTH"), "{j:?}");
+    assert!(
+        j.last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("NOTAUTH"),
+        "{j:?}"
+    );
 }

@@ -71,7 +71,10 @@ async fn root_handler(
     let der = ::pem::parse(&st.root_pem).expect("root").into_contents();
     let fp = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der));
     if sha.to_ascii_lowercase() != fp {
-        return error(StatusCode::NOT_FOUND, "certificate with fingerprint not found");
+        return error(
+            StatusCode::NOT_FOUND,
+            "certificate with fingerprint not found",
+        );
     }
     Json(serde_json::json!({ "ca": st.root_pem })).into_response()
 }
@@ -116,7 +119,11 @@ async fn sign(State(st): State<Arc<DoubleState>>, Json(body): Json<serde_json::V
     };
     let allowed: Vec<String> = claims["sans"]
         .as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     for san in &csr.params.subject_alt_names {
         if let rcgen::SanType::DnsName(d) = san
@@ -170,11 +177,15 @@ impl StepCaDouble {
         let mut sp = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
             .expect("params");
         sp.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        let server_cert = sp.signed_by(&server_key, &intermediate).expect("server cert");
+        let server_cert = sp
+            .signed_by(&server_key, &intermediate)
+            .expect("server cert");
         let provisioner = p256();
         let point = provisioner.public_key_raw().to_vec();
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let url = format!("https://127.0.0.1:{port}");
         let root_pem = root.pem();
@@ -203,7 +214,10 @@ impl StepCaDouble {
             .route("/root/{sha}", axum::routing::get(root_handler))
             .route("/provisioners", axum::routing::get(provisioners))
             .route("/1.0/sign", axum::routing::post(sign))
-            .route("/health", axum::routing::get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
+            .route(
+                "/health",
+                axum::routing::get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
+            )
             .with_state(state);
         let server = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
@@ -244,7 +258,12 @@ impl StepCaDouble {
     }
 }
 
-async fn create_issuer(h: &Harness, name: &str, config: serde_json::Value, key_pem: &str) -> Issuer {
+async fn create_issuer(
+    h: &Harness,
+    name: &str,
+    config: serde_json::Value,
+    key_pem: &str,
+) -> Issuer {
     h.done::<ops::CreateIssuer>(
         &h.admin(),
         serde_json::from_value(serde_json::json!({
@@ -289,7 +308,12 @@ async fn stepca_issues_with_a_pinned_root_and_a_jwk_token(h: &Harness) {
     let ca = StepCaDouble::start().await;
     let issuer = create_issuer(h, "step", ca.config(), &ca.provisioner_key_pem).await;
     let t = h
-        .done::<ops::TestIssuer>(&h.admin(), ops::IdInput { id: issuer.id.clone() })
+        .done::<ops::TestIssuer>(
+            &h.admin(),
+            ops::IdInput {
+                id: issuer.id.clone(),
+            },
+        )
         .await;
     assert!(t.ok, "{t:?}");
     let (cert, job) = issue(h, &issuer.id, "svc.internal.example.com").await;
@@ -305,7 +329,11 @@ async fn stepca_issues_with_a_pinned_root_and_a_jwk_token(h: &Harness) {
         std::fs::write(&p, t).expect("write");
         p.display().to_string()
     };
-    let (r, c, l) = (w("root.pem", &ca.root_pem), w("chain.pem", &v.chain_pem), w("leaf.pem", &v.cert_pem));
+    let (r, c, l) = (
+        w("root.pem", &ca.root_pem),
+        w("chain.pem", &v.chain_pem),
+        w("leaf.pem", &v.cert_pem),
+    );
     sh("openssl", &["verify", "-CAfile", &r, "-untrusted", &c, &l]);
 }
 
@@ -314,9 +342,17 @@ async fn stepca_wrong_provisioner_key_is_a_clear_error(h: &Harness) {
     let other = p256().serialize_pem();
     let issuer = create_issuer(h, "step-wrong-key", ca.config(), &other).await;
     let t = h
-        .done::<ops::TestIssuer>(&h.admin(), ops::IdInput { id: issuer.id.clone() })
+        .done::<ops::TestIssuer>(
+            &h.admin(),
+            ops::IdInput {
+                id: issuer.id.clone(),
+            },
+        )
         .await;
-    assert!(!t.ok && t.detail.contains("is not the key of provisioner"), "{t:?}");
+    assert!(
+        !t.ok && t.detail.contains("is not the key of provisioner"),
+        "{t:?}"
+    );
     let (cert, job) = issue(h, &issuer.id, "nope.internal.example.com").await;
     assert_eq!(job.status, JobStatus::Failed, "{job:?}");
     let err = job.last_error.unwrap_or_default();
@@ -339,7 +375,12 @@ async fn stepca_root_fingerprint_is_pinned(h: &Harness) {
     config["root_fingerprint"] = "ab".repeat(32).into();
     let issuer = create_issuer(h, "step-pinned", config, &ca.provisioner_key_pem).await;
     let t = h
-        .done::<ops::TestIssuer>(&h.admin(), ops::IdInput { id: issuer.id.clone() })
+        .done::<ops::TestIssuer>(
+            &h.admin(),
+            ops::IdInput {
+                id: issuer.id.clone(),
+            },
+        )
         .await;
     assert!(!t.ok && t.detail.contains("not the pinned"), "{t:?}");
     // Fetched from the CA, an unknown fingerprint gets no root at all.
