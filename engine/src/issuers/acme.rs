@@ -71,10 +71,33 @@ pub struct AcmeConfig {
     /// its HMAC key goes in `secrets.eab_hmac_key`.
     #[serde(default)]
     pub eab_kid: Option<String>,
+    /// Fetch EAB credentials for `email` before registering, as ZeroSSL
+    /// offers (`POST eab_credentials_url` with `email=`).
+    #[serde(default)]
+    pub eab_from_email: bool,
+    /// Where EAB credentials are fetched from (default ZeroSSL's endpoint).
+    #[serde(default)]
+    pub eab_credentials_url: Option<String>,
     /// An ACME profile to ask for, where the CA offers profiles.
     #[serde(default)]
     pub profile: Option<String>,
 }
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+fn form_encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".into(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// ZeroSSL's endpoint that hands out EAB credentials for an e-mail address.
+const ZEROSSL_EAB_URL: &str = "https://api.zerossl.com/acme/eab-credentials-email";
 
 fn default_challenge() -> String {
     "http-01".into()
@@ -220,6 +243,11 @@ impl AcmeConnector {
         account: Option<serde_json::Value>,
     ) -> Result<Self> {
         config.check()?;
+        if config.eab_from_email && (config.email.is_none() || config.eab_kid.is_some()) {
+            return Err(Error::invalid(
+                "acme issuer: eab_from_email needs config.email and no eab_kid",
+            ));
+        }
         if config.eab_kid.is_some() != secrets.eab_hmac_key.is_some() {
             return Err(Error::invalid(
                 "acme issuer: External Account Binding needs both config.eab_kid and secrets.eab_hmac_key",
@@ -267,14 +295,23 @@ impl AcmeConnector {
             .map(|e| format!("mailto:{e}"))
             .collect();
         let contact_refs: Vec<&str> = contact.iter().map(String::as_str).collect();
-        let eab = match (&self.config.eab_kid, &self.secrets.eab_hmac_key) {
-            (Some(kid), Some(hmac)) => {
+        let fetched = if self.config.eab_from_email {
+            Some(self.eab_from_email().await?)
+        } else {
+            None
+        };
+        let configured = match (&self.config.eab_kid, &self.secrets.eab_hmac_key) {
+            (Some(kid), Some(hmac)) => Some((kid.clone(), hmac.clone())),
+            _ => None,
+        };
+        let eab = match fetched.or(configured) {
+            Some((kid, hmac)) => {
                 let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
                     .decode(hmac.trim().trim_end_matches('='))
                     .map_err(|_| IssuerError::rejected("the EAB HMAC key is not base64url"))?;
-                Some(ExternalAccountKey::new(kid.clone(), &key))
+                Some(ExternalAccountKey::new(kid, &key))
             }
-            _ => None,
+            None => None,
         };
         let (account, creds) = self
             .builder()
@@ -302,6 +339,51 @@ impl AcmeConnector {
             .from_credentials(creds)
             .await
             .map_err(|e| acme_error("ACME account", e))
+    }
+
+    /// EAB credentials for the account's e-mail address, from the CA's API
+    /// (ZeroSSL: `{"success": true, "eab_kid": ..., "eab_hmac_key": ...}`).
+    async fn eab_from_email(&self) -> Result<(String, String), IssuerError> {
+        let url = self
+            .config
+            .eab_credentials_url
+            .as_deref()
+            .unwrap_or(ZEROSSL_EAB_URL);
+        let email = self.config.email.clone().unwrap_or_default();
+        let http = super::http::reqwest_client(
+            roots(self.config.ca_cert_pem.as_deref())
+                .map_err(|e| IssuerError::rejected(e.to_string()))?,
+            Duration::from_secs(30),
+        )
+        .map_err(|e| IssuerError::transient(e.to_string()))?;
+        let rsp = http
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("email={}", form_encode(&email)))
+            .send()
+            .await
+            .map_err(|e| super::http::transport("EAB credentials", e))?;
+        let status = rsp.status();
+        let body: serde_json::Value = rsp.json().await.unwrap_or_default();
+        match (
+            body["success"].as_bool(),
+            body["eab_kid"].as_str(),
+            body["eab_hmac_key"].as_str(),
+        ) {
+            (Some(true), Some(kid), Some(hmac)) => Ok((kid.to_owned(), hmac.to_owned())),
+            _ => {
+                let why = body["error"]["type"]
+                    .as_str()
+                    .or(body["error"].as_str())
+                    .unwrap_or("no credentials in the answer");
+                let text = format!("EAB credentials for {email}: HTTP {status}: {why}");
+                Err(if status.is_server_error() {
+                    IssuerError::transient(text)
+                } else {
+                    IssuerError::rejected(text)
+                })
+            }
+        }
     }
 
     fn http01(&self) -> Option<BuiltinHttp01> {
@@ -542,7 +624,7 @@ impl Connector for AcmeConnector {
         let eab_required = dir["meta"]["externalAccountRequired"]
             .as_bool()
             .unwrap_or(false);
-        if eab_required && self.config.eab_kid.is_none() {
+        if eab_required && self.config.eab_kid.is_none() && !self.config.eab_from_email {
             return Err(IssuerError::rejected(
                 "the ACME CA requires External Account Binding: set config.eab_kid and secrets.eab_hmac_key",
             ));

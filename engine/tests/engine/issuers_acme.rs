@@ -515,6 +515,47 @@ async fn acme_external_account_binding(h: &Harness) {
     let j = job(h, &job_id).await;
     assert_eq!(j.status, JobStatus::Completed, "{j:?}");
     assert_eq!(versions(h, &cert).await.len(), 1);
+
+    // EAB credentials fetched for the account's e-mail address, as ZeroSSL
+    // hands them out (a double of its endpoint; Pebble checks the binding).
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let app = {
+        let asked = asked.clone();
+        axum::Router::new().route(
+            "/acme/eab-credentials-email",
+            axum::routing::post(move |body: String| {
+                let asked = asked.clone();
+                async move {
+                    asked.lock().expect("lock").push(body);
+                    axum::Json(serde_json::json!({
+                        "success": true, "eab_kid": EAB_KID, "eab_hmac_key": EAB_HMAC,
+                    }))
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let mut config = pebble.issuer_config("http-01", None);
+    config["eab_from_email"] = true.into();
+    config["eab_credentials_url"] =
+        format!("http://127.0.0.1:{port}/acme/eab-credentials-email").into();
+    let by_email = create_issuer(h, "eab-by-email", config, serde_json::json!({})).await;
+    let (cert, job_id) = issue_via(h, &by_email.id, "eab-email.example.com", &[]).await;
+    run_jobs(h).await;
+    let j = job(h, &job_id).await;
+    assert_eq!(j.status, JobStatus::Completed, "{j:?}");
+    assert_eq!(versions(h, &cert).await.len(), 1);
+    assert_eq!(
+        *asked.lock().expect("lock"),
+        vec!["email=pki%40example.com".to_owned()]
+    );
+    server.abort();
 }
 
 async fn acme_order_resumes_after_the_worker_dies(h: &Harness) {
