@@ -353,7 +353,35 @@ async fn acme_http01_issues_and_revokes_at_the_ca(h: &Harness) {
         j.payload["connector_state"]["order_url"].as_str().is_some(),
         "the order URL is kept in the job: {j:?}"
     );
-    let v = versions(h, &cert).await.remove(0);
+    // Renewed through the scheduler's job loop: a new order on the same account.
+    h.clock.advance(60);
+    let renewed = h
+        .done::<ops::RenewCertificate>(
+            &h.admin(),
+            ops::RenewCertificateInput {
+                id: cert.clone(),
+                csr_pem: Some(csr(
+                    KeyAlgorithm::EcdsaP256,
+                    "web.example.com",
+                    &["web.example.com", "api.example.com"],
+                )),
+            },
+        )
+        .await;
+    let s = std::sync::Arc::new(certctl_engine::scheduler::Scheduler::new(
+        h.engine.clone(),
+        "proc-acme",
+    ));
+    s.tick().await;
+    let r = job(h, &renewed.job.id).await;
+    assert_eq!(r.status, JobStatus::Completed, "{r:?}");
+    assert_ne!(
+        r.payload["connector_state"]["order_url"],
+        j.payload["connector_state"]["order_url"]
+    );
+    let all = versions(h, &cert).await;
+    assert_eq!(all.len(), 2);
+    let v = all[0].clone();
     openssl_verify(&pebble.issuing_root().await, &v.chain_pem, &v.cert_pem);
     // The account is stored sealed on the issuer, and restored by test_issuer.
     let t = h
