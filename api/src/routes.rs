@@ -315,6 +315,15 @@ pub fn routes() -> Vec<Route> {
         ),
         r(
             Post,
+            "/issuers/{id}/test",
+            "test_issuer",
+            ID,
+            Body,
+            OK,
+            "issuers",
+        ),
+        r(
+            Post,
             "/jobs/{id}/approve",
             "approve_job",
             ID,

@@ -140,6 +140,11 @@ impl Engine {
                 .await?;
             return Err(e);
         }
+        if let Err(e) = O::outside_tx(self, &input, &mut memo).await {
+            self.audit_failure(principal, meta, None, Default::default(), &e, None, now)
+                .await?;
+            return Err(e);
+        }
         let mut tx = if meta.risk == Risk::Read {
             self.store.begin_read().await?
         } else {

@@ -490,6 +490,7 @@ async fn every_tool_runs() {
         ),
         ("list_issuers", json!({})),
         ("get_issuer", json!({"id": made["issuer"]})),
+        ("test_issuer", json!({"id": made["issuer"]})),
         (
             "update_issuer",
             json!({"id": made["issuer"], "name": "second-ca"}),

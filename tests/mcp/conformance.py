@@ -77,7 +77,7 @@ REQUIRED_TOOLS = [
     "list_agents",
     "list_issuers",
 ]
-READ_PREFIXES = ("list_", "get_", "verify_")
+READ_PREFIXES = ("list_", "get_", "verify_", "test_")
 DESTRUCTIVE_PREFIXES = ("revoke_", "delete_", "disable_")
 
 

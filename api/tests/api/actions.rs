@@ -124,3 +124,43 @@ async fn renew_returns_202_with_the_job_and_reject_never_runs() {
         .await;
     assert_eq!(bad.status, 422, "{bad:?}");
 }
+
+#[tokio::test]
+async fn issuer_test_route_reaches_the_ca_and_never_shows_secrets() {
+    let rig = Rig::new().await;
+    let r = rig
+        .post("/api/v1/issuers/iss-local/test", Some(&rig.admin_key), "")
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["ok"], true, "{r:?}");
+    // An external issuer whose CA is not there: 200 with ok=false and the reason.
+    let created = rig
+        .op(
+            "create_issuer",
+            json!({
+                "name": "vault-down", "kind": "vault",
+                "config": { "url": "http://127.0.0.1:9", "role": "web" },
+                "secrets": { "token": "hvs.route-secret" },
+            }),
+        )
+        .await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert!(!created.to_string().contains("route-secret"), "{created}");
+    let r = rig
+        .post(
+            &format!("/api/v1/issuers/{id}/test"),
+            Some(&rig.admin_key),
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["ok"], false, "{r:?}");
+    // Testing needs the admin role; an unknown issuer is a 404.
+    let viewer = rig.key("viewer").await;
+    rig.post(&format!("/api/v1/issuers/{id}/test"), Some(&viewer), "")
+        .await
+        .assert_problem(403, "forbidden");
+    rig.post("/api/v1/issuers/iss-nope/test", Some(&rig.admin_key), "")
+        .await
+        .assert_problem(404, "not-found");
+}

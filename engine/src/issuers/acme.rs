@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::acme_dns::{BuiltinHttp01, Dns01Solver, HookDns01, Http01Solver};
 use super::http::{client_config, roots};
+use super::rfc2136::{Rfc2136Dns01, TsigKey};
 use super::{Checkpoint, Connector, IssueRequest, Issued, IssuerError};
 use crate::domain::RevocationReason;
 use crate::error::{Error, Result};
@@ -45,9 +46,24 @@ pub struct AcmeConfig {
     /// DNS-01 hook script (absolute path): `HOOK present|cleanup FQDN VALUE`.
     #[serde(default)]
     pub dns01_hook: Option<String>,
-    /// Seconds to wait after publishing a TXT record (default 0).
+    /// Seconds to wait after the hook published a TXT record (default 0).
     #[serde(default)]
     pub dns_propagation_seconds: u64,
+    /// RFC 2136 DNS-01: the primary DNS server accepting TSIG-signed updates (`host:port`).
+    #[serde(default)]
+    pub rfc2136_server: Option<String>,
+    /// RFC 2136: the zone to update (e.g. `example.com`).
+    #[serde(default)]
+    pub rfc2136_zone: Option<String>,
+    /// RFC 2136: the TSIG key's name; its secret goes in `secrets.rfc2136_tsig_secret`.
+    #[serde(default)]
+    pub rfc2136_tsig_key: Option<String>,
+    /// RFC 2136: `hmac-sha256` (default) or `hmac-sha512`.
+    #[serde(default = "default_tsig_algorithm")]
+    pub rfc2136_tsig_algorithm: String,
+    /// RFC 2136: how long to wait for the server to serve the record (default 60 s).
+    #[serde(default = "default_propagation_timeout")]
+    pub dns_propagation_timeout_seconds: u64,
     /// How long one attempt waits for the CA to validate and issue (default 120 s).
     #[serde(default = "default_validation_timeout")]
     pub validation_timeout_seconds: u64,
@@ -55,10 +71,33 @@ pub struct AcmeConfig {
     /// its HMAC key goes in `secrets.eab_hmac_key`.
     #[serde(default)]
     pub eab_kid: Option<String>,
+    /// Fetch EAB credentials for `email` before registering, as ZeroSSL
+    /// offers (`POST eab_credentials_url` with `email=`).
+    #[serde(default)]
+    pub eab_from_email: bool,
+    /// Where EAB credentials are fetched from (default ZeroSSL's endpoint).
+    #[serde(default)]
+    pub eab_credentials_url: Option<String>,
     /// An ACME profile to ask for, where the CA offers profiles.
     #[serde(default)]
     pub profile: Option<String>,
 }
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+fn form_encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".into(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// ZeroSSL's endpoint that hands out EAB credentials for an e-mail address.
+const ZEROSSL_EAB_URL: &str = "https://api.zerossl.com/acme/eab-credentials-email";
 
 fn default_challenge() -> String {
     "http-01".into()
@@ -66,6 +105,14 @@ fn default_challenge() -> String {
 
 fn default_validation_timeout() -> u64 {
     120
+}
+
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".into()
+}
+
+fn default_propagation_timeout() -> u64 {
+    60
 }
 
 impl AcmeConfig {
@@ -90,6 +137,29 @@ impl AcmeConfig {
                 )));
             }
         }
+        let rfc2136 = [
+            self.rfc2136_server.is_some(),
+            self.rfc2136_zone.is_some(),
+            self.rfc2136_tsig_key.is_some(),
+        ];
+        if rfc2136.iter().any(|b| *b) && !rfc2136.iter().all(|b| *b) {
+            return Err(Error::invalid(
+                "acme issuer: RFC 2136 needs rfc2136_server, rfc2136_zone and rfc2136_tsig_key",
+            ));
+        }
+        if rfc2136[0] && self.dns01_hook.is_some() {
+            return Err(Error::invalid(
+                "acme issuer: choose one DNS-01 provider: dns01_hook or rfc2136_server",
+            ));
+        }
+        if !matches!(
+            self.rfc2136_tsig_algorithm.as_str(),
+            "hmac-sha256" | "hmac-sha512"
+        ) {
+            return Err(Error::invalid(
+                "acme issuer: rfc2136_tsig_algorithm must be hmac-sha256 or hmac-sha512",
+            ));
+        }
         if let Some(h) = &self.dns01_hook
             && !std::path::Path::new(h).is_absolute()
         {
@@ -110,6 +180,9 @@ pub struct AcmeSecrets {
     /// Extra environment for the DNS-01 hook (a DNS provider's API token).
     #[serde(default)]
     pub dns01_hook_env: BTreeMap<String, String>,
+    /// The RFC 2136 TSIG secret, base64 (as `keymgr -t` or `tsig-keygen` print it).
+    #[serde(default)]
+    pub rfc2136_tsig_secret: Option<String>,
 }
 
 pub struct AcmeConnector {
@@ -170,6 +243,11 @@ impl AcmeConnector {
         account: Option<serde_json::Value>,
     ) -> Result<Self> {
         config.check()?;
+        if config.eab_from_email && (config.email.is_none() || config.eab_kid.is_some()) {
+            return Err(Error::invalid(
+                "acme issuer: eab_from_email needs config.email and no eab_kid",
+            ));
+        }
         if config.eab_kid.is_some() != secrets.eab_hmac_key.is_some() {
             return Err(Error::invalid(
                 "acme issuer: External Account Binding needs both config.eab_kid and secrets.eab_hmac_key",
@@ -217,14 +295,23 @@ impl AcmeConnector {
             .map(|e| format!("mailto:{e}"))
             .collect();
         let contact_refs: Vec<&str> = contact.iter().map(String::as_str).collect();
-        let eab = match (&self.config.eab_kid, &self.secrets.eab_hmac_key) {
-            (Some(kid), Some(hmac)) => {
+        let fetched = if self.config.eab_from_email {
+            Some(self.eab_from_email().await?)
+        } else {
+            None
+        };
+        let configured = match (&self.config.eab_kid, &self.secrets.eab_hmac_key) {
+            (Some(kid), Some(hmac)) => Some((kid.clone(), hmac.clone())),
+            _ => None,
+        };
+        let eab = match fetched.or(configured) {
+            Some((kid, hmac)) => {
                 let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
                     .decode(hmac.trim().trim_end_matches('='))
                     .map_err(|_| IssuerError::rejected("the EAB HMAC key is not base64url"))?;
-                Some(ExternalAccountKey::new(kid.clone(), &key))
+                Some(ExternalAccountKey::new(kid, &key))
             }
-            _ => None,
+            None => None,
         };
         let (account, creds) = self
             .builder()
@@ -254,17 +341,90 @@ impl AcmeConnector {
             .map_err(|e| acme_error("ACME account", e))
     }
 
+    /// EAB credentials for the account's e-mail address, from the CA's API
+    /// (ZeroSSL: `{"success": true, "eab_kid": ..., "eab_hmac_key": ...}`).
+    async fn eab_from_email(&self) -> Result<(String, String), IssuerError> {
+        let url = self
+            .config
+            .eab_credentials_url
+            .as_deref()
+            .unwrap_or(ZEROSSL_EAB_URL);
+        let email = self.config.email.clone().unwrap_or_default();
+        let http = super::http::reqwest_client(
+            roots(self.config.ca_cert_pem.as_deref())
+                .map_err(|e| IssuerError::rejected(e.to_string()))?,
+            Duration::from_secs(30),
+        )
+        .map_err(|e| IssuerError::transient(e.to_string()))?;
+        let rsp = http
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("email={}", form_encode(&email)))
+            .send()
+            .await
+            .map_err(|e| super::http::transport("EAB credentials", e))?;
+        let status = rsp.status();
+        let body: serde_json::Value = rsp.json().await.unwrap_or_default();
+        match (
+            body["success"].as_bool(),
+            body["eab_kid"].as_str(),
+            body["eab_hmac_key"].as_str(),
+        ) {
+            (Some(true), Some(kid), Some(hmac)) => Ok((kid.to_owned(), hmac.to_owned())),
+            _ => {
+                let why = body["error"]["type"]
+                    .as_str()
+                    .or(body["error"].as_str())
+                    .unwrap_or("no credentials in the answer");
+                let text = format!("EAB credentials for {email}: HTTP {status}: {why}");
+                Err(if status.is_server_error() {
+                    IssuerError::transient(text)
+                } else {
+                    IssuerError::rejected(text)
+                })
+            }
+        }
+    }
+
     fn http01(&self) -> Option<BuiltinHttp01> {
         self.config.http01_listen.as_deref().map(BuiltinHttp01::new)
     }
 
-    fn dns01(&self) -> Option<HookDns01> {
-        self.config.dns01_hook.as_ref().map(|c| HookDns01 {
-            command: c.clone(),
-            env: self.secrets.dns01_hook_env.clone(),
-            timeout: Duration::from_secs(60),
-            propagation: Duration::from_secs(self.config.dns_propagation_seconds),
-        })
+    fn dns01(&self, now: i64) -> Result<Option<Box<dyn Dns01Solver>>, IssuerError> {
+        if let (Some(server), Some(zone), Some(key)) = (
+            &self.config.rfc2136_server,
+            &self.config.rfc2136_zone,
+            &self.config.rfc2136_tsig_key,
+        ) {
+            let secret = self.secrets.rfc2136_tsig_secret.as_deref().ok_or_else(|| {
+                IssuerError::rejected("RFC 2136 needs secrets.rfc2136_tsig_secret")
+            })?;
+            let secret = base64::engine::general_purpose::STANDARD
+                .decode(secret.trim())
+                .map_err(|_| IssuerError::rejected("the TSIG secret is not base64"))?;
+            return Ok(Some(Box::new(Rfc2136Dns01 {
+                server: server.clone(),
+                zone: zone.clone(),
+                key: TsigKey {
+                    name: key.clone(),
+                    algorithm: self.config.rfc2136_tsig_algorithm.clone(),
+                    secret,
+                },
+                ttl: 60,
+                now,
+                propagation_timeout: Duration::from_secs(
+                    self.config.dns_propagation_timeout_seconds,
+                ),
+            })));
+        }
+        Ok(self.config.dns01_hook.as_ref().map(|c| {
+            Box::new(HookDns01 {
+                command: c.clone(),
+                env: self.secrets.dns01_hook_env.clone(),
+                timeout: Duration::from_secs(60),
+                propagation: Duration::from_secs(self.config.dns_propagation_seconds),
+            }) as Box<dyn Dns01Solver>
+        }))
     }
 }
 
@@ -317,7 +477,7 @@ impl Connector for AcmeConnector {
         };
 
         let http = self.http01();
-        let dns = self.dns01();
+        let dns = self.dns01(req.now)?;
         let mut presented = Vec::new();
         let retries = RetryPolicy::new()
             .initial_delay(Duration::from_millis(250))
@@ -350,7 +510,7 @@ impl Connector for AcmeConnector {
                 if use_dns {
                     let solver = dns.as_ref().ok_or_else(|| {
                         IssuerError::rejected(
-                            "a DNS-01 challenge (wildcard or dns-01) needs config.dns01_hook",
+                            "a DNS-01 challenge (wildcard or dns-01) needs config.dns01_hook or the rfc2136_* settings",
                         )
                     })?;
                     let fqdn = format!("_acme-challenge.{domain}");
@@ -464,7 +624,7 @@ impl Connector for AcmeConnector {
         let eab_required = dir["meta"]["externalAccountRequired"]
             .as_bool()
             .unwrap_or(false);
-        if eab_required && self.config.eab_kid.is_none() {
+        if eab_required && self.config.eab_kid.is_none() && !self.config.eab_from_email {
             return Err(IssuerError::rejected(
                 "the ACME CA requires External Account Binding: set config.eab_kid and secrets.eab_hmac_key",
             ));

@@ -1,5 +1,5 @@
-//! Connectors to external CAs: ACME (`acme.rs`, challenges in `acme_dns.rs`),
-//! step-ca (`stepca.rs`), Vault/OpenBao PKI (`vault.rs`) and a script CA
+//! Connectors to external CAs: ACME (`acme.rs`, challenge solvers in `acme_dns.rs`,
+//! RFC 2136 in `rfc2136.rs`), step-ca (`stepca.rs`), Vault/OpenBao PKI (`vault.rs`) and a script CA
 //! (`script.rs`), all behind one [`Connector`] trait.
 //!
 //! A connector is never called inside a database transaction. Issuing from an
@@ -13,6 +13,7 @@
 pub mod acme;
 pub mod acme_dns;
 mod http;
+pub mod rfc2136;
 pub mod runner;
 pub mod script;
 pub mod stepca;

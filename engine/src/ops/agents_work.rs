@@ -264,7 +264,7 @@ impl Operation for SubmitAgentCsr {
         )
         .await?
         {
-            super::certificates::Issuance::Now(_, v) => (Some(v), None),
+            super::certificates::Issuance::Now(issued) => (Some(issued.1), None),
             super::certificates::Issuance::Queued(j) => (None, Some(j)),
         };
         if !ctx

@@ -685,9 +685,9 @@ impl Operation for IssueCertificate {
         )
         .await?
         {
-            Issuance::Now(certificate, version) => Ok(IssueOutput {
-                certificate,
-                version: Some(version),
+            Issuance::Now(issued) => Ok(IssueOutput {
+                certificate: issued.0,
+                version: Some(issued.1),
                 job: None,
             }),
             Issuance::Queued(job) => Ok(IssueOutput {
@@ -728,7 +728,7 @@ async fn issuance_subject(ctx: &mut Ctx<'_>, id: &str, verb: &str) -> Result<Sub
 /// What [`issue_version`] did.
 pub(crate) enum Issuance {
     /// The local CA signed: the certificate as it now is and its new version.
-    Now(ManagedCertificate, CertificateVersion),
+    Now(Box<(ManagedCertificate, CertificateVersion)>),
     /// An external CA will sign: the pending job (carrying the CSR) that the
     /// job loop runs outside any transaction.
     Queued(Job),
@@ -947,7 +947,7 @@ pub(crate) async fn issue_version(
     };
     // Next renewal time, and the `renewed` event, in this transaction.
     crate::notify::after_issue(ctx, renewed, &cert, &version).await?;
-    Ok(Issuance::Now(cert, version))
+    Ok(Issuance::Now(Box::new((cert, version))))
 }
 
 // ---------------------------------------------------------------- renew
@@ -1042,7 +1042,8 @@ impl Operation for RenewCertificate {
         let version = if issue_now {
             match issue_version(ctx, cert, input.csr_pem.as_deref(), None, JobKind::Renewal).await?
             {
-                Issuance::Now(_, v) => {
+                Issuance::Now(issued) => {
+                    let v = issued.1;
                     job.status = JobStatus::Completed;
                     job.attempts = 1;
                     job.payload["version_id"] = v.id.clone().into();

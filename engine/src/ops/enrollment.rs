@@ -207,9 +207,9 @@ impl Operation for ReenrollCertificate {
 /// job; refusing here rolls that job back with the rest of the call.
 fn signed_now(issuance: super::certificates::Issuance) -> Result<IssueOutput> {
     match issuance {
-        super::certificates::Issuance::Now(certificate, version) => Ok(IssueOutput {
-            certificate,
-            version: Some(version),
+        super::certificates::Issuance::Now(issued) => Ok(IssueOutput {
+            certificate: issued.0,
+            version: Some(issued.1),
             job: None,
         }),
         super::certificates::Issuance::Queued(_) => Err(Error::conflict(

@@ -363,12 +363,13 @@ impl Operation for TestIssuer {
         gateable: false,
     };
 
-    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
-        ctx.audit_resource_id = Some(input.id.clone());
-        // Read through the pool, not the call's transaction: the CA is
-        // reached with no transaction holding anything.
-        let record = ctx
-            .engine
+    async fn outside_tx(
+        engine: &crate::Engine,
+        input: &Self::Input,
+        memo: &mut super::Memo,
+    ) -> Result<()> {
+        // Read through the pool, then reach the CA with no transaction open.
+        let record = engine
             .store()
             .issuer(&input.id)
             .await?
@@ -376,8 +377,7 @@ impl Operation for TestIssuer {
         let kind = record.issuer.kind;
         let result = if kind.is_local() {
             match &record.ca {
-                Some(m) => ctx
-                    .engine
+                Some(m) => engine
                     .signing_ca(&record.issuer.id, m)
                     .map(|_| {
                         "the local CA key opens with this installation's master key".to_owned()
@@ -386,7 +386,7 @@ impl Operation for TestIssuer {
                 None => Err("the local issuer has no CA material".to_owned()),
             }
         } else {
-            match crate::issuers::connector_for(ctx.engine.master_key(), &record) {
+            match crate::issuers::connector_for(engine.master_key(), &record) {
                 Ok(c) => c.test().await.map_err(|e| e.message),
                 Err(e) => Err(e.to_string()),
             }
@@ -395,12 +395,23 @@ impl Operation for TestIssuer {
             Ok(d) => (true, d),
             Err(d) => (false, d),
         };
-        ctx.note("ok", ok);
-        Ok(IssuerTestResult {
-            id: input.id,
+        memo.issuer_test = Some(IssuerTestResult {
+            id: input.id.clone(),
             kind,
             ok,
             detail,
-        })
+        });
+        Ok(())
+    }
+
+    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+        ctx.audit_resource_id = Some(input.id.clone());
+        let result = ctx
+            .memo
+            .issuer_test
+            .take()
+            .ok_or_else(|| Error::internal("test_issuer ran without its check"))?;
+        ctx.note("ok", result.ok);
+        Ok(result)
     }
 }

@@ -212,6 +212,8 @@ pub struct Memo {
     pub(crate) issuer: Option<crate::store::IssuerRecord>,
     /// A CSR parsed and verified by `prepare`, with the text it came from.
     pub(crate) csr: Option<(String, crate::pki::ParsedCsr)>,
+    /// What `test_issuer` learned from the CA in `outside_tx`.
+    pub(crate) issuer_test: Option<IssuerTestResult>,
 }
 
 impl Ctx<'_> {
@@ -259,6 +261,18 @@ pub trait Operation: Send + Sync + 'static {
     fn prepare(input: &Self::Input, memo: &mut Memo) -> Result<()> {
         let _ = (input, memo);
         Ok(())
+    }
+
+    /// Work that reaches outside certctl (a CA) before the transaction
+    /// starts, after authorization, so no transaction is open while it waits
+    /// on the network. Its result goes to `execute` through the memo.
+    fn outside_tx(
+        engine: &Engine,
+        input: &Self::Input,
+        memo: &mut Memo,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let _ = (engine, input, memo);
+        async { Ok(()) }
     }
 
     /// Names the resource and summarizes the call for the gate and the audit

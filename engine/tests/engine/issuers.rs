@@ -537,7 +537,26 @@ async fn vault_issuer_issues_renews_its_token_and_revokes(h: &Harness) {
         "{report:?} {:?}",
         job(h, &queued.id).await
     );
+    // Renewed through the scheduler's job loop like every external issuer.
+    h.clock.advance(60);
+    let renewed = h
+        .done::<ops::RenewCertificate>(
+            &h.admin(),
+            ops::RenewCertificateInput {
+                id: id.clone(),
+                csr_pem: Some(csr(
+                    KeyAlgorithm::EcdsaP256,
+                    "api.example.com",
+                    &["api.example.com", "api2.example.com"],
+                )),
+            },
+        )
+        .await;
+    let s = std::sync::Arc::new(Scheduler::new(h.engine.clone(), "proc-vault"));
+    s.tick().await;
+    assert_eq!(job(h, &renewed.job.id).await.status, JobStatus::Completed);
     let d = details(h, &id).await;
+    assert_eq!(d.versions.len(), 2);
     let v = &d.versions[0];
     verify(&root_pem, &v.chain_pem, &v.cert_pem);
 

@@ -19,6 +19,7 @@ backend_tests!(
     acme_dns01_hook_issues_a_wildcard,
     acme_external_account_binding,
     acme_order_resumes_after_the_worker_dies,
+    acme_dns01_rfc2136_against_knot,
 );
 
 /// The EAB key Pebble is told to accept (base64url of 32 bytes).
@@ -105,6 +106,11 @@ fn tls_material(dir: &Path) {
 
 impl Pebble {
     async fn start(eab_required: bool) -> Option<Pebble> {
+        Self::start_with(eab_required, None).await
+    }
+
+    /// With `dns`, Pebble resolves through that server instead of challtestsrv.
+    async fn start_with(eab_required: bool, dns_server: Option<String>) -> Option<Pebble> {
         let pebble = peer_binary("CERTCTL_TEST_PEBBLE", "pebble")?;
         let challtestsrv = peer_binary("CERTCTL_TEST_CHALLTESTSRV", "pebble-challtestsrv")?;
         let dir = tempfile::tempdir().expect("tempdir");
@@ -162,7 +168,7 @@ impl Pebble {
                 "-config",
                 config_path.to_str().expect("path"),
                 "-dnsserver",
-                &format!("127.0.0.1:{dns}"),
+                &dns_server.unwrap_or_else(|| format!("127.0.0.1:{dns}")),
             ])
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", "0")
@@ -347,7 +353,35 @@ async fn acme_http01_issues_and_revokes_at_the_ca(h: &Harness) {
         j.payload["connector_state"]["order_url"].as_str().is_some(),
         "the order URL is kept in the job: {j:?}"
     );
-    let v = versions(h, &cert).await.remove(0);
+    // Renewed through the scheduler's job loop: a new order on the same account.
+    h.clock.advance(60);
+    let renewed = h
+        .done::<ops::RenewCertificate>(
+            &h.admin(),
+            ops::RenewCertificateInput {
+                id: cert.clone(),
+                csr_pem: Some(csr(
+                    KeyAlgorithm::EcdsaP256,
+                    "web.example.com",
+                    &["web.example.com", "api.example.com"],
+                )),
+            },
+        )
+        .await;
+    let s = std::sync::Arc::new(certctl_engine::scheduler::Scheduler::new(
+        h.engine.clone(),
+        "proc-acme",
+    ));
+    s.tick().await;
+    let r = job(h, &renewed.job.id).await;
+    assert_eq!(r.status, JobStatus::Completed, "{r:?}");
+    assert_ne!(
+        r.payload["connector_state"]["order_url"],
+        j.payload["connector_state"]["order_url"]
+    );
+    let all = versions(h, &cert).await;
+    assert_eq!(all.len(), 2);
+    let v = all[0].clone();
     openssl_verify(&pebble.issuing_root().await, &v.chain_pem, &v.cert_pem);
     // The account is stored sealed on the issuer, and restored by test_issuer.
     let t = h
@@ -509,6 +543,47 @@ async fn acme_external_account_binding(h: &Harness) {
     let j = job(h, &job_id).await;
     assert_eq!(j.status, JobStatus::Completed, "{j:?}");
     assert_eq!(versions(h, &cert).await.len(), 1);
+
+    // EAB credentials fetched for the account's e-mail address, as ZeroSSL
+    // hands them out (a double of its endpoint; Pebble checks the binding).
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let app = {
+        let asked = asked.clone();
+        axum::Router::new().route(
+            "/acme/eab-credentials-email",
+            axum::routing::post(move |body: String| {
+                let asked = asked.clone();
+                async move {
+                    asked.lock().expect("lock").push(body);
+                    axum::Json(serde_json::json!({
+                        "success": true, "eab_kid": EAB_KID, "eab_hmac_key": EAB_HMAC,
+                    }))
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let mut config = pebble.issuer_config("http-01", None);
+    config["eab_from_email"] = true.into();
+    config["eab_credentials_url"] =
+        format!("http://127.0.0.1:{port}/acme/eab-credentials-email").into();
+    let by_email = create_issuer(h, "eab-by-email", config, serde_json::json!({})).await;
+    let (cert, job_id) = issue_via(h, &by_email.id, "eab-email.example.com", &[]).await;
+    run_jobs(h).await;
+    let j = job(h, &job_id).await;
+    assert_eq!(j.status, JobStatus::Completed, "{j:?}");
+    assert_eq!(versions(h, &cert).await.len(), 1);
+    assert_eq!(
+        *asked.lock().expect("lock"),
+        vec!["email=pki%40example.com".to_owned()]
+    );
+    server.abort();
 }
 
 async fn acme_order_resumes_after_the_worker_dies(h: &Harness) {
@@ -581,4 +656,116 @@ fi"#,
     );
     assert_eq!(j.attempts, 2);
     assert_eq!(versions(h, &cert).await.len(), 1);
+}
+
+// ---------------------------------------------------------------- RFC 2136 (knot)
+
+struct Knot {
+    _proc: Peer,
+    _dir: tempfile::TempDir,
+    port: u16,
+    secret: String,
+}
+
+impl Knot {
+    async fn start() -> Option<Knot> {
+        let knotd = peer_binary("CERTCTL_TEST_KNOTD", "knotd")?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().display().to_string();
+        let port = free_port();
+        let mut raw = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut raw).expect("rng");
+        let secret = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw);
+        std::fs::create_dir_all(dir.path().join("db")).expect("db dir");
+        std::fs::write(
+            dir.path().join("example.com.zone"),
+            "$ORIGIN example.com.\n$TTL 60\n@ SOA ns1.example.com. hostmaster.example.com. 1 3600 900 604800 60\n@ NS ns1.example.com.\nns1 A 127.0.0.1\n",
+        )
+        .expect("zone");
+        let conf = format!(
+            "server:\n    listen: 127.0.0.1@{port}\n    rundir: {d}\n    pidfile: {d}/knot.pid\n\
+             control:\n    listen: {d}/knot.sock\n\
+             database:\n    storage: {d}/db\n\
+             key:\n  - id: certctl-key\n    algorithm: hmac-sha256\n    secret: {secret}\n\
+             acl:\n  - id: update\n    key: certctl-key\n    action: update\n\
+             zone:\n  - domain: example.com\n    storage: {d}\n    file: example.com.zone\n    acl: update\n"
+        );
+        let conf_path = dir.path().join("knot.conf");
+        std::fs::write(&conf_path, conf).expect("conf");
+        let child = tokio::process::Command::new(knotd)
+            .args(["-c", conf_path.to_str().expect("path")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start knotd");
+        let proc = Peer(child);
+        wait_for_port(port, "knotd").await;
+        Some(Knot {
+            _proc: proc,
+            _dir: dir,
+            port,
+            secret,
+        })
+    }
+}
+
+async fn acme_dns01_rfc2136_against_knot(h: &Harness) {
+    let Some(knot) = Knot::start().await else {
+        return;
+    };
+    let Some(pebble) = Pebble::start_with(false, Some(format!("127.0.0.1:{}", knot.port))).await
+    else {
+        return;
+    };
+    let mut config = pebble.issuer_config("dns-01", None);
+    config["rfc2136_server"] = format!("127.0.0.1:{}", knot.port).into();
+    config["rfc2136_zone"] = "example.com".into();
+    config["rfc2136_tsig_key"] = "certctl-key".into();
+    let issuer = create_issuer(
+        h,
+        "pebble-knot",
+        config.clone(),
+        serde_json::json!({ "rfc2136_tsig_secret": knot.secret }),
+    )
+    .await;
+    let (cert, job_id) = issue_via(h, &issuer.id, "rfc.example.com", &["*.rfc.example.com"]).await;
+    let report = run_jobs(h).await;
+    let j = job(h, &job_id).await;
+    assert_eq!(j.status, JobStatus::Completed, "{report:?} {j:?}");
+    let v = versions(h, &cert).await.remove(0);
+    openssl_verify(&pebble.issuing_root().await, &v.chain_pem, &v.cert_pem);
+    // The challenge records were deleted again.
+    let left = sh(
+        "dig",
+        &[
+            "+short",
+            "@127.0.0.1",
+            "-p",
+            &knot.port.to_string(),
+            "TXT",
+            "_acme-challenge.rfc.example.com",
+        ],
+    );
+    assert!(left.trim().is_empty(), "left behind: {left}");
+
+    // A wrong TSIG secret: knot's refusal, in the job's error.
+    let issuer = create_issuer(
+        h,
+        "pebble-knot-badkey",
+        config,
+        serde_json::json!({ "rfc2136_tsig_secret": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" }),
+    )
+    .await;
+    let (_, job_id) = issue_via(h, &issuer.id, "badkey.example.com", &[]).await;
+    run_jobs(h).await;
+    let j = job(h, &job_id).await;
+    assert_eq!(j.status, JobStatus::Failed, "{j:?}");
+    assert!(
+        j.last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("NOTAUTH"),
+        "{j:?}"
+    );
 }

@@ -318,11 +318,32 @@ async fn stepca_issues_with_a_pinned_root_and_a_jwk_token(h: &Harness) {
     assert!(t.ok, "{t:?}");
     let (cert, job) = issue(h, &issuer.id, "svc.internal.example.com").await;
     assert_eq!(job.status, JobStatus::Completed, "{job:?}");
-    let v = h
+    // A renewal gets a fresh token (a new jti) and completes in the job loop.
+    h.clock.advance(60);
+    let renewed = h
+        .done::<ops::RenewCertificate>(
+            &h.admin(),
+            ops::RenewCertificateInput {
+                id: cert.clone(),
+                csr_pem: Some(csr(
+                    KeyAlgorithm::EcdsaP256,
+                    "svc.internal.example.com",
+                    &["svc.internal.example.com"],
+                )),
+            },
+        )
+        .await;
+    let s = std::sync::Arc::new(certctl_engine::scheduler::Scheduler::new(
+        h.engine.clone(),
+        "proc-step",
+    ));
+    s.tick().await;
+    let mut versions = h
         .done::<ops::GetCertificate>(&h.admin(), ops::CertificateIdInput { id: cert })
         .await
-        .versions
-        .remove(0);
+        .versions;
+    assert_eq!(versions.len(), 2, "renewal job: {:?}", renewed.job.id);
+    let v = versions.remove(0);
     let dir = tempfile::tempdir().expect("tempdir");
     let w = |n: &str, t: &str| {
         let p = dir.path().join(n);
