@@ -260,6 +260,10 @@ impl Operation for SubmitAgentCsr {
             return Err(Error::conflict(format!("job {} changed state; try again", job.id)));
         }
         ctx.note("job_id", job.id.clone());
+        // The new version goes to this agent's targets of the certificate.
+        let deployments =
+            super::deployments::queue_deployments(ctx, &cert_id, &version.id, &agent.id).await?;
+        ctx.note("deployment_jobs", deployments);
         ctx.audit_resource_id = Some(agent.id.clone());
         let job = ctx
             .tx

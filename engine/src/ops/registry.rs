@@ -186,6 +186,10 @@ pub fn catalogue() -> &'static [Box<dyn DynOperation>] {
             GetExpirationTimeline,
             GetJobTrends,
             GetIssuanceRate,
+            GetAgentJob,
+            ReportAgentJob,
+            VerifyJob,
+            GetJobVerification,
         ]
     })
 }

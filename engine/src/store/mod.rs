@@ -15,6 +15,7 @@ mod agents;
 mod approvals;
 mod audit;
 mod certificates;
+mod deployments;
 mod issuers;
 mod jobs;
 mod leases;
@@ -45,6 +46,7 @@ pub use org::OrgTable;
 pub use policies::SimpleTable;
 pub use query::{Cursor, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, page_size};
 pub use work::WorkItem;
+pub use deployments::Verification;
 
 use crate::error::{Error, Result};
 
