@@ -11,13 +11,13 @@
 //! router (tests drive it in memory with `tower::ServiceExt::oneshot`) and
 //! [`run`] serves it on a listener until a shutdown future resolves.
 
-mod actions;
 mod auth;
-mod certificates;
 pub mod client;
 mod health;
 mod operations;
 mod problem;
+mod query;
+pub mod routes;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -58,15 +58,10 @@ impl AppState {
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/certificates", get(certificates::list))
-        .route("/certificates/{id}", get(certificates::get))
-        .route("/certificates/{id}/renew", post(actions::renew))
-        .route("/certificates/{id}/revoke", post(actions::revoke))
-        .route("/approvals", get(actions::list_approvals))
-        .route("/approvals/{id}", get(actions::get_approval))
-        .route("/approvals/{id}/approve", post(actions::approve))
-        .route("/approvals/{id}/reject", post(actions::reject))
+    // Resource routes (the catalogue mirrored on the contract's paths), then
+    // the generic catalogue endpoints. Other faces of /api/v1 (CRL, OCSP,
+    // EST, ...) merge their own routers here.
+    let api = routes::router()
         .route("/operations", get(operations::list))
         .route("/operations/{name}", post(operations::call))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -77,7 +77,7 @@ pub async fn call(
     Ok((status, Json(outcome)).into_response())
 }
 
-fn body_problem(e: &BytesRejection) -> crate::Problem {
+pub(crate) fn body_problem(e: &BytesRejection) -> crate::Problem {
     let status = e.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         crate::Problem::new(

@@ -1,0 +1,267 @@
+//! The resource routes of `/api/v1`, as data: each route names the catalogue
+//! operation it mirrors, where its input comes from and the status of a
+//! completed call. One generic handler runs them all through the engine, so
+//! every route authorizes, gates and audits the same way; the OpenAPI
+//! document and the parity test read the same table.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, on};
+use certctl_engine::ops::{self, Outcome};
+use serde_json::{Map, Value};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::problem::{ApiError, invalid_request};
+use crate::query;
+
+/// The HTTP methods resource routes use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+impl Verb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::Post => "post",
+            Self::Put => "put",
+            Self::Delete => "delete",
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Self::Get => MethodFilter::GET,
+            Self::Post => MethodFilter::POST,
+            Self::Put => MethodFilter::PUT,
+            Self::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// Where a route's input comes from, besides the `{id}` path segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The query string (reads and lists).
+    Query,
+    /// A JSON object body (writes); empty means `{}`.
+    Body,
+}
+
+/// One resource route.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub method: Verb,
+    /// Path under `/api/v1`, axum syntax (`/certificates/{id}`).
+    pub path: &'static str,
+    /// The catalogue operation it runs.
+    pub op: &'static str,
+    /// The input field the `{id}` segment fills.
+    pub id_field: Option<&'static str>,
+    pub source: Source,
+    /// Status of a completed call (a gated one answers 202).
+    pub done: StatusCode,
+    /// OpenAPI tag.
+    pub tag: &'static str,
+}
+
+const fn r(
+    method: Verb,
+    path: &'static str,
+    op: &'static str,
+    id_field: Option<&'static str>,
+    source: Source,
+    done: StatusCode,
+    tag: &'static str,
+) -> Route {
+    Route {
+        method,
+        path,
+        op,
+        id_field,
+        source,
+        done,
+        tag,
+    }
+}
+
+const ID: Option<&str> = Some("id");
+const OK: StatusCode = StatusCode::OK;
+const CREATED: StatusCode = StatusCode::CREATED;
+const ACCEPTED: StatusCode = StatusCode::ACCEPTED;
+use Source::{Body, Query};
+use Verb::{Delete, Get, Post, Put};
+
+/// List, create, get, update and delete of one resource.
+macro_rules! crud {
+    ($base:literal, $tag:literal, $list:literal, $create:literal, $get:literal, $update:literal, $delete:literal) => {
+        [
+            r(Get, $base, $list, None, Query, OK, $tag),
+            r(Post, $base, $create, None, Body, CREATED, $tag),
+            r(Get, concat!($base, "/{id}"), $get, ID, Query, OK, $tag),
+            r(Put, concat!($base, "/{id}"), $update, ID, Body, OK, $tag),
+            r(Delete, concat!($base, "/{id}"), $delete, ID, Body, OK, $tag),
+        ]
+    };
+}
+
+/// Every resource route, grouped by resource.
+pub fn routes() -> Vec<Route> {
+    let mut v = Vec::new();
+    // Certificates and their lifecycle (DELETE archives: history is kept).
+    v.extend(crud!(
+        "/certificates",
+        "certificates",
+        "list_certificates",
+        "create_certificate",
+        "get_certificate",
+        "update_certificate",
+        "archive_certificate"
+    ));
+    v.extend([
+        r(Post, "/certificates/{id}/issue", "issue_certificate", ID, Body, OK, "certificates"),
+        r(Post, "/certificates/{id}/renew", "renew_certificate", ID, Body, ACCEPTED, "certificates"),
+        r(Post, "/certificates/{id}/revoke", "revoke_certificate", ID, Body, OK, "certificates"),
+    ]);
+    v.extend(crud!("/issuers", "issuers", "list_issuers", "create_issuer", "get_issuer", "update_issuer", "delete_issuer"));
+    v.extend(crud!("/targets", "targets", "list_targets", "create_target", "get_target", "update_target", "delete_target"));
+    v.extend(crud!("/owners", "owners", "list_owners", "create_owner", "get_owner", "update_owner", "delete_owner"));
+    v.extend(crud!("/teams", "teams", "list_teams", "create_team", "get_team", "update_team", "delete_team"));
+    v.extend(crud!("/profiles", "profiles", "list_profiles", "create_profile", "get_profile", "update_profile", "delete_profile"));
+    v.extend(crud!("/policies", "policies", "list_policies", "create_policy", "get_policy", "update_policy", "delete_policy"));
+    v.extend([
+        r(Get, "/renewal-policies", "list_renewal_policies", None, Query, OK, "renewal-policies"),
+        r(Post, "/renewal-policies", "create_renewal_policy", None, Body, CREATED, "renewal-policies"),
+        r(Put, "/renewal-policies/{id}", "update_renewal_policy", ID, Body, OK, "renewal-policies"),
+        r(Delete, "/renewal-policies/{id}", "delete_renewal_policy", ID, Body, OK, "renewal-policies"),
+    ]);
+    // Agents: registration by admins; heartbeat, work and CSRs by the agent itself.
+    v.extend([
+        r(Get, "/agents", "list_agents", None, Query, OK, "agents"),
+        r(Post, "/agents", "register_agent", None, Body, CREATED, "agents"),
+        r(Get, "/agents/{id}", "get_agent", ID, Query, OK, "agents"),
+        r(Delete, "/agents/{id}", "disable_agent", ID, Body, OK, "agents"),
+        r(Post, "/agents/{id}/heartbeat", "agent_heartbeat", ID, Body, OK, "agents"),
+        r(Get, "/agents/{id}/work", "get_agent_work", ID, Query, OK, "agents"),
+        r(Post, "/agents/{id}/csr", "submit_agent_csr", ID, Body, OK, "agents"),
+    ]);
+    v.extend([
+        r(Get, "/jobs", "list_jobs", None, Query, OK, "jobs"),
+        r(Get, "/jobs/{id}", "get_job", ID, Query, OK, "jobs"),
+        r(Post, "/jobs/{id}/cancel", "cancel_job", ID, Body, OK, "jobs"),
+        r(Post, "/jobs/{id}/approve", "approve_job", ID, Body, OK, "jobs"),
+        r(Post, "/jobs/{id}/reject", "reject_job", ID, Body, OK, "jobs"),
+    ]);
+    let ap = Some("approval_id");
+    v.extend([
+        r(Get, "/approvals", "list_approvals", None, Query, OK, "approvals"),
+        r(Post, "/approvals/expire", "expire_approvals", None, Body, OK, "approvals"),
+        r(Get, "/approvals/{id}", "get_approval", ID, Query, OK, "approvals"),
+        r(Post, "/approvals/{id}/approve", "approve_request", ap, Body, OK, "approvals"),
+        r(Post, "/approvals/{id}/reject", "reject_request", ap, Body, OK, "approvals"),
+        r(Post, "/approvals/{id}/cancel", "cancel_request", ap, Body, OK, "approvals"),
+    ]);
+    v.extend([
+        r(Get, "/audit", "get_audit_log", None, Query, OK, "audit"),
+        r(Get, "/audit/verify", "verify_audit_log", None, Query, OK, "audit"),
+    ]);
+    v.extend([
+        r(Get, "/stats/summary", "get_stats_summary", None, Query, OK, "stats"),
+        r(Get, "/stats/certificates-by-status", "get_certificates_by_status", None, Query, OK, "stats"),
+        r(Get, "/stats/expiration-timeline", "get_expiration_timeline", None, Query, OK, "stats"),
+        r(Get, "/stats/job-trends", "get_job_trends", None, Query, OK, "stats"),
+        r(Get, "/stats/issuance-rate", "get_issuance_rate", None, Query, OK, "stats"),
+    ]);
+    v.extend([
+        r(Get, "/principals", "list_principals", None, Query, OK, "principals"),
+        r(Post, "/principals", "create_principal", None, Body, CREATED, "principals"),
+        r(Delete, "/principals/{id}", "revoke_principal", ID, Body, OK, "principals"),
+    ]);
+    v
+}
+
+/// The router of every resource route (authentication is layered by the caller).
+pub fn router() -> Router<AppState> {
+    let mut by_path: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
+    for route in routes() {
+        let handler = move |state: State<AppState>,
+                            caller: Caller,
+                            path: Option<Path<String>>,
+                            raw: RawQuery,
+                            body: Result<Bytes, BytesRejection>| async move {
+            run(route, state, caller, path, raw, body).await
+        };
+        let entry = by_path.remove(route.path).unwrap_or_default();
+        by_path.insert(route.path, entry.merge(on(route.method.filter(), handler)));
+    }
+    by_path
+        .into_iter()
+        .fold(Router::new(), |router, (path, mr)| router.route(path, mr))
+}
+
+/// A JSON object body; empty means `{}`.
+pub fn object_body(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, ApiError> {
+    let body = body.map_err(|e| ApiError::Problem(crate::operations::body_problem(&e)))?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice(&body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(invalid_request("the request body must be a JSON object").into()),
+        Err(e) => Err(invalid_request(format!("the request body is not valid JSON: {e}")).into()),
+    }
+}
+
+async fn run(
+    route: Route,
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    path: Option<Path<String>>,
+    RawQuery(raw): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let op = ops::find(route.op)
+        .ok_or_else(|| certctl_engine::Error::internal("route names a missing operation"))?;
+    let shape = query::shape(op);
+    let mut fields = None;
+    let mut input = match route.source {
+        Source::Query => {
+            let (input, f) = query::to_input(shape, raw.as_deref().unwrap_or(""))?;
+            fields = f;
+            input
+        }
+        Source::Body => {
+            if raw.as_deref().is_some_and(|q| !q.is_empty()) {
+                return Err(invalid_request("this endpoint takes its input in the JSON body, not the query string").into());
+            }
+            object_body(body)?
+        }
+    };
+    if let (Some(key), Some(Path(id))) = (route.id_field, path) {
+        input.insert(key.to_owned(), Value::String(id));
+    }
+    let outcome = op
+        .call_json(&state.engine, &principal, Value::Object(input))
+        .await?;
+    Ok(match outcome {
+        Outcome::Completed { mut result } => {
+            if let Some(f) = &fields {
+                query::retain_fields(&mut result, f);
+            }
+            (route.done, Json(result)).into_response()
+        }
+        gated @ Outcome::ApprovalRequired(_) => (StatusCode::ACCEPTED, Json(gated)).into_response(),
+    })
+}
