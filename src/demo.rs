@@ -225,30 +225,10 @@ impl Demo {
         }
         let mut targets = Vec::new();
         for (name, kind, agent, dir) in [
-            (
-                "web-01 nginx",
-                "nginx",
-                0,
-                "/etc/nginx/certs",
-            ),
-            (
-                "web-02 apache",
-                "apache",
-                1,
-                "/etc/apache2/certs",
-            ),
-            (
-                "lb-01 haproxy",
-                "haproxy",
-                2,
-                "/etc/haproxy/certs",
-            ),
-            (
-                "api-01 caddy",
-                "caddy",
-                3,
-                "/etc/caddy/certs",
-            ),
+            ("web-01 nginx", "nginx", 0, "/etc/nginx/certs"),
+            ("web-02 apache", "apache", 1, "/etc/apache2/certs"),
+            ("lb-01 haproxy", "haproxy", 2, "/etc/haproxy/certs"),
+            ("api-01 caddy", "caddy", 3, "/etc/caddy/certs"),
         ] {
             let t = completed(
                 e,

@@ -73,7 +73,10 @@ impl Cmd {
                 )));
             }
             Ok(Err(e)) => {
-                return Err(Failure::new(format!("`{}` cannot run: {e}", self.display())));
+                return Err(Failure::new(format!(
+                    "`{}` cannot run: {e}",
+                    self.display()
+                )));
             }
             Ok(Ok(o)) => o,
         };
@@ -122,9 +125,10 @@ impl Reload {
                 let text = std::fs::read_to_string(p).map_err(|e| {
                     Failure::new(format!("cannot read pid file {}: {e}", p.display()))
                 })?;
-                let pid: u32 = text.trim().parse().map_err(|_| {
-                    Failure::new(format!("pid file {} holds no pid", p.display()))
-                })?;
+                let pid: u32 = text
+                    .trim()
+                    .parse()
+                    .map_err(|_| Failure::new(format!("pid file {} holds no pid", p.display())))?;
                 Cmd::new("kill", &["-USR2".as_ref(), pid.to_string().as_ref()])
                     .run()
                     .await
@@ -163,9 +167,11 @@ pub async fn apply(plan: Plan, roots: &DeployRoots) -> Result<Deployed, Failure>
     for f in &plan.files {
         checked.push(roots.check(&f.path)?);
     }
-    let unchanged = plan.files.iter().zip(&checked).all(|(f, p)| {
-        std::fs::read(p).is_ok_and(|old| sha256(&old) == sha256(&f.bytes))
-    });
+    let unchanged = plan
+        .files
+        .iter()
+        .zip(&checked)
+        .all(|(f, p)| std::fs::read(p).is_ok_and(|old| sha256(&old) == sha256(&f.bytes)));
     if unchanged {
         return Ok(Deployed::Unchanged);
     }
@@ -211,7 +217,11 @@ pub async fn apply(plan: Plan, roots: &DeployRoots) -> Result<Deployed, Failure>
         let again = plan.reload.run().await.err();
         return Err(Failure::new(format!(
             "reload failed, previous files restored{}: {}",
-            if again.is_some() { " (reloading them failed too)" } else { "" },
+            if again.is_some() {
+                " (reloading them failed too)"
+            } else {
+                ""
+            },
             e.reason
         )));
     }
@@ -308,13 +318,23 @@ mod tests {
         assert_eq!(std::fs::metadata(&key).unwrap().mode() & 0o777, 0o600);
         // An admin loosened the cert's mode: a new deployment keeps it.
         std::fs::set_permissions(&cert, std::fs::Permissions::from_mode(0o640)).unwrap();
-        assert_eq!(apply(plan("one", "exit 1"), &roots).await.unwrap(), Deployed::Unchanged);
-        let err = apply(plan("two", "echo 'emerg: bad directive' >&2; exit 1"), &roots)
-            .await
-            .unwrap_err();
+        assert_eq!(
+            apply(plan("one", "exit 1"), &roots).await.unwrap(),
+            Deployed::Unchanged
+        );
+        let err = apply(
+            plan("two", "echo 'emerg: bad directive' >&2; exit 1"),
+            &roots,
+        )
+        .await
+        .unwrap_err();
         assert!(err.reason.contains("validation failed"), "{}", err.reason);
         assert!(err.reason.contains("bad directive"), "{}", err.reason);
-        assert_eq!(std::fs::read_to_string(&cert).unwrap(), "one", "rolled back");
+        assert_eq!(
+            std::fs::read_to_string(&cert).unwrap(),
+            "one",
+            "rolled back"
+        );
         apply(plan("three", "true"), &roots).await.unwrap();
         assert_eq!(std::fs::read_to_string(&cert).unwrap(), "three");
         assert_eq!(std::fs::metadata(&cert).unwrap().mode() & 0o777, 0o640);

@@ -168,7 +168,10 @@ impl Agent {
             Ok(d) => d,
             Err(ClientError::Api { problem }) => {
                 return self
-                    .fail(&item.job_id, format!("the job cannot be read: {}", problem.detail))
+                    .fail(
+                        &item.job_id,
+                        format!("the job cannot be read: {}", problem.detail),
+                    )
                     .await;
             }
             Err(e) => return Err(e),
@@ -190,10 +193,13 @@ impl Agent {
             Ok(Handled::CsrSent { version_id }) => Ok(Handled::CsrSent { version_id }),
             Ok(h) => {
                 let msg = match &h {
-                    Handled::Deployed { changed: false } => "already deployed (same SHA-256); nothing written",
+                    Handled::Deployed { changed: false } => {
+                        "already deployed (same SHA-256); nothing written"
+                    }
                     _ => "deployed, validated, reloaded and verified",
                 };
-                self.report(&job.id, "completed", Some(msg.to_owned())).await?;
+                self.report(&job.id, "completed", Some(msg.to_owned()))
+                    .await?;
                 Ok(h)
             }
             Err(f) => self.fail(&job.id, f.reason).await,

@@ -92,8 +92,14 @@ mod tests {
         let roots = DeployRoots::new(vec![root.clone()]);
         assert!(roots.check(&root.join("sub/a.pem")).is_ok());
         assert!(roots.check(&outside.join("a.pem")).is_err());
-        assert!(roots.check(&root.join("escape/a.pem")).is_err(), "symlinked directory");
-        assert!(roots.check(&root.join("link.pem")).is_err(), "symlinked file");
+        assert!(
+            roots.check(&root.join("escape/a.pem")).is_err(),
+            "symlinked directory"
+        );
+        assert!(
+            roots.check(&root.join("link.pem")).is_err(),
+            "symlinked file"
+        );
         assert!(roots.check(&root.join("sub/../../outside/a.pem")).is_err());
         assert!(roots.check(&root.join("sub")).is_err(), "a directory");
         assert!(roots.check(&root.join("missing/a.pem")).is_err());

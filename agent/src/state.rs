@@ -83,7 +83,11 @@ impl KeyDir {
     }
 
     /// The stored key with this id, if any.
-    pub fn load_key(&self, id: &str, algorithm: KeyAlgorithm) -> Result<Option<GeneratedKey>, Failure> {
+    pub fn load_key(
+        &self,
+        id: &str,
+        algorithm: KeyAlgorithm,
+    ) -> Result<Option<GeneratedKey>, Failure> {
         let p = self.key_path(id);
         let pem = match std::fs::read_to_string(&p) {
             Ok(s) => Zeroizing::new(s),
@@ -111,7 +115,10 @@ impl KeyDir {
 }
 
 pub fn key_id(spki_der: &[u8]) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki_der))
+    hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        spki_der,
+    ))
 }
 
 /// Writes a 0600 file atomically (temporary file, fsync, rename).
@@ -144,7 +151,10 @@ mod tests {
         let kd = KeyDir::open(dir.path()).unwrap();
         let key = certctl_engine::pki::generate_key(KeyAlgorithm::EcdsaP256).unwrap();
         let id = kd.store_key(&key).unwrap();
-        let mode = std::fs::metadata(kd.key_path(&id)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(kd.key_path(&id))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let again = kd.load_key(&id, KeyAlgorithm::EcdsaP256).unwrap().unwrap();
         assert_eq!(again.spki_der, key.spki_der);

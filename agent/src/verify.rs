@@ -83,8 +83,8 @@ pub fn served_fingerprint(endpoint: &str, server_name: &str) -> Result<String, S
         .map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
     sock.set_read_timeout(Some(CONNECT_TIMEOUT)).ok();
     sock.set_write_timeout(Some(CONNECT_TIMEOUT)).ok();
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), name)
-        .map_err(|e| e.to_string())?;
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
     while conn.is_handshaking() {
         conn.complete_io(&mut sock)
             .map_err(|e| format!("TLS handshake with {endpoint} failed: {e}"))?;

@@ -35,13 +35,16 @@ pub struct AgentArgs {
 }
 
 pub async fn agent(global: &GlobalArgs, args: &AgentArgs) -> anyhow::Result<ExitCode> {
-    let key = super::from_flag_or_file(global.api_key.clone(), "CERTCTL_API_KEY")?
-        .context("the agent needs its API key: --api-key, CERTCTL_API_KEY or CERTCTL_API_KEY_FILE")?;
+    let key = super::from_flag_or_file(global.api_key.clone(), "CERTCTL_API_KEY")?.context(
+        "the agent needs its API key: --api-key, CERTCTL_API_KEY or CERTCTL_API_KEY_FILE",
+    )?;
     let seconds = |v: f64, what: &str| {
         if v.is_finite() && v > 0.0 && v <= 86_400.0 {
             Ok(Duration::from_secs_f64(v))
         } else {
-            Err(anyhow::anyhow!("{what} must be between 0 and 86400 seconds"))
+            Err(anyhow::anyhow!(
+                "{what} must be between 0 and 86400 seconds"
+            ))
         }
     };
     let config = AgentConfig {

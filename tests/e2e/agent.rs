@@ -71,14 +71,26 @@ async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
 fn bootstrap_cert(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("site.pem"), dir.join("site.key"));
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
         .args(["-subj", "/CN=bootstrap", "-days", "2", "-keyout"])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .output()
         .expect("openssl");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     (cert, key)
 }
@@ -86,7 +98,13 @@ fn bootstrap_cert(dir: &Path) -> (PathBuf, PathBuf) {
 /// The SHA-256 of the leaf `openssl s_client` is served (an independent check).
 fn openssl_served(port: u16, sni: &str) -> Option<String> {
     let mut child = Command::new("openssl")
-        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-servername", sni])
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            sni,
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -107,7 +125,13 @@ fn openssl_served(port: u16, sni: &str) -> Option<String> {
     x.stdin.take()?.write_all(out[start..end].as_bytes()).ok()?;
     let o = x.wait_with_output().ok()?;
     let line = String::from_utf8_lossy(&o.stdout);
-    Some(line.split('=').nth(1)?.trim().replace(':', "").to_ascii_lowercase())
+    Some(
+        line.split('=')
+            .nth(1)?
+            .trim()
+            .replace(':', "")
+            .to_ascii_lowercase(),
+    )
 }
 
 /// A TCP relay between the agent and the server that keeps every byte the
@@ -119,7 +143,10 @@ struct Recorder {
 
 impl Recorder {
     fn start(upstream: &str) -> Self {
-        let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -127,7 +154,9 @@ impl Recorder {
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut client) = conn else { break };
-                let Ok(mut server) = std::net::TcpStream::connect(&upstream) else { continue };
+                let Ok(mut server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
                 let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 std::thread::spawn(move || {
                     let _ = std::io::copy(&mut c2, &mut s2);
@@ -192,8 +221,19 @@ impl Rig {
 
     fn start_agent(&mut self, roots: &Path) {
         let child = Command::new(BIN)
-            .args(["agent", "--server", &format!("http://127.0.0.1:{}", self.recorder.port)])
-            .args(["--agent-id", &self.agent_id, "--poll-seconds", "0.2", "--verify-seconds", "20"])
+            .args([
+                "agent",
+                "--server",
+                &format!("http://127.0.0.1:{}", self.recorder.port),
+            ])
+            .args([
+                "--agent-id",
+                &self.agent_id,
+                "--poll-seconds",
+                "0.2",
+                "--verify-seconds",
+                "20",
+            ])
             .arg("--key-dir")
             .arg(self.key_dir())
             .arg("--deploy-roots")
@@ -278,7 +318,10 @@ impl ClientLoop {
         let (s, o, f) = (stop.clone(), ok.clone(), failed.clone());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                match certctl_agent::verify::served_fingerprint(&format!("127.0.0.1:{port}"), "app.test") {
+                match certctl_agent::verify::served_fingerprint(
+                    &format!("127.0.0.1:{port}"),
+                    "app.test",
+                ) {
                     Ok(_) => o.fetch_add(1, Ordering::Relaxed),
                     Err(e) => {
                         eprintln!("client loop: {e}");
@@ -287,7 +330,12 @@ impl ClientLoop {
                 };
             }
         });
-        Self { stop, ok, failed, thread: Some(thread) }
+        Self {
+            stop,
+            ok,
+            failed,
+            thread: Some(thread),
+        }
     }
 
     fn finish(mut self) -> (u64, u64) {
@@ -295,7 +343,10 @@ impl ClientLoop {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        (self.ok.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -332,19 +383,35 @@ fn assert_no_private_keys(rig: &Rig) {
         })
         .collect();
     assert!(!needles.is_empty());
-    let mut haystacks = vec![("API responses".to_owned(), rig.recorder.seen.lock().unwrap().clone())];
+    let mut haystacks = vec![(
+        "API responses".to_owned(),
+        rig.recorder.seen.lock().unwrap().clone(),
+    )];
     for entry in std::fs::read_dir(rig.dir.path().join("cp")).unwrap() {
         let p = entry.unwrap().path();
-        if p.file_name().unwrap().to_string_lossy().starts_with("certctl.db") {
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("certctl.db")
+        {
             haystacks.push((p.display().to_string(), std::fs::read(&p).unwrap()));
         }
     }
-    assert!(haystacks[0].1.len() > 1000, "the recorder saw the agent's traffic");
+    assert!(
+        haystacks[0].1.len() > 1000,
+        "the recorder saw the agent's traffic"
+    );
     for (what, hay) in &haystacks {
         let text = String::from_utf8_lossy(hay);
-        assert!(!text.contains("PRIVATE KEY"), "{what} holds a PEM private key");
+        assert!(
+            !text.contains("PRIVATE KEY"),
+            "{what} holds a PEM private key"
+        );
         for n in &needles {
-            assert!(!hay.windows(n.len()).any(|w| w == &n[..]), "{what} holds an agent key");
+            assert!(
+                !hay.windows(n.len()).any(|w| w == &n[..]),
+                "{what} holds an agent key"
+            );
         }
     }
 }
@@ -388,16 +455,36 @@ async fn nginx_issue_deploy_verify_rollback_rotate() {
     let first = rig.deployment_after(&cert, &[]).await;
     assert_eq!(first["status"], "completed", "{first}");
     let fp1 = rig.fingerprint(&cert).await;
-    let v = call(&rig.admin, "get_job_verification", json!({"id": first["id"]})).await;
+    let v = call(
+        &rig.admin,
+        "get_job_verification",
+        json!({"id": first["id"]}),
+    )
+    .await;
     assert_eq!(v["verified"], true, "{v}");
     assert_eq!(v["served_fingerprint"], fp1.as_str());
-    assert_eq!(openssl_served(port, "app.test").as_deref(), Some(fp1.as_str()));
-    assert_eq!(std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        openssl_served(port, "app.test").as_deref(),
+        Some(fp1.as_str())
+    );
+    assert_eq!(
+        std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     // The REST routes of the contract answer the same.
-    let url = format!("{}/api/v1/jobs/{}/verification", rig.server.base, first["id"].as_str().unwrap());
+    let url = format!(
+        "{}/api/v1/jobs/{}/verification",
+        rig.server.base,
+        first["id"].as_str().unwrap()
+    );
     let admin_key = std::fs::read_to_string(rig.dir.path().join("cp/admin.key")).unwrap();
     let out = Command::new("curl")
-        .args(["-sf", "-H", &format!("Authorization: Bearer {}", admin_key.trim()), &url])
+        .args([
+            "-sf",
+            "-H",
+            &format!("Authorization: Bearer {}", admin_key.trim()),
+            &url,
+        ])
         .output()
         .expect("curl");
     let body: Value = serde_json::from_slice(&out.stdout).expect("verification JSON");
@@ -405,7 +492,11 @@ async fn nginx_issue_deploy_verify_rollback_rotate() {
 
     // A broken configuration: validation fails, the job fails with nginx's
     // own words, the previous certificate stays served.
-    std::fs::write(&conf, good_conf.replace("events {}", "events {}\nnot_a_directive on;")).unwrap();
+    std::fs::write(
+        &conf,
+        good_conf.replace("events {}", "events {}\nnot_a_directive on;"),
+    )
+    .unwrap();
     let mut known = vec![first["id"].as_str().unwrap().to_owned()];
     call(&rig.admin, "renew_certificate", json!({"id": cert})).await;
     let broken = rig.deployment_after(&cert, &known).await;
@@ -413,7 +504,10 @@ async fn nginx_issue_deploy_verify_rollback_rotate() {
     let reason = broken["last_error"].as_str().unwrap_or_default();
     assert!(reason.contains("validation failed"), "{reason}");
     assert!(reason.contains("not_a_directive"), "{reason}");
-    assert_eq!(openssl_served(port, "app.test").as_deref(), Some(fp1.as_str()));
+    assert_eq!(
+        openssl_served(port, "app.test").as_deref(),
+        Some(fp1.as_str())
+    );
     known.push(broken["id"].as_str().unwrap().to_owned());
 
     // Fixed: a renewal rotates the certificate while a client keeps connecting.
@@ -431,10 +525,18 @@ async fn nginx_issue_deploy_verify_rollback_rotate() {
     let (ok, failed) = load.finish();
     println!("nginx rotation: {ok} TLS handshakes during the renewal, {failed} failed");
     assert_eq!(failed, 0, "requests failed during the reload");
-    assert_eq!(openssl_served(port, "app.test").as_deref(), Some(fp3.as_str()));
+    assert_eq!(
+        openssl_served(port, "app.test").as_deref(),
+        Some(fp3.as_str())
+    );
 
     // One key per issuance: three CSRs, three keys, all 0600; nothing private left the agent.
-    assert_eq!(std::fs::read_dir(rig.key_dir().join("keys")).unwrap().count(), 3);
+    assert_eq!(
+        std::fs::read_dir(rig.key_dir().join("keys"))
+            .unwrap()
+            .count(),
+        3
+    );
     assert_no_private_keys(&rig);
 }
 
@@ -445,9 +547,17 @@ async fn issue_and_rotate(rig: &mut Rig, kind: &str, root: &Path, port: u16, con
     let first = rig.deployment_after(&cert, &[]).await;
     assert_eq!(first["status"], "completed", "{first}");
     let fp1 = rig.fingerprint(&cert).await;
-    let v = call(&rig.admin, "get_job_verification", json!({"id": first["id"]})).await;
+    let v = call(
+        &rig.admin,
+        "get_job_verification",
+        json!({"id": first["id"]}),
+    )
+    .await;
     assert_eq!(v["verified"], true, "{v}");
-    assert_eq!(openssl_served(port, "app.test").as_deref(), Some(fp1.as_str()));
+    assert_eq!(
+        openssl_served(port, "app.test").as_deref(),
+        Some(fp1.as_str())
+    );
 
     let load = ClientLoop::start(port);
     until("the client loop to start", async || {
@@ -464,7 +574,10 @@ async fn issue_and_rotate(rig: &mut Rig, kind: &str, root: &Path, port: u16, con
     let (ok, failed) = load.finish();
     println!("{kind} rotation: {ok} TLS handshakes during the renewal, {failed} failed");
     assert_eq!(failed, 0, "{kind}: requests failed during the reload");
-    assert_eq!(openssl_served(port, "app.test").as_deref(), Some(fp2.as_str()));
+    assert_eq!(
+        openssl_served(port, "app.test").as_deref(),
+        Some(fp2.as_str())
+    );
     assert_no_private_keys(rig);
 }
 
@@ -495,7 +608,11 @@ async fn apache_issue_deploy_verify_rotate() {
         ),
     )
     .unwrap();
-    let _apache = spawn("apache2", &["-f", conf.to_str().unwrap(), "-DFOREGROUND"], &[]);
+    let _apache = spawn(
+        "apache2",
+        &["-f", conf.to_str().unwrap(), "-DFOREGROUND"],
+        &[],
+    );
     wait_tls(port).await;
     let config = json!({"cert_path": cert, "key_path": key, "config_file": conf, "binary": "apache2ctl",
                         "verify_endpoint": format!("127.0.0.1:{port}"), "server_name": "app.test"});
@@ -528,7 +645,17 @@ async fn haproxy_issue_deploy_verify_rotate() {
         ),
     )
     .unwrap();
-    let _haproxy = spawn("haproxy", &["-W", "-f", conf.to_str().unwrap(), "-p", pid.to_str().unwrap()], &[]);
+    let _haproxy = spawn(
+        "haproxy",
+        &[
+            "-W",
+            "-f",
+            conf.to_str().unwrap(),
+            "-p",
+            pid.to_str().unwrap(),
+        ],
+        &[],
+    );
     wait_tls(port).await;
     let config = json!({"pem_path": pem, "config_file": conf, "pid_file": pid,
                         "verify_endpoint": format!("127.0.0.1:{port}"), "server_name": "app.test"});
@@ -560,7 +687,13 @@ async fn caddy_issue_deploy_verify_rotate() {
     let envs: [(&str, &Path); 2] = [("HOME", &d), ("XDG_DATA_HOME", &d)];
     let _caddy = spawn(
         "caddy",
-        &["run", "--config", conf.to_str().unwrap(), "--adapter", "caddyfile"],
+        &[
+            "run",
+            "--config",
+            conf.to_str().unwrap(),
+            "--adapter",
+            "caddyfile",
+        ],
         &envs,
     );
     wait_tls(port).await;
@@ -613,4 +746,96 @@ async fn traefik_issue_deploy_verify_rotate() {
     let config = json!({"cert_path": cert, "key_path": key, "dynamic_config_path": certs_yml,
                         "verify_endpoint": format!("127.0.0.1:{port}"), "server_name": "app.test"});
     issue_and_rotate(&mut rig, "traefik", &d, port, config).await;
+}
+
+/// Bad targets fail their own jobs with a clear reason; the agent lives on.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_targets_fail_their_jobs_and_the_agent_keeps_running() {
+    let mut rig = Rig::start().await;
+    let root = rig.dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let outside = rig.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let cases = [
+        (
+            "nginx",
+            json!({"cert_path": root.join("a.pem"), "key_path": root.join("a.key"), "binary": "/nonexistent/sbin/nginx"}),
+            "is not installed",
+        ),
+        (
+            "nginx",
+            json!({"cert_path": outside.join("b.pem"), "key_path": outside.join("b.key")}),
+            "outside the agent's deploy roots",
+        ),
+        (
+            "apache",
+            json!({"cert_path": root.join("missing/c.pem"), "key_path": root.join("missing/c.key")}),
+            "is not usable",
+        ),
+        ("haproxy", json!({}), "needs config.pem_path"),
+        (
+            "f5",
+            json!({"host": "bigip.example"}),
+            "not supported on this platform yet",
+        ),
+        ("iis", json!({}), "not supported on this platform yet"),
+    ];
+    let mut targets = Vec::new();
+    for (i, (kind, config, _)) in cases.iter().enumerate() {
+        let t = call(
+            &rig.admin,
+            "create_target",
+            json!({"name": format!("bad-{i}"), "kind": kind, "agent_id": rig.agent_id, "config": config}),
+        )
+        .await;
+        targets.push(t["id"].as_str().unwrap().to_owned());
+    }
+    let c = call(
+        &rig.admin,
+        "create_certificate",
+        json!({"common_name": "app.test", "target_ids": targets}),
+    )
+    .await;
+    let cert = c["id"].as_str().unwrap().to_owned();
+    call(&rig.admin, "renew_certificate", json!({"id": cert})).await;
+    rig.start_agent(&root);
+    let jobs = until("every deployment job to end", async || {
+        let jobs = call(
+            &rig.admin,
+            "list_jobs",
+            json!({"certificate_id": cert, "kind": "deployment"}),
+        )
+        .await;
+        let data = jobs["data"].as_array()?.clone();
+        (data.len() == cases.len()
+            && data
+                .iter()
+                .all(|j| matches!(j["status"].as_str(), Some("completed" | "failed"))))
+        .then_some(data)
+    })
+    .await;
+    for (t, (kind, _, expected)) in targets.iter().zip(&cases) {
+        let job = jobs.iter().find(|j| j["target_id"] == t.as_str()).unwrap();
+        assert_eq!(job["status"], "failed", "{kind}: {job}");
+        let reason = job["last_error"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains(expected),
+            "{kind}: '{reason}' should say '{expected}'"
+        );
+    }
+    assert!(
+        !outside.join("b.pem").exists(),
+        "nothing written outside the roots"
+    );
+    // Still alive and still heartbeating.
+    let agent = rig.agent.as_mut().unwrap();
+    assert!(agent.0.try_wait().unwrap().is_none(), "the agent exited");
+    let before =
+        call(&rig.admin, "get_agent", json!({"id": rig.agent_id})).await["last_heartbeat_at"]
+            .clone();
+    until("another heartbeat", async || {
+        let a = call(&rig.admin, "get_agent", json!({"id": rig.agent_id})).await;
+        (a["last_heartbeat_at"] != before).then_some(())
+    })
+    .await;
 }

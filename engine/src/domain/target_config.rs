@@ -148,10 +148,14 @@ impl TargetConfig {
         if let Some(a) = &c.adapter
             && !a.chars().all(|ch| ch.is_ascii_alphanumeric())
         {
-            return Err(Error::invalid("config.adapter must be a plain adapter name"));
+            return Err(Error::invalid(
+                "config.adapter must be a plain adapter name",
+            ));
         }
         if let Some(e) = &c.verify_endpoint
-            && e.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none()
+            && e.rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
         {
             return Err(Error::invalid("config.verify_endpoint must be host:port"));
         }
@@ -167,8 +171,7 @@ pub fn check_path(p: &Path) -> Result<()> {
             p.display()
         )));
     }
-    if p
-        .components()
+    if p.components()
         .any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
     {
         return Err(Error::invalid(format!(
@@ -195,7 +198,13 @@ mod tests {
         assert!(ok.require_complete(TargetKind::Haproxy).is_err());
         assert_eq!(ok.cert_path.unwrap(), PathBuf::from("/etc/nginx/a.pem"));
         assert!(TargetConfig::parse(TargetKind::F5, &json!({"host": "bigip"})).is_ok());
-        assert!(TargetConfig::parse(TargetKind::Nginx, &json!({"cert_path": "/a", "key_path": "/b", "reload": "rm -rf /"})).is_err());
+        assert!(
+            TargetConfig::parse(
+                TargetKind::Nginx,
+                &json!({"cert_path": "/a", "key_path": "/b", "reload": "rm -rf /"})
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -207,10 +216,12 @@ mod tests {
             );
             assert!(r.is_err(), "{bad}");
         }
-        assert!(TargetConfig::parse(
-            TargetKind::Caddy,
-            &json!({"cert_path": "/a", "key_path": "/b", "admin_address": "10.0.0.1:2019"})
-        )
-        .is_err());
+        assert!(
+            TargetConfig::parse(
+                TargetKind::Caddy,
+                &json!({"cert_path": "/a", "key_path": "/b", "admin_address": "10.0.0.1:2019"})
+            )
+            .is_err()
+        );
     }
 }

@@ -13,9 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::agents_work::ensure_agent_self;
 use super::{Ctx, OpMeta, Operation, Risk, Subject};
-use crate::domain::{
-    Job, JobKind, JobStatus, KeyAlgorithm, Permission, Target, TargetConfig,
-};
+use crate::domain::{Job, JobKind, JobStatus, KeyAlgorithm, Permission, Target, TargetConfig};
 use crate::error::{Error, Result};
 use crate::store::Verification;
 
@@ -148,7 +146,11 @@ impl Operation for GetAgentJob {
             None => None,
         };
         let key_type = match &cert {
-            Some(c) => ctx.tx.profile(&c.profile_id).await?.map(|p| p.default_key_type),
+            Some(c) => ctx
+                .tx
+                .profile(&c.profile_id)
+                .await?
+                .map(|p| p.default_key_type),
             None => None,
         };
         let target = match &job.target_id {

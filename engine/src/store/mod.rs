@@ -39,6 +39,7 @@ use sqlx::{PgPool, SqlitePool};
 pub use audit::{AuditFilter, NewAuditEvent};
 pub use certificates::{CertificateFilter, CertificateSort, NewVersion};
 pub use certificates::{CertificatePatch, StatusView};
+pub use deployments::Verification;
 pub use issuers::IssuerRecord;
 pub(crate) use issuers::IssuerRow;
 pub use jobs::{JobFilter, JobResult};
@@ -46,7 +47,6 @@ pub use org::OrgTable;
 pub use policies::SimpleTable;
 pub use query::{Cursor, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, page_size};
 pub use work::WorkItem;
-pub use deployments::Verification;
 
 use crate::error::{Error, Result};
 
