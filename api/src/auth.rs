@@ -12,13 +12,21 @@ use crate::AppState;
 use crate::problem::ApiError;
 
 /// How callers are authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum AuthMode {
     /// `Authorization: Bearer <api key>` (the default).
     ApiKey,
+    /// `Authorization: Bearer <JWT>` signed by an identity provider.
+    Jwt(std::sync::Arc<crate::jwt::JwtVerifier>),
     /// No authentication: every caller acts as an admin. The binary allows
     /// it only on a loopback address, with a loud warning.
     InsecureNone,
+}
+
+impl AuthMode {
+    pub fn is_none(&self) -> bool {
+        matches!(self, Self::InsecureNone)
+    }
 }
 
 /// The principal every request runs as when authentication is off.
@@ -37,7 +45,7 @@ pub async fn require_principal(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let principal = match state.auth {
+    let principal = match &state.auth {
         AuthMode::InsecureNone => anonymous_admin(),
         AuthMode::ApiKey => {
             let Some(key) = bearer(req.headers()) else {
@@ -48,7 +56,22 @@ pub async fn require_principal(
                 Err(e) => return ApiError::from(e).into_response(),
             }
         }
+        AuthMode::Jwt(verifier) => {
+            let Some(token) = bearer(req.headers()) else {
+                return ApiError::from(certctl_engine::Error::Unauthenticated).into_response();
+            };
+            match verifier.verify(token) {
+                Ok(p) => p,
+                Err(e) => return ApiError::from(e).into_response(),
+            }
+        }
     };
+    if let Some(limited) = state.extras.limiter.check(&principal.id) {
+        return limited;
+    }
+    if let Some(slot) = req.extensions().get::<crate::middleware::PrincipalSlot>() {
+        slot.set(principal.clone());
+    }
     // The MCP service reads the bare principal from the request's extensions.
     req.extensions_mut().insert(principal.clone());
     req.extensions_mut().insert(Caller(principal));

@@ -14,6 +14,10 @@
 mod auth;
 pub mod client;
 mod health;
+pub mod jwt;
+mod metrics;
+pub mod middleware;
+mod openapi;
 mod operations;
 mod problem;
 mod query;
@@ -26,9 +30,10 @@ use axum::Router;
 use axum::routing::{get, post};
 use certctl_engine::Engine;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::trace::TraceLayer;
 
 pub use auth::AuthMode;
+pub use middleware::ApiOptions;
+pub use openapi::document as openapi_document;
 pub use problem::{ApiError, Problem};
 pub use tokio_util::sync::CancellationToken;
 
@@ -43,31 +48,59 @@ pub struct AppState {
     /// Cancelled at shutdown: ends open MCP sessions and their event streams,
     /// which would otherwise keep the graceful shutdown waiting.
     pub shutdown: CancellationToken,
+    /// Rate limiter, metrics, request-audit writer and options.
+    pub extras: Arc<middleware::Extras>,
 }
 
 impl AppState {
-    /// State with bearer API-key authentication (the default).
+    /// State with bearer API-key authentication and default options. Must be
+    /// called inside a tokio runtime (it starts the request-audit writer).
     pub fn new(engine: Arc<Engine>) -> Self {
+        Self::with_options(engine, ApiOptions::default())
+    }
+
+    /// State with the given options.
+    pub fn with_options(engine: Arc<Engine>, options: ApiOptions) -> Self {
         Self {
+            extras: Arc::new(middleware::Extras::new(engine.clone(), options)),
             engine,
             auth: AuthMode::ApiKey,
             shutdown: CancellationToken::new(),
         }
     }
+
+    pub fn auth(mut self, auth: AuthMode) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    pub fn shutdown_token(mut self, token: CancellationToken) -> Self {
+        self.shutdown = token;
+        self
+    }
+
+    /// Waits until the `api_request` events of finished requests are written.
+    pub async fn flush_request_audit(&self) {
+        self.extras.flush().await;
+    }
 }
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
-    // Resource routes (the catalogue mirrored on the contract's paths), then
-    // the generic catalogue endpoints. Other faces of /api/v1 (CRL, OCSP,
-    // EST, ...) merge their own routers here.
+    let authenticated = axum::middleware::from_fn_with_state(state.clone(), auth::require_principal);
+    // Resource routes (the catalogue mirrored on the contract's paths), the
+    // generic catalogue endpoints and metrics. Other /api/v1 faces (CRL,
+    // OCSP, ...) merge their routers here.
     let api = routes::router()
         .route("/operations", get(operations::list))
         .route("/operations/{name}", post(operations::call))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_principal,
-        ));
+        .route("/metrics/prometheus", get(metrics::prometheus))
+        .route_layer(authenticated.clone());
+    // Unauthenticated: liveness, readiness and the API description.
+    let public = Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/api/v1/openapi.json", get(openapi::serve));
     // MCP over streamable HTTP, behind the same bearer authentication. It is
     // merged outside the problem+json mapping: MCP clients read rmcp's own
     // error bodies.
@@ -76,23 +109,23 @@ pub fn app(state: AppState) -> Router {
             "/mcp",
             certctl_mcp::http_service(state.engine.clone(), state.shutdown.clone()),
         )
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_principal,
-        ))
+        .layer(authenticated)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES));
-    Router::new()
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
+    let mut router = Router::new()
+        .merge(public)
         .nest("/api/v1", api)
+        .route_layer(axum::middleware::from_fn(middleware::remember_route))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         // Outside the body limit, so its bare 413 becomes a problem too.
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(problem::problemize))
-        .with_state(state)
-        .merge(mcp)
-        .layer(TraceLayer::new_for_http())
+        .with_state(state.clone())
+        .merge(mcp);
+    if let Some(cors) = middleware::cors(&state.extras.options.cors_origins) {
+        router = router.layer(cors);
+    }
+    router.layer(axum::middleware::from_fn_with_state(state, middleware::observe))
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets

@@ -23,7 +23,7 @@ use crate::problem::{ApiError, invalid_request};
 use crate::query;
 
 /// The HTTP methods resource routes use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verb {
     Get,
     Post,
@@ -582,9 +582,17 @@ async fn run(
     if let (Some(key), Some(Path(id))) = (route.id_field, path) {
         input.insert(key.to_owned(), Value::String(id));
     }
+    let started = std::time::Instant::now();
     let outcome = op
         .call_json(&state.engine, &principal, Value::Object(input))
-        .await?;
+        .await;
+    let label = match &outcome {
+        Ok(Outcome::Completed { .. }) => "completed",
+        Ok(Outcome::ApprovalRequired(_)) => "approval_required",
+        Err(_) => "error",
+    };
+    state.extras.metrics.observe_op(route.op, label, started.elapsed());
+    let outcome = outcome?;
     Ok(match outcome {
         Outcome::Completed { mut result } => {
             if let Some(f) = &fields {

@@ -17,3 +17,11 @@ mod health;
 mod operations;
 #[path = "api/server.rs"]
 mod server;
+#[path = "api/resources.rs"]
+mod resources;
+#[path = "api/matrix.rs"]
+mod matrix;
+#[path = "api/security.rs"]
+mod security;
+#[path = "api/openapi.rs"]
+mod openapi;

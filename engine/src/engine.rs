@@ -119,11 +119,7 @@ impl Engine {
     ) -> Result<Outcome<O::Output>> {
         let meta = &O::META;
         let now = self.clock.now();
-        if let Err(e) = authorize(principal, meta.permission) {
-            self.audit_refusal(principal, meta.name, meta.resource, None, &e, now)
-                .await?;
-            return Err(e);
-        }
+        self.authorize_call(principal, meta, now).await?;
         let mut memo = crate::ops::Memo::default();
         if let Err(e) = O::prepare(&input, &mut memo) {
             self.audit_failure(principal, meta, None, Default::default(), &e, None, now)
@@ -185,6 +181,23 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Checks the principal's role against an operation's permission and
+    /// audits a refusal. Faces that parse input themselves call it first, so
+    /// a caller without the role learns nothing about the input's shape.
+    pub(crate) async fn authorize_call(
+        &self,
+        principal: &Principal,
+        meta: &crate::ops::OpMeta,
+        now: UnixTime,
+    ) -> Result<()> {
+        if let Err(e) = authorize(principal, meta.permission) {
+            self.audit_refusal(principal, meta.name, meta.resource, None, &e, now)
+                .await?;
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Confirms the caller's own pending request in chat (an MCP client asked

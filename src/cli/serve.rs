@@ -30,7 +30,65 @@ pub struct ServeArgs {
     #[arg(long, env = "CERTCTL_ALLOW_INSECURE_NO_AUTH")]
     pub allow_insecure_no_auth: bool,
     #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+/// Settings of the HTTP API (authentication details, limits, CORS, audit).
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// JWT: the HS256 shared secret (at least 32 bytes); CERTCTL_AUTH_SECRET_FILE
+    /// may name a file holding it.
+    #[arg(long, env = "CERTCTL_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<super::Secret>,
+    /// JWT: PEM file of the identity provider's RSA public key (RS256 instead of HS256).
+    #[arg(long, env = "CERTCTL_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<std::path::PathBuf>,
+    /// JWT: the required `iss` claim.
+    #[arg(long, env = "CERTCTL_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// JWT: the required `aud` claim.
+    #[arg(long, env = "CERTCTL_JWT_AUDIENCE", default_value = "certctl")]
+    pub jwt_audience: String,
+    /// Requests per second each principal may make (0 turns rate limiting off).
+    #[arg(long, env = "CERTCTL_RATE_LIMIT_RPS", default_value_t = 200)]
+    pub rate_limit_rps: u32,
+    /// Requests a principal may burst above the sustained rate.
+    #[arg(long, env = "CERTCTL_RATE_LIMIT_BURST", default_value_t = 400)]
+    pub rate_limit_burst: u32,
+    /// Origins allowed to call the API from a browser (comma-separated); none by default.
+    #[arg(long, env = "CERTCTL_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Record every API call in the audit trail (api_request events).
+    #[arg(long, env = "CERTCTL_AUDIT_API_REQUESTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub audit_api_requests: bool,
+}
+
+impl ApiArgs {
+    fn options(&self) -> certctl_api::ApiOptions {
+        certctl_api::ApiOptions {
+            rate_limit_rps: self.rate_limit_rps,
+            rate_limit_burst: self.rate_limit_burst,
+            cors_origins: self.cors_origins.iter().filter(|o| !o.trim().is_empty()).cloned().collect(),
+            audit_requests: self.audit_api_requests,
+        }
+    }
+
+    fn jwt(&self) -> anyhow::Result<AuthMode> {
+        use certctl_api::jwt::{JwtKey, JwtVerifier};
+        let secret = super::from_flag_or_file(self.auth_secret.clone(), "CERTCTL_AUTH_SECRET")?;
+        let key = match (secret, &self.jwt_public_key_file) {
+            (Some(_), Some(_)) => bail!("set either CERTCTL_AUTH_SECRET (HS256) or CERTCTL_JWT_PUBLIC_KEY_FILE (RS256), not both"),
+            (Some(s), None) => JwtKey::Hs256(s.expose().as_bytes().to_vec()),
+            (None, Some(path)) => JwtKey::Rs256Pem(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?),
+            (None, None) => bail!("CERTCTL_AUTH_TYPE=jwt needs CERTCTL_AUTH_SECRET (HS256) or CERTCTL_JWT_PUBLIC_KEY_FILE (RS256)"),
+        };
+        let issuer = self.jwt_issuer.as_deref().unwrap_or_default();
+        let verifier = JwtVerifier::new(key, issuer, &self.jwt_audience)
+            .map_err(|e| anyhow::anyhow!("JWT settings: {e} (CERTCTL_JWT_ISSUER, CERTCTL_JWT_AUDIENCE)"))?;
+        Ok(AuthMode::Jwt(std::sync::Arc::new(verifier)))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -44,13 +102,11 @@ pub enum AuthType {
 fn auth_mode(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<AuthMode> {
     let none = args.allow_insecure_no_auth || args.auth_type == AuthType::None;
     match args.auth_type {
-        AuthType::Jwt => bail!(
-            "CERTCTL_AUTH_TYPE=jwt is not supported yet; use api-key (the default) with the key in DATA_DIR/admin.key"
-        ),
         _ if none && !addr.ip().is_loopback() => {
             bail!("authentication can be turned off only on a loopback address, not on {addr}")
         }
         _ if none => Ok(AuthMode::InsecureNone),
+        AuthType::Jwt => args.api.jwt(),
         _ => Ok(AuthMode::ApiKey),
     }
 }
@@ -90,7 +146,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<Exit
     if let Some(demo_master) = demo_master {
         crate::demo::seed(&engine, &store, config, demo_master).await?;
     }
-    if auth == AuthMode::InsecureNone {
+    if auth.is_none() {
         tracing::warn!(
             "AUTHENTICATION IS OFF: every caller of {addr} acts as an admin. Never do this outside a demo."
         );
@@ -118,11 +174,10 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<Exit
         cancel.clone().cancelled_owned(),
         std::time::Duration::from_secs(30),
     ));
-    let router = certctl_api::app(AppState {
-        engine,
-        auth,
-        shutdown: cancel.clone(),
-    });
+    let state = AppState::with_options(engine, args.api.options())
+        .auth(auth)
+        .shutdown_token(cancel.clone());
+    let router = certctl_api::app(state.clone());
     let shutdown = async move {
         shutdown.await;
         cancel.cancel();
@@ -130,6 +185,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<Exit
     certctl_api::run(listener, router, shutdown)
         .await
         .context("the HTTP server failed")?;
+    state.flush_request_audit().await;
     // In-flight loop runs finish (up to 30 s) before the store closes.
     let _ = scheduler.await;
     store.close().await;
@@ -170,17 +226,23 @@ mod tests {
     fn auth_rules() {
         let lo: SocketAddr = "127.0.0.1:8443".parse().unwrap();
         let wide: SocketAddr = "0.0.0.0:8443".parse().unwrap();
-        assert_eq!(auth_mode(&args(&[]), lo).unwrap(), AuthMode::ApiKey);
-        assert_eq!(
-            auth_mode(&args(&["--auth-type", "none"]), lo).unwrap(),
-            AuthMode::InsecureNone
-        );
-        assert_eq!(
-            auth_mode(&args(&["--allow-insecure-no-auth"]), lo).unwrap(),
-            AuthMode::InsecureNone
-        );
+        assert!(matches!(auth_mode(&args(&[]), lo).unwrap(), AuthMode::ApiKey));
+        assert!(auth_mode(&args(&["--auth-type", "none"]), lo).unwrap().is_none());
+        assert!(auth_mode(&args(&["--allow-insecure-no-auth"]), lo).unwrap().is_none());
         assert!(auth_mode(&args(&["--auth-type", "none"]), wide).is_err());
         let jwt = auth_mode(&args(&["--auth-type", "jwt"]), lo).unwrap_err();
-        assert!(jwt.to_string().contains("not supported yet"), "{jwt}");
+        assert!(jwt.to_string().contains("CERTCTL_AUTH_SECRET"), "{jwt}");
+        let jwt = auth_mode(
+            &args(&["--auth-type", "jwt", "--auth-secret", "0123456789abcdef0123456789abcdef", "--jwt-issuer", "https://idp"]),
+            lo,
+        )
+        .unwrap();
+        assert!(matches!(jwt, AuthMode::Jwt(_)));
+        let no_issuer = auth_mode(
+            &args(&["--auth-type", "jwt", "--auth-secret", "0123456789abcdef0123456789abcdef"]),
+            lo,
+        )
+        .unwrap_err();
+        assert!(no_issuer.to_string().contains("issuer"), "{no_issuer}");
     }
 }

@@ -4,11 +4,12 @@ use certctl_api::AppState;
 use certctl_api::client::{Client, ClientError};
 use serde_json::json;
 
+use crate::backend_tests;
 use crate::support::Rig;
 
-#[tokio::test]
-async fn real_server_and_client() {
-    let rig = Rig::new().await;
+backend_tests!(real_server_and_client);
+
+async fn real_server_and_client(rig: &Rig) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
-use certctl_api::AppState;
+use certctl_api::{ApiOptions, AppState};
 use certctl_engine::Engine;
 use certctl_engine::clock::SystemClock;
 use certctl_engine::config::EngineConfig;
@@ -17,12 +17,16 @@ use certctl_engine::store::{Store, StoreLocation};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+static NEXT_KEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 pub struct Rig {
     pub engine: Arc<Engine>,
     pub store: Store,
     pub router: Router,
+    pub state: AppState,
     pub admin_key: String,
     pub admin: Principal,
+    pg: Option<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -57,12 +61,58 @@ impl Reply {
     }
 }
 
+/// Which database a rig runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+fn peers_required() -> bool {
+    std::env::var_os("CI").is_some() || std::env::var("CERTCTL_REQUIRE_PEERS").as_deref() == Ok("1")
+}
+
+/// A fresh PostgreSQL database URL and its name, or `None` (skip) when
+/// PostgreSQL is not reachable and peers are not required.
+async fn postgres_database() -> Option<(String, String, String)> {
+    use sqlx::Connection;
+    let admin = std::env::var("CERTCTL_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let mut conn = match sqlx::PgConnection::connect(&admin).await {
+        Ok(c) => c,
+        Err(e) if !peers_required() => {
+            eprintln!("SKIPPED: PostgreSQL at {admin} is not reachable ({e}); set CERTCTL_REQUIRE_PEERS=1 to fail instead");
+            return None;
+        }
+        Err(e) => panic!("PostgreSQL at {admin} is required but not reachable: {e}"),
+    };
+    let mut b = [0u8; 6];
+    aws_lc_rs::rand::fill(&mut b).expect("rng");
+    let name = format!("certctl_api_test_{}", hex::encode(b));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin.clone());
+    Some((format!("{base}/{name}"), admin, name))
+}
+
 impl Rig {
     pub async fn new() -> Self {
+        Self::on(Backend::Sqlite, ApiOptions::default()).await.expect("sqlite rig")
+    }
+
+    /// A rig on `backend` with `options`; `None` when PostgreSQL is skipped.
+    pub async fn on(backend: Backend, options: ApiOptions) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&StoreLocation::SqliteFile(dir.path().join("certctl.db")))
-            .await
-            .expect("store");
+        let (location, pg) = match backend {
+            Backend::Sqlite => (StoreLocation::SqliteFile(dir.path().join("certctl.db")), None),
+            Backend::Postgres => {
+                let (url, admin, name) = postgres_database().await?;
+                (StoreLocation::Postgres(url), Some((admin, name)))
+            }
+        };
+        let store = Store::open(&location).await.expect("store");
         let engine = Engine::start(
             store.clone(),
             Arc::new(SystemClock),
@@ -80,15 +130,58 @@ impl Rig {
             .authenticate(&key.key)
             .await
             .expect("admin key works");
-        let router = certctl_api::app(AppState::new(engine.clone()));
-        Self {
+        let state = AppState::with_options(engine.clone(), options);
+        let router = certctl_api::app(state.clone());
+        Some(Self {
             engine,
             store,
             router,
+            state,
             admin_key: key.key.to_string(),
             admin,
+            pg,
             _dir: dir,
+        })
+    }
+
+    /// Closes the store and drops a PostgreSQL test database.
+    pub async fn finish(self) {
+        self.state.flush_request_audit().await;
+        self.store.close().await;
+        if let Some((admin, name)) = &self.pg {
+            use sqlx::Connection;
+            if let Ok(mut c) = sqlx::PgConnection::connect(admin).await {
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut c)
+                .await;
+            }
         }
+    }
+
+    /// Sends a prepared request to `router` (another configuration of this rig's engine).
+    pub async fn send_via(&self, router: &Router, req: Request<Body>) -> Reply {
+        let res = router.clone().oneshot(req).await.expect("infallible");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Reply { status, headers, body }
+    }
+
+    pub async fn put(&self, uri: &str, key: Option<&str>, body: &str) -> Reply {
+        self.send(Method::PUT, uri, key, Some(body)).await
+    }
+
+    pub async fn delete(&self, uri: &str, key: Option<&str>) -> Reply {
+        self.send(Method::DELETE, uri, key, None).await
     }
 
     /// Sends one request through the router in memory.
@@ -121,9 +214,9 @@ impl Rig {
         let body = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes))
-            })
+            // Non-JSON bodies (metrics) come back as a string.
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         Reply {
             status,
@@ -158,7 +251,7 @@ impl Rig {
         let out = self
             .op(
                 "create_principal",
-                json!({ "name": format!("test {role}"), "role": role }),
+                json!({ "name": format!("test {role} {}", NEXT_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed)), "role": role }),
             )
             .await;
         out["api_key"].as_str().expect("api_key").to_owned()
@@ -180,4 +273,31 @@ impl Rig {
             .await;
         id
     }
+}
+
+/// Runs each listed `async fn(&Rig)` on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let rig = $crate::support::Rig::on($crate::support::Backend::Sqlite, Default::default()).await.expect("rig");
+                    super::$name(&rig).await;
+                    rig.finish().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(rig) = $crate::support::Rig::on($crate::support::Backend::Postgres, Default::default()).await else { return };
+                    super::$name(&rig).await;
+                    rig.finish().await;
+                }
+            )*
+        }
+    };
 }

@@ -212,14 +212,6 @@ impl Operation for SubmitAgentCsr {
         Risk::Write,
     );
 
-    fn prepare(input: &Self::Input, memo: &mut super::Memo) -> Result<()> {
-        memo.csr = Some((
-            input.csr_pem.clone(),
-            crate::pki::parse_csr(&input.csr_pem)?,
-        ));
-        Ok(())
-    }
-
     async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
         ensure_agent_self(ctx.principal, &input.id)?;
         Ok(agent_subject(
@@ -228,6 +220,8 @@ impl Operation for SubmitAgentCsr {
         ))
     }
 
+    // The CSR is parsed in `execute`, after `describe` has checked that the
+    // caller is this agent: another agent's key gets 403 whatever it sends.
     async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
         let agent = load_agent(ctx, &input.id).await?;
         if agent.status == AgentStatus::Disabled {

@@ -77,6 +77,11 @@ impl<O: Operation> DynOperation for Op<O> {
         input: serde_json::Value,
     ) -> BoxFuture<'a, Result<Outcome<serde_json::Value>>> {
         Box::pin(async move {
+            // Authorization first: a refused caller gets 403, not a lesson
+            // in the input's schema.
+            engine
+                .authorize_call(principal, &O::META, engine.now())
+                .await?;
             let input: O::Input = parse_input(input)?;
             let out = engine.call::<O>(principal, input).await?;
             Ok(match out {

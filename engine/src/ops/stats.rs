@@ -165,7 +165,8 @@ operation! {
     }
     |ctx, input| {
         let (days, bucket, n) = input.resolve(30, 1)?;
-        let (from, to) = (ctx.now - days * DAY, ctx.now);
+        let to = ctx.now + 1; // the current second included
+        let from = to - days * DAY;
         let rows = ctx.engine.store().job_histogram(from, to, bucket).await?;
         let totals: Vec<(i64, i64)> = (0..n)
             .map(|i| (i, rows.iter().filter(|r| r.0 == i).map(|r| r.2).sum()))
@@ -198,7 +199,8 @@ operation! {
     }
     |ctx, input| {
         let (days, bucket, n) = input.resolve(30, 1)?;
-        let (from, to) = (ctx.now - days * DAY, ctx.now);
+        let to = ctx.now + 1; // the current second included
+        let from = to - days * DAY;
         let counts = ctx.engine.store().issuance_histogram(from, to, bucket).await?;
         Ok(series(from, bucket, n, to, &counts))
     }

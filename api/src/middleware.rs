@@ -1,0 +1,356 @@
+//! What wraps every request: a request id, security headers, CORS (denied
+//! unless origins are allowed), an access log line, the `api_request` audit
+//! event, HTTP metrics, and per-principal rate limiting (checked right after
+//! authentication, in `auth.rs`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use certctl_engine::Engine;
+use certctl_engine::domain::Principal;
+use certctl_engine::request_audit::ApiRequestRecord;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::AppState;
+use crate::metrics::Metrics;
+use crate::problem::Problem;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Tunables of the HTTP face.
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    /// Sustained requests per second per principal; 0 turns limiting off.
+    pub rate_limit_rps: u32,
+    /// Requests a principal may burst above the sustained rate.
+    pub rate_limit_burst: u32,
+    /// Origins allowed to call the API from a browser (CORS); empty denies all.
+    pub cors_origins: Vec<String>,
+    /// Record every API call in the audit trail (`api_request` events).
+    pub audit_requests: bool,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        Self {
+            rate_limit_rps: 200,
+            rate_limit_burst: 400,
+            cors_origins: Vec::new(),
+            audit_requests: true,
+        }
+    }
+}
+
+/// Shared runtime pieces of the HTTP face.
+#[derive(Debug)]
+pub struct Extras {
+    pub options: ApiOptions,
+    pub limiter: RateLimiter,
+    pub metrics: Metrics,
+    audit: Option<mpsc::Sender<AuditMsg>>,
+}
+
+impl Extras {
+    /// Starts the request-audit writer (on the current tokio runtime).
+    pub fn new(engine: Arc<Engine>, options: ApiOptions) -> Self {
+        let audit = options.audit_requests.then(|| {
+            let (tx, rx) = mpsc::channel(16_384);
+            tokio::spawn(audit_writer(engine, rx));
+            tx
+        });
+        Self {
+            limiter: RateLimiter::new(options.rate_limit_rps, options.rate_limit_burst),
+            metrics: Metrics::default(),
+            options,
+            audit,
+        }
+    }
+
+    /// Waits until every request audited so far is written.
+    pub async fn flush(&self) {
+        if let Some(tx) = &self.audit {
+            let (done, wait) = oneshot::channel();
+            if tx.send(AuditMsg::Flush(done)).await.is_ok() {
+                let _ = wait.await;
+            }
+        }
+    }
+
+    fn record(&self, r: ApiRequestRecord) {
+        if let Some(tx) = &self.audit
+            && tx.try_send(AuditMsg::Record(Box::new(r))).is_err()
+        {
+            self.metrics.audit_dropped();
+            tracing::warn!("the request audit queue is full; an api_request event was dropped");
+        }
+    }
+}
+
+enum AuditMsg {
+    Record(Box<ApiRequestRecord>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Writes request events in batches: one transaction per batch.
+async fn audit_writer(engine: Arc<Engine>, mut rx: mpsc::Receiver<AuditMsg>) {
+    let mut batch = Vec::with_capacity(512);
+    let mut waiters = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            match m {
+                AuditMsg::Record(r) => batch.push(*r),
+                AuditMsg::Flush(w) => waiters.push(w),
+            }
+            if batch.len() < 512 {
+                next = rx.try_recv().ok();
+            }
+        }
+        if let Err(e) = engine.record_api_requests(&batch).await {
+            tracing::error!(error = ?e, events = batch.len(), "could not write api_request audit events");
+        }
+        batch.clear();
+        for w in waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+}
+
+/// Where the auth middleware leaves the principal for the outer layer.
+#[derive(Clone, Default)]
+pub struct PrincipalSlot(Arc<Mutex<Option<Principal>>>);
+
+impl PrincipalSlot {
+    pub fn set(&self, p: Principal) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = Some(p);
+        }
+    }
+
+    fn take(&self) -> Option<Principal> {
+        self.0.lock().ok().and_then(|mut s| s.take())
+    }
+}
+
+/// The matched route template, copied onto the response for the outer layer.
+#[derive(Clone)]
+struct RouteTemplate(String);
+
+/// Inner layer (after routing): remembers which route matched.
+pub async fn remember_route(req: Request, next: Next) -> Response {
+    let template = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let mut res = next.run(req).await;
+    if let Some(t) = template {
+        res.extensions_mut().insert(RouteTemplate(t));
+    }
+    res
+}
+
+fn request_id(req: &Request) -> String {
+    req.headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            let mut b = [0u8; 12];
+            // A failing RNG leaves zeros: still an id, only not unique.
+            let _ = aws_lc_rs::rand::fill(&mut b);
+            format!("req-{}", hex::encode(b))
+        })
+}
+
+/// Outer layer: request id, body hash, access log, audit, metrics, headers.
+pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let at = state.engine.now();
+    let id = request_id(&req);
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let audited = state.extras.options.audit_requests
+        && (path.starts_with("/api/") || path.starts_with("/mcp"));
+    let slot = PrincipalSlot::default();
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(slot.clone());
+    // The body is read here (the limit applies) to hash it, then handed on.
+    let (body_sha256, body) = if audited {
+        match axum::body::to_bytes(body, crate::MAX_BODY_BYTES).await {
+            Ok(bytes) => (
+                hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes)),
+                Body::from(bytes),
+            ),
+            Err(_) => {
+                let res = Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload-too-large",
+                    "Payload too large",
+                    format!("the request body is larger than {} bytes", crate::MAX_BODY_BYTES),
+                )
+                .into_response();
+                return finish(res, id);
+            }
+        }
+    } else {
+        (String::new(), body)
+    };
+    let mut res = next.run(Request::from_parts(parts, body)).await;
+    let status = res.status().as_u16();
+    let route = res
+        .extensions_mut()
+        .remove::<RouteTemplate>()
+        .map(|t| t.0)
+        .unwrap_or_else(|| "unmatched".into());
+    let latency = started.elapsed();
+    let principal = slot.take();
+    state.extras.metrics.observe_http(&method, &route, status, latency);
+    tracing::info!(
+        target: "certctl::access",
+        request_id = %id,
+        method = %method,
+        path = %path,
+        route = %route,
+        status,
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        principal = principal.as_ref().map(|p| p.id.as_str()).unwrap_or("-"),
+        "request"
+    );
+    if audited {
+        state.extras.record(ApiRequestRecord {
+            at,
+            request_id: id.clone(),
+            method,
+            path,
+            principal,
+            body_sha256,
+            status,
+            latency_ms: (latency.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+        });
+    }
+    finish(res, id)
+}
+
+fn finish(mut res: Response, id: String) -> Response {
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        h.insert(REQUEST_ID, v);
+    }
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"),
+        (HeaderName::from_static("cross-origin-resource-policy"), "same-origin"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
+}
+
+// ---------------------------------------------------------------- rate limiting
+
+/// A token bucket per principal.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rps: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    pub fn new(rps: u32, burst: u32) -> Self {
+        Self {
+            rps: f64::from(rps),
+            burst: f64::from(burst.max(rps).max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `None` when the principal may go on; a 429 problem with Retry-After otherwise.
+    pub fn check(&self, principal_id: &str) -> Option<Response> {
+        if self.rps <= 0.0 {
+            return None;
+        }
+        let now = Instant::now();
+        let wait = {
+            let mut buckets = self.buckets.lock().ok()?;
+            if buckets.len() > 100_000 {
+                // Forget idle principals rather than grow without bound.
+                buckets.retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(60));
+            }
+            let (tokens, last) = buckets
+                .entry(principal_id.to_owned())
+                .or_insert((self.burst, now));
+            *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rps).min(self.burst);
+            *last = now;
+            if *tokens >= 1.0 {
+                *tokens -= 1.0;
+                return None;
+            }
+            (1.0 - *tokens) / self.rps
+        };
+        let secs = wait.ceil().max(1.0) as u64;
+        let mut res = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            format!("this principal sends more than {} requests per second; retry in {secs} s", self.rps),
+        )
+        .into_response();
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        Some(res)
+    }
+}
+
+// ---------------------------------------------------------------- CORS
+
+/// The CORS layer: no layer at all (browsers refuse cross-origin calls) when
+/// no origin is allowed.
+pub fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
+        .collect();
+    if list.is_empty() {
+        return None;
+    }
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(list)
+            .allow_methods([
+                axum::http::Method::GET,
+                axum::http::Method::POST,
+                axum::http::Method::PUT,
+                axum::http::Method::DELETE,
+            ])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID])
+            .expose_headers([REQUEST_ID, header::RETRY_AFTER])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_refills_and_refuses_with_retry_after() {
+        let l = RateLimiter::new(1, 2);
+        assert!(l.check("a").is_none());
+        assert!(l.check("a").is_none());
+        let res = l.check("a").expect("third call in a burst of two is limited");
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+        assert!(l.check("b").is_none(), "buckets are per principal");
+        assert!(RateLimiter::new(0, 0).check("a").is_none(), "0 turns limiting off");
+    }
+}
