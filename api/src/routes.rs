@@ -591,10 +591,7 @@ async fn run(
         Ok(Outcome::ApprovalRequired(_)) => "approval_required",
         Err(_) => "error",
     };
-    state
-        .extras
-        .metrics
-        .observe_op(route.op, label, started.elapsed());
+    state.extras.metrics.observe_op(route.op, label, started.elapsed());
     let outcome = outcome?;
     Ok(match outcome {
         Outcome::Completed { mut result } => {

@@ -24,6 +24,7 @@ fn list(
         sort: Some(serde_json::from_value(serde_json::json!(sort)).expect("sort")),
         cursor,
         per_page: Some(per_page),
+        page: None,
         fields: None,
     }
 }
