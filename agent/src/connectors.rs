@@ -290,7 +290,10 @@ mod tests {
         let p = for_kind(TargetKind::Nginx).plan(&c, &material()).unwrap();
         let v = p.validate.unwrap();
         assert_eq!(v.program, PathBuf::from("nginx"));
-        assert_eq!(v.args, ["-c", "/etc/nginx/test.conf", "-t"].map(Into::into));
+        assert_eq!(
+            v.args,
+            ["-c", "/etc/nginx/test.conf", "-t"].map(std::ffi::OsString::from)
+        );
         assert_eq!(&p.files[0].bytes[..], b"LEAF\nCHAIN\n");
         assert_eq!(p.files[1].new_mode, 0o600);
     }

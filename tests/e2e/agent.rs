@@ -122,7 +122,10 @@ fn openssl_served(port: u16, sni: &str) -> Option<String> {
         .stdout(Stdio::piped())
         .spawn()
         .ok()?;
-    x.stdin.take()?.write_all(out[start..end].as_bytes()).ok()?;
+    x.stdin
+        .take()?
+        .write_all(&out.as_bytes()[start..end])
+        .ok()?;
     let o = x.wait_with_output().ok()?;
     let line = String::from_utf8_lossy(&o.stdout);
     Some(
