@@ -224,42 +224,18 @@ impl Demo {
             );
         }
         let mut targets = Vec::new();
-        for (name, kind, agent, dir, reload) in [
-            (
-                "web-01 nginx",
-                "nginx",
-                0,
-                "/etc/nginx/certs",
-                "systemctl reload nginx",
-            ),
-            (
-                "web-02 apache",
-                "apache",
-                1,
-                "/etc/apache2/certs",
-                "apachectl graceful",
-            ),
-            (
-                "lb-01 haproxy",
-                "haproxy",
-                2,
-                "/etc/haproxy/certs",
-                "systemctl reload haproxy",
-            ),
-            (
-                "api-01 caddy",
-                "caddy",
-                3,
-                "/etc/caddy/certs",
-                "systemctl reload caddy",
-            ),
+        for (name, kind, agent, dir) in [
+            ("web-01 nginx", "nginx", 0, "/etc/nginx/certs"),
+            ("web-02 apache", "apache", 1, "/etc/apache2/certs"),
+            ("lb-01 haproxy", "haproxy", 2, "/etc/haproxy/certs"),
+            ("api-01 caddy", "caddy", 3, "/etc/caddy/certs"),
         ] {
             let t = completed(
                 e,
                 s,
                 "create_target",
                 json!({ "name": name, "kind": kind, "agent_id": agents[agent],
-                        "config": { "cert_dir": dir, "reload_command": reload } }),
+                        "config": demo_target_config(kind, dir) }),
             )
             .await?;
             targets.push(id_of(&t)?);
@@ -406,4 +382,14 @@ fn id_of(v: &Value) -> anyhow::Result<String> {
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| anyhow!("demo: the operation returned no id"))
+}
+
+/// Connector settings of a demo target (paths only: reload commands follow
+/// from the kind, never from free text).
+fn demo_target_config(kind: &str, dir: &str) -> serde_json::Value {
+    if kind == "haproxy" {
+        json!({ "pem_path": format!("{dir}/site.pem") })
+    } else {
+        json!({ "cert_path": format!("{dir}/site.crt"), "key_path": format!("{dir}/site.key") })
+    }
 }

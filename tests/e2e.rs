@@ -302,3 +302,6 @@ fn refuses_plain_http_off_loopback() {
     // Nothing was created before refusing.
     assert!(!dir.path().join("admin.key").exists());
 }
+
+#[path = "e2e/agent.rs"]
+mod agent;

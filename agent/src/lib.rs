@@ -1,1 +1,391 @@
-//! placeholder
+//! The certctl agent: runs on each server, next to the services whose
+//! certificates it manages. It calls the control plane and never listens:
+//! it heartbeats, polls its work, generates private keys locally (they never
+//! leave this machine), sends CSRs, deploys the issued certificates to the
+//! targets an admin configured, verifies what they serve, and reports each
+//! step. It must never send key material to the control plane, never write
+//! outside its deploy roots, and never run a command a job could choose.
+
+pub mod connectors;
+pub mod deploy;
+pub mod paths;
+pub mod state;
+pub mod verify;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use certctl_api::client::{Client, ClientError};
+use certctl_engine::domain::{JobKind, JobStatus, KeyAlgorithm};
+use certctl_engine::ops::{AgentCsrOutput, AgentJob, AgentWork, deployable_config};
+use certctl_engine::pki::{self, SubjectNames};
+use certctl_engine::store::WorkItem;
+use serde_json::json;
+
+pub use paths::DeployRoots;
+use state::{JobState, KeyDir};
+
+/// Why a step failed, in a sentence for the job's reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: String,
+}
+
+impl Failure {
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// How the agent runs.
+#[derive(Clone)]
+pub struct AgentConfig {
+    pub server: String,
+    pub agent_id: String,
+    pub api_key: String,
+    pub key_dir: PathBuf,
+    pub discovery_dirs: Vec<PathBuf>,
+    pub deploy_roots: DeployRoots,
+    pub poll_interval: Duration,
+    /// How long to wait for a target to serve a new certificate.
+    pub verify_timeout: Duration,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("server", &self.server)
+            .field("agent_id", &self.agent_id)
+            .field("api_key", &"<redacted>")
+            .field("key_dir", &self.key_dir)
+            .field("discovery_dirs", &self.discovery_dirs)
+            .field("deploy_roots", &self.deploy_roots)
+            .finish()
+    }
+}
+
+/// A running agent.
+pub struct Agent {
+    config: AgentConfig,
+    client: Client,
+    keys: KeyDir,
+}
+
+/// What one job's handling ended with, for logs and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    CsrSent { version_id: String },
+    Deployed { changed: bool },
+    Failed(String),
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig) -> Result<Self, Failure> {
+        let client = Client::new(&config.server, Some(config.api_key.clone()))
+            .map_err(|e| Failure::new(e.to_string()))?;
+        let keys = KeyDir::open(&config.key_dir)?;
+        Ok(Self {
+            config,
+            client,
+            keys,
+        })
+    }
+
+    /// Polls until `shutdown` completes. Server errors are logged and
+    /// retried on the next poll: a restarting control plane is waited for.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            if let Err(e) = self.poll_once().await {
+                tracing::warn!(error = %e, "poll failed; retrying");
+            }
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+    }
+
+    /// One round: heartbeat, work, each job.
+    pub async fn poll_once(&self) -> Result<Vec<(String, Handled)>, ClientError> {
+        self.heartbeat().await?;
+        let work: AgentWork = self
+            .client
+            .call_completed("get_agent_work", &json!({ "id": self.config.agent_id }))
+            .await?;
+        let mut done = Vec::new();
+        for item in work.data {
+            let h = self.handle(&item).await?;
+            match &h {
+                Handled::Failed(r) => tracing::warn!(job = %item.job_id, reason = %r, "job failed"),
+                other => tracing::info!(job = %item.job_id, result = ?other, "job done"),
+            }
+            done.push((item.job_id, h));
+        }
+        Ok(done)
+    }
+
+    async fn heartbeat(&self) -> Result<(), ClientError> {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        let _: serde_json::Value = self
+            .client
+            .call_completed(
+                "agent_heartbeat",
+                &json!({
+                    "id": self.config.agent_id,
+                    "hostname": host.trim(),
+                    "os": std::env::consts::OS,
+                    "arch": std::env::consts::ARCH,
+                    "version": env!("CARGO_PKG_VERSION"),
+                }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Handles one work item. A job-level problem fails the job with its
+    /// reason; only a server that cannot be reached is an error here.
+    async fn handle(&self, item: &WorkItem) -> Result<Handled, ClientError> {
+        let details: AgentJob = match self
+            .client
+            .call_completed(
+                "get_agent_job",
+                &json!({ "id": self.config.agent_id, "job_id": item.job_id }),
+            )
+            .await
+        {
+            Ok(d) => d,
+            Err(ClientError::Api { problem }) => {
+                return self
+                    .fail(
+                        &item.job_id,
+                        format!("the job cannot be read: {}", problem.detail),
+                    )
+                    .await;
+            }
+            Err(e) => return Err(e),
+        };
+        let job = &details.job;
+        let outcome = match (job.status, job.kind) {
+            (JobStatus::AwaitingCsr, _) => self.send_csr(&details).await,
+            (JobStatus::Pending, JobKind::Deployment) => {
+                self.report(&job.id, "running", None).await?;
+                self.deploy(&details).await
+            }
+            (status, kind) => Err(Failure::new(format!(
+                "this agent does not handle {} jobs that are {}",
+                kind.as_str(),
+                status.as_str()
+            ))),
+        };
+        match outcome {
+            Ok(Handled::CsrSent { version_id }) => Ok(Handled::CsrSent { version_id }),
+            Ok(h) => {
+                let msg = match &h {
+                    Handled::Deployed { changed: false } => {
+                        "already deployed (same SHA-256); nothing written"
+                    }
+                    _ => "deployed, validated, reloaded and verified",
+                };
+                self.report(&job.id, "completed", Some(msg.to_owned()))
+                    .await?;
+                Ok(h)
+            }
+            Err(f) => self.fail(&job.id, f.reason).await,
+        }
+    }
+
+    async fn report(
+        &self,
+        job_id: &str,
+        status: &str,
+        message: Option<String>,
+    ) -> Result<(), ClientError> {
+        let _: serde_json::Value = self
+            .client
+            .call_completed(
+                "report_agent_job",
+                &json!({ "id": self.config.agent_id, "job_id": job_id, "status": status, "message": message }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn fail(&self, job_id: &str, reason: String) -> Result<Handled, ClientError> {
+        match self.report(job_id, "failed", Some(reason.clone())).await {
+            Ok(()) => {}
+            // The job moved on meanwhile (cancelled, reclaimed): nothing to fail.
+            Err(ClientError::Api { problem }) if problem.status == 409 || problem.status == 404 => {
+                tracing::warn!(job = %job_id, detail = %problem.detail, "could not report the failure");
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(Handled::Failed(reason))
+    }
+
+    /// Makes (or reuses) this job's key, sends the CSR.
+    async fn send_csr(&self, d: &AgentJob) -> Result<Handled, Failure> {
+        let job_id = &d.job.id;
+        let cn = d
+            .common_name
+            .clone()
+            .ok_or_else(|| Failure::new("the job names no certificate"))?;
+        let names = subject_names(&d.sans)?;
+        let mut st = self.keys.job_state(job_id)?;
+        let algorithm = st
+            .algorithm
+            .or(d.key_type)
+            .unwrap_or(KeyAlgorithm::EcdsaP256);
+        let existing = match &st.key_id {
+            Some(id) => self.keys.load_key(id, algorithm)?,
+            None => None,
+        };
+        let key = match existing {
+            Some(k) => k,
+            None => {
+                let k = pki::generate_key(algorithm)
+                    .map_err(|e| Failure::new(format!("key generation failed: {e}")))?;
+                let id = self.keys.store_key(&k)?;
+                st = JobState {
+                    key_id: Some(id),
+                    algorithm: Some(algorithm),
+                    version_id: None,
+                };
+                self.keys.save_job_state(job_id, &st)?;
+                k
+            }
+        };
+        let csr = pki::csr_for(&key, &cn, &names)
+            .map_err(|e| Failure::new(format!("the CSR could not be built: {e}")))?;
+        let out: AgentCsrOutput = self
+            .client
+            .call_completed(
+                "submit_agent_csr",
+                &json!({ "id": self.config.agent_id, "job_id": job_id, "csr_pem": csr }),
+            )
+            .await
+            .map_err(|e| Failure::new(format!("the CSR was refused: {e}")))?;
+        // A local CA signs at once; an external CA signs later through an
+        // issuer job, and the key stays here for the deployment that follows.
+        let version_id = match (&out.version, &out.issuer_job) {
+            (Some(v), _) => v.id.clone(),
+            (None, Some(j)) => format!("pending:{}", j.id),
+            (None, None) => {
+                return Err(Failure::new(
+                    "the server accepted the CSR but returned no version",
+                ));
+            }
+        };
+        st.version_id = Some(version_id.clone());
+        self.keys.save_job_state(job_id, &st)?;
+        Ok(Handled::CsrSent { version_id })
+    }
+
+    async fn deploy(&self, d: &AgentJob) -> Result<Handled, Failure> {
+        let target = d
+            .target
+            .as_ref()
+            .ok_or_else(|| Failure::new("the deployment names no target"))?;
+        let version = d
+            .version
+            .as_ref()
+            .ok_or_else(|| Failure::new("the deployment names no certificate version"))?;
+        let config = deployable_config(target).map_err(|e| Failure::new(e.to_string()))?;
+        let (leaf_der, spki) = leaf_der_and_spki(&version.cert_pem)?;
+        let fingerprint = state::key_id(&leaf_der);
+        if fingerprint != version.fingerprint {
+            return Err(Failure::new(
+                "the certificate does not match its fingerprint",
+            ));
+        }
+        let key_pem = self.keys.key_pem_for(&spki)?.ok_or_else(|| {
+            Failure::new(format!(
+                "the private key of version {} is not in this agent's key dir",
+                version.id
+            ))
+        })?;
+        let material = connectors::Material {
+            leaf_pem: version.cert_pem.clone(),
+            chain_pem: version.chain_pem.clone(),
+            key_pem,
+            fingerprint: fingerprint.clone(),
+        };
+        let plan = connectors::for_kind(target.kind).plan(&config, &material)?;
+        let deployed = deploy::apply(plan, &self.config.deploy_roots).await?;
+        if let Some(endpoint) = &config.verify_endpoint {
+            let sni = config
+                .server_name
+                .clone()
+                .or_else(|| d.common_name.clone())
+                .unwrap_or_else(|| "localhost".into());
+            let (served, error) =
+                verify::wait_for(endpoint, &sni, &fingerprint, self.config.verify_timeout).await;
+            let report: Result<serde_json::Value, _> = self
+                .client
+                .call_completed(
+                    "verify_job",
+                    &json!({
+                        "id": d.job.id, "agent_id": self.config.agent_id, "endpoint": endpoint,
+                        "expected_fingerprint": fingerprint, "served_fingerprint": served, "error": error,
+                    }),
+                )
+                .await;
+            if let Err(e) = report {
+                tracing::warn!(job = %d.job.id, error = %e, "could not report the verification");
+            }
+            match (served, error) {
+                (Some(s), _) if s == fingerprint => {}
+                (Some(s), _) => {
+                    return Err(Failure::new(format!(
+                        "verification failed: {endpoint} serves {s}, not the deployed {fingerprint}"
+                    )));
+                }
+                (None, e) => {
+                    return Err(Failure::new(format!(
+                        "verification failed: {}",
+                        e.unwrap_or_default()
+                    )));
+                }
+            }
+        }
+        Ok(Handled::Deployed {
+            changed: deployed != deploy::Deployed::Unchanged,
+        })
+    }
+}
+
+fn subject_names(sans: &[String]) -> Result<SubjectNames, Failure> {
+    let mut names = SubjectNames::default();
+    for s in sans {
+        if let Ok(ip) = s.parse() {
+            names.ips.push(ip);
+        } else if s.contains('@') {
+            names.emails.push(s.clone());
+        } else {
+            names.dns.push(s.clone());
+        }
+    }
+    Ok(names)
+}
+
+/// The DER of the first certificate in `pem` and its SubjectPublicKeyInfo.
+fn leaf_der_and_spki(pem: &str) -> Result<(Vec<u8>, Vec<u8>), Failure> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| Failure::new(format!("the certificate is not PEM: {e}")))?;
+    let cert = block
+        .parse_x509()
+        .map_err(|e| Failure::new(format!("the certificate does not parse: {e}")))?;
+    let spki = cert.public_key().raw.to_vec();
+    Ok((block.contents.clone(), spki))
+}

@@ -486,6 +486,45 @@ pub fn routes() -> Vec<Route> {
             "principals",
         ),
     ]);
+    // The agent's deployments and their verification (issue 5).
+    v.extend([
+        r(
+            Get,
+            "/agents/{id}/job",
+            "get_agent_job",
+            ID,
+            Query,
+            OK,
+            "agents",
+        ),
+        r(
+            Post,
+            "/agents/{id}/report",
+            "report_agent_job",
+            ID,
+            Body,
+            OK,
+            "agents",
+        ),
+        r(
+            Post,
+            "/jobs/{id}/verify",
+            "verify_job",
+            ID,
+            Body,
+            OK,
+            "jobs",
+        ),
+        r(
+            Get,
+            "/jobs/{id}/verification",
+            "get_job_verification",
+            ID,
+            Query,
+            OK,
+            "jobs",
+        ),
+    ]);
     v
 }
 

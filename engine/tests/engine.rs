@@ -9,6 +9,7 @@ mod engine {
     mod bootstrap;
     mod catalogue;
     mod certificates;
+    mod deployments;
     mod import;
     mod inputs;
     mod issuance;

@@ -722,6 +722,28 @@ async fn every_tool_runs() {
             json!({"id": "ntf-missing"}),
             "list_notifications",
         ),
+        // The agent's own job tools, called by an admin on an unknown job.
+        (
+            "get_agent_job",
+            json!({"id": made["agent"], "job_id": "job-missing"}),
+            "job-missing",
+        ),
+        (
+            "report_agent_job",
+            json!({"id": made["agent"], "job_id": "job-missing", "status": "failed"}),
+            "job-missing",
+        ),
+        (
+            "verify_job",
+            json!({"id": "job-missing", "agent_id": made["agent"], "endpoint": "127.0.0.1:443",
+                   "expected_fingerprint": "00".repeat(32)}),
+            "job-missing",
+        ),
+        (
+            "get_job_verification",
+            json!({"id": "job-missing"}),
+            "job-missing",
+        ),
     ] {
         let r = call(&c, name, args).await;
         assert_eq!(r.is_error, Some(true), "{name}: {r:?}");

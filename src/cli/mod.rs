@@ -2,6 +2,7 @@
 //! Every flag has a `CERTCTL_` variable; secrets may also come from a
 //! `*_FILE` variable naming a file that holds them.
 
+mod agent;
 mod client;
 mod control_plane;
 mod import;
@@ -104,6 +105,9 @@ pub enum Command {
     /// Approval requests: list them, approve or reject one.
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
+    /// Run the agent on this machine: local keys, CSRs, deployment to the
+    /// targets it serves, verification and discovery.
+    Agent(agent::AgentArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,6 +206,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status => client::status(&cli.global).await,
         Command::Mcp(args) => mcp::mcp(&cli.global, args).await,
         Command::Approvals(cmd) => client::approvals(&cli.global, cmd).await,
+        Command::Agent(args) => agent::agent(&cli.global, args).await,
     }
 }
 

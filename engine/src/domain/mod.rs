@@ -11,6 +11,7 @@ pub mod org;
 pub mod policy;
 pub mod principal;
 pub mod profile;
+pub mod target_config;
 
 pub use approval::{Approval, ApprovalStatus};
 pub use audit::{AuditEvent, ChainVerification, Outcome};
@@ -28,3 +29,4 @@ pub use org::{Owner, Team};
 pub use policy::{PolicyKind, PolicyMode, PolicyRule, RenewalPolicy, Severity};
 pub use principal::{ApiPrincipal, Permission, Principal, Role};
 pub use profile::{ExtendedKeyUsage, KeyAlgorithm, KeygenMode, Profile, SanRules};
+pub use target_config::TargetConfig;

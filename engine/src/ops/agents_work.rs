@@ -284,6 +284,15 @@ impl Operation for SubmitAgentCsr {
             )));
         }
         ctx.note("job_id", job.id.clone());
+        // The new version goes to this agent's targets of the certificate.
+        // (An external CA signs later, in the issuer job loop, which does
+        // not queue deployments yet: see docs/agent.md.)
+        if let Some(version) = &version {
+            let deployments =
+                super::deployments::queue_deployments(ctx, &cert_id, &version.id, &agent.id)
+                    .await?;
+            ctx.note("deployment_jobs", deployments);
+        }
         ctx.audit_resource_id = Some(agent.id.clone());
         let job = ctx
             .tx

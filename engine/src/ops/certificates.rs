@@ -999,10 +999,13 @@ impl Operation for RenewCertificate {
 
     async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
         let cert = load_memo(ctx, &input.id).await?;
-        if matches!(
-            cert.status,
-            EffectiveStatus::Archived | EffectiveStatus::Pending
-        ) {
+        // A certificate never issued may still be "renewed" by the agent
+        // serving its targets: that is its first issuance, from a key the
+        // agent makes.
+        let first_issuance = cert.status == EffectiveStatus::Pending && input.csr_pem.is_none();
+        if cert.status == EffectiveStatus::Archived
+            || (cert.status == EffectiveStatus::Pending && !first_issuance)
+        {
             return Err(Error::conflict(format!(
                 "certificate {} is {}; only issued certificates are renewed (use issue_certificate first)",
                 cert.id,
@@ -1024,9 +1027,19 @@ impl Operation for RenewCertificate {
                 .into_iter()
                 .find_map(|t| t.agent_id)
         };
+        if first_issuance && (issue_now || agent_id.is_none()) {
+            return Err(Error::conflict(format!(
+                "certificate {} is pending and no agent serves its targets; issue it with issue_certificate first",
+                cert.id
+            )));
+        }
         let mut job = Job {
             id: ctx.new_id("job"),
-            kind: JobKind::Renewal,
+            kind: if first_issuance {
+                JobKind::Issuance
+            } else {
+                JobKind::Renewal
+            },
             status: JobStatus::AwaitingCsr,
             certificate_id: Some(cert.id.clone()),
             target_id: None,

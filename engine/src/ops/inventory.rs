@@ -109,6 +109,8 @@ pub struct TargetInput {
 
 async fn save_target(ctx: &mut super::Ctx<'_>, input: TargetInput, create: bool) -> Result<Target> {
     let name = non_empty("name", &input.name)?;
+    let config = serde_json::Value::Object(input.config);
+    crate::domain::TargetConfig::parse(input.kind, &config)?;
     if let Some(a) = &input.agent_id
         && ctx.tx.agent(a).await?.is_none()
     {
@@ -133,7 +135,7 @@ async fn save_target(ctx: &mut super::Ctx<'_>, input: TargetInput, create: bool)
         name,
         kind: input.kind,
         agent_id: input.agent_id,
-        config: serde_json::Value::Object(input.config),
+        config,
         created_at: existing.as_ref().map(|t| t.created_at).unwrap_or(ctx.now),
         updated_at: ctx.now,
     };

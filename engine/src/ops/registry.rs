@@ -209,6 +209,10 @@ pub fn catalogue() -> &'static [Box<dyn DynOperation>] {
             ListNotifications,
             RetryNotification,
             SendTestNotification,
+            GetAgentJob,
+            ReportAgentJob,
+            VerifyJob,
+            GetJobVerification,
         ]
     })
 }

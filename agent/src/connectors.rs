@@ -1,0 +1,321 @@
+//! One connector per target kind behind one trait. Each turns the target's
+//! settings (set by an admin on the control plane) and the certificate into
+//! a [`Plan`]: which files, which validation, which reload. Programs and
+//! arguments follow from the kind and the settings only.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use certctl_engine::domain::{TargetConfig, TargetKind};
+use zeroize::Zeroizing;
+
+use crate::Failure;
+use crate::deploy::{Cmd, Plan, PlannedFile, Reload};
+
+/// What gets deployed: the leaf, its chain and the key (PEM).
+pub struct Material {
+    pub leaf_pem: String,
+    pub chain_pem: String,
+    pub key_pem: Zeroizing<String>,
+    /// SHA-256 of the leaf, hex.
+    pub fingerprint: String,
+}
+
+impl Material {
+    fn full_chain(&self) -> Vec<u8> {
+        let mut s = self.leaf_pem.trim_end().to_owned();
+        s.push('\n');
+        if !self.chain_pem.trim().is_empty() {
+            s.push_str(self.chain_pem.trim_end());
+            s.push('\n');
+        }
+        s.into_bytes()
+    }
+}
+
+/// A deployment target type.
+pub trait Connector {
+    /// The files, validation and reload for this material.
+    fn plan(&self, config: &TargetConfig, m: &Material) -> Result<Plan, Failure>;
+}
+
+/// The connector for a kind.
+pub fn for_kind(kind: TargetKind) -> Box<dyn Connector + Send + Sync> {
+    match kind {
+        TargetKind::Nginx => Box::new(Nginx),
+        TargetKind::Apache => Box::new(Apache),
+        TargetKind::Haproxy => Box::new(Haproxy),
+        TargetKind::Traefik => Box::new(Traefik),
+        TargetKind::Caddy => Box::new(Caddy),
+        TargetKind::F5 | TargetKind::Iis => Box::new(Unsupported(kind)),
+    }
+}
+
+fn required<'a>(v: &'a Option<PathBuf>, field: &str) -> Result<&'a Path, Failure> {
+    v.as_deref()
+        .ok_or_else(|| Failure::new(format!("target config lacks {field}")))
+}
+
+fn cert_file(path: &Path, bytes: Vec<u8>) -> PlannedFile {
+    PlannedFile {
+        path: path.to_path_buf(),
+        bytes: Zeroizing::new(bytes),
+        new_mode: 0o644,
+    }
+}
+
+fn key_file(path: &Path, m: &Material) -> PlannedFile {
+    PlannedFile {
+        path: path.to_path_buf(),
+        bytes: Zeroizing::new(m.key_pem.as_bytes().to_vec()),
+        new_mode: 0o600,
+    }
+}
+
+fn program(config: &TargetConfig, default: &str) -> PathBuf {
+    config
+        .binary
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(default))
+}
+
+/// Leaf plus chain in `cert_path` (or the chain apart in `chain_path`) and the key.
+fn cert_key_files(config: &TargetConfig, m: &Material) -> Result<Vec<PlannedFile>, Failure> {
+    let cert = required(&config.cert_path, "cert_path")?;
+    let key = required(&config.key_path, "key_path")?;
+    let mut files = Vec::new();
+    match &config.chain_path {
+        Some(chain) => {
+            files.push(cert_file(cert, m.leaf_pem.clone().into_bytes()));
+            files.push(cert_file(chain, m.chain_pem.clone().into_bytes()));
+        }
+        None => files.push(cert_file(cert, m.full_chain())),
+    }
+    files.push(key_file(key, m));
+    Ok(files)
+}
+
+struct Nginx;
+
+impl Connector for Nginx {
+    fn plan(&self, config: &TargetConfig, m: &Material) -> Result<Plan, Failure> {
+        let bin = program(config, "nginx");
+        let mut base: Vec<&OsStr> = Vec::new();
+        if let Some(c) = &config.config_file {
+            base.extend(["-c".as_ref(), c.as_os_str()]);
+        }
+        let with = |extra: &[&str]| {
+            let mut a = base.clone();
+            a.extend(extra.iter().map(|s| OsStr::new(*s)));
+            Cmd::new(&bin, &a)
+        };
+        Ok(Plan {
+            files: cert_key_files(config, m)?,
+            validate: Some(with(&["-t"])),
+            reload: Reload::Command(with(&["-s", "reload"])),
+        })
+    }
+}
+
+struct Apache;
+
+impl Connector for Apache {
+    fn plan(&self, config: &TargetConfig, m: &Material) -> Result<Plan, Failure> {
+        let bin = config.binary.clone().unwrap_or_else(|| {
+            // Debian names it apache2ctl; other systems apachectl.
+            if which("apache2ctl") {
+                "apache2ctl".into()
+            } else {
+                "apachectl".into()
+            }
+        });
+        let mut base: Vec<&OsStr> = Vec::new();
+        if let Some(c) = &config.config_file {
+            base.extend(["-f".as_ref(), c.as_os_str()]);
+        }
+        let with = |extra: &[&str]| {
+            let mut a = base.clone();
+            a.extend(extra.iter().map(|s| OsStr::new(*s)));
+            Cmd::new(&bin, &a)
+        };
+        Ok(Plan {
+            files: cert_key_files(config, m)?,
+            validate: Some(with(&["-t"])),
+            reload: Reload::Command(with(&["-k", "graceful"])),
+        })
+    }
+}
+
+struct Haproxy;
+
+impl Connector for Haproxy {
+    fn plan(&self, config: &TargetConfig, m: &Material) -> Result<Plan, Failure> {
+        let pem = required(&config.pem_path, "pem_path")?;
+        let mut combined = m.full_chain();
+        combined.extend_from_slice(m.key_pem.trim_end().as_bytes());
+        combined.push(b'\n');
+        let bin = program(config, "haproxy");
+        let conf = config
+            .config_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/etc/haproxy/haproxy.cfg"));
+        Ok(Plan {
+            files: vec![PlannedFile {
+                path: pem.to_path_buf(),
+                bytes: Zeroizing::new(combined),
+                new_mode: 0o600,
+            }],
+            validate: Some(Cmd::new(
+                &bin,
+                &["-c".as_ref(), "-f".as_ref(), conf.as_os_str()],
+            )),
+            reload: match &config.pid_file {
+                Some(p) => Reload::SignalPidFile(p.clone()),
+                None => Reload::Command(Cmd::new(
+                    "systemctl",
+                    &["reload".as_ref(), "haproxy".as_ref()],
+                )),
+            },
+        })
+    }
+}
+
+struct Traefik;
+
+impl Connector for Traefik {
+    fn plan(&self, config: &TargetConfig, m: &Material) -> Result<Plan, Failure> {
+        let cert = required(&config.cert_path, "cert_path")?;
+        let key = required(&config.key_path, "key_path")?;
+        let dynamic = required(&config.dynamic_config_path, "dynamic_config_path")?;
+        let quote = |p: &Path| serde_json::to_string(&p.display().to_string()).unwrap_or_default();
+        // The fingerprint in the file makes every rotation a change Traefik
+        // sees, even when the paths stay the same. The dynamic file is
+        // written last, after the files it names.
+        let yaml = format!(
+            "# Written by the certctl agent; certificate {}\ntls:\n  certificates:\n    - certFile: {}\n      keyFile: {}\n  stores:\n    default:\n      defaultCertificate:\n        certFile: {}\n        keyFile: {}\n",
+            m.fingerprint,
+            quote(cert),
+            quote(key),
+            quote(cert),
+            quote(key)
+        );
+        Ok(Plan {
+            files: vec![
+                cert_file(cert, m.full_chain()),
+                key_file(key, m),
+                cert_file(dynamic, yaml.into_bytes()),
+            ],
+            validate: None,
+            reload: Reload::Watched,
+        })
+    }
+}
+
+struct Caddy;
+
+impl Connector for Caddy {
+    fn plan(&self, config: &TargetConfig, m: &Material) -> Result<Plan, Failure> {
+        let bin = program(config, "caddy");
+        let conf = config
+            .config_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/etc/caddy/Caddyfile"));
+        let mut base: Vec<&OsStr> = vec!["--config".as_ref(), conf.as_os_str()];
+        if let Some(a) = &config.adapter {
+            base.extend(["--adapter".as_ref(), OsStr::new(a.as_str())]);
+        }
+        let validate = {
+            let mut a: Vec<&OsStr> = vec!["validate".as_ref()];
+            a.extend(base.iter().copied());
+            Cmd::new(&bin, &a)
+        };
+        let reload = {
+            let mut a: Vec<&OsStr> = vec!["reload".as_ref()];
+            a.extend(base.iter().copied());
+            if let Some(addr) = &config.admin_address {
+                a.extend(["--address".as_ref(), OsStr::new(addr.as_str())]);
+            }
+            // Same configuration text, new certificate files: force the reload.
+            a.push("--force".as_ref());
+            Cmd::new(&bin, &a)
+        };
+        Ok(Plan {
+            files: cert_key_files(config, m)?,
+            validate: Some(validate),
+            reload: Reload::Command(reload),
+        })
+    }
+}
+
+struct Unsupported(TargetKind);
+
+impl Connector for Unsupported {
+    fn plan(&self, _config: &TargetConfig, _m: &Material) -> Result<Plan, Failure> {
+        Err(Failure::new(format!(
+            "the {} connector is not supported on this platform yet",
+            match self.0 {
+                TargetKind::F5 => "F5 BIG-IP",
+                TargetKind::Iis => "Microsoft IIS",
+                other => other.as_str(),
+            }
+        )))
+    }
+}
+
+fn which(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn material() -> Material {
+        Material {
+            leaf_pem: "LEAF\n".into(),
+            chain_pem: "CHAIN\n".into(),
+            key_pem: Zeroizing::new("KEY\n".into()),
+            fingerprint: "ab".repeat(32),
+        }
+    }
+
+    #[test]
+    fn commands_follow_from_kind_and_config() {
+        let c: TargetConfig = serde_json::from_value(serde_json::json!({
+            "cert_path": "/etc/nginx/a.pem", "key_path": "/etc/nginx/a.key",
+            "config_file": "/etc/nginx/test.conf"
+        }))
+        .unwrap();
+        let p = for_kind(TargetKind::Nginx).plan(&c, &material()).unwrap();
+        let v = p.validate.unwrap();
+        assert_eq!(v.program, PathBuf::from("nginx"));
+        assert_eq!(
+            v.args,
+            ["-c", "/etc/nginx/test.conf", "-t"].map(std::ffi::OsString::from)
+        );
+        assert_eq!(&p.files[0].bytes[..], b"LEAF\nCHAIN\n");
+        assert_eq!(p.files[1].new_mode, 0o600);
+    }
+
+    #[test]
+    fn haproxy_gets_one_combined_private_pem() {
+        let c: TargetConfig =
+            serde_json::from_value(serde_json::json!({"pem_path": "/etc/haproxy/site.pem"}))
+                .unwrap();
+        let p = for_kind(TargetKind::Haproxy).plan(&c, &material()).unwrap();
+        assert_eq!(&p.files[0].bytes[..], b"LEAF\nCHAIN\nKEY\n");
+        assert_eq!(p.files[0].new_mode, 0o600);
+    }
+
+    #[test]
+    fn f5_and_iis_say_they_are_not_supported_here() {
+        for k in [TargetKind::F5, TargetKind::Iis] {
+            let err = for_kind(k)
+                .plan(&TargetConfig::default(), &material())
+                .err()
+                .unwrap();
+            assert!(err.reason.contains("not supported on this platform yet"));
+        }
+    }
+}

