@@ -80,10 +80,11 @@ impl JwtVerifier {
 
     /// The principal a token stands for, or `Unauthenticated`.
     pub fn verify(&self, token: &str) -> certctl_engine::Result<Principal> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
-            tracing::debug!(error = %e, "JWT refused");
-            certctl_engine::Error::Unauthenticated
-        })?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+                tracing::debug!(error = %e, "JWT refused");
+                certctl_engine::Error::Unauthenticated
+            })?;
         let c = data.claims;
         let role = Role::parse(&c.role).ok_or(certctl_engine::Error::Unauthenticated)?;
         if (role == Role::Agent) != c.agent_id.is_some() || c.sub.is_empty() || c.sub.len() > 200 {
@@ -107,7 +108,12 @@ mod tests {
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn token(claims: serde_json::Value, secret: &[u8]) -> String {
-        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret).unwrap()).unwrap()
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret).unwrap(),
+        )
+        .unwrap()
     }
 
     fn far() -> i64 {
@@ -133,7 +139,10 @@ mod tests {
         for bad in [wrong_iss, wrong_aud, expired, bad_role, agent_without_id] {
             assert!(v.verify(&token(bad.clone(), SECRET)).is_err(), "{bad}");
         }
-        assert!(v.verify(&token(good, b"another-secret-another-secret-xx")).is_err());
+        assert!(
+            v.verify(&token(good, b"another-secret-another-secret-xx"))
+                .is_err()
+        );
         assert!(v.verify("not.a.jwt").is_err());
     }
 

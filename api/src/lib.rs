@@ -87,7 +87,8 @@ impl AppState {
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
-    let authenticated = axum::middleware::from_fn_with_state(state.clone(), auth::require_principal);
+    let authenticated =
+        axum::middleware::from_fn_with_state(state.clone(), auth::require_principal);
     // Resource routes (the catalogue mirrored on the contract's paths), the
     // generic catalogue endpoints and metrics. Other /api/v1 faces (CRL,
     // OCSP, ...) merge their routers here.
@@ -125,7 +126,10 @@ pub fn app(state: AppState) -> Router {
     if let Some(cors) = middleware::cors(&state.extras.options.cors_origins) {
         router = router.layer(cors);
     }
-    router.layer(axum::middleware::from_fn_with_state(state, middleware::observe))
+    router.layer(axum::middleware::from_fn_with_state(
+        state,
+        middleware::observe,
+    ))
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets

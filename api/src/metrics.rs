@@ -20,7 +20,9 @@ use crate::auth::Caller;
 use crate::problem::ApiError;
 
 /// Upper bounds (seconds) of the latency buckets.
-const BOUNDS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+const BOUNDS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
 
 #[derive(Debug, Default, Clone)]
 struct Histogram {
@@ -42,7 +44,11 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         for (i, b) in BOUNDS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {}", self.buckets[i]);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels},le=\"{b}\"}} {}",
+                self.buckets[i]
+            );
         }
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
         let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
@@ -59,7 +65,9 @@ pub struct Metrics {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -121,22 +129,43 @@ async fn read<T: serde::de::DeserializeOwned>(
     input: serde_json::Value,
 ) -> Result<T, ApiError> {
     let op = ops::find(op).ok_or_else(|| certctl_engine::Error::internal("operation missing"))?;
-    let v = op.call_json(&state.engine, caller, input).await?.completed()?;
+    let v = op
+        .call_json(&state.engine, caller, input)
+        .await?
+        .completed()?;
     serde_json::from_value(v).map_err(|e| certctl_engine::Error::internal(e.to_string()).into())
 }
 
 /// `GET /api/v1/metrics/prometheus`.
-pub async fn prometheus(State(state): State<AppState>, Caller(p): Caller) -> Result<Response, ApiError> {
+pub async fn prometheus(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+) -> Result<Response, ApiError> {
     let counts: StatusCounts = read(&state, &p, "get_certificates_by_status", json!({})).await?;
-    let timeline: TimeSeries =
-        read(&state, &p, "get_expiration_timeline", json!({ "days": 90, "bucket_days": 1 })).await?;
+    let timeline: TimeSeries = read(
+        &state,
+        &p,
+        "get_expiration_timeline",
+        json!({ "days": 90, "bucket_days": 1 }),
+    )
+    .await?;
     let issued: TimeSeries = read(&state, &p, "get_issuance_rate", json!({ "days": 30 })).await?;
-    let jobs: TimeSeries = read(&state, &p, "get_job_trends", json!({ "days": 30, "bucket_days": 30 })).await?;
+    let jobs: TimeSeries = read(
+        &state,
+        &p,
+        "get_job_trends",
+        json!({ "days": 30, "bucket_days": 30 }),
+    )
+    .await?;
 
     let mut out = String::with_capacity(8192);
     out.push_str("# HELP certctl_certificates Managed certificates by effective status.\n# TYPE certctl_certificates gauge\n");
     for (status, n) in &counts.by_status {
-        let _ = writeln!(out, "certctl_certificates{{status=\"{}\"}} {n}", escape(status));
+        let _ = writeln!(
+            out,
+            "certctl_certificates{{status=\"{}\"}} {n}",
+            escape(status)
+        );
     }
     out.push_str("# HELP certctl_certificate_days_to_expiry Unexpired active certificates by days left before expiry.\n# TYPE certctl_certificate_days_to_expiry histogram\n");
     let active: i64 = ["valid", "expiring"]
@@ -149,10 +178,16 @@ pub async fn prometheus(State(state): State<AppState>, Caller(p): Caller) -> Res
         cumulative += b.count;
         if bounds.peek() == Some(&(day + 1)) {
             let le = bounds.next().unwrap_or_default();
-            let _ = writeln!(out, "certctl_certificate_days_to_expiry_bucket{{le=\"{le}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "certctl_certificate_days_to_expiry_bucket{{le=\"{le}\"}} {cumulative}"
+            );
         }
     }
-    let _ = writeln!(out, "certctl_certificate_days_to_expiry_bucket{{le=\"+Inf\"}} {active}");
+    let _ = writeln!(
+        out,
+        "certctl_certificate_days_to_expiry_bucket{{le=\"+Inf\"}} {active}"
+    );
     let _ = writeln!(out, "certctl_certificate_days_to_expiry_count {active}");
     out.push_str("# HELP certctl_certificates_issued_30d Certificate versions issued (issuances and renewals) in the last 30 days.\n# TYPE certctl_certificates_issued_30d gauge\n");
     let _ = writeln!(out, "certctl_certificates_issued_30d {}", issued.total);

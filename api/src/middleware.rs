@@ -144,7 +144,10 @@ struct RouteTemplate(String);
 
 /// Inner layer (after routing): remembers which route matched.
 pub async fn remember_route(req: Request, next: Next) -> Response {
-    let template = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let template = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
     let mut res = next.run(req).await;
     if let Some(t) = template {
         res.extensions_mut().insert(RouteTemplate(t));
@@ -182,7 +185,10 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     let (body_sha256, body) = if audited {
         match axum::body::to_bytes(body, crate::MAX_BODY_BYTES).await {
             Ok(bytes) => (
-                hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes)),
+                hex::encode(aws_lc_rs::digest::digest(
+                    &aws_lc_rs::digest::SHA256,
+                    &bytes,
+                )),
                 Body::from(bytes),
             ),
             Err(_) => {
@@ -190,7 +196,10 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload-too-large",
                     "Payload too large",
-                    format!("the request body is larger than {} bytes", crate::MAX_BODY_BYTES),
+                    format!(
+                        "the request body is larger than {} bytes",
+                        crate::MAX_BODY_BYTES
+                    ),
                 )
                 .into_response();
                 return finish(res, id);
@@ -208,7 +217,10 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         .unwrap_or_else(|| "unmatched".into());
     let latency = started.elapsed();
     let principal = slot.take();
-    state.extras.metrics.observe_http(&method, &route, status, latency);
+    state
+        .extras
+        .metrics
+        .observe_http(&method, &route, status, latency);
     tracing::info!(
         target: "certctl::access",
         request_id = %id,
@@ -244,8 +256,14 @@ fn finish(mut res: Response, id: String) -> Response {
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::REFERRER_POLICY, "no-referrer"),
-        (header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"),
-        (HeaderName::from_static("cross-origin-resource-policy"), "same-origin"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+        (
+            HeaderName::from_static("cross-origin-resource-policy"),
+            "same-origin",
+        ),
     ] {
         h.insert(name, HeaderValue::from_static(value));
     }
@@ -289,7 +307,8 @@ impl RateLimiter {
             let (tokens, last) = buckets
                 .entry(principal_id.to_owned())
                 .or_insert((self.burst, now));
-            *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rps).min(self.burst);
+            *tokens =
+                (*tokens + now.duration_since(*last).as_secs_f64() * self.rps).min(self.burst);
             *last = now;
             if *tokens >= 1.0 {
                 *tokens -= 1.0;
@@ -302,7 +321,10 @@ impl RateLimiter {
             StatusCode::TOO_MANY_REQUESTS,
             "rate-limited",
             "Too many requests",
-            format!("this principal sends more than {} requests per second; retry in {secs} s", self.rps),
+            format!(
+                "this principal sends more than {} requests per second; retry in {secs} s",
+                self.rps
+            ),
         )
         .into_response();
         res.headers_mut()
@@ -347,10 +369,15 @@ mod tests {
         let l = RateLimiter::new(1, 2);
         assert!(l.check("a").is_none());
         assert!(l.check("a").is_none());
-        let res = l.check("a").expect("third call in a burst of two is limited");
+        let res = l
+            .check("a")
+            .expect("third call in a burst of two is limited");
         assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(res.headers()[header::RETRY_AFTER], "1");
         assert!(l.check("b").is_none(), "buckets are per principal");
-        assert!(RateLimiter::new(0, 0).check("a").is_none(), "0 turns limiting off");
+        assert!(
+            RateLimiter::new(0, 0).check("a").is_none(),
+            "0 turns limiting off"
+        );
     }
 }

@@ -19,8 +19,8 @@ use utoipa::openapi::path::{
 };
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApiBuilder, Ref, Required,
 };
@@ -29,6 +29,9 @@ use crate::query::{self, Kind};
 use crate::routes::{Route, Source, Verb, routes};
 
 const SCHEMAS: &str = "#/components/schemas/";
+
+/// Parameter names and their raw JSON Schemas, set after serialization.
+type RawParams = Vec<(String, Value)>;
 
 /// `GET /api/v1/openapi.json`.
 pub async fn serve() -> Json<Value> {
@@ -106,7 +109,14 @@ fn param_schema(prop: &Value, kind: Kind) -> Value {
     if let Some(m) = p.as_object_mut() {
         if let Some(Value::Array(types)) = m.get("type").cloned() {
             let t: Vec<Value> = types.into_iter().filter(|t| t != "null").collect();
-            m.insert("type".into(), if t.len() == 1 { t[0].clone() } else { Value::Array(t) });
+            m.insert(
+                "type".into(),
+                if t.len() == 1 {
+                    t[0].clone()
+                } else {
+                    Value::Array(t)
+                },
+            );
         }
         for key in ["anyOf", "oneOf"] {
             if let Some(Value::Array(alts)) = m.get(key).cloned() {
@@ -148,7 +158,10 @@ fn json_content(reference: &str) -> utoipa::openapi::Content {
 fn problem_response(description: &str) -> utoipa::openapi::Response {
     ResponseBuilder::new()
         .description(description)
-        .content("application/problem+json", json_content(&format!("{SCHEMAS}Problem")))
+        .content(
+            "application/problem+json",
+            json_content(&format!("{SCHEMAS}Problem")),
+        )
         .build()
 }
 
@@ -156,7 +169,10 @@ fn problem_response(description: &str) -> utoipa::openapi::Response {
 fn error_responses(mut b: OperationBuilder, issues: bool) -> OperationBuilder {
     let mut list = vec![
         ("401", "Authentication required"),
-        ("403", "The caller's role (or agent binding) does not allow it"),
+        (
+            "403",
+            "The caller's role (or agent binding) does not allow it",
+        ),
         ("404", "No such resource"),
         ("409", "Conflicts with the current state"),
         ("413", "Body larger than the limit"),
@@ -190,9 +206,15 @@ fn error_responses(mut b: OperationBuilder, issues: bool) -> OperationBuilder {
 /// Fields a list's items have, for the sparse-fieldset response schema.
 fn sparse_items(schemas: &mut Schemas, output_ref: &str) -> Option<String> {
     let out = schemas.get(output_ref)?.clone();
-    let item_ref = out.pointer("/properties/data/items/$ref")?.as_str()?.to_owned();
+    let item_ref = out
+        .pointer("/properties/data/items/$ref")?
+        .as_str()?
+        .to_owned();
     let mut item = schemas.get(&item_ref)?.clone();
-    let name = format!("Sparse{}", item_ref.strip_prefix(SCHEMAS)?.replace("_for_", ""));
+    let name = format!(
+        "Sparse{}",
+        item_ref.strip_prefix(SCHEMAS)?.replace("_for_", "")
+    );
     if let Some(m) = item.as_object_mut() {
         m.remove("required");
         m.insert(
@@ -209,7 +231,11 @@ fn sparse_items(schemas: &mut Schemas, output_ref: &str) -> Option<String> {
     Some(format!("{SCHEMAS}{page_name}"))
 }
 
-fn operation_for(route: &Route, op: &dyn DynOperation, schemas: &mut Schemas) -> (OperationBuilder, Vec<(String, Value)>) {
+fn operation_for(
+    route: &Route,
+    op: &dyn DynOperation,
+    schemas: &mut Schemas,
+) -> (OperationBuilder, RawParams) {
     let m = op.meta();
     let p = pascal(m.name);
     let input_ref = schemas.root(&format!("{p}Input"), op.input_schema());
@@ -241,7 +267,11 @@ fn operation_for(route: &Route, op: &dyn DynOperation, schemas: &mut Schemas) ->
     let shape = query::shape(op);
     match route.source {
         Source::Query => {
-            let props = input.get("properties").and_then(Value::as_object).cloned().unwrap_or_default();
+            let props = input
+                .get("properties")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
             let required: Vec<&str> = input
                 .get("required")
                 .and_then(Value::as_array)
@@ -256,7 +286,11 @@ fn operation_for(route: &Route, op: &dyn DynOperation, schemas: &mut Schemas) ->
                     ParameterBuilder::new()
                         .name(name)
                         .parameter_in(ParameterIn::Query)
-                        .required(if required.contains(&name.as_str()) { Required::True } else { Required::False })
+                        .required(if required.contains(&name.as_str()) {
+                            Required::True
+                        } else {
+                            Required::False
+                        })
                         .description(prop.get("description").and_then(Value::as_str)),
                 );
                 raw_params.push((name.clone(), param_schema(prop, kind)));
@@ -268,9 +302,14 @@ fn operation_for(route: &Route, op: &dyn DynOperation, schemas: &mut Schemas) ->
                         .name("fields")
                         .parameter_in(ParameterIn::Query)
                         .required(Required::False)
-                        .description(Some("Sparse fieldset: only these fields of each item (and `id`)")),
+                        .description(Some(
+                            "Sparse fieldset: only these fields of each item (and `id`)",
+                        )),
                 );
-                raw_params.push(("fields".into(), json!({ "type": "string", "description": "comma-separated list" })));
+                raw_params.push((
+                    "fields".into(),
+                    json!({ "type": "string", "description": "comma-separated list" }),
+                ));
                 if let Some(r) = sparse_items(schemas, &output_ref) {
                     output_ref = r;
                 }
@@ -305,7 +344,11 @@ fn operation_for(route: &Route, op: &dyn DynOperation, schemas: &mut Schemas) ->
     let done = route.done.as_u16().to_string();
     let gated = m.gateable;
     let ok = ResponseBuilder::new()
-        .description(if done == "201" { "Created" } else { "Completed" })
+        .description(if done == "201" {
+            "Created"
+        } else {
+            "Completed"
+        })
         .content("application/json", json_content(&output_ref))
         .build();
     if gated && done == "202" {
@@ -319,7 +362,10 @@ fn operation_for(route: &Route, op: &dyn DynOperation, schemas: &mut Schemas) ->
             "202",
             ResponseBuilder::new()
                 .description("Accepted: the result, or the approval it waits for")
-                .content("application/json", json_content(&format!("{SCHEMAS}{either}")))
+                .content(
+                    "application/json",
+                    json_content(&format!("{SCHEMAS}{either}")),
+                )
                 .build(),
         );
     } else {
@@ -329,21 +375,33 @@ fn operation_for(route: &Route, op: &dyn DynOperation, schemas: &mut Schemas) ->
                 "202",
                 ResponseBuilder::new()
                     .description("Stopped at the approval gate; nothing changed yet")
-                    .content("application/json", json_content(&format!("{SCHEMAS}ApprovalRequired")))
+                    .content(
+                        "application/json",
+                        json_content(&format!("{SCHEMAS}ApprovalRequired")),
+                    )
                     .build(),
             );
         }
     }
-    let issues = matches!(m.name, "issue_certificate" | "renew_certificate" | "submit_agent_csr" | "create_issuer" | "update_issuer");
+    let issues = matches!(
+        m.name,
+        "issue_certificate"
+            | "renew_certificate"
+            | "submit_agent_csr"
+            | "create_issuer"
+            | "update_issuer"
+    );
     (error_responses(b, issues), raw_params)
 }
 
 fn build() -> Value {
     let mut schemas = Schemas::default();
     let mut paths = PathsBuilder::new();
-    let mut params: Vec<(String, &'static str, Vec<(String, Value)>)> = Vec::new();
+    let mut params: Vec<(String, &'static str, RawParams)> = Vec::new();
     for route in routes() {
-        let Some(op) = ops::find(route.op) else { continue };
+        let Some(op) = ops::find(route.op) else {
+            continue;
+        };
         let (b, raw) = operation_for(&route, op, &mut schemas);
         let path = format!("/api/v1{}", route.path);
         paths = paths.path(path.clone(), PathItem::new(method(route.method), b.build()));
@@ -353,7 +411,10 @@ fn build() -> Value {
     let any_object = json!({ "type": "object" });
     schemas.0.insert("AnyObject".into(), any_object);
     let plain = |d: &str, reference: &str| {
-        ResponseBuilder::new().description(d).content("application/json", json_content(reference)).build()
+        ResponseBuilder::new()
+            .description(d)
+            .content("application/json", json_content(reference))
+            .build()
     };
     paths = paths
         .path(
@@ -363,10 +424,15 @@ fn build() -> Value {
                 error_responses(
                     OperationBuilder::new()
                         .operation_id(Some("catalogue"))
-                        .summary(Some("The operation catalogue with input and output schemas"))
+                        .summary(Some(
+                            "The operation catalogue with input and output schemas",
+                        ))
                         .tag("operations")
                         .security(SecurityRequirement::new("bearer", Vec::<String>::new()))
-                        .response("200", plain("The catalogue", &format!("{SCHEMAS}AnyObject"))),
+                        .response(
+                            "200",
+                            plain("The catalogue", &format!("{SCHEMAS}AnyObject")),
+                        ),
                     false,
                 )
                 .build(),
@@ -382,14 +448,34 @@ fn build() -> Value {
                         .summary(Some("Run any operation by name with its JSON input"))
                         .tag("operations")
                         .security(SecurityRequirement::new("bearer", Vec::<String>::new()))
-                        .parameter(ParameterBuilder::new().name("name").parameter_in(ParameterIn::Path).required(Required::True))
+                        .parameter(
+                            ParameterBuilder::new()
+                                .name("name")
+                                .parameter_in(ParameterIn::Path)
+                                .required(Required::True),
+                        )
                         .request_body(Some(
                             RequestBodyBuilder::new()
-                                .content("application/json", json_content(&format!("{SCHEMAS}AnyObject")))
+                                .content(
+                                    "application/json",
+                                    json_content(&format!("{SCHEMAS}AnyObject")),
+                                )
                                 .build(),
                         ))
-                        .response("200", plain("Completed: {status, result}", &format!("{SCHEMAS}AnyObject")))
-                        .response("202", plain("Stopped at the approval gate", &format!("{SCHEMAS}ApprovalRequired"))),
+                        .response(
+                            "200",
+                            plain(
+                                "Completed: {status, result}",
+                                &format!("{SCHEMAS}AnyObject"),
+                            ),
+                        )
+                        .response(
+                            "202",
+                            plain(
+                                "Stopped at the approval gate",
+                                &format!("{SCHEMAS}ApprovalRequired"),
+                            ),
+                        ),
                     true,
                 )
                 .build(),
@@ -520,26 +606,38 @@ fn build() -> Value {
     let mut doc = serde_json::to_value(&doc).unwrap_or_default();
     // Raw schemas: the engine's JSON Schemas, untouched but for references.
     for (path, verb, raw) in params {
-        let Some(Value::Array(ps)) = doc.pointer_mut(&format!("/paths/{}/{verb}/parameters", path.replace('~', "~0").replace('/', "~1"))) else {
+        let Some(Value::Array(ps)) = doc.pointer_mut(&format!(
+            "/paths/{}/{verb}/parameters",
+            path.replace('~', "~0").replace('/', "~1")
+        )) else {
             continue;
         };
         for p in ps.iter_mut() {
-            let name = p.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let name = p
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
             if let Some((_, s)) = raw.iter().find(|(n, _)| *n == name) {
                 p["schema"] = s.clone();
             }
         }
     }
     for path in ["/api/v1/operations/{name}"] {
-        if let Some(Value::Array(ps)) = doc.pointer_mut(&format!("/paths/{}/post/parameters", path.replace('/', "~1"))) {
+        if let Some(Value::Array(ps)) = doc.pointer_mut(&format!(
+            "/paths/{}/post/parameters",
+            path.replace('/', "~1")
+        )) {
             for p in ps.iter_mut() {
                 p["schema"] = json!({ "type": "string" });
             }
         }
     }
-    let comps = doc["components"].as_object_mut().map(|c| {
-        c.insert("schemas".into(), Value::Object(schemas.0.into_iter().collect::<Map<_, _>>()));
-    });
-    debug_assert!(comps.is_some());
+    if let Some(c) = doc["components"].as_object_mut() {
+        c.insert(
+            "schemas".into(),
+            Value::Object(schemas.0.into_iter().collect::<Map<_, _>>()),
+        );
+    }
     doc
 }

@@ -63,7 +63,13 @@ pub fn shape(op: &dyn DynOperation) -> &'static Shape {
                     .map(|props| props.iter().map(|(k, v)| (k.clone(), kind_of(v))).collect())
                     .unwrap_or_default();
                 let engine_fields = fields.contains_key("fields");
-                (op.meta().name, Shape { fields, engine_fields })
+                (
+                    op.meta().name,
+                    Shape {
+                        fields,
+                        engine_fields,
+                    },
+                )
             })
             .collect()
     });
@@ -72,9 +78,12 @@ pub fn shape(op: &dyn DynOperation) -> &'static Shape {
         .unwrap_or_else(|| EMPTY.get_or_init(Shape::default))
 }
 
+/// The sparse fieldset the face applies itself, when the operation has none.
+pub type FaceFields = Option<Vec<String>>;
+
 /// Parses a raw query string into an input object, and the sparse fieldset
 /// the face applies when the operation does not.
-pub fn to_input(shape: &Shape, raw: &str) -> Result<(Map<String, Value>, Option<Vec<String>>), ApiError> {
+pub fn to_input(shape: &Shape, raw: &str) -> Result<(Map<String, Value>, FaceFields), ApiError> {
     let mut input = Map::new();
     let mut face_fields = None;
     for (k, v) in form_urlencoded_pairs(raw)? {
@@ -90,20 +99,26 @@ pub fn to_input(shape: &Shape, raw: &str) -> Result<(Map<String, Value>, Option<
         }
         let value = match kind {
             Kind::Text => Value::String(v),
-            Kind::Integer => v
-                .parse::<i64>()
-                .map(Value::from)
-                .map_err(|_| invalid_request(format!("query parameter '{k}' must be an integer")))?,
+            Kind::Integer => v.parse::<i64>().map(Value::from).map_err(|_| {
+                invalid_request(format!("query parameter '{k}' must be an integer"))
+            })?,
             Kind::Number => v
                 .parse::<f64>()
                 .ok()
                 .and_then(serde_json::Number::from_f64)
                 .map(Value::Number)
-                .ok_or_else(|| invalid_request(format!("query parameter '{k}' must be a number")))?,
+                .ok_or_else(|| {
+                    invalid_request(format!("query parameter '{k}' must be a number"))
+                })?,
             Kind::Boolean => match v.as_str() {
                 "true" | "1" => Value::Bool(true),
                 "false" | "0" => Value::Bool(false),
-                _ => return Err(invalid_request(format!("query parameter '{k}' must be true or false")).into()),
+                _ => {
+                    return Err(invalid_request(format!(
+                        "query parameter '{k}' must be true or false"
+                    ))
+                    .into());
+                }
             },
             Kind::List => Value::Array(split_list(&v).into_iter().map(Value::String).collect()),
         };

@@ -131,63 +131,351 @@ pub fn routes() -> Vec<Route> {
         "archive_certificate"
     ));
     v.extend([
-        r(Post, "/certificates/{id}/issue", "issue_certificate", ID, Body, OK, "certificates"),
-        r(Post, "/certificates/{id}/renew", "renew_certificate", ID, Body, ACCEPTED, "certificates"),
-        r(Post, "/certificates/{id}/revoke", "revoke_certificate", ID, Body, OK, "certificates"),
+        r(
+            Post,
+            "/certificates/{id}/issue",
+            "issue_certificate",
+            ID,
+            Body,
+            OK,
+            "certificates",
+        ),
+        r(
+            Post,
+            "/certificates/{id}/renew",
+            "renew_certificate",
+            ID,
+            Body,
+            ACCEPTED,
+            "certificates",
+        ),
+        r(
+            Post,
+            "/certificates/{id}/revoke",
+            "revoke_certificate",
+            ID,
+            Body,
+            OK,
+            "certificates",
+        ),
     ]);
-    v.extend(crud!("/issuers", "issuers", "list_issuers", "create_issuer", "get_issuer", "update_issuer", "delete_issuer"));
-    v.extend(crud!("/targets", "targets", "list_targets", "create_target", "get_target", "update_target", "delete_target"));
-    v.extend(crud!("/owners", "owners", "list_owners", "create_owner", "get_owner", "update_owner", "delete_owner"));
-    v.extend(crud!("/teams", "teams", "list_teams", "create_team", "get_team", "update_team", "delete_team"));
-    v.extend(crud!("/profiles", "profiles", "list_profiles", "create_profile", "get_profile", "update_profile", "delete_profile"));
-    v.extend(crud!("/policies", "policies", "list_policies", "create_policy", "get_policy", "update_policy", "delete_policy"));
+    v.extend(crud!(
+        "/issuers",
+        "issuers",
+        "list_issuers",
+        "create_issuer",
+        "get_issuer",
+        "update_issuer",
+        "delete_issuer"
+    ));
+    v.extend(crud!(
+        "/targets",
+        "targets",
+        "list_targets",
+        "create_target",
+        "get_target",
+        "update_target",
+        "delete_target"
+    ));
+    v.extend(crud!(
+        "/owners",
+        "owners",
+        "list_owners",
+        "create_owner",
+        "get_owner",
+        "update_owner",
+        "delete_owner"
+    ));
+    v.extend(crud!(
+        "/teams",
+        "teams",
+        "list_teams",
+        "create_team",
+        "get_team",
+        "update_team",
+        "delete_team"
+    ));
+    v.extend(crud!(
+        "/profiles",
+        "profiles",
+        "list_profiles",
+        "create_profile",
+        "get_profile",
+        "update_profile",
+        "delete_profile"
+    ));
+    v.extend(crud!(
+        "/policies",
+        "policies",
+        "list_policies",
+        "create_policy",
+        "get_policy",
+        "update_policy",
+        "delete_policy"
+    ));
     v.extend([
-        r(Get, "/renewal-policies", "list_renewal_policies", None, Query, OK, "renewal-policies"),
-        r(Post, "/renewal-policies", "create_renewal_policy", None, Body, CREATED, "renewal-policies"),
-        r(Put, "/renewal-policies/{id}", "update_renewal_policy", ID, Body, OK, "renewal-policies"),
-        r(Delete, "/renewal-policies/{id}", "delete_renewal_policy", ID, Body, OK, "renewal-policies"),
+        r(
+            Get,
+            "/renewal-policies",
+            "list_renewal_policies",
+            None,
+            Query,
+            OK,
+            "renewal-policies",
+        ),
+        r(
+            Post,
+            "/renewal-policies",
+            "create_renewal_policy",
+            None,
+            Body,
+            CREATED,
+            "renewal-policies",
+        ),
+        r(
+            Put,
+            "/renewal-policies/{id}",
+            "update_renewal_policy",
+            ID,
+            Body,
+            OK,
+            "renewal-policies",
+        ),
+        r(
+            Delete,
+            "/renewal-policies/{id}",
+            "delete_renewal_policy",
+            ID,
+            Body,
+            OK,
+            "renewal-policies",
+        ),
     ]);
     // Agents: registration by admins; heartbeat, work and CSRs by the agent itself.
     v.extend([
         r(Get, "/agents", "list_agents", None, Query, OK, "agents"),
-        r(Post, "/agents", "register_agent", None, Body, CREATED, "agents"),
+        r(
+            Post,
+            "/agents",
+            "register_agent",
+            None,
+            Body,
+            CREATED,
+            "agents",
+        ),
         r(Get, "/agents/{id}", "get_agent", ID, Query, OK, "agents"),
-        r(Delete, "/agents/{id}", "disable_agent", ID, Body, OK, "agents"),
-        r(Post, "/agents/{id}/heartbeat", "agent_heartbeat", ID, Body, OK, "agents"),
-        r(Get, "/agents/{id}/work", "get_agent_work", ID, Query, OK, "agents"),
-        r(Post, "/agents/{id}/csr", "submit_agent_csr", ID, Body, OK, "agents"),
+        r(
+            Delete,
+            "/agents/{id}",
+            "disable_agent",
+            ID,
+            Body,
+            OK,
+            "agents",
+        ),
+        r(
+            Post,
+            "/agents/{id}/heartbeat",
+            "agent_heartbeat",
+            ID,
+            Body,
+            OK,
+            "agents",
+        ),
+        r(
+            Get,
+            "/agents/{id}/work",
+            "get_agent_work",
+            ID,
+            Query,
+            OK,
+            "agents",
+        ),
+        r(
+            Post,
+            "/agents/{id}/csr",
+            "submit_agent_csr",
+            ID,
+            Body,
+            OK,
+            "agents",
+        ),
     ]);
     v.extend([
         r(Get, "/jobs", "list_jobs", None, Query, OK, "jobs"),
         r(Get, "/jobs/{id}", "get_job", ID, Query, OK, "jobs"),
-        r(Post, "/jobs/{id}/cancel", "cancel_job", ID, Body, OK, "jobs"),
-        r(Post, "/jobs/{id}/approve", "approve_job", ID, Body, OK, "jobs"),
-        r(Post, "/jobs/{id}/reject", "reject_job", ID, Body, OK, "jobs"),
+        r(
+            Post,
+            "/jobs/{id}/cancel",
+            "cancel_job",
+            ID,
+            Body,
+            OK,
+            "jobs",
+        ),
+        r(
+            Post,
+            "/jobs/{id}/approve",
+            "approve_job",
+            ID,
+            Body,
+            OK,
+            "jobs",
+        ),
+        r(
+            Post,
+            "/jobs/{id}/reject",
+            "reject_job",
+            ID,
+            Body,
+            OK,
+            "jobs",
+        ),
     ]);
     let ap = Some("approval_id");
     v.extend([
-        r(Get, "/approvals", "list_approvals", None, Query, OK, "approvals"),
-        r(Post, "/approvals/expire", "expire_approvals", None, Body, OK, "approvals"),
-        r(Get, "/approvals/{id}", "get_approval", ID, Query, OK, "approvals"),
-        r(Post, "/approvals/{id}/approve", "approve_request", ap, Body, OK, "approvals"),
-        r(Post, "/approvals/{id}/reject", "reject_request", ap, Body, OK, "approvals"),
-        r(Post, "/approvals/{id}/cancel", "cancel_request", ap, Body, OK, "approvals"),
+        r(
+            Get,
+            "/approvals",
+            "list_approvals",
+            None,
+            Query,
+            OK,
+            "approvals",
+        ),
+        r(
+            Post,
+            "/approvals/expire",
+            "expire_approvals",
+            None,
+            Body,
+            OK,
+            "approvals",
+        ),
+        r(
+            Get,
+            "/approvals/{id}",
+            "get_approval",
+            ID,
+            Query,
+            OK,
+            "approvals",
+        ),
+        r(
+            Post,
+            "/approvals/{id}/approve",
+            "approve_request",
+            ap,
+            Body,
+            OK,
+            "approvals",
+        ),
+        r(
+            Post,
+            "/approvals/{id}/reject",
+            "reject_request",
+            ap,
+            Body,
+            OK,
+            "approvals",
+        ),
+        r(
+            Post,
+            "/approvals/{id}/cancel",
+            "cancel_request",
+            ap,
+            Body,
+            OK,
+            "approvals",
+        ),
     ]);
     v.extend([
         r(Get, "/audit", "get_audit_log", None, Query, OK, "audit"),
-        r(Get, "/audit/verify", "verify_audit_log", None, Query, OK, "audit"),
+        r(
+            Get,
+            "/audit/verify",
+            "verify_audit_log",
+            None,
+            Query,
+            OK,
+            "audit",
+        ),
     ]);
     v.extend([
-        r(Get, "/stats/summary", "get_stats_summary", None, Query, OK, "stats"),
-        r(Get, "/stats/certificates-by-status", "get_certificates_by_status", None, Query, OK, "stats"),
-        r(Get, "/stats/expiration-timeline", "get_expiration_timeline", None, Query, OK, "stats"),
-        r(Get, "/stats/job-trends", "get_job_trends", None, Query, OK, "stats"),
-        r(Get, "/stats/issuance-rate", "get_issuance_rate", None, Query, OK, "stats"),
+        r(
+            Get,
+            "/stats/summary",
+            "get_stats_summary",
+            None,
+            Query,
+            OK,
+            "stats",
+        ),
+        r(
+            Get,
+            "/stats/certificates-by-status",
+            "get_certificates_by_status",
+            None,
+            Query,
+            OK,
+            "stats",
+        ),
+        r(
+            Get,
+            "/stats/expiration-timeline",
+            "get_expiration_timeline",
+            None,
+            Query,
+            OK,
+            "stats",
+        ),
+        r(
+            Get,
+            "/stats/job-trends",
+            "get_job_trends",
+            None,
+            Query,
+            OK,
+            "stats",
+        ),
+        r(
+            Get,
+            "/stats/issuance-rate",
+            "get_issuance_rate",
+            None,
+            Query,
+            OK,
+            "stats",
+        ),
     ]);
     v.extend([
-        r(Get, "/principals", "list_principals", None, Query, OK, "principals"),
-        r(Post, "/principals", "create_principal", None, Body, CREATED, "principals"),
-        r(Delete, "/principals/{id}", "revoke_principal", ID, Body, OK, "principals"),
+        r(
+            Get,
+            "/principals",
+            "list_principals",
+            None,
+            Query,
+            OK,
+            "principals",
+        ),
+        r(
+            Post,
+            "/principals",
+            "create_principal",
+            None,
+            Body,
+            CREATED,
+            "principals",
+        ),
+        r(
+            Delete,
+            "/principals/{id}",
+            "revoke_principal",
+            ID,
+            Body,
+            OK,
+            "principals",
+        ),
     ]);
     v
 }
@@ -244,7 +532,10 @@ async fn run(
         }
         Source::Body => {
             if raw.as_deref().is_some_and(|q| !q.is_empty()) {
-                return Err(invalid_request("this endpoint takes its input in the JSON body, not the query string").into());
+                return Err(invalid_request(
+                    "this endpoint takes its input in the JSON body, not the query string",
+                )
+                .into());
             }
             object_body(body)?
         }
@@ -261,7 +552,10 @@ async fn run(
         Ok(Outcome::ApprovalRequired(_)) => "approval_required",
         Err(_) => "error",
     };
-    state.extras.metrics.observe_op(route.op, label, started.elapsed());
+    state
+        .extras
+        .metrics
+        .observe_op(route.op, label, started.elapsed());
     let outcome = outcome?;
     Ok(match outcome {
         Outcome::Completed { mut result } => {

@@ -13,15 +13,15 @@ mod certificates;
 mod errors;
 #[path = "api/health.rs"]
 mod health;
-#[path = "api/operations.rs"]
-mod operations;
-#[path = "api/server.rs"]
-mod server;
-#[path = "api/resources.rs"]
-mod resources;
 #[path = "api/matrix.rs"]
 mod matrix;
-#[path = "api/security.rs"]
-mod security;
 #[path = "api/openapi.rs"]
 mod openapi;
+#[path = "api/operations.rs"]
+mod operations;
+#[path = "api/resources.rs"]
+mod resources;
+#[path = "api/security.rs"]
+mod security;
+#[path = "api/server.rs"]
+mod server;

@@ -51,7 +51,9 @@ impl Engine {
         }
         match wait.await {
             Ok(true) => Ok(()),
-            _ => Err(Error::internal("the audit event of this read could not be written")),
+            _ => Err(Error::internal(
+                "the audit event of this read could not be written",
+            )),
         }
     }
 

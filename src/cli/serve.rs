@@ -70,7 +70,12 @@ impl ApiArgs {
         certctl_api::ApiOptions {
             rate_limit_rps: self.rate_limit_rps,
             rate_limit_burst: self.rate_limit_burst,
-            cors_origins: self.cors_origins.iter().filter(|o| !o.trim().is_empty()).cloned().collect(),
+            cors_origins: self
+                .cors_origins
+                .iter()
+                .filter(|o| !o.trim().is_empty())
+                .cloned()
+                .collect(),
             audit_requests: self.audit_api_requests,
         }
     }
@@ -79,14 +84,21 @@ impl ApiArgs {
         use certctl_api::jwt::{JwtKey, JwtVerifier};
         let secret = super::from_flag_or_file(self.auth_secret.clone(), "CERTCTL_AUTH_SECRET")?;
         let key = match (secret, &self.jwt_public_key_file) {
-            (Some(_), Some(_)) => bail!("set either CERTCTL_AUTH_SECRET (HS256) or CERTCTL_JWT_PUBLIC_KEY_FILE (RS256), not both"),
+            (Some(_), Some(_)) => bail!(
+                "set either CERTCTL_AUTH_SECRET (HS256) or CERTCTL_JWT_PUBLIC_KEY_FILE (RS256), not both"
+            ),
             (Some(s), None) => JwtKey::Hs256(s.expose().as_bytes().to_vec()),
-            (None, Some(path)) => JwtKey::Rs256Pem(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?),
-            (None, None) => bail!("CERTCTL_AUTH_TYPE=jwt needs CERTCTL_AUTH_SECRET (HS256) or CERTCTL_JWT_PUBLIC_KEY_FILE (RS256)"),
+            (None, Some(path)) => JwtKey::Rs256Pem(
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+            ),
+            (None, None) => bail!(
+                "CERTCTL_AUTH_TYPE=jwt needs CERTCTL_AUTH_SECRET (HS256) or CERTCTL_JWT_PUBLIC_KEY_FILE (RS256)"
+            ),
         };
         let issuer = self.jwt_issuer.as_deref().unwrap_or_default();
-        let verifier = JwtVerifier::new(key, issuer, &self.jwt_audience)
-            .map_err(|e| anyhow::anyhow!("JWT settings: {e} (CERTCTL_JWT_ISSUER, CERTCTL_JWT_AUDIENCE)"))?;
+        let verifier = JwtVerifier::new(key, issuer, &self.jwt_audience).map_err(|e| {
+            anyhow::anyhow!("JWT settings: {e} (CERTCTL_JWT_ISSUER, CERTCTL_JWT_AUDIENCE)")
+        })?;
         Ok(AuthMode::Jwt(std::sync::Arc::new(verifier)))
     }
 }
@@ -226,20 +238,43 @@ mod tests {
     fn auth_rules() {
         let lo: SocketAddr = "127.0.0.1:8443".parse().unwrap();
         let wide: SocketAddr = "0.0.0.0:8443".parse().unwrap();
-        assert!(matches!(auth_mode(&args(&[]), lo).unwrap(), AuthMode::ApiKey));
-        assert!(auth_mode(&args(&["--auth-type", "none"]), lo).unwrap().is_none());
-        assert!(auth_mode(&args(&["--allow-insecure-no-auth"]), lo).unwrap().is_none());
+        assert!(matches!(
+            auth_mode(&args(&[]), lo).unwrap(),
+            AuthMode::ApiKey
+        ));
+        assert!(
+            auth_mode(&args(&["--auth-type", "none"]), lo)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            auth_mode(&args(&["--allow-insecure-no-auth"]), lo)
+                .unwrap()
+                .is_none()
+        );
         assert!(auth_mode(&args(&["--auth-type", "none"]), wide).is_err());
         let jwt = auth_mode(&args(&["--auth-type", "jwt"]), lo).unwrap_err();
         assert!(jwt.to_string().contains("CERTCTL_AUTH_SECRET"), "{jwt}");
         let jwt = auth_mode(
-            &args(&["--auth-type", "jwt", "--auth-secret", "0123456789abcdef0123456789abcdef", "--jwt-issuer", "https://idp"]),
+            &args(&[
+                "--auth-type",
+                "jwt",
+                "--auth-secret",
+                "0123456789abcdef0123456789abcdef",
+                "--jwt-issuer",
+                "https://idp",
+            ]),
             lo,
         )
         .unwrap();
         assert!(matches!(jwt, AuthMode::Jwt(_)));
         let no_issuer = auth_mode(
-            &args(&["--auth-type", "jwt", "--auth-secret", "0123456789abcdef0123456789abcdef"]),
+            &args(&[
+                "--auth-type",
+                "jwt",
+                "--auth-secret",
+                "0123456789abcdef0123456789abcdef",
+            ]),
             lo,
         )
         .unwrap_err();

@@ -47,21 +47,47 @@ async fn role_by_route_matrix(rig: &Rig) {
     let agent_id = agent.body["agent"]["id"].as_str().unwrap().to_owned();
     let other = rig.post("/api/v1/agents", admin, r#"{"name":"b"}"#).await;
     let other_key = other.body["api_key"].as_str().unwrap().to_owned();
-    let team = rig.post("/api/v1/teams", admin, r#"{"name":"t"}"#).await.body["id"].as_str().unwrap().to_owned();
-    let owner = rig.post("/api/v1/owners", admin, r#"{"name":"o"}"#).await.body["id"].as_str().unwrap().to_owned();
+    let team = rig
+        .post("/api/v1/teams", admin, r#"{"name":"t"}"#)
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let owner = rig
+        .post("/api/v1/owners", admin, r#"{"name":"o"}"#)
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let target = rig
-        .post("/api/v1/targets", admin, &json!({"name": "n", "kind": "nginx", "agent_id": agent_id}).to_string())
+        .post(
+            "/api/v1/targets",
+            admin,
+            &json!({"name": "n", "kind": "nginx", "agent_id": agent_id}).to_string(),
+        )
         .await
         .body["id"]
         .as_str()
         .unwrap()
         .to_owned();
     let gated = rig
-        .post(&format!("/api/v1/certificates/{cert}/revoke"), Some(&operator), "{}")
+        .post(
+            &format!("/api/v1/certificates/{cert}/revoke"),
+            Some(&operator),
+            "{}",
+        )
         .await;
-    let approval = gated.body["approval_id"].as_str().expect("revoke is gated").to_owned();
+    let approval = gated.body["approval_id"]
+        .as_str()
+        .expect("revoke is gated")
+        .to_owned();
 
-    let mut callers = vec![(Caller::Anonymous, None), (Caller::OtherAgent, Some(other_key))];
+    let mut callers = vec![
+        (Caller::Anonymous, None),
+        (Caller::OtherAgent, Some(other_key)),
+    ];
     for role in ["viewer", "operator", "approver"] {
         let r = Role::parse(role).unwrap();
         callers.push((Caller::Role(r), Some(rig.key(role).await)));
@@ -86,9 +112,13 @@ async fn role_by_route_matrix(rig: &Rig) {
                 "submit_agent_csr" => r#"{"job_id":"job-x","csr_pem":"x"}"#,
                 _ => "{}",
             };
-            let method = axum::http::Method::from_bytes(route.method.as_str().to_uppercase().as_bytes()).unwrap();
+            let method =
+                axum::http::Method::from_bytes(route.method.as_str().to_uppercase().as_bytes())
+                    .unwrap();
             let with_body = route.source == certctl_api::routes::Source::Body;
-            let r: Reply = rig.send(method, &uri, key.as_deref(), with_body.then_some(body)).await;
+            let r: Reply = rig
+                .send(method, &uri, key.as_deref(), with_body.then_some(body))
+                .await;
             checked += 1;
             let status = r.status.as_u16();
             let expect_denied = denied(*caller, route.op);
@@ -99,17 +129,41 @@ async fn role_by_route_matrix(rig: &Rig) {
                 _ => status != 401 && status != 403 && status < 500,
             };
             if !ok {
-                failures.push(format!("{caller:?} {} {uri} -> {status} {}", route.method.as_str(), r.body));
+                failures.push(format!(
+                    "{caller:?} {} {uri} -> {status} {}",
+                    route.method.as_str(),
+                    r.body
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {checked} checks failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} checks failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     // The catalogue endpoints and metrics follow the same rules.
     let viewer = rig.key("viewer").await;
-    assert_eq!(rig.get("/api/v1/metrics/prometheus", Some(&viewer)).await.status, 200);
-    assert_eq!(rig.get("/api/v1/metrics/prometheus", None).await.status, 401);
+    assert_eq!(
+        rig.get("/api/v1/metrics/prometheus", Some(&viewer))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        rig.get("/api/v1/metrics/prometheus", None).await.status,
+        401
+    );
     let agent_key = callers[1].1.clone().unwrap();
-    assert_eq!(rig.get("/api/v1/metrics/prometheus", Some(&agent_key)).await.status, 403);
-    let r = rig.post("/api/v1/operations/create_team", Some(&viewer), "{}").await;
+    assert_eq!(
+        rig.get("/api/v1/metrics/prometheus", Some(&agent_key))
+            .await
+            .status,
+        403
+    );
+    let r = rig
+        .post("/api/v1/operations/create_team", Some(&viewer), "{}")
+        .await;
     r.assert_problem(403, "forbidden");
 }

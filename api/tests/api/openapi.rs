@@ -38,7 +38,12 @@ fn document_is_openapi_3_1_and_covers_every_route() {
     let text = doc.to_string();
     for piece in text.split("\"$ref\":\"").skip(1) {
         let reference = piece.split('"').next().unwrap();
-        let name = reference.strip_prefix("#/components/schemas/").expect("component reference");
-        assert!(doc["components"]["schemas"][name].is_object(), "dangling {reference}");
+        let name = reference
+            .strip_prefix("#/components/schemas/")
+            .expect("component reference");
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "dangling {reference}"
+        );
     }
 }

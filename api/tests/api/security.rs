@@ -12,7 +12,10 @@ use serde_json::json;
 use crate::backend_tests;
 use crate::support::Rig;
 
-backend_tests!(every_call_is_audited_once_with_its_body_hash, metrics_exposition);
+backend_tests!(
+    every_call_is_audited_once_with_its_body_hash,
+    metrics_exposition
+);
 
 fn req(method: Method, uri: &str, headers: &[(&str, &str)], body: &str) -> Request<Body> {
     let mut b = Request::builder().method(method).uri(uri);
@@ -27,7 +30,15 @@ async fn request_ids_and_security_headers() {
     let rig = Rig::new().await;
     let auth = format!("Bearer {}", rig.admin_key);
     let r = rig
-        .send_via(&rig.router, req(Method::GET, "/api/v1/certificates", &[("authorization", &auth), ("x-request-id", "trace-42")], ""))
+        .send_via(
+            &rig.router,
+            req(
+                Method::GET,
+                "/api/v1/certificates",
+                &[("authorization", &auth), ("x-request-id", "trace-42")],
+                "",
+            ),
+        )
         .await;
     assert_eq!(r.headers["x-request-id"], "trace-42");
     for (h, v) in [
@@ -39,7 +50,17 @@ async fn request_ids_and_security_headers() {
         assert_eq!(r.headers[h], v, "{h}");
     }
     // Generated when absent or unusable; errors carry them too.
-    let r = rig.send_via(&rig.router, req(Method::GET, "/api/v1/nope", &[("x-request-id", "bad id with spaces")], "")).await;
+    let r = rig
+        .send_via(
+            &rig.router,
+            req(
+                Method::GET,
+                "/api/v1/nope",
+                &[("x-request-id", "bad id with spaces")],
+                "",
+            ),
+        )
+        .await;
     let id = r.headers["x-request-id"].to_str().unwrap();
     assert!(id.starts_with("req-") && id.len() > 10, "{id}");
     assert_eq!(r.headers["x-content-type-options"], "nosniff");
@@ -57,13 +78,28 @@ async fn cors_is_denied_unless_the_origin_is_allowed() {
             "",
         )
     };
-    let r = rig.send_via(&rig.router, preflight("https://evil.example")).await;
-    assert!(r.headers.get("access-control-allow-origin").is_none(), "{r:?}");
-    let options = ApiOptions { cors_origins: vec!["https://dash.example".into()], ..Default::default() };
+    let r = rig
+        .send_via(&rig.router, preflight("https://evil.example"))
+        .await;
+    assert!(
+        r.headers.get("access-control-allow-origin").is_none(),
+        "{r:?}"
+    );
+    let options = ApiOptions {
+        cors_origins: vec!["https://dash.example".into()],
+        ..Default::default()
+    };
     let router = certctl_api::app(AppState::with_options(rig.engine.clone(), options));
-    let r = rig.send_via(&router, preflight("https://dash.example")).await;
-    assert_eq!(r.headers["access-control-allow-origin"], "https://dash.example");
-    let r = rig.send_via(&router, preflight("https://evil.example")).await;
+    let r = rig
+        .send_via(&router, preflight("https://dash.example"))
+        .await;
+    assert_eq!(
+        r.headers["access-control-allow-origin"],
+        "https://dash.example"
+    );
+    let r = rig
+        .send_via(&router, preflight("https://evil.example"))
+        .await;
     assert!(r.headers.get("access-control-allow-origin").is_none());
     rig.finish().await;
 }
@@ -71,7 +107,11 @@ async fn cors_is_denied_unless_the_origin_is_allowed() {
 #[tokio::test]
 async fn rate_limits_are_per_principal_with_retry_after() {
     let rig = Rig::new().await;
-    let options = ApiOptions { rate_limit_rps: 1, rate_limit_burst: 3, ..Default::default() };
+    let options = ApiOptions {
+        rate_limit_rps: 1,
+        rate_limit_burst: 3,
+        ..Default::default()
+    };
     let router = certctl_api::app(AppState::with_options(rig.engine.clone(), options));
     let viewer = format!("Bearer {}", rig.key("viewer").await);
     let admin = format!("Bearer {}", rig.admin_key);
@@ -81,8 +121,19 @@ async fn rate_limits_are_per_principal_with_retry_after() {
     }
     let limited = rig.send_via(&router, get(&viewer)).await;
     limited.assert_problem(429, "rate-limited");
-    assert!(limited.headers["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
-    assert_eq!(rig.send_via(&router, get(&admin)).await.status, 200, "another principal has its own bucket");
+    assert!(
+        limited.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(
+        rig.send_via(&router, get(&admin)).await.status,
+        200,
+        "another principal has its own bucket"
+    );
     rig.finish().await;
 }
 
@@ -95,37 +146,104 @@ fn far() -> i64 {
 #[tokio::test]
 async fn jwt_hs256_and_rs256() {
     let rig = Rig::new().await;
-    let hs = JwtVerifier::new(JwtKey::Hs256(SECRET.as_bytes().to_vec()), "https://idp.example", "certctl").unwrap();
+    let hs = JwtVerifier::new(
+        JwtKey::Hs256(SECRET.as_bytes().to_vec()),
+        "https://idp.example",
+        "certctl",
+    )
+    .unwrap();
     let router = certctl_api::app(AppState::new(rig.engine.clone()).auth(AuthMode::Jwt(hs.into())));
     let claims = |role: &str| json!({"sub": "alice", "role": role, "iss": "https://idp.example", "aud": "certctl", "exp": far()});
     let sign = |c: serde_json::Value| {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &c, &EncodingKey::from_secret(SECRET.as_bytes()).unwrap()).unwrap()
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &c,
+            &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+        )
+        .unwrap()
     };
     let call = |token: String, method: Method, uri: &str, body: &str| {
-        req(method, uri, &[("authorization", &format!("Bearer {token}")), ("content-type", "application/json")], body)
+        req(
+            method,
+            uri,
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                ("content-type", "application/json"),
+            ],
+            body,
+        )
     };
-    let r = rig.send_via(&router, call(sign(claims("viewer")), Method::GET, "/api/v1/certificates", "")).await;
+    let r = rig
+        .send_via(
+            &router,
+            call(
+                sign(claims("viewer")),
+                Method::GET,
+                "/api/v1/certificates",
+                "",
+            ),
+        )
+        .await;
     assert_eq!(r.status, 200, "{r:?}");
-    let r = rig.send_via(&router, call(sign(claims("viewer")), Method::POST, "/api/v1/teams", r#"{"name":"x"}"#)).await;
+    let r = rig
+        .send_via(
+            &router,
+            call(
+                sign(claims("viewer")),
+                Method::POST,
+                "/api/v1/teams",
+                r#"{"name":"x"}"#,
+            ),
+        )
+        .await;
     r.assert_problem(403, "forbidden");
-    let r = rig.send_via(&router, call(sign(claims("operator")), Method::POST, "/api/v1/teams", r#"{"name":"x"}"#)).await;
+    let r = rig
+        .send_via(
+            &router,
+            call(
+                sign(claims("operator")),
+                Method::POST,
+                "/api/v1/teams",
+                r#"{"name":"x"}"#,
+            ),
+        )
+        .await;
     assert_eq!(r.status, 201, "{r:?}");
     let mut wrong_aud = claims("admin");
     wrong_aud["aud"] = "other".into();
-    rig.send_via(&router, call(sign(wrong_aud), Method::GET, "/api/v1/teams", "")).await.assert_problem(401, "unauthenticated");
+    rig.send_via(
+        &router,
+        call(sign(wrong_aud), Method::GET, "/api/v1/teams", ""),
+    )
+    .await
+    .assert_problem(401, "unauthenticated");
     // An API key is not a JWT.
-    rig.send_via(&router, call(rig.admin_key.clone(), Method::GET, "/api/v1/teams", "")).await.assert_problem(401, "unauthenticated");
+    rig.send_via(
+        &router,
+        call(rig.admin_key.clone(), Method::GET, "/api/v1/teams", ""),
+    )
+    .await
+    .assert_problem(401, "unauthenticated");
 
     // RS256 with a key pair made by openssl.
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k.pem");
     let status = std::process::Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
         .arg(&key)
         .status();
     match status {
         Ok(s) if s.success() => {}
-        other if std::env::var("CERTCTL_REQUIRE_PEERS").as_deref() == Ok("1") => panic!("openssl is required: {other:?}"),
+        other if std::env::var("CERTCTL_REQUIRE_PEERS").as_deref() == Ok("1") => {
+            panic!("openssl is required: {other:?}")
+        }
         other => {
             eprintln!("SKIPPED RS256: openssl not available ({other:?})");
             return;
@@ -140,11 +258,23 @@ async fn jwt_hs256_and_rs256() {
     let rs = JwtVerifier::new(JwtKey::Rs256Pem(public), "https://idp.example", "certctl").unwrap();
     let router = certctl_api::app(AppState::new(rig.engine.clone()).auth(AuthMode::Jwt(rs.into())));
     let private = std::fs::read(&key).unwrap();
-    let token = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims("admin"), &EncodingKey::from_rsa_pem(&private).unwrap()).unwrap();
-    let r = rig.send_via(&router, call(token, Method::GET, "/api/v1/principals", "")).await;
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::RS256),
+        &claims("admin"),
+        &EncodingKey::from_rsa_pem(&private).unwrap(),
+    )
+    .unwrap();
+    let r = rig
+        .send_via(&router, call(token, Method::GET, "/api/v1/principals", ""))
+        .await;
     assert_eq!(r.status, 200, "{r:?}");
     // An HS256 token signed with the public key (algorithm confusion) is refused.
-    rig.send_via(&router, call(sign(claims("admin")), Method::GET, "/api/v1/principals", "")).await.assert_problem(401, "unauthenticated");
+    rig.send_via(
+        &router,
+        call(sign(claims("admin")), Method::GET, "/api/v1/principals", ""),
+    )
+    .await
+    .assert_problem(401, "unauthenticated");
     rig.finish().await;
 }
 
@@ -152,13 +282,40 @@ async fn every_call_is_audited_once_with_its_body_hash(rig: &Rig) {
     let body = r#"{"name":"audited"}"#;
     let auth = format!("Bearer {}", rig.admin_key);
     let r = rig
-        .send_via(&rig.router, req(Method::POST, "/api/v1/teams", &[("authorization", &auth), ("content-type", "application/json"), ("x-request-id", "audit-1")], body))
+        .send_via(
+            &rig.router,
+            req(
+                Method::POST,
+                "/api/v1/teams",
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                    ("x-request-id", "audit-1"),
+                ],
+                body,
+            ),
+        )
         .await;
     assert_eq!(r.status, 201);
-    let anon = rig.send_via(&rig.router, req(Method::GET, "/api/v1/teams", &[("x-request-id", "audit-2")], "")).await;
+    let anon = rig
+        .send_via(
+            &rig.router,
+            req(
+                Method::GET,
+                "/api/v1/teams",
+                &[("x-request-id", "audit-2")],
+                "",
+            ),
+        )
+        .await;
     assert_eq!(anon.status, 401);
     rig.state.flush_request_audit().await;
-    let events = rig.get("/api/v1/audit?action=api_request&per_page=100", Some(&rig.admin_key)).await;
+    let events = rig
+        .get(
+            "/api/v1/audit?action=api_request&per_page=100",
+            Some(&rig.admin_key),
+        )
+        .await;
     let find = |id: &str| {
         events.body["data"]
             .as_array()
@@ -173,13 +330,21 @@ async fn every_call_is_audited_once_with_its_body_hash(rig: &Rig) {
     assert_eq!(e["details"]["method"], "POST");
     assert_eq!(e["details"]["path"], "/api/v1/teams");
     assert_eq!(e["details"]["status"], 201);
-    let sha = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body.as_bytes()));
+    let sha = hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        body.as_bytes(),
+    ));
     assert_eq!(e["details"]["body_sha256"], sha.as_str());
     assert!(e["details"]["latency_ms"].as_f64().is_some());
     let e = find("audit-2");
-    assert_eq!((e["actor"].as_str(), e["outcome"].as_str()), (Some("anonymous"), Some("denied")));
+    assert_eq!(
+        (e["actor"].as_str(), e["outcome"].as_str()),
+        (Some("anonymous"), Some("denied"))
+    );
     // The operation itself is audited once, by the engine, as create_team.
-    let creates = rig.get("/api/v1/audit?action=create_team", Some(&rig.admin_key)).await;
+    let creates = rig
+        .get("/api/v1/audit?action=create_team", Some(&rig.admin_key))
+        .await;
     assert_eq!(creates.body["data"].as_array().unwrap().len(), 1);
     let chain = rig.get("/api/v1/audit/verify", Some(&rig.admin_key)).await;
     assert_eq!(chain.body["valid"], true);
@@ -189,10 +354,16 @@ async fn metrics_exposition(rig: &Rig) {
     rig.issued_certificate("metrics.example.com").await;
     let cert = rig.issued_certificate("renew.example.com").await;
     let k = Some(rig.admin_key.as_str());
-    rig.post(&format!("/api/v1/certificates/{cert}/renew"), k, "").await;
+    rig.post(&format!("/api/v1/certificates/{cert}/renew"), k, "")
+        .await;
     let r = rig.get("/api/v1/metrics/prometheus", k).await;
     assert_eq!(r.status, 200);
-    assert!(r.headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        r.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     let text = r.body.as_str().expect("text");
     for needle in [
         "certctl_certificates{status=\"valid\"}",

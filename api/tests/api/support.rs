@@ -81,7 +81,9 @@ async fn postgres_database() -> Option<(String, String, String)> {
     let mut conn = match sqlx::PgConnection::connect(&admin).await {
         Ok(c) => c,
         Err(e) if !peers_required() => {
-            eprintln!("SKIPPED: PostgreSQL at {admin} is not reachable ({e}); set CERTCTL_REQUIRE_PEERS=1 to fail instead");
+            eprintln!(
+                "SKIPPED: PostgreSQL at {admin} is not reachable ({e}); set CERTCTL_REQUIRE_PEERS=1 to fail instead"
+            );
             return None;
         }
         Err(e) => panic!("PostgreSQL at {admin} is required but not reachable: {e}"),
@@ -93,20 +95,28 @@ async fn postgres_database() -> Option<(String, String, String)> {
         .execute(&mut conn)
         .await
         .expect("create test database");
-    let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin.clone());
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_owned())
+        .unwrap_or(admin.clone());
     Some((format!("{base}/{name}"), admin, name))
 }
 
 impl Rig {
     pub async fn new() -> Self {
-        Self::on(Backend::Sqlite, ApiOptions::default()).await.expect("sqlite rig")
+        Self::on(Backend::Sqlite, ApiOptions::default())
+            .await
+            .expect("sqlite rig")
     }
 
     /// A rig on `backend` with `options`; `None` when PostgreSQL is skipped.
     pub async fn on(backend: Backend, options: ApiOptions) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         let (location, pg) = match backend {
-            Backend::Sqlite => (StoreLocation::SqliteFile(dir.path().join("certctl.db")), None),
+            Backend::Sqlite => (
+                StoreLocation::SqliteFile(dir.path().join("certctl.db")),
+                None,
+            ),
             Backend::Postgres => {
                 let (url, admin, name) = postgres_database().await?;
                 (StoreLocation::Postgres(url), Some((admin, name)))
@@ -171,9 +181,14 @@ impl Rig {
         let body = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn put(&self, uri: &str, key: Option<&str>, body: &str) -> Reply {

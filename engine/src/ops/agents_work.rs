@@ -98,7 +98,10 @@ impl Operation for AgentHeartbeat {
 
     async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
         ensure_agent_self(ctx.principal, &input.id)?;
-        Ok(agent_subject(&input.id, format!("Heartbeat of agent {}", input.id)))
+        Ok(agent_subject(
+            &input.id,
+            format!("Heartbeat of agent {}", input.id),
+        ))
     }
 
     async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
@@ -251,10 +254,19 @@ impl Operation for SubmitAgentCsr {
             super::certificates::issue_version(ctx, cert, Some(&input.csr_pem), None).await?;
         if !ctx
             .tx
-            .transition_job(&job.id, JobStatus::AwaitingCsr, JobStatus::Completed, None, ctx.now)
+            .transition_job(
+                &job.id,
+                JobStatus::AwaitingCsr,
+                JobStatus::Completed,
+                None,
+                ctx.now,
+            )
             .await?
         {
-            return Err(Error::conflict(format!("job {} changed state; try again", job.id)));
+            return Err(Error::conflict(format!(
+                "job {} changed state; try again",
+                job.id
+            )));
         }
         ctx.note("job_id", job.id.clone());
         ctx.audit_resource_id = Some(agent.id.clone());

@@ -50,7 +50,12 @@ impl Operation for ListIssuers {
             .into_iter()
             .map(|r| r.issuer)
             .collect();
-        super::paginate(rows, &input, "name", &["name", "kind", "created_at", "updated_at", "id"])
+        super::paginate(
+            rows,
+            &input,
+            "name",
+            &["name", "kind", "created_at", "updated_at", "id"],
+        )
     }
 }
 

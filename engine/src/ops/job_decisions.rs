@@ -6,8 +6,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ApproveRequest, ApproveRequestInput, Ctx, DecisionOutput, OpMeta, Operation, Risk};
 use super::Subject;
+use super::{ApproveRequest, ApproveRequestInput, Ctx, DecisionOutput, OpMeta, Operation, Risk};
 use crate::domain::{Job, JobStatus, Permission};
 use crate::error::{Error, Result};
 
@@ -146,7 +146,10 @@ async fn finish(
         .transition_job(&job.id, job.status, to, None, ctx.now)
         .await?
     {
-        return Err(Error::conflict(format!("job {} changed state; try again", job.id)));
+        return Err(Error::conflict(format!(
+            "job {} changed state; try again",
+            job.id
+        )));
     }
     ctx.audit_resource_id = Some(job.id.clone());
     ctx.note("approval_id", decision.approval.id.clone());

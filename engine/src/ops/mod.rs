@@ -88,8 +88,8 @@ pub use inventory::*;
 pub use issuers::*;
 pub use job_decisions::*;
 pub use listing::*;
-pub use stats::*;
 pub use registry::{DynOperation, catalogue, find};
+pub use stats::*;
 
 use std::future::Future;
 

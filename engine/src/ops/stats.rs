@@ -62,7 +62,11 @@ fn series(from: UnixTime, bucket: i64, n: i64, to: UnixTime, counts: &[(i64, i64
         .map(|i| Bucket {
             start: from + i * bucket,
             end: (from + (i + 1) * bucket).min(to),
-            count: counts.iter().find(|(b, _)| *b == i).map(|(_, c)| *c).unwrap_or(0),
+            count: counts
+                .iter()
+                .find(|(b, _)| *b == i)
+                .map(|(_, c)| *c)
+                .unwrap_or(0),
             by_status: None,
         })
         .collect();
@@ -86,7 +90,13 @@ pub struct StatusCounts {
 pub(crate) async fn status_counts(ctx: &mut super::Ctx<'_>) -> Result<StatusCounts> {
     let view = ctx.engine.status_view(ctx.now);
     let counts = ctx.engine.store().certificate_counts(view).await?;
-    let get = |k: &str| counts.iter().find(|(s, _)| s == k).map(|(_, n)| *n).unwrap_or(0);
+    let get = |k: &str| {
+        counts
+            .iter()
+            .find(|(s, _)| s == k)
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
+    };
     let (active, expired, expiring) = (get("active"), get("expired"), get("expiring"));
     let mut by_status = serde_json::Map::new();
     for s in ["pending", "revoked", "failed", "archived"] {

@@ -95,11 +95,10 @@ impl JobFilter {
             w.push(format!("created_at < {p}"));
         }
         if let Some(c) = &self.after_cursor {
-            let key = c
-                .k
-                .as_i64()
-                .filter(|_| c.s == JOB_SORT)
-                .ok_or_else(|| crate::Error::invalid("cursor is not valid for jobs"))?;
+            let key =
+                c.k.as_i64()
+                    .filter(|_| c.s == JOB_SORT)
+                    .ok_or_else(|| crate::Error::invalid("cursor is not valid for jobs"))?;
             let k = w.arg(Arg::Int(key));
             let id = w.arg(Arg::Text(c.id.clone()));
             w.push(format!("(created_at, id) < ({k}, {id})"));
