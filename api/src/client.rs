@@ -207,6 +207,102 @@ impl Client {
     }
 }
 
+/// What a resource route answered: the HTTP status (200, 201, 202) and the
+/// body. A call stopped at the approval gate answers 202 with
+/// `{"status":"approval_required","approval_id":...}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+impl Answer {
+    /// The approval the call waits for, when it was gated.
+    pub fn approval_id(&self) -> Option<&str> {
+        (self.body.get("status").and_then(|s| s.as_str()) == Some("approval_required"))
+            .then(|| self.body.get("approval_id").and_then(|a| a.as_str()))
+            .flatten()
+    }
+}
+
+impl Client {
+    /// Any resource route: `segments` are joined under `/api/v1` (each one
+    /// percent-encoded, so ids cannot escape their segment), `query` goes on
+    /// the URL and `body` (JSON) with the request.
+    pub async fn resource(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer> {
+        let mut url = self.url("api/v1")?;
+        url.path_segments_mut()
+            .map_err(|_| ClientError::Config("server URL cannot take a path".into()))?
+            .pop_if_empty()
+            .extend(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let mut rb = self.request(method, url.clone());
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let (status, body) = self.send::<serde_json::Value>(rb, &url).await?;
+        Ok(Answer {
+            status: status.as_u16(),
+            body,
+        })
+    }
+
+    /// `GET /api/v1/{segments}` with a query, for lists and reads.
+    pub async fn get(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<serde_json::Value> {
+        Ok(self
+            .resource(reqwest::Method::GET, segments, query, None)
+            .await?
+            .body)
+    }
+
+    /// `POST /api/v1/{segments}` with a JSON body.
+    pub async fn post(&self, segments: &[&str], body: &serde_json::Value) -> Result<Answer> {
+        self.resource(reqwest::Method::POST, segments, &[], Some(body))
+            .await
+    }
+
+    /// `POST /api/v1/agents/{id}/heartbeat` with host facts.
+    pub async fn heartbeat(
+        &self,
+        agent_id: &str,
+        facts: &serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        Ok(self
+            .post(&["agents", agent_id, "heartbeat"], facts)
+            .await?
+            .body)
+    }
+
+    /// `GET /api/v1/agents/{id}/work`: the agent's open jobs.
+    pub async fn agent_work(&self, agent_id: &str) -> Result<certctl_engine::ops::AgentWork> {
+        let v = self.get(&["agents", agent_id, "work"], &[]).await?;
+        serde_json::from_value(v).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// `POST /api/v1/agents/{id}/csr`: answers an `awaiting_csr` job.
+    pub async fn submit_csr(
+        &self,
+        agent_id: &str,
+        job_id: &str,
+        csr_pem: &str,
+    ) -> Result<serde_json::Value> {
+        let body = serde_json::json!({ "job_id": job_id, "csr_pem": csr_pem });
+        Ok(self.post(&["agents", agent_id, "csr"], &body).await?.body)
+    }
+}
+
 /// reqwest's messages repeat the URL, which the caller already prints.
 fn without_url(e: reqwest::Error) -> String {
     let e = e.without_url();

@@ -78,12 +78,12 @@ pub fn shape(op: &dyn DynOperation) -> &'static Shape {
         .unwrap_or_else(|| EMPTY.get_or_init(Shape::default))
 }
 
+/// The sparse fieldset the face applies itself, when the operation has none.
+pub type FaceFields = Option<Vec<String>>;
+
 /// Parses a raw query string into an input object, and the sparse fieldset
 /// the face applies when the operation does not.
-pub fn to_input(
-    shape: &Shape,
-    raw: &str,
-) -> Result<(Map<String, Value>, Option<Vec<String>>), ApiError> {
+pub fn to_input(shape: &Shape, raw: &str) -> Result<(Map<String, Value>, FaceFields), ApiError> {
     let mut input = Map::new();
     let mut face_fields = None;
     for (k, v) in form_urlencoded_pairs(raw)? {

@@ -503,6 +503,11 @@ async fn every_tool_runs() {
         ),
         ("list_agents", json!({})),
         ("get_agent", json!({"id": made["agent"]})),
+        (
+            "agent_heartbeat",
+            json!({"id": made["agent"], "os": "linux"}),
+        ),
+        ("get_agent_work", json!({"id": made["agent"]})),
         ("list_jobs", json!({})),
         ("get_job", json!({"id": job})),
         ("cancel_job", json!({"id": job})),
@@ -540,6 +545,10 @@ async fn every_tool_runs() {
         ("get_audit_log", json!({"per_page": 5})),
         ("verify_audit_log", json!({})),
         ("get_stats_summary", json!({})),
+        ("get_certificates_by_status", json!({})),
+        ("get_expiration_timeline", json!({})),
+        ("get_job_trends", json!({"days": 7})),
+        ("get_issuance_rate", json!({"days": 7})),
         ("list_principals", json!({})),
         ("list_notification_channels", json!({})),
         (
@@ -743,6 +752,14 @@ async fn every_tool_runs() {
             "get_job_verification",
             json!({"id": "job-missing"}),
             "job-missing",
+        ),
+        ("approve_job", json!({"id": "job-missing"}), "list_jobs"),
+        ("reject_job", json!({"id": "job-missing"}), "list_jobs"),
+        (
+            "submit_agent_csr",
+            // The agent was disabled above: it gets no more work.
+            json!({"id": made["agent"], "job_id": "job-missing", "csr_pem": "x"}),
+            "is disabled",
         ),
     ] {
         let r = call(&c, name, args).await;

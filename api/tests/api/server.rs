@@ -50,6 +50,54 @@ async fn real_server_and_client(rig: &Rig) {
     let missing = client.certificate("mc-nope").await.unwrap_err();
     assert_eq!(missing.status(), Some(404));
 
+    // Resource routes through the typed client.
+    let team = client
+        .post(&["teams"], &json!({ "name": "client team" }))
+        .await
+        .expect("create team");
+    assert_eq!(team.status, 201);
+    let teams = client
+        .get(&["teams"], &[("fields", "name")])
+        .await
+        .expect("teams");
+    assert_eq!(teams["data"][0]["name"], "client team");
+    let reg = client
+        .post(&["agents"], &json!({ "name": "client-agent" }))
+        .await
+        .expect("register");
+    let agent_id = reg.body["agent"]["id"].as_str().expect("id").to_owned();
+    let agent =
+        Client::new(&base, reg.body["api_key"].as_str().map(str::to_owned)).expect("client");
+    let hb = agent
+        .heartbeat(&agent_id, &json!({ "os": "linux" }))
+        .await
+        .expect("heartbeat");
+    assert_eq!(hb["status"], "online");
+    assert!(
+        agent
+            .agent_work(&agent_id)
+            .await
+            .expect("work")
+            .data
+            .is_empty()
+    );
+    // A gated call names its approval.
+    let revoke = client
+        .post(
+            &["certificates", &id, "revoke"],
+            &json!({ "reason": "superseded" }),
+        )
+        .await
+        .expect("revoke");
+    assert_eq!(revoke.status, 202);
+    assert!(revoke.approval_id().is_some_and(|a| a.starts_with("ap-")));
+    // Path segments are encoded: an id cannot reach another route.
+    let odd = client
+        .get(&["certificates", "../operations"], &[])
+        .await
+        .unwrap_err();
+    assert_eq!(odd.status(), Some(404));
+
     stop.send(()).expect("server still running");
     server.await.expect("join").expect("clean shutdown");
 }

@@ -210,6 +210,45 @@ pub fn paginate<T: Serialize>(
     })
 }
 
+/// Declares a list operation's input: the [`ListParams`] fields inline
+/// (so unknown fields are still refused) plus the resource's own filters.
+macro_rules! list_input {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $f:ident : $t:ty),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct $name {
+            /// 1-based page number (offset pages); not combined with `cursor`.
+            pub page: Option<i64>,
+            /// Page size, 1 to 1000 (default 50).
+            pub per_page: Option<i64>,
+            /// The `next_cursor` of the previous page (keyset pages).
+            pub cursor: Option<String>,
+            /// Sort field, `-` prefix for descending (e.g. `-created_at`).
+            pub sort: Option<String>,
+            /// Only resources created after this Unix time.
+            pub created_after: Option<$crate::clock::UnixTime>,
+            /// Only resources created before this Unix time.
+            pub created_before: Option<$crate::clock::UnixTime>,
+            $($(#[$fm])* pub $f: $t,)*
+        }
+
+        impl $name {
+            /// The paging, sorting and time-range part.
+            pub fn list_params(&self) -> $crate::ops::ListParams {
+                $crate::ops::ListParams {
+                    page: self.page,
+                    per_page: self.per_page,
+                    cursor: self.cursor.clone().filter(|c| !c.is_empty()),
+                    sort: self.sort.clone(),
+                    created_after: self.created_after,
+                    created_before: self.created_before,
+                }
+            }
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,43 +324,4 @@ mod tests {
         };
         assert!(paginate(rows(2), &mixed, "name", &["name"]).is_err());
     }
-}
-
-/// Declares a list operation's input: the [`ListParams`] fields inline
-/// (so unknown fields are still refused) plus the resource's own filters.
-macro_rules! list_input {
-    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $f:ident : $t:ty),* $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-        #[serde(default, deny_unknown_fields)]
-        pub struct $name {
-            /// 1-based page number (offset pages); not combined with `cursor`.
-            pub page: Option<i64>,
-            /// Page size, 1 to 1000 (default 50).
-            pub per_page: Option<i64>,
-            /// The `next_cursor` of the previous page (keyset pages).
-            pub cursor: Option<String>,
-            /// Sort field, `-` prefix for descending (e.g. `-created_at`).
-            pub sort: Option<String>,
-            /// Only resources created after this Unix time.
-            pub created_after: Option<$crate::clock::UnixTime>,
-            /// Only resources created before this Unix time.
-            pub created_before: Option<$crate::clock::UnixTime>,
-            $($(#[$fm])* pub $f: $t,)*
-        }
-
-        impl $name {
-            /// The paging, sorting and time-range part.
-            pub fn list_params(&self) -> $crate::ops::ListParams {
-                $crate::ops::ListParams {
-                    page: self.page,
-                    per_page: self.per_page,
-                    cursor: self.cursor.clone().filter(|c| !c.is_empty()),
-                    sort: self.sort.clone(),
-                    created_after: self.created_after,
-                    created_before: self.created_before,
-                }
-            }
-        }
-    };
 }
