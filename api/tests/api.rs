@@ -17,3 +17,5 @@ mod health;
 mod operations;
 #[path = "api/server.rs"]
 mod server;
+#[path = "api/pki.rs"]
+mod pki;

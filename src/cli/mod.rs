@@ -4,6 +4,7 @@
 
 mod client;
 mod control_plane;
+mod export;
 mod mcp;
 mod serve;
 
@@ -84,6 +85,9 @@ pub enum Command {
     /// Approval requests: list them, approve or reject one.
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
+    /// Certificate commands (export).
+    #[command(subcommand)]
+    Certs(export::CertsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +165,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status => client::status(&cli.global).await,
         Command::Mcp(args) => mcp::mcp(&cli.global, args).await,
         Command::Approvals(cmd) => client::approvals(&cli.global, cmd).await,
+        Command::Certs(cmd) => export::certs(&cli.global, cmd).await,
     }
 }
 
