@@ -43,7 +43,10 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run(n))
+    rt.block_on(run(n)).map_err(|e| {
+        eprintln!("{e:?}");
+        e
+    })
 }
 
 async fn run(n: usize) -> anyhow::Result<()> {
@@ -63,7 +66,8 @@ async fn run(n: usize) -> anyhow::Result<()> {
         config,
         MasterKey::generate()?,
     )
-    .await?;
+    .await
+    .map_err(|e| anyhow::anyhow!("start: {e:?}"))?;
     let admin = Principal::system("bench");
     let rounds = if common::smoke() { 5 } else { 30 };
 
@@ -91,7 +95,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
 
     println!("--- CRL generation");
     println!(
-        "  crl: {n} entries, {:.1} MB: build {} (median of {}), empty CRL {}; target < {} s: {}",
+        "  crl: {n} entries, {:.1} MB: build {} ms (median of {}), empty CRL {} ms; target < {} s: {}",
         size as f64 / 1e6,
         ms(builds.pct(50.0)),
         builds.len(),
@@ -101,7 +105,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
     );
     println!("--- one revocation (Engine::call, median / p95 of {rounds})");
     println!(
-        "  revoke: at 0 entries {} / {}; at {n} entries {} / {}; ratio {:.2}",
+        "  revoke: at 0 entries {} / {} ms; at {n} entries {} / {} ms; ratio {:.2}",
         ms(before.pct(50.0)),
         ms(before.pct(95.0)),
         ms(after.pct(50.0)),
@@ -128,7 +132,10 @@ async fn run(n: usize) -> anyhow::Result<()> {
 
 async fn crl(engine: &Engine) -> anyhow::Result<((usize, i64), Duration)> {
     let t = Instant::now();
-    let crl = engine.crl(LOCAL_ISSUER_ID).await?;
+    let crl = engine
+        .crl(LOCAL_ISSUER_ID)
+        .await
+        .map_err(|e| anyhow::anyhow!("crl: {e:?}"))?;
     Ok(((crl.der.len(), crl.entries), t.elapsed()))
 }
 
@@ -176,10 +183,15 @@ async fn revoke_latency(
                     serde_json::json!({ "common_name": format!("r{i}.{tag}.example.com") }),
                 )?,
             )
-            .await?
+            .await
+            .map_err(|e| anyhow::anyhow!("create: {e:?}"))?
             .completed()?;
         let key = pki::generate_key(KeyAlgorithm::EcdsaP256)?;
-        let csr = pki::csr_for(&key, &c.common_name, &SubjectNames::default())?;
+        let names = SubjectNames {
+            dns: vec![c.common_name.clone()],
+            ..Default::default()
+        };
+        let csr = pki::csr_for(&key, &c.common_name, &names)?;
         engine
             .call::<IssueCertificate>(
                 admin,
@@ -189,7 +201,8 @@ async fn revoke_latency(
                     ttl_seconds: None,
                 },
             )
-            .await?
+            .await
+            .map_err(|e| anyhow::anyhow!("issue: {e:?}"))?
             .completed()?;
         ids.push(c.id);
     }
@@ -204,7 +217,8 @@ async fn revoke_latency(
                     reason: RevocationReason::KeyCompromise,
                 },
             )
-            .await?
+            .await
+            .map_err(|e| anyhow::anyhow!("revoke: {e:?}"))?
             .completed()?;
         samples.push(t.elapsed());
     }
@@ -219,7 +233,8 @@ async fn seed(store: &Store, n: usize) -> anyhow::Result<()> {
     while done < n {
         let mut tx = store.begin_write().await?;
         for _ in 0..ROWS_PER_TX.min(n - done) {
-            let serial = format!("4{}", rng.hex(15));
+            // 16 bytes with the top bit clear, as certctl issues them.
+            let serial = format!("4{}", &rng.hex(16)[1..]);
             let reason = RevocationReason::ALL[(rng.next_u64() % 9) as usize];
             let revoked_at = now - rng.range(0, 90 * 86_400);
             tx.insert_revocation(&NewRevocation {
