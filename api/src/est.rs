@@ -40,7 +40,10 @@ impl std::fmt::Debug for EstConfig {
         f.debug_struct("EstConfig")
             .field("issuer_id", &self.issuer_id)
             .field("profile_id", &self.profile_id)
-            .field("users", &self.users.iter().map(|(u, _)| u).collect::<Vec<_>>())
+            .field(
+                "users",
+                &self.users.iter().map(|(u, _)| u).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -216,7 +219,11 @@ fn csr_body(headers: &HeaderMap, body: &[u8]) -> Result<String, EstError> {
     let ok_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("application/pkcs10"));
+        .is_some_and(|v| {
+            v.trim()
+                .to_ascii_lowercase()
+                .starts_with("application/pkcs10")
+        });
     if !ok_type {
         return Err(EstError(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -229,9 +236,17 @@ fn csr_body(headers: &HeaderMap, body: &[u8]) -> Result<String, EstError> {
         .collect();
     let der = base64::engine::general_purpose::STANDARD
         .decode(&text)
-        .map_err(|_| EstError(StatusCode::BAD_REQUEST, "the body is not valid base64".into()))?;
+        .map_err(|_| {
+            EstError(
+                StatusCode::BAD_REQUEST,
+                "the body is not valid base64".into(),
+            )
+        })?;
     if der.is_empty() {
-        return Err(EstError(StatusCode::BAD_REQUEST, "the body is empty".into()));
+        return Err(EstError(
+            StatusCode::BAD_REQUEST,
+            "the body is empty".into(),
+        ));
     }
     Ok(text)
 }

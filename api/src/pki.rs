@@ -106,7 +106,9 @@ pub async fn ocsp_get(
             certctl_engine::pki::ocsp::OcspError::MalformedRequest.response(),
         ));
     };
-    Ok(ocsp_reply(state.engine.ocsp_response(&issuer_id, &der).await))
+    Ok(ocsp_reply(
+        state.engine.ocsp_response(&issuer_id, &der).await,
+    ))
 }
 
 pub async fn ocsp_post(
@@ -266,10 +268,7 @@ pub async fn export_certificate(
         certctl_engine::pki::pkcs12::check_password(&password)?;
         let out = state
             .engine
-            .call::<ops::CreateExportLink>(
-                &principal,
-                ops::CreateExportLinkInput { id, format },
-            )
+            .call::<ops::CreateExportLink>(&principal, ops::CreateExportLinkInput { id, format })
             .await?;
         let link = match out {
             Outcome::Completed { result } => result,

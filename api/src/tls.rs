@@ -62,9 +62,11 @@ pub fn server_config(
             .map_err(|e| TlsError(format!("client certificate verifier: {e}")))?;
         builder.with_client_cert_verifier(verifier)
     };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError(format!("--tls-cert and --tls-key do not form a usable pair: {e}")))?;
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+        TlsError(format!(
+            "--tls-cert and --tls-key do not form a usable pair: {e}"
+        ))
+    })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -95,7 +97,9 @@ pub async fn run_tls(
         let router = router.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                .await
+            {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "TLS handshake failed");
@@ -109,12 +113,14 @@ pub async fn run_tls(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|c| ClientCertificate(c.to_vec()));
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                if let Some(c) = &client {
-                    req.extensions_mut().insert(c.clone());
-                }
-                router.clone().oneshot(req.map(axum::body::Body::new))
-            });
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    if let Some(c) = &client {
+                        req.extensions_mut().insert(c.clone());
+                    }
+                    router.clone().oneshot(req.map(axum::body::Body::new))
+                },
+            );
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {

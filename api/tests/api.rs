@@ -15,7 +15,7 @@ mod errors;
 mod health;
 #[path = "api/operations.rs"]
 mod operations;
-#[path = "api/server.rs"]
-mod server;
 #[path = "api/pki.rs"]
 mod pki;
+#[path = "api/server.rs"]
+mod server;

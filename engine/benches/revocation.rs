@@ -101,7 +101,11 @@ async fn run(n: usize) -> anyhow::Result<()> {
         builds.len(),
         ms(build0),
         CRL_TARGET.as_secs(),
-        if builds.pct(50.0) < CRL_TARGET { "met" } else { "MISSED" }
+        if builds.pct(50.0) < CRL_TARGET {
+            "met"
+        } else {
+            "MISSED"
+        }
     );
     println!("--- one revocation (Engine::call, median / p95 of {rounds})");
     println!(
@@ -268,8 +272,14 @@ async fn ocsp_request(engine: &Engine, serial_hex: &str) -> anyhow::Result<Vec<u
     let out = std::process::Command::new("openssl")
         .current_dir(dir.path())
         .args([
-            "ocsp", "-issuer", "issuing.pem", "-serial", &format!("0x{serial_hex}"),
-            "-no_nonce", "-reqout", "req.der",
+            "ocsp",
+            "-issuer",
+            "issuing.pem",
+            "-serial",
+            &format!("0x{serial_hex}"),
+            "-no_nonce",
+            "-reqout",
+            "req.der",
         ])
         .output()?;
     anyhow::ensure!(out.status.success(), "openssl ocsp -reqout failed");

@@ -26,9 +26,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::Engine;
 use crate::clock::UnixTime;
 use crate::error::{Error, Result};
+use crate::pki::SigningCa;
 use crate::pki::crl::{CaIdentity, CrlRequest, build_crl};
 use crate::pki::ocsp::{self, CertQuery, CertStatus, OcspError, ResponseRequest};
-use crate::pki::SigningCa;
 use crate::store::{SerialStatus, StoredCrl};
 
 /// A CRL is valid this long (its nextUpdate).
@@ -63,6 +63,9 @@ struct CrlSlot {
     current: tokio::sync::Mutex<Option<(Crl, UnixTime)>>,
 }
 
+/// A local issuer's signer and the identity it answers for.
+type Signer = Arc<(Arc<SigningCa>, CaIdentity)>;
+
 #[derive(Clone)]
 struct CachedResponse {
     cert_id_der: Vec<u8>,
@@ -74,7 +77,7 @@ struct CachedResponse {
 #[derive(Default)]
 pub struct RevocationCaches {
     crls: Mutex<HashMap<String, Arc<CrlSlot>>>,
-    identities: RwLock<HashMap<String, Arc<(Arc<SigningCa>, CaIdentity)>>>,
+    identities: RwLock<HashMap<String, Signer>>,
     /// (issuer, serial) -> responses by CertID encoding (SHA-1 or SHA-256).
     ocsp: RwLock<HashMap<(String, String), Vec<CachedResponse>>>,
     /// Serials this process revoked, and when: never cached while the
@@ -130,7 +133,7 @@ impl RevocationCaches {
 
 impl Engine {
     /// The signing CA and its identity for a local issuer.
-    async fn ca_identity(&self, issuer_id: &str) -> Result<Arc<(Arc<SigningCa>, CaIdentity)>> {
+    async fn ca_identity(&self, issuer_id: &str) -> Result<Signer> {
         let caches = self.revocation_caches();
         if let Some(found) = caches
             .identities
@@ -149,9 +152,7 @@ impl Engine {
             .ca
             .as_ref()
             .filter(|_| record.issuer.kind.is_local())
-            .ok_or_else(|| {
-                Error::not_found("issuer with a local CA", issuer_id)
-            })?;
+            .ok_or_else(|| Error::not_found("issuer with a local CA", issuer_id))?;
         let ca = self.signing_ca(issuer_id, material)?;
         let identity = CaIdentity::of(&ca)?;
         let pair = Arc::new((ca, identity));
@@ -201,7 +202,9 @@ impl Engine {
         // Rebuild. Clear the flag first: a revocation racing with this build
         // sets it again and the next request rebuilds.
         slot.dirty.store(false, Ordering::SeqCst);
-        let crl = self.build_crl(issuer_id, ca, identity, revision, now).await?;
+        let crl = self
+            .build_crl(issuer_id, ca, identity, revision, now)
+            .await?;
         *current = Some((crl.clone(), now));
         Ok(crl)
     }
@@ -243,7 +246,12 @@ impl Engine {
         };
         tx.save_crl(issuer_id, &stored).await?;
         tx.commit().await?;
-        tracing::info!(issuer = issuer_id, number, entries = count, "signed a new CRL");
+        tracing::info!(
+            issuer = issuer_id,
+            number,
+            entries = count,
+            "signed a new CRL"
+        );
         Ok(to_crl(stored))
     }
 
@@ -278,7 +286,11 @@ impl Engine {
     }
 
     /// The OCSP response for one serial (`GET /ocsp/{issuer}/{serial}`).
-    pub async fn ocsp_response_for_serial(&self, issuer_id: &str, serial_hex: &str) -> Result<Vec<u8>> {
+    pub async fn ocsp_response_for_serial(
+        &self,
+        issuer_id: &str,
+        serial_hex: &str,
+    ) -> Result<Vec<u8>> {
         let pair = self.ca_identity(issuer_id).await?;
         let query = CertQuery::for_serial(&pair.1, &serial_hex.to_ascii_lowercase())?;
         self.answer(issuer_id, &pair, std::slice::from_ref(&query), None)

@@ -28,7 +28,12 @@ pub struct ExportArgs {
     /// Where to write the file (PEM goes to stdout without it).
     #[arg(long, short)]
     pub out: Option<PathBuf>,
-    #[arg(long, env = "CERTCTL_EXPORT_PASSWORD", hide_env_values = true, hide = true)]
+    #[arg(
+        long,
+        env = "CERTCTL_EXPORT_PASSWORD",
+        hide_env_values = true,
+        hide = true
+    )]
     pub password: Option<String>,
 }
 
@@ -42,12 +47,14 @@ pub async fn certs(global: &GlobalArgs, cmd: &CertsCommand) -> anyhow::Result<Ex
         "pem" | "der" => None,
         other => bail!("--format must be pem, der or pkcs12, not '{other}'"),
     };
-    let client = certctl_api::client::Client::new(
-        &global.server,
-        Some(super::client::api_key(global)?),
-    )?;
+    let client =
+        certctl_api::client::Client::new(&global.server, Some(super::client::api_key(global)?))?;
     let bytes = client
-        .export_certificate(&args.id, &args.format, password.as_ref().map(Secret::expose))
+        .export_certificate(
+            &args.id,
+            &args.format,
+            password.as_ref().map(Secret::expose),
+        )
         .await?;
     match &args.out {
         Some(path) => {

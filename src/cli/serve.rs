@@ -69,7 +69,9 @@ impl EstArgs {
                     .with_context(|| format!("cannot read CERTCTL_EST_PASSWORD_FILE {file}"))?
                     .trim_end()
                     .to_owned(),
-                _ => bail!("CERTCTL_EST_USERNAME needs CERTCTL_EST_PASSWORD or CERTCTL_EST_PASSWORD_FILE"),
+                _ => bail!(
+                    "CERTCTL_EST_USERNAME needs CERTCTL_EST_PASSWORD or CERTCTL_EST_PASSWORD_FILE"
+                ),
             };
             if password.len() < 12 {
                 bail!("the EST password must be at least 12 characters");
@@ -156,7 +158,11 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<Exit
     let bound = listener.local_addr()?;
     tracing::info!(%bound, backend = ?store.backend(), "certctl is serving");
     // Tests and scripts read this line to find the port when listening on :0.
-    let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
+    let scheme = if args.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     println!("listening on {scheme}://{bound}");
 
     let cancel = certctl_api::CancellationToken::new();

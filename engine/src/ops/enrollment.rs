@@ -38,7 +38,12 @@ pub struct EnrollCertificate;
 
 /// The common name and SANs a CSR asks for.
 fn names_of(csr: &pki::ParsedCsr) -> Result<(String, Vec<String>)> {
-    let mut sans: Vec<String> = csr.names.dns.iter().map(|d| d.to_ascii_lowercase()).collect();
+    let mut sans: Vec<String> = csr
+        .names
+        .dns
+        .iter()
+        .map(|d| d.to_ascii_lowercase())
+        .collect();
     sans.extend(csr.names.ips.iter().map(|ip| ip.to_string()));
     let cn = csr
         .common_name
@@ -151,8 +156,12 @@ impl ReenrollCertificate {
             ));
         }
         match cert.status {
-            EffectiveStatus::Revoked => Err(Error::forbidden("the presented certificate is revoked")),
-            EffectiveStatus::Expired => Err(Error::forbidden("the presented certificate has expired")),
+            EffectiveStatus::Revoked => {
+                Err(Error::forbidden("the presented certificate is revoked"))
+            }
+            EffectiveStatus::Expired => {
+                Err(Error::forbidden("the presented certificate has expired"))
+            }
             EffectiveStatus::Archived => Err(Error::forbidden("the certificate is archived")),
             _ => Ok(certificate_id),
         }

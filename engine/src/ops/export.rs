@@ -115,7 +115,11 @@ impl Operation for ExportCertificate {
     async fn describe(_ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
         Ok(Subject {
             resource_id: Some(input.id.clone()),
-            summary: format!("Export certificate {} as {}", input.id, input.format.as_str()),
+            summary: format!(
+                "Export certificate {} as {}",
+                input.id,
+                input.format.as_str()
+            ),
             ..Subject::default()
         })
     }
@@ -146,7 +150,9 @@ impl Operation for ExportCertificate {
 async fn current_version(ctx: &mut Ctx<'_>, id: &str) -> Result<CertificateVersion> {
     let c = load(ctx, id).await?;
     let version_id = c.current_version_id.ok_or_else(|| {
-        Error::conflict(format!("certificate {id} has never been issued; there is nothing to export"))
+        Error::conflict(format!(
+            "certificate {id} has never been issued; there is nothing to export"
+        ))
     })?;
     ctx.tx
         .version(&version_id)
@@ -155,7 +161,11 @@ async fn current_version(ctx: &mut Ctx<'_>, id: &str) -> Result<CertificateVersi
 }
 
 fn file_stem(v: &CertificateVersion) -> String {
-    format!("{}-{}", v.certificate_id, &v.serial[..v.serial.len().min(16)])
+    format!(
+        "{}-{}",
+        v.certificate_id,
+        &v.serial[..v.serial.len().min(16)]
+    )
 }
 
 fn public_file(v: &CertificateVersion, format: ExportFormat) -> Result<ExportFile> {
@@ -235,7 +245,8 @@ impl Operation for CreateExportLink {
     async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
         let version = current_version(ctx, &input.id).await?;
         let mut raw = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut raw).map_err(|_| Error::internal("random number generator failed"))?;
+        aws_lc_rs::rand::fill(&mut raw)
+            .map_err(|_| Error::internal("random number generator failed"))?;
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
         let link = ExportLink {
             certificate_id: version.certificate_id.clone(),
@@ -297,7 +308,11 @@ impl Engine {
         if format == ExportFormat::Pkcs12 {
             pki::pkcs12::check_password(password.unwrap_or_default())?;
         }
-        if tx.consume_export_link(&token_hash(token), now).await?.is_none() {
+        if tx
+            .consume_export_link(&token_hash(token), now)
+            .await?
+            .is_none()
+        {
             return Err(Error::not_found("export link", "(token)"));
         }
         let view = self.status_view(now);

@@ -80,12 +80,12 @@ mod revocation;
 pub use admin::*;
 pub use approvals::*;
 pub use certificates::*;
-pub use inventory::*;
-pub use issuers::*;
 pub use enrollment::*;
 pub use export::*;
-pub use revocation::*;
+pub use inventory::*;
+pub use issuers::*;
 pub use registry::{DynOperation, catalogue, find};
+pub use revocation::*;
 
 use std::future::Future;
 

@@ -194,7 +194,10 @@ impl BulkRevokeCertificates {
         }
         let view = ctx.engine.status_view(ctx.now);
         if input.ids.is_empty() {
-            return ctx.tx.certificate_ids_matching(&input.filter, view, limit).await;
+            return ctx
+                .tx
+                .certificate_ids_matching(&input.filter, view, limit)
+                .await;
         }
         if input.ids.len() as i64 > limit {
             return Err(Error::invalid(format!(

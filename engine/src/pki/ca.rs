@@ -462,10 +462,14 @@ impl SigningCa {
         let alg = self.issuer.key().algorithm();
         if alg == &PKCS_ECDSA_P256_SHA256 {
             // ecdsa-with-SHA256
-            Ok(&[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02])
+            Ok(&[
+                0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
+            ])
         } else if alg == &PKCS_ECDSA_P384_SHA384 {
             // ecdsa-with-SHA384
-            Ok(&[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03])
+            Ok(&[
+                0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03,
+            ])
         } else if alg == &PKCS_RSA_SHA256 {
             // sha256WithRSAEncryption, NULL parameters
             Ok(&[
@@ -475,7 +479,9 @@ impl SigningCa {
         } else if alg == &PKCS_ED25519 {
             Ok(&[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70])
         } else {
-            Err(Error::internal("the CA key's signature algorithm is not supported for CRLs and OCSP"))
+            Err(Error::internal(
+                "the CA key's signature algorithm is not supported for CRLs and OCSP",
+            ))
         }
     }
 }

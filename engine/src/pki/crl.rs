@@ -9,9 +9,9 @@
 use aws_lc_rs::digest::{SHA1_FOR_LEGACY_USE_ONLY, digest};
 use x509_parser::extensions::ParsedExtension;
 
+use super::SigningCa;
 use super::cert::parse_x509;
 use super::der::{self, SEQUENCE};
-use super::SigningCa;
 use crate::domain::RevocationReason;
 use crate::{Error, Result};
 
@@ -42,10 +42,13 @@ impl CaIdentity {
         let cert_der = ca.cert_der().to_vec();
         let cert = parse_x509(&cert_der, "CA certificate")?;
         let key_bits = cert.public_key().subject_public_key.data.to_vec();
-        let ski = cert.extensions().iter().find_map(|e| match e.parsed_extension() {
-            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
-            _ => None,
-        });
+        let ski = cert
+            .extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+                _ => None,
+            });
         let key_id = ski.unwrap_or_else(|| {
             digest(&SHA1_FOR_LEGACY_USE_ONLY, &key_bits)
                 .as_ref()
@@ -62,7 +65,11 @@ impl CaIdentity {
 
 /// Encodes one revokedCertificates entry: serial, revocation date and, unless
 /// it is `unspecified` (RFC 5280 says to leave that out), the reason code.
-pub fn encode_entry(serial_hex: &str, revoked_at: i64, reason: RevocationReason) -> Result<Vec<u8>> {
+pub fn encode_entry(
+    serial_hex: &str,
+    revoked_at: i64,
+    reason: RevocationReason,
+) -> Result<Vec<u8>> {
     let serial = hex::decode(serial_hex)
         .map_err(|_| Error::internal(format!("stored serial '{serial_hex}' is not hex")))?;
     let serial = der::uint(&serial);
@@ -97,7 +104,10 @@ pub fn build_crl(ca: &SigningCa, identity: &CaIdentity, req: &CrlRequest<'_>) ->
     let this_update = der::x509_time(req.this_update)?;
     let next_update = der::x509_time(req.next_update)?;
     let aki_value = der::tlv(SEQUENCE, &der::tlv(0x80, &identity.key_id));
-    let aki = der::tlv_of(SEQUENCE, &[OID_AKI, &der::tlv(der::OCTET_STRING, &aki_value)]);
+    let aki = der::tlv_of(
+        SEQUENCE,
+        &[OID_AKI, &der::tlv(der::OCTET_STRING, &aki_value)],
+    );
     let number = der::tlv_of(
         SEQUENCE,
         &[
@@ -125,5 +135,8 @@ pub fn build_crl(ca: &SigningCa, identity: &CaIdentity, req: &CrlRequest<'_>) ->
         ],
     );
     let signature = ca.sign(&tbs)?;
-    Ok(der::tlv_of(SEQUENCE, &[&tbs, alg, &der::bit_string(&signature)]))
+    Ok(der::tlv_of(
+        SEQUENCE,
+        &[&tbs, alg, &der::bit_string(&signature)],
+    ))
 }

@@ -7,8 +7,8 @@
 //! key hash; each single response echoes the request's CertID byte for byte.
 
 use aws_lc_rs::digest::{SHA1_FOR_LEGACY_USE_ONLY, SHA256, digest};
-use der::{Decode, Encode};
 use der::asn1::ObjectIdentifier;
+use der::{Decode, Encode};
 use x509_ocsp::OcspRequest;
 
 use super::SigningCa;
@@ -21,11 +21,17 @@ const OID_SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.26")
 const OID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
 const OID_NONCE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.2");
 /// DER of OID id-pkix-ocsp-nonce.
-const DER_OID_NONCE: &[u8] = &[0x06, 0x09, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x02];
+const DER_OID_NONCE: &[u8] = &[
+    0x06, 0x09, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x02,
+];
 /// DER of OID id-pkix-ocsp-basic.
-const DER_OID_BASIC: &[u8] = &[0x06, 0x09, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x01];
+const DER_OID_BASIC: &[u8] = &[
+    0x06, 0x09, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x01,
+];
 /// DER of the SHA-1 AlgorithmIdentifier (with NULL parameters, as OpenSSL writes it).
-const DER_ALG_SHA1: &[u8] = &[0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00];
+const DER_ALG_SHA1: &[u8] = &[
+    0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00,
+];
 /// Most certificates one request may ask about.
 pub const MAX_REQUESTS: usize = 32;
 /// Longest nonce accepted (RFC 8954 allows up to 32 octets; some clients send more).
@@ -71,7 +77,11 @@ pub struct CertQuery {
 impl CertQuery {
     /// Whether the CertID names this CA (by the hashes of its name and key).
     pub fn is_for(&self, ca: &CaIdentity) -> bool {
-        let alg = if self.sha256 { &SHA256 } else { &SHA1_FOR_LEGACY_USE_ONLY };
+        let alg = if self.sha256 {
+            &SHA256
+        } else {
+            &SHA1_FOR_LEGACY_USE_ONLY
+        };
         digest(alg, &ca.name_der).as_ref() == self.issuer_name_hash.as_slice()
             && digest(alg, &ca.key_bits).as_ref() == self.issuer_key_hash.as_slice()
     }
@@ -158,7 +168,10 @@ pub fn parse_request(der_bytes: &[u8]) -> std::result::Result<ParsedRequest, Ocs
         .flatten()
         .find(|e| e.extn_id == OID_NONCE)
         .map(|e| e.extn_value.as_bytes().to_vec());
-    if nonce.as_ref().is_some_and(|n| n.is_empty() || n.len() > MAX_NONCE) {
+    if nonce
+        .as_ref()
+        .is_some_and(|n| n.is_empty() || n.len() > MAX_NONCE)
+    {
         return Err(OcspError::MalformedRequest);
     }
     Ok(ParsedRequest { queries, nonce })
@@ -191,7 +204,11 @@ pub struct ResponseRequest<'a> {
 }
 
 /// Builds and signs a successful OCSPResponse with a BasicOCSPResponse.
-pub fn build_response(ca: &SigningCa, identity: &CaIdentity, req: &ResponseRequest<'_>) -> Result<Vec<u8>> {
+pub fn build_response(
+    ca: &SigningCa,
+    identity: &CaIdentity,
+    req: &ResponseRequest<'_>,
+) -> Result<Vec<u8>> {
     let alg = ca.signature_algorithm_der()?;
     let key_hash = digest(&SHA1_FOR_LEGACY_USE_ONLY, &identity.key_bits);
     let responder = w::tlv(w::ctx(2), &w::tlv(w::OCTET_STRING, key_hash.as_ref()));

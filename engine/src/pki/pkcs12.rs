@@ -56,7 +56,11 @@ pub fn build(
         }
         None => {
             for (i, cert) in certs.into_iter().enumerate() {
-                let name = if i == 0 { alias.to_owned() } else { format!("{alias}-ca{i}") };
+                let name = if i == 0 {
+                    alias.to_owned()
+                } else {
+                    format!("{alias}-ca{i}")
+                };
                 store.add_entry(&name, KeyStoreEntry::Certificate(cert));
             }
         }

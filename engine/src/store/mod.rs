@@ -43,8 +43,8 @@ pub(crate) use issuers::IssuerRow;
 pub use jobs::{JobFilter, JobResult};
 pub use org::OrgTable;
 pub use policies::SimpleTable;
-pub use revocations::{ExportLink, NewRevocation, SerialStatus, StoredCrl};
 pub use query::{Cursor, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, page_size};
+pub use revocations::{ExportLink, NewRevocation, SerialStatus, StoredCrl};
 
 use crate::error::{Error, Result};
 

@@ -42,7 +42,10 @@ pub struct StoredCrl {
 pub enum SerialStatus {
     /// Issued by certctl and not revoked.
     Issued { not_after: UnixTime },
-    Revoked { at: UnixTime, reason: RevocationReason },
+    Revoked {
+        at: UnixTime,
+        reason: RevocationReason,
+    },
 }
 
 /// A single-use export link as stored.
@@ -105,7 +108,10 @@ impl Tx {
     }
 
     /// The certificate and version ids of the version with this fingerprint.
-    pub async fn version_by_fingerprint(&mut self, fingerprint: &str) -> Result<Option<(String, String)>> {
+    pub async fn version_by_fingerprint(
+        &mut self,
+        fingerprint: &str,
+    ) -> Result<Option<(String, String)>> {
         let row: Option<(String, String)> = with_tx!(self, |c| {
             sqlx::query_as(
                 "SELECT certificate_id, id FROM certificate_versions WHERE fingerprint = $1",
@@ -120,12 +126,10 @@ impl Tx {
     /// The sealed private key of a version (server-side key generation only).
     pub async fn version_private_key(&mut self, version_id: &str) -> Result<Option<String>> {
         let key: Option<Option<String>> = with_tx!(self, |c| {
-            sqlx::query_scalar(
-                "SELECT private_key_sealed FROM certificate_versions WHERE id = $1",
-            )
-            .bind(version_id)
-            .fetch_optional(c)
-            .await?
+            sqlx::query_scalar("SELECT private_key_sealed FROM certificate_versions WHERE id = $1")
+                .bind(version_id)
+                .fetch_optional(c)
+                .await?
         });
         Ok(key.flatten())
     }
@@ -154,7 +158,11 @@ impl Tx {
     }
 
     /// An unexpired, unused link.
-    pub async fn export_link(&mut self, token_hash: &str, now: UnixTime) -> Result<Option<ExportLink>> {
+    pub async fn export_link(
+        &mut self,
+        token_hash: &str,
+        now: UnixTime,
+    ) -> Result<Option<ExportLink>> {
         let row: Option<ExportLink> = with_tx!(self, |c| {
             sqlx::query_as(
                 "SELECT certificate_id, format, principal_id, expires_at FROM export_links \
@@ -285,7 +293,11 @@ impl Store {
     }
 
     /// The status of a serial certctl issued under `issuer_id`, if it did.
-    pub async fn serial_status(&self, issuer_id: &str, serial: &str) -> Result<Option<SerialStatus>> {
+    pub async fn serial_status(
+        &self,
+        issuer_id: &str,
+        serial: &str,
+    ) -> Result<Option<SerialStatus>> {
         let row: Option<(i64, Option<i64>, Option<String>)> = with_db!(&self.db, |p| {
             sqlx::query_as(
                 "SELECT not_after, revoked_at, revocation_reason FROM certificate_versions \

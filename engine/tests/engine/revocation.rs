@@ -89,8 +89,15 @@ fn verify_with_crl(dir: &Path, leaf: &str) -> (bool, String) {
     openssl(
         dir,
         &[
-            "verify", "-crl_check", "-CAfile", "root.pem", "-untrusted", "issuing.pem",
-            "-CRLfile", "crl.pem", "leaf.pem",
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "issuing.pem",
+            "-CRLfile",
+            "crl.pem",
+            "leaf.pem",
         ],
     )
 }
@@ -107,7 +114,10 @@ async fn crl_follows_revocations_and_openssl_checks_it(h: &Harness) {
         &["crl", "-inform", "DER", "-in", "crl.der", "-noout", "-text"],
     );
     assert!(ok && out.contains("No Revoked Certificates"), "{out}");
-    assert!(out.contains("X509v3 CRL Number") && out.contains("Next Update"), "{out}");
+    assert!(
+        out.contains("X509v3 CRL Number") && out.contains("Next Update"),
+        "{out}"
+    );
     let (ok, out) = verify_with_crl(dir.path(), &a.version.cert_pem);
     assert!(ok && out.contains(": OK"), "good before revocation: {out}");
     // Unchanged inventory: the same CRL is served, not re-signed.
@@ -122,7 +132,8 @@ async fn crl_follows_revocations_and_openssl_checks_it(h: &Harness) {
     );
     assert!(ok, "{out}");
     assert!(
-        out.to_ascii_uppercase().contains(&a.version.serial.to_ascii_uppercase()),
+        out.to_ascii_uppercase()
+            .contains(&a.version.serial.to_ascii_uppercase()),
         "the CRL lists the serial {}: {out}",
         a.version.serial
     );
@@ -151,7 +162,10 @@ async fn crl_follows_revocations_and_openssl_checks_it(h: &Harness) {
         .confirm_in_chat(&h.admin(), &t.approval_id)
         .await
         .expect_err("already revoked");
-    assert!(matches!(err, Error::Conflict(ref m) if m.contains("already revoked")), "{err:?}");
+    assert!(
+        matches!(err, Error::Conflict(ref m) if m.contains("already revoked")),
+        "{err:?}"
+    );
     assert_eq!(h.engine.crl(LOCAL_ISSUER_ID).await.unwrap().number, n2);
 
     // The scheduler's loop keeps it current too.
@@ -167,7 +181,13 @@ async fn ocsp_answers_good_revoked_unknown_with_nonce(h: &Harness) {
 
     let ask = |nonce: bool| {
         let mut args = vec![
-            "ocsp", "-issuer", "issuing.pem", "-cert", "leaf.pem", "-reqout", "req.der",
+            "ocsp",
+            "-issuer",
+            "issuing.pem",
+            "-cert",
+            "leaf.pem",
+            "-reqout",
+            "req.der",
         ];
         args.push(if nonce { "-nonce" } else { "-no_nonce" });
         let (ok, out) = openssl(d, &args);
@@ -179,8 +199,16 @@ async fn ocsp_answers_good_revoked_unknown_with_nonce(h: &Harness) {
         openssl(
             d,
             &[
-                "ocsp", "-reqin", "req.der", "-respin", "resp.der", "-issuer", "issuing.pem",
-                "-CAfile", "root.pem", "-resp_text",
+                "ocsp",
+                "-reqin",
+                "req.der",
+                "-respin",
+                "resp.der",
+                "-issuer",
+                "issuing.pem",
+                "-CAfile",
+                "root.pem",
+                "-resp_text",
             ],
         )
     };
@@ -190,11 +218,17 @@ async fn ocsp_answers_good_revoked_unknown_with_nonce(h: &Harness) {
     assert!(ok && out.contains(": good"), "{out}");
     assert!(out.contains("Response verify OK"), "{out}");
     // Cached: the same bytes again.
-    assert_eq!(h.engine.ocsp_response(LOCAL_ISSUER_ID, &ask(false)).await, resp);
+    assert_eq!(
+        h.engine.ocsp_response(LOCAL_ISSUER_ID, &ask(false)).await,
+        resp
+    );
 
     let with_nonce = h.engine.ocsp_response(LOCAL_ISSUER_ID, &ask(true)).await;
     let (ok, out) = check(&with_nonce);
-    assert!(ok && out.contains("OCSP Nonce"), "the nonce is echoed: {out}");
+    assert!(
+        ok && out.contains("OCSP Nonce"),
+        "the nonce is echoed: {out}"
+    );
     assert!(!out.contains("Nonce Verify error"), "{out}");
 
     revoke_now(h, &a.certificate.id, RevocationReason::Superseded).await;
@@ -210,7 +244,10 @@ async fn ocsp_answers_good_revoked_unknown_with_nonce(h: &Harness) {
         .await
         .expect("response");
     std::fs::write(d.join("resp.der"), &by_serial).unwrap();
-    let (ok, out) = openssl(d, &["ocsp", "-respin", "resp.der", "-resp_text", "-noverify"]);
+    let (ok, out) = openssl(
+        d,
+        &["ocsp", "-respin", "resp.der", "-resp_text", "-noverify"],
+    );
     assert!(ok && out.contains("Cert Status: unknown"), "{out}");
 
     // Garbage is a malformedRequest response, not an error.
@@ -281,7 +318,11 @@ async fn bulk_revocation_by_filter_is_gated_and_skips(h: &Harness) {
     let Outcome::ApprovalRequired(t) = out else {
         panic!("bulk revocation must be gated")
     };
-    assert!(t.summary.contains("Revoke 4 certificate(s)"), "{}", t.summary);
+    assert!(
+        t.summary.contains("Revoke 4 certificate(s)"),
+        "{}",
+        t.summary
+    );
     let approver = principal("pr-approver", Role::Approver);
     let decided = h
         .done::<ops::ApproveRequest>(
@@ -364,7 +405,10 @@ async fn short_lived_and_unissued_are_not_revoked(h: &Harness) {
             .await
             .expect_err("refused");
         if want_policy {
-            assert!(matches!(err, Error::PolicyViolation(ref m) if m.contains("short-lived")), "{err:?}");
+            assert!(
+                matches!(err, Error::PolicyViolation(ref m) if m.contains("short-lived")),
+                "{err:?}"
+            );
         } else {
             assert!(matches!(err, Error::Conflict(_)), "{err:?}");
         }
@@ -386,7 +430,11 @@ async fn export_formats_and_single_use_links(h: &Harness) {
         )
         .await;
     let text = pem.pem.expect("pem");
-    assert_eq!(text.matches("BEGIN CERTIFICATE").count(), 3, "leaf, issuing, root");
+    assert_eq!(
+        text.matches("BEGIN CERTIFICATE").count(),
+        3,
+        "leaf, issuing, root"
+    );
     let der = h
         .done::<ops::ExportCertificate>(
             &h.admin(),
@@ -401,7 +449,12 @@ async fn export_formats_and_single_use_links(h: &Harness) {
         .decode(der.der_base64.expect("der"))
         .unwrap();
     std::fs::write(d.join("c.der"), der).unwrap();
-    let (ok, out) = openssl(d, &["x509", "-inform", "DER", "-in", "c.der", "-noout", "-subject"]);
+    let (ok, out) = openssl(
+        d,
+        &[
+            "x509", "-inform", "DER", "-in", "c.der", "-noout", "-subject",
+        ],
+    );
     assert!(ok && out.contains("export.example.com"), "{out}");
 
     // PKCS#12 of a server-generated key, through a link, with openssl.
@@ -463,7 +516,10 @@ async fn export_formats_and_single_use_links(h: &Harness) {
     assert!(link.url.starts_with("/api/v1/exports/"), "{}", link.url);
     let token = ops::export_token_of(&link.url);
     // A too-short password is refused without using the link up.
-    let err = server.download_export(token, Some("short")).await.unwrap_err();
+    let err = server
+        .download_export(token, Some("short"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
     let p12 = server
         .download_export(token, Some("correct horse battery"))
@@ -473,14 +529,33 @@ async fn export_formats_and_single_use_links(h: &Harness) {
     std::fs::write(d.join("k.p12"), &p12.bytes).unwrap();
     let (ok, out) = openssl(
         d,
-        &["pkcs12", "-info", "-in", "k.p12", "-passin", "pass:correct horse battery", "-nodes"],
+        &[
+            "pkcs12",
+            "-info",
+            "-in",
+            "k.p12",
+            "-passin",
+            "pass:correct horse battery",
+            "-nodes",
+        ],
     );
     assert!(ok, "{out}");
-    assert!(out.contains("BEGIN PRIVATE KEY") && out.contains("kiosk.example.com"), "{out}");
+    assert!(
+        out.contains("BEGIN PRIVATE KEY") && out.contains("kiosk.example.com"),
+        "{out}"
+    );
     assert_eq!(out.matches("BEGIN CERTIFICATE").count(), 3, "{out}");
     let (ok, _) = openssl(
         d,
-        &["pkcs12", "-info", "-in", "k.p12", "-passin", "pass:wrong password", "-nodes"],
+        &[
+            "pkcs12",
+            "-info",
+            "-in",
+            "k.p12",
+            "-passin",
+            "pass:wrong password",
+            "-nodes",
+        ],
     );
     assert!(!ok, "a wrong password does not open it");
     // Single use.
