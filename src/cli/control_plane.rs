@@ -48,6 +48,10 @@ pub struct EngineArgs {
     /// [default: CERTCTL_MASTER_KEY, else DATA_DIR/master.key, created on first start].
     #[arg(long, env = "CERTCTL_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
+    /// Base URL relying parties reach this server at (e.g. https://certctl.example.com:8443);
+    /// issued certificates name its CRL and OCSP URLs under it.
+    #[arg(long, env = "CERTCTL_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -98,6 +102,11 @@ pub async fn start(dir: &Path, args: &EngineArgs, demo: bool) -> anyhow::Result<
             }
         },
         approvals: approval_config(args),
+        public_url: args
+            .public_url
+            .as_ref()
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .filter(|u| !u.is_empty()),
         ..EngineConfig::default()
     };
     let engine = Engine::start(store.clone(), Arc::new(SystemClock), config.clone(), master)
