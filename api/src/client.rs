@@ -166,6 +166,48 @@ impl Client {
             .1)
     }
 
+    /// `POST /api/v1/certificates/{id}/export`: the file's bytes (`pem`,
+    /// `der`, or `pkcs12` with a password).
+    pub async fn export_certificate(
+        &self,
+        id: &str,
+        format: &str,
+        password: Option<&str>,
+    ) -> Result<Vec<u8>> {
+        let mut url = self.url("api/v1/certificates")?;
+        url.path_segments_mut()
+            .map_err(|_| ClientError::Config("server URL cannot take a path".into()))?
+            .push(id)
+            .push("export");
+        let body = serde_json::json!({ "format": format, "password": password });
+        let res = self
+            .request(reqwest::Method::POST, url.clone())
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport {
+                url: url.to_string(),
+                reason: without_url(e),
+            })?;
+        let status = res.status();
+        let bytes = res.bytes().await.map_err(|e| ClientError::Transport {
+            url: url.to_string(),
+            reason: without_url(e),
+        })?;
+        if status != StatusCode::OK {
+            let problem = serde_json::from_slice::<Problem>(&bytes).unwrap_or_else(|_| {
+                Problem::new(
+                    status,
+                    "http",
+                    status.canonical_reason().unwrap_or("error"),
+                    format!("the server answered {status}"),
+                )
+            });
+            return Err(ClientError::Api { problem });
+        }
+        Ok(bytes.to_vec())
+    }
+
     /// `GET /api/v1/operations`: the catalogue with schemas.
     pub async fn operations(&self) -> Result<serde_json::Value> {
         let url = self.url("api/v1/operations")?;

@@ -19,6 +19,8 @@ mod matrix;
 mod openapi;
 #[path = "api/operations.rs"]
 mod operations;
+#[path = "api/pki.rs"]
+mod pki;
 #[path = "api/resources.rs"]
 mod resources;
 #[path = "api/security.rs"]

@@ -63,6 +63,9 @@ struct CrlSlot {
     current: tokio::sync::Mutex<Option<(Crl, UnixTime)>>,
 }
 
+/// A local issuer's signer and the identity it answers for.
+type Signer = Arc<(Arc<SigningCa>, CaIdentity)>;
+
 #[derive(Clone)]
 struct CachedResponse {
     cert_id_der: Vec<u8>,
@@ -74,7 +77,7 @@ struct CachedResponse {
 #[derive(Default)]
 pub struct RevocationCaches {
     crls: Mutex<HashMap<String, Arc<CrlSlot>>>,
-    identities: RwLock<HashMap<String, Arc<(Arc<SigningCa>, CaIdentity)>>>,
+    identities: RwLock<HashMap<String, Signer>>,
     /// (issuer, serial) -> responses by CertID encoding (SHA-1 or SHA-256).
     ocsp: RwLock<HashMap<(String, String), Vec<CachedResponse>>>,
     /// Serials this process revoked, and when: never cached while the
@@ -130,7 +133,7 @@ impl RevocationCaches {
 
 impl Engine {
     /// The signing CA and its identity for a local issuer.
-    async fn ca_identity(&self, issuer_id: &str) -> Result<Arc<(Arc<SigningCa>, CaIdentity)>> {
+    async fn ca_identity(&self, issuer_id: &str) -> Result<Signer> {
         let caches = self.revocation_caches();
         if let Some(found) = caches
             .identities

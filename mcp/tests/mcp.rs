@@ -570,7 +570,20 @@ async fn every_tool_runs() {
             "delete_notification_channel",
             json!({"id": made["channel"]}),
         ),
+        ("export_certificate", json!({"id": cert, "format": "pem"})),
+        (
+            "create_export_link",
+            json!({"id": cert, "format": "pkcs12"}),
+        ),
+        (
+            "enroll_certificate",
+            json!({"csr_pem": csr("enrolled.example.com")}),
+        ),
         // Destructive ones: confirmed in chat by this client.
+        (
+            "bulk_revoke_certificates",
+            json!({"filter": {"common_name": "nothing.example.com"}}),
+        ),
         (
             "revoke_certificate",
             json!({"id": cert, "reason": "superseded"}),
@@ -705,6 +718,11 @@ async fn every_tool_runs() {
             "delete_issuer",
             json!({"id": "iss-missing"}),
             "list_issuers",
+        ),
+        (
+            "reenroll_certificate",
+            json!({"current_cert_pem": "not a certificate", "csr_pem": csr("x.example.com")}),
+            "certificate",
         ),
         (
             "approve_request",

@@ -19,13 +19,13 @@ CREATE INDEX revocations_expiry ON revocations(issuer_id, not_after);
 -- the CRL's size); a CRL records the revision it was built from, so any
 -- replica can tell whether the stored CRL is behind.
 CREATE TABLE crl_revisions (
-    issuer_id TEXT PRIMARY KEY REFERENCES issuers(id),
+    issuer_id TEXT PRIMARY KEY REFERENCES issuers(id) ON DELETE CASCADE,
     revision  INTEGER NOT NULL
 );
 
 -- The latest signed CRL of each issuer; its number only grows.
 CREATE TABLE crls (
-    issuer_id   TEXT PRIMARY KEY REFERENCES issuers(id),
+    issuer_id   TEXT PRIMARY KEY REFERENCES issuers(id) ON DELETE CASCADE,
     crl_number  INTEGER NOT NULL,
     revision    INTEGER NOT NULL,
     this_update INTEGER NOT NULL,

@@ -50,6 +50,10 @@ pub struct EngineArgs {
     pub master_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub scheduler: super::serve::SchedulerArgs,
+    /// Base URL relying parties reach this server at (e.g. https://certctl.example.com:8443);
+    /// issued certificates name its CRL and OCSP URLs under it.
+    #[arg(long, env = "CERTCTL_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -100,6 +104,11 @@ pub async fn start(dir: &Path, args: &EngineArgs, demo: bool) -> anyhow::Result<
             }
         },
         approvals: approval_config(args),
+        public_url: args
+            .public_url
+            .as_ref()
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .filter(|u| !u.is_empty()),
         ..EngineConfig::default()
     };
     let mut config = config;

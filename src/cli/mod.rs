@@ -5,6 +5,7 @@
 mod agent;
 mod client;
 mod control_plane;
+mod export;
 mod import;
 mod mcp;
 mod resources;

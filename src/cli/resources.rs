@@ -98,6 +98,9 @@ pub enum CertsCommand {
         #[arg(long)]
         csr: Option<PathBuf>,
     },
+    /// Export a certificate: pem (with its chain), der, or pkcs12
+    /// (password from CERTCTL_EXPORT_PASSWORD or CERTCTL_EXPORT_PASSWORD_FILE).
+    Export(super::export::ExportArgs),
     /// Revoke the current version (normally needs an approver).
     Revoke {
         id: String,
@@ -312,6 +315,7 @@ pub async fn certs(
             print_rows(format, &rows, &cert_columns(), "no certificates");
             more(format, next);
         }
+        C::Export(args) => return super::export::export(global, args).await,
         C::Get { id } => {
             let v: Value = client
                 .call_completed("get_certificate", &json!({ "id": id }))

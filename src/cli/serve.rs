@@ -29,6 +29,14 @@ pub struct ServeArgs {
     /// admin. Only on a loopback address, for demos.
     #[arg(long, env = "CERTCTL_ALLOW_INSECURE_NO_AUTH")]
     pub allow_insecure_no_auth: bool,
+    /// PEM certificate chain to serve HTTPS with (needed on non-loopback addresses).
+    #[arg(long, env = "CERTCTL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CERTCTL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub est: EstArgs,
     #[command(flatten)]
     pub api: ApiArgs,
     #[command(flatten)]
@@ -199,6 +207,51 @@ impl ApiArgs {
     }
 }
 
+/// EST (RFC 7030): which issuer and profile enrollments use, and an optional
+/// HTTP Basic user (API keys are accepted as Basic passwords as well).
+#[derive(Debug, Args)]
+pub struct EstArgs {
+    /// Issuer EST enrolls from (default: the local CA).
+    #[arg(long, env = "CERTCTL_EST_ISSUER_ID")]
+    pub est_issuer_id: Option<String>,
+    /// Profile EST enrollments are checked against (default: prof-default).
+    #[arg(long, env = "CERTCTL_EST_PROFILE_ID")]
+    pub est_profile_id: Option<String>,
+    /// HTTP Basic user name for EST clients (with CERTCTL_EST_PASSWORD or _FILE).
+    #[arg(long, env = "CERTCTL_EST_USERNAME")]
+    pub est_username: Option<String>,
+}
+
+impl EstArgs {
+    fn config(&self) -> anyhow::Result<certctl_api::EstConfig> {
+        let mut users = Vec::new();
+        if let Some(user) = &self.est_username {
+            let password = match (
+                std::env::var("CERTCTL_EST_PASSWORD"),
+                std::env::var("CERTCTL_EST_PASSWORD_FILE"),
+            ) {
+                (Ok(p), _) => p,
+                (_, Ok(file)) => std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read CERTCTL_EST_PASSWORD_FILE {file}"))?
+                    .trim_end()
+                    .to_owned(),
+                _ => bail!(
+                    "CERTCTL_EST_USERNAME needs CERTCTL_EST_PASSWORD or CERTCTL_EST_PASSWORD_FILE"
+                ),
+            };
+            if password.len() < 12 {
+                bail!("the EST password must be at least 12 characters");
+            }
+            users.push((user.clone(), password));
+        }
+        Ok(certctl_api::EstConfig {
+            issuer_id: self.est_issuer_id.clone(),
+            profile_id: self.est_profile_id.clone(),
+            users,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AuthType {
     ApiKey,
@@ -226,12 +279,13 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<Exit
             args.listen
         )
     })?;
-    if !addr.ip().is_loopback() {
+    if !addr.ip().is_loopback() && args.tls_cert.is_none() {
         bail!(
-            "refusing to serve plain HTTP on {addr}: only loopback addresses are allowed without TLS, \
-             and TLS serving (--tls-cert/--tls-key) arrives with the REST API issue; listen on 127.0.0.1"
+            "refusing to serve plain HTTP on {addr}: only loopback addresses are allowed without TLS; \
+             give --tls-cert and --tls-key, or listen on 127.0.0.1"
         );
     }
+    let est = args.est.config()?;
     let auth = auth_mode(args, addr)?;
     let dir = &global.data_dir;
     files::ensure_private_dir(dir)
@@ -269,7 +323,12 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<Exit
     let bound = listener.local_addr()?;
     tracing::info!(%bound, backend = ?store.backend(), "certctl is serving");
     // Tests and scripts read this line to find the port when listening on :0.
-    println!("listening on http://{bound}");
+    let scheme = if args.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("listening on {scheme}://{bound}");
 
     let cancel = certctl_api::CancellationToken::new();
     // The scheduler's loops (renewal checks, job leases, approval expiry) run
@@ -281,17 +340,33 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<Exit
     ));
     let grace = std::time::Duration::from_secs(u64::try_from(shutdown_timeout).unwrap_or(30));
     let scheduler = tokio::spawn(scheduler.run(cancel.clone().cancelled_owned(), grace));
-    let state = AppState::with_options(engine, args.api.options())
+    // Client certificates (EST re-enrollment) must chain to the EST issuer.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let cert = std::fs::read(cert)
+                .with_context(|| format!("cannot read --tls-cert {}", cert.display()))?;
+            let key = std::fs::read(key)
+                .with_context(|| format!("cannot read --tls-key {}", key.display()))?;
+            let issuer = est.issuer_id.as_deref().unwrap_or("iss-local");
+            let roots = engine.issuer_chain_pem(issuer).await.unwrap_or_default();
+            Some(certctl_api::tls::server_config(&cert, &key, &roots)?)
+        }
+        _ => None,
+    };
+    let mut state = AppState::with_options(engine, args.api.options())
         .auth(auth)
         .shutdown_token(cancel.clone());
+    state.est = std::sync::Arc::new(est);
     let router = certctl_api::app(state.clone());
     let shutdown = async move {
         shutdown.await;
         cancel.cancel();
     };
-    certctl_api::run(listener, router, shutdown)
-        .await
-        .context("the HTTP server failed")?;
+    match tls {
+        Some(config) => certctl_api::tls::run_tls(listener, router, config, shutdown).await,
+        None => certctl_api::run(listener, router, shutdown).await,
+    }
+    .context("the HTTP server failed")?;
     state.flush_request_audit().await;
     // In-flight loop runs finish (up to the shutdown timeout) before the
     // store closes; past it, leases hand their work to another process.

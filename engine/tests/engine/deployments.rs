@@ -103,7 +103,10 @@ async fn agent_csr_queues_deployments_reported_and_verified(h: &Harness) {
         .done::<ops::GetAgentJob>(&agent1, input(json!({"id": id1, "job_id": job})))
         .await;
     let v = d.version.expect("version to deploy");
-    assert_eq!(Some(v.id.clone()), out.version.as_ref().map(|v| v.id.clone()));
+    assert_eq!(
+        Some(v.id.clone()),
+        out.version.as_ref().map(|v| v.id.clone())
+    );
     assert!(!serde_json::to_string(&v).unwrap().contains("PRIVATE KEY"));
     // Completing a job not taken is refused; running then completed works.
     let report = |status: &str| {
