@@ -74,6 +74,9 @@ pub enum Format {
     Json,
 }
 
+// Parsed once at start and matched once: the size of the largest variant
+// (the server's flags) costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the control plane: HTTP API, health and readiness.
