@@ -525,8 +525,151 @@ pub fn routes() -> Vec<Route> {
             "jobs",
         ),
     ]);
+    // Imports, bulk revocation and export links (issues 4 and 7).
+    v.extend([
+        r(
+            Post,
+            "/certificates/import",
+            "import_certificates",
+            None,
+            Body,
+            OK,
+            "certificates",
+        ),
+        r(
+            Post,
+            "/certificates/bulk-revoke",
+            "bulk_revoke_certificates",
+            None,
+            Body,
+            OK,
+            "certificates",
+        ),
+        r(
+            Post,
+            "/certificates/{id}/export-links",
+            "create_export_link",
+            ID,
+            Body,
+            OK,
+            "certificates",
+        ),
+    ]);
+    // Notifications (issue 6).
+    const CHANNEL: Option<&str> = Some("channel_id");
+    v.extend([
+        r(
+            Get,
+            "/notification-channels",
+            "list_notification_channels",
+            None,
+            Query,
+            OK,
+            "notifications",
+        ),
+        r(
+            Post,
+            "/notification-channels",
+            "create_notification_channel",
+            None,
+            Body,
+            CREATED,
+            "notifications",
+        ),
+        r(
+            Put,
+            "/notification-channels/{id}",
+            "update_notification_channel",
+            ID,
+            Body,
+            OK,
+            "notifications",
+        ),
+        r(
+            Delete,
+            "/notification-channels/{id}",
+            "delete_notification_channel",
+            ID,
+            Body,
+            OK,
+            "notifications",
+        ),
+        r(
+            Post,
+            "/notification-channels/{id}/test",
+            "send_test_notification",
+            CHANNEL,
+            Body,
+            OK,
+            "notifications",
+        ),
+        r(
+            Get,
+            "/notification-rules",
+            "list_notification_rules",
+            None,
+            Query,
+            OK,
+            "notifications",
+        ),
+        r(
+            Post,
+            "/notification-rules",
+            "create_notification_rule",
+            None,
+            Body,
+            CREATED,
+            "notifications",
+        ),
+        r(
+            Put,
+            "/notification-rules/{id}",
+            "update_notification_rule",
+            ID,
+            Body,
+            OK,
+            "notifications",
+        ),
+        r(
+            Delete,
+            "/notification-rules/{id}",
+            "delete_notification_rule",
+            ID,
+            Body,
+            OK,
+            "notifications",
+        ),
+        r(
+            Get,
+            "/notifications",
+            "list_notifications",
+            None,
+            Query,
+            OK,
+            "notifications",
+        ),
+        r(
+            Post,
+            "/notifications/{id}/retry",
+            "retry_notification",
+            ID,
+            Body,
+            OK,
+            "notifications",
+        ),
+    ]);
     v
 }
+
+/// Operations served by their protocol's own routes rather than a resource
+/// route: certificate export answers PEM, DER or PKCS#12 bytes
+/// (`POST /api/v1/certificates/{id}/export`), and enrollment is EST
+/// (`/.well-known/est/simpleenroll`, `/simplereenroll`).
+pub const PROTOCOL_ROUTED: [&str; 3] = [
+    "export_certificate",
+    "enroll_certificate",
+    "reenroll_certificate",
+];
 
 /// The router of every resource route (authentication is layered by the caller).
 pub fn router() -> Router<AppState> {

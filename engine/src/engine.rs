@@ -33,6 +33,12 @@ pub struct Engine {
     revocation: crate::revocation::RevocationCaches,
     /// Group commit of read operations' audit events.
     read_audit: crate::read_audit::ReadAudit,
+    /// Calls holding a transaction at once. A call holds its transaction's
+    /// connection and may take a second one from the pool for a store-level
+    /// read; with as many calls as connections, each would wait for a second
+    /// connection that never comes. One slot fewer than the pool always leaves
+    /// a connection free, so some call can always finish.
+    call_slots: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Engine {
@@ -52,7 +58,9 @@ impl Engine {
         config: EngineConfig,
         master: MasterKey,
     ) -> Result<Arc<Self>> {
+        let slots = (store.max_connections().max(2) - 1) as usize;
         let engine = Arc::new(Self {
+            call_slots: tokio::sync::Semaphore::new(slots),
             store,
             clock,
             config,
@@ -145,6 +153,12 @@ impl Engine {
                 .await?;
             return Err(e);
         }
+        // Held until the call's transaction ends (see `call_slots`).
+        let _slot = self
+            .call_slots
+            .acquire()
+            .await
+            .map_err(|_| crate::Error::internal("the engine is shutting down"))?;
         let mut tx = if meta.risk == Risk::Read {
             self.store.begin_read().await?
         } else {

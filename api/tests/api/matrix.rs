@@ -94,6 +94,10 @@ async fn role_by_route_matrix(rig: &Rig) {
     }
     callers.push((Caller::Role(Role::Admin), Some(rig.admin_key.clone())));
 
+    // verify_job names the agent in its body: the agent of this rig.
+    let verify_body = json!({"agent_id": agent_id, "endpoint": "127.0.0.1:443",
+        "expected_fingerprint": "00".repeat(32)})
+    .to_string();
     let mut checked = 0;
     let mut failures = Vec::new();
     for (caller, key) in &callers {
@@ -107,9 +111,14 @@ async fn role_by_route_matrix(rig: &Rig) {
                 "targets" => target.clone(),
                 _ => "x-missing".to_owned(),
             };
-            let uri = format!("/api/v1{}", route.path.replace("{id}", &id));
+            let mut uri = format!("/api/v1{}", route.path.replace("{id}", &id));
+            if route.op == "get_agent_job" {
+                uri.push_str("?job_id=job-x");
+            }
             let body = match route.op {
                 "submit_agent_csr" => r#"{"job_id":"job-x","csr_pem":"x"}"#,
+                "report_agent_job" => r#"{"job_id":"job-x","status":"running"}"#,
+                "verify_job" => verify_body.as_str(),
                 _ => "{}",
             };
             let method =

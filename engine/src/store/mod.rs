@@ -229,6 +229,14 @@ impl Store {
         }
     }
 
+    /// The most connections the pool opens.
+    pub fn max_connections(&self) -> u32 {
+        match &self.db {
+            Db::Sqlite(p) => p.options().get_max_connections(),
+            Db::Postgres(p) => p.options().get_max_connections(),
+        }
+    }
+
     /// Starts a transaction that will write. On SQLite it takes the write lock
     /// up front (`BEGIN IMMEDIATE`), so a transaction that reads and then
     /// writes cannot fail half-way because another process wrote in between.
