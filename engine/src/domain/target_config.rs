@@ -171,8 +171,14 @@ pub fn check_path(p: &Path) -> Result<()> {
             p.display()
         )));
     }
-    if p.components()
-        .any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
+    // `components()` folds a `.` inside the path away, so the text is
+    // checked segment by segment as well.
+    let dotted = p
+        .to_str()
+        .is_none_or(|t| t.split('/').any(|seg| seg == "." || seg == ".."));
+    if dotted
+        || p.components()
+            .any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
     {
         return Err(Error::invalid(format!(
             "path {} must not contain '..' or '.'",
