@@ -527,7 +527,9 @@ async fn three_processes_renew_each_certificate_once(h: &Harness) {
     for _ in 0..4 {
         h.clock.advance(3 * 3600);
         let (a, b, c) = tokio::join!(s[0].tick(), s[1].tick(), s[2].tick());
-        for l in Loop::ALL {
+        // The job loop runs on every process by design: its jobs carry
+        // their own leases.
+        for l in Loop::ALL.into_iter().filter(|l| *l != Loop::Jobs) {
             let ran = [&a, &b, &c]
                 .iter()
                 .filter(|t| t.iter().any(|(x, o)| *x == l && *o == TickOutcome::Ran))
