@@ -77,7 +77,10 @@ REQUIRED_TOOLS = [
     "list_agents",
     "list_issuers",
 ]
-READ_PREFIXES = ("list_", "get_", "verify_", "test_")
+READ_PREFIXES = ("list_", "get_", "verify_", "test_", "export_")
+# Names that look like reads but record something: an agent's report of
+# what its target serves.
+WRITE_TOOLS = ("verify_job",)
 DESTRUCTIVE_PREFIXES = ("revoke_", "delete_", "disable_")
 
 
@@ -191,7 +194,7 @@ async def check_tools(case: Case, client, mode: str) -> None:
         for hint in ("read_only_hint", "destructive_hint", "idempotent_hint", "open_world_hint"):
             if getattr(a, hint) is None:
                 note(t.name, f"annotation {hint} missing")
-        is_read = t.name.startswith(READ_PREFIXES)
+        is_read = t.name.startswith(READ_PREFIXES) and t.name not in WRITE_TOOLS
         if is_read and a.read_only_hint is not True:
             note(t.name, "read tool without readOnlyHint: true")
         if not is_read and a.read_only_hint is True:
