@@ -45,11 +45,14 @@ fn agent_subject(id: &str, summary: String) -> Subject {
     }
 }
 
-const fn agent_meta(
+/// Metadata of an operation an agent calls for itself (`resource`: what
+/// the audit event names, its agent or its job).
+pub(super) const fn agent_meta(
     name: &'static str,
     title: &'static str,
     description: &'static str,
     risk: Risk,
+    resource: &'static str,
 ) -> OpMeta {
     OpMeta {
         name,
@@ -59,7 +62,7 @@ const fn agent_meta(
         permission: Permission::AgentSelf,
         idempotent: matches!(risk, Risk::Read),
         open_world: false,
-        resource: "agent",
+        resource,
         gateable: false,
     }
 }
@@ -94,6 +97,7 @@ impl Operation for AgentHeartbeat {
         "Agent heartbeat",
         "Record that an agent is alive, with its host facts (hostname, OS, architecture, IP, version); called by the agent itself.",
         Risk::Write,
+        "agent",
     );
 
     async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
@@ -158,6 +162,7 @@ impl Operation for GetAgentWork {
         "Get an agent's work",
         "The open jobs of one agent (CSRs to send, deployments to do), oldest first; polled by the agent itself.",
         Risk::Read,
+        "agent",
     );
 
     async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
@@ -213,6 +218,7 @@ impl Operation for SubmitAgentCsr {
         "Submit an agent's CSR",
         "Answer an agent's awaiting_csr job with a CSR: the certificate is issued from it (checked against its profile) and the job completes.",
         Risk::Write,
+        "agent",
     );
 
     async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {

@@ -119,11 +119,12 @@ pub struct GetAgentJob;
 impl Operation for GetAgentJob {
     type Input = AgentJobInput;
     type Output = AgentJob;
-    const META: OpMeta = agent_meta_const(
+    const META: OpMeta = super::agents_work::agent_meta(
         "get_agent_job",
         "Get an agent's job",
         "One job of an agent with what it needs: names and key type for a CSR, or the target and the certificate and chain to deploy; called by the agent itself.",
         Risk::Read,
+        "job",
     );
 
     async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
@@ -179,25 +180,6 @@ impl Operation for GetAgentJob {
     }
 }
 
-const fn agent_meta_const(
-    name: &'static str,
-    title: &'static str,
-    description: &'static str,
-    risk: Risk,
-) -> OpMeta {
-    OpMeta {
-        name,
-        title,
-        description,
-        risk,
-        permission: Permission::AgentSelf,
-        idempotent: matches!(risk, Risk::Read),
-        open_world: false,
-        resource: "job",
-        gateable: false,
-    }
-}
-
 // ---------------------------------------------------------------- job reports
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -226,11 +208,12 @@ pub struct ReportAgentJob;
 impl Operation for ReportAgentJob {
     type Input = ReportAgentJobInput;
     type Output = Job;
-    const META: OpMeta = agent_meta_const(
+    const META: OpMeta = super::agents_work::agent_meta(
         "report_agent_job",
         "Report on an agent's job",
         "An agent reports a step of one of its jobs: running (it takes the job), completed, or failed with the reason; called by the agent itself.",
         Risk::Write,
+        "job",
     );
 
     async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
@@ -313,11 +296,12 @@ pub struct VerifyJob;
 impl Operation for VerifyJob {
     type Input = VerifyJobInput;
     type Output = Verification;
-    const META: OpMeta = agent_meta_const(
+    const META: OpMeta = super::agents_work::agent_meta(
         "verify_job",
         "Report a deployment's verification",
         "An agent reports what its target serves after a deployment: the served leaf's SHA-256 compared with the deployed one; called by the agent itself.",
         Risk::Write,
+        "job",
     );
 
     async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
