@@ -342,6 +342,14 @@ impl Scheduler {
     /// renewal for every certificate whose precomputed `renew_after` has
     /// come (one index range, however large the inventory).
     async fn run_renewals(&self, now: i64) -> Result<()> {
+        // ACME CAs with renewal information move renewal times first (RFC 9773).
+        let moved = crate::issuers::ari::refresh_due(&self.engine, now).await?;
+        if moved > 0 {
+            tracing::info!(
+                certificates = moved,
+                "renewal times moved into the CA's suggested window"
+            );
+        }
         let warned = crate::notify::warn_expiring(&self.engine, now).await?;
         if warned > 0 {
             tracing::info!(events = warned, "expiry warnings queued");
