@@ -91,9 +91,9 @@ impl Db {
 
     /// One integer from a query, read behind the servers' backs.
     async fn scalar(&self, sql: &str) -> i64 {
-        let sql = sqlx::AssertSqlSafe(sql.to_owned());
         match self {
             Db::Sqlite(p) => {
+                let sql = sqlx::AssertSqlSafe(sql.to_owned());
                 let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", p.display()))
                     .await
                     .expect("open SQLite");
@@ -103,6 +103,10 @@ impl Db {
             }
             Db::Postgres { url, .. } => {
                 let mut c = sqlx::PgConnection::connect(url).await.expect("open PostgreSQL");
+                // COUNT is BIGINT, CASE and literals are INTEGER: one type.
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT CAST(v AS BIGINT) FROM ({sql}) AS q(v)"
+                ));
                 let v: i64 = sqlx::query_scalar(sql).fetch_one(&mut c).await.expect("query");
                 let _ = c.close().await;
                 v
@@ -203,6 +207,7 @@ async fn replicas_renew_each_due_certificate_once(db: Db, processes: usize) {
     let envs = [
         ("CERTCTL_DATABASE_URL", url.as_str()),
         ("CERTCTL_MASTER_KEY", key.as_str()),
+        ("RUST_LOG", "error"),
     ];
     let args = fast_loops(&["--keygen-mode", "server"]);
     let dirs: Vec<tempfile::TempDir> = (0..processes)
@@ -378,6 +383,7 @@ async fn killed_process_jobs_are_reclaimed_and_finished_once(db: Db) {
     let envs = [
         ("CERTCTL_DATABASE_URL", url.as_str()),
         ("CERTCTL_MASTER_KEY", key.as_str()),
+        ("RUST_LOG", "error"),
     ];
 
     // Four issuance jobs for a script CA, queued before any server runs.
