@@ -321,3 +321,6 @@ mod agent;
 
 #[path = "e2e/replicas.rs"]
 mod replicas;
+
+#[path = "e2e/agent_restart.rs"]
+mod agent_restart;

@@ -23,7 +23,7 @@ use super::{BIN, Server, wait_healthy};
 const DEADLINE: Duration = Duration::from_secs(90);
 
 /// A child process killed when dropped.
-struct Proc(Child);
+pub(super) struct Proc(pub(super) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -32,7 +32,7 @@ impl Drop for Proc {
     }
 }
 
-fn require_peer(program: &str) -> bool {
+pub(super) fn require_peer(program: &str) -> bool {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
         .stdout(Stdio::null())
@@ -47,7 +47,7 @@ fn require_peer(program: &str) -> bool {
     found
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -56,7 +56,7 @@ fn free_port() -> u16 {
 }
 
 /// Waits until `f` returns Some, or panics after the deadline with `what`.
-async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+pub(super) async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f().await {
@@ -68,7 +68,7 @@ async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
 }
 
 /// A self-signed bootstrap certificate so the server can start before certctl deploys.
-fn bootstrap_cert(dir: &Path) -> (PathBuf, PathBuf) {
+pub(super) fn bootstrap_cert(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("site.pem"), dir.join("site.key"));
     let out = Command::new("openssl")
         .args([
@@ -96,7 +96,7 @@ fn bootstrap_cert(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// The SHA-256 of the leaf `openssl s_client` is served (an independent check).
-fn openssl_served(port: u16, sni: &str) -> Option<String> {
+pub(super) fn openssl_served(port: u16, sni: &str) -> Option<String> {
     let mut child = Command::new("openssl")
         .args([
             "s_client",
@@ -297,7 +297,7 @@ impl Rig {
     }
 }
 
-async fn call(c: &Client, op: &str, input: Value) -> Value {
+pub(super) async fn call(c: &Client, op: &str, input: Value) -> Value {
     c.call_completed(op, &input)
         .await
         .unwrap_or_else(|e| panic!("{op} {input}: {e}"))
@@ -353,7 +353,7 @@ impl ClientLoop {
     }
 }
 
-fn spawn(program: &str, args: &[&str], envs: &[(&str, &Path)]) -> Proc {
+pub(super) fn spawn(program: &str, args: &[&str], envs: &[(&str, &Path)]) -> Proc {
     let child = Command::new(program)
         .args(args)
         .envs(envs.iter().map(|(k, v)| (*k, *v)))
@@ -364,7 +364,7 @@ fn spawn(program: &str, args: &[&str], envs: &[(&str, &Path)]) -> Proc {
     Proc(child)
 }
 
-async fn wait_tls(port: u16) {
+pub(super) async fn wait_tls(port: u16) {
     until("the web server to answer TLS", async || {
         certctl_agent::verify::served_fingerprint(&format!("127.0.0.1:{port}"), "app.test").ok()
     })
@@ -419,7 +419,7 @@ fn assert_no_private_keys(rig: &Rig) {
     }
 }
 
-fn nginx_conf(dir: &Path, port: u16, cert: &Path, key: &Path) -> String {
+pub(super) fn nginx_conf(dir: &Path, port: u16, cert: &Path, key: &Path) -> String {
     format!(
         "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {c};\n    ssl_certificate_key {k};\n    location / {{ return 200 'ok'; }}\n  }}\n}}\n",
         d = dir.display(),
