@@ -4,7 +4,8 @@
 //! completes once, from the one key the agent made for it.
 //!
 //! A relay between agent and server holds the agent's CSR request
-//! (`POST /api/v1/agents/{id}/csr`) for as long as the test wants, which is
+//! (`POST /api/v1/operations/submit_agent_csr`, the operation route the
+//! agent's client calls) for as long as the test wants, which is
 //! the deterministic point: the key and the job's state file are on disk,
 //! the server has not seen the CSR.
 
@@ -23,6 +24,9 @@ use super::agent::{
     wait_tls,
 };
 use super::{BIN, Server, wait_healthy};
+
+/// The request line of the agent's CSR call.
+const CSR_CALL: &[u8] = b"/api/v1/operations/submit_agent_csr ";
 
 /// A TCP relay to the current server that can hold CSR requests.
 struct Relay {
@@ -66,7 +70,7 @@ impl Relay {
                             Ok(n) => {
                                 let chunk = &buf[..n];
                                 if hold.load(Ordering::SeqCst)
-                                    && chunk.windows(5).any(|w| w == b"/csr ")
+                                    && chunk.windows(CSR_CALL.len()).any(|w| w == CSR_CALL)
                                 {
                                     held.lock().unwrap().push(c2);
                                     return;
