@@ -842,3 +842,66 @@ async fn bad_targets_fail_their_jobs_and_the_agent_keeps_running() {
     })
     .await;
 }
+
+/// Runs SQL on the control plane's database behind its back (a server
+/// that hands out malformed work).
+async fn tamper(rig: &Rig, sql: &str) {
+    use sqlx::Connection;
+    let db = rig.dir.path().join("cp/certctl.db");
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open the database");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut c)
+        .await
+        .expect("tamper");
+    c.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_work_items_fail_their_jobs_and_the_agent_keeps_running() {
+    let mut rig = Rig::start().await;
+    let root = rig.dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let t = call(
+        &rig.admin,
+        "create_target",
+        json!({"name": "web", "kind": "nginx", "agent_id": rig.agent_id,
+               "config": {"cert_path": root.join("a.pem"), "key_path": root.join("a.key")}}),
+    )
+    .await;
+    let mut jobs = Vec::new();
+    for cn in ["names.test", "kind.test"] {
+        let c = call(
+            &rig.admin,
+            "create_certificate",
+            json!({"common_name": cn, "target_ids": [t["id"]]}),
+        )
+        .await;
+        let r = call(&rig.admin, "renew_certificate", json!({"id": c["id"]})).await;
+        jobs.push(r["job"]["id"].as_str().unwrap().to_owned());
+    }
+    // A name no CSR can carry (not IA5), and a job of a kind agents never run.
+    tamper(
+        &rig,
+        &format!(
+            "UPDATE certificates SET sans = '[\"b\u{fc}cher.test\"]' WHERE common_name = 'names.test';\n\
+             UPDATE jobs SET kind = 'revocation', status = 'pending' WHERE id = '{}'",
+            jobs[1]
+        ),
+    )
+    .await;
+    rig.start_agent(&root);
+    let expected = ["the CSR could not be built", "does not handle revocation jobs"];
+    for (job, want) in jobs.iter().zip(expected) {
+        let j = until("the malformed job to fail", async || {
+            let j = call(&rig.admin, "get_job", json!({"id": job})).await;
+            (j["status"] == "failed").then_some(j)
+        })
+        .await;
+        let reason = j["last_error"].as_str().unwrap_or_default();
+        assert!(reason.contains(want), "'{reason}' should say '{want}'");
+    }
+    let agent = rig.agent.as_mut().unwrap();
+    assert!(agent.0.try_wait().unwrap().is_none(), "the agent exited");
+}
