@@ -759,6 +759,7 @@ async fn bad_targets_fail_their_jobs_and_the_agent_keeps_running() {
     std::fs::create_dir_all(&root).unwrap();
     let outside = rig.dir.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(root.join("plain-file"), b"not a folder").unwrap();
     let cases = [
         (
             "nginx",
@@ -774,6 +775,12 @@ async fn bad_targets_fail_their_jobs_and_the_agent_keeps_running() {
             "apache",
             json!({"cert_path": root.join("missing/c.pem"), "key_path": root.join("missing/c.key")}),
             "is not usable",
+        ),
+        // Unwritable even for root: the folder is a regular file.
+        (
+            "nginx",
+            json!({"cert_path": root.join("plain-file/d.pem"), "key_path": root.join("plain-file/d.key")}),
+            "Not a directory",
         ),
         ("haproxy", json!({}), "needs config.pem_path"),
         (
