@@ -899,7 +899,10 @@ async fn malformed_work_items_fail_their_jobs_and_the_agent_keeps_running() {
     )
     .await;
     rig.start_agent(&root);
-    let expected = ["the CSR could not be built", "does not handle revocation jobs"];
+    let expected = [
+        "the CSR could not be built",
+        "does not handle revocation jobs",
+    ];
     for (job, want) in jobs.iter().zip(expected) {
         let j = until("the malformed job to fail", async || {
             let j = call(&rig.admin, "get_job", json!({"id": job})).await;

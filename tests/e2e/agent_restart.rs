@@ -181,7 +181,11 @@ impl Setup {
 
     fn start_agent(&self) -> Proc {
         let child = Command::new(BIN)
-            .args(["agent", "--server", &format!("http://127.0.0.1:{}", self.relay.port)])
+            .args([
+                "agent",
+                "--server",
+                &format!("http://127.0.0.1:{}", self.relay.port),
+            ])
             .args(["--agent-id", &self.agent_id, "--poll-seconds", "0.2"])
             .args(["--verify-seconds", "20"])
             .arg("--key-dir")
@@ -214,12 +218,15 @@ impl Setup {
     /// Waits until the agent made the job's key, wrote its state, and its
     /// CSR request is held at the relay; returns the key file.
     async fn key_made_and_csr_held(&self) -> (PathBuf, Vec<u8>) {
-        until("the agent's CSR to be held after its key was made", async || {
-            let states = std::fs::read_dir(self.key_dir().join("jobs")).ok()?.count();
-            let keys = self.keys();
-            (self.relay.held() > 0 && states == 1 && keys.len() == 1)
-                .then(|| keys.into_iter().next().unwrap())
-        })
+        until(
+            "the agent's CSR to be held after its key was made",
+            async || {
+                let states = std::fs::read_dir(self.key_dir().join("jobs")).ok()?.count();
+                let keys = self.keys();
+                (self.relay.held() > 0 && states == 1 && keys.len() == 1)
+                    .then(|| keys.into_iter().next().unwrap())
+            },
+        )
         .await
     }
 
@@ -319,7 +326,10 @@ async fn agent_killed_between_key_and_csr_reuses_its_key() {
         .unwrap(),
     )
     .unwrap();
-    assert!(state["version_id"].is_null(), "the CSR was not accepted: {state}");
+    assert!(
+        state["version_id"].is_null(),
+        "the CSR was not accepted: {state}"
+    );
     let _agent = s.start_agent();
     s.completed_once_from(&key).await;
 }

@@ -67,7 +67,10 @@ impl Db {
             .execute(&mut conn)
             .await
             .expect("create database");
-        let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin_url);
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .unwrap_or(&admin_url);
         Some(Db::Postgres {
             url: format!("{base}/{name}"),
             admin_url,
@@ -97,17 +100,24 @@ impl Db {
                 let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", p.display()))
                     .await
                     .expect("open SQLite");
-                let v: i64 = sqlx::query_scalar(sql).fetch_one(&mut c).await.expect("query");
+                let v: i64 = sqlx::query_scalar(sql)
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("query");
                 let _ = c.close().await;
                 v
             }
             Db::Postgres { url, .. } => {
-                let mut c = sqlx::PgConnection::connect(url).await.expect("open PostgreSQL");
+                let mut c = sqlx::PgConnection::connect(url)
+                    .await
+                    .expect("open PostgreSQL");
                 // COUNT is BIGINT, CASE and literals are INTEGER: one type.
-                let sql = sqlx::AssertSqlSafe(format!(
-                    "SELECT CAST(v AS BIGINT) FROM ({sql}) AS q(v)"
-                ));
-                let v: i64 = sqlx::query_scalar(sql).fetch_one(&mut c).await.expect("query");
+                let sql =
+                    sqlx::AssertSqlSafe(format!("SELECT CAST(v AS BIGINT) FROM ({sql}) AS q(v)"));
+                let v: i64 = sqlx::query_scalar(sql)
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("query");
                 let _ = c.close().await;
                 v
             }
@@ -119,7 +129,9 @@ impl Db {
             admin_url, name, ..
         } = self
         {
-            let mut c = sqlx::PgConnection::connect(&admin_url).await.expect("admin");
+            let mut c = sqlx::PgConnection::connect(&admin_url)
+                .await
+                .expect("admin");
             let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
             )))
@@ -330,8 +342,21 @@ async fn two_processes_on_one_sqlite_file_renew_each_certificate_once() {
 /// test wants).
 fn blocking_script_ca(dir: &Path) -> String {
     let ok = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
-        .args(["-nodes", "-subj", "/CN=certctl crash test CA", "-days", "30"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-subj",
+            "/CN=certctl crash test CA",
+            "-days",
+            "30",
+        ])
         .arg("-keyout")
         .arg(dir.join("ca.key"))
         .arg("-out")
@@ -420,7 +445,12 @@ async fn killed_process_jobs_are_reclaimed_and_finished_once(db: Db) {
     );
 
     // A short job lease and loop lease margin, so the survivor takes over in seconds.
-    let args = fast_loops(&["--job-lease-seconds", "5", "--loop-lease-margin-seconds", "1"]);
+    let args = fast_loops(&[
+        "--job-lease-seconds",
+        "5",
+        "--loop-lease-margin-seconds",
+        "1",
+    ]);
     let a_dir = tempfile::tempdir().expect("tempdir");
     let a = Server::start_with_env(a_dir.path(), &args, &envs);
     // A claims all four (one claim) and blocks in the first one's script.
@@ -493,10 +523,8 @@ async fn killed_process_jobs_are_reclaimed_and_finished_once(db: Db) {
     // The reclaim is on record, and the survivor ran each job's script once
     // (the killed process had started only the first).
     assert_eq!(
-        db.scalar(
-            "SELECT COUNT(*) FROM jobs WHERE attempts = 2"
-        )
-        .await,
+        db.scalar("SELECT COUNT(*) FROM jobs WHERE attempts = 2")
+            .await,
         N,
         "every job was reclaimed from the killed process"
     );
