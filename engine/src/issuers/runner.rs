@@ -22,8 +22,9 @@ use super::{Checkpoint, IssueRequest, Issued, IssuerError};
 /// The job kinds this worker claims.
 pub const KINDS: [JobKind; 3] = [JobKind::Issuance, JobKind::Renewal, JobKind::Revocation];
 
-/// How long a claimed job is held. A connector that needs longer (a slow
-/// ACME validation) fails the attempt and resumes on the next one.
+/// How long a claimed job is held by default (`scheduler.job_lease_seconds`
+/// sets it). A connector that needs longer (a slow ACME validation) fails
+/// the attempt and resumes on the next one.
 pub const LEASE_SECONDS: i64 = 600;
 
 /// The principal recorded for the worker's audit events.
@@ -44,7 +45,13 @@ pub async fn run_due(engine: &Engine, worker: &str, limit: i64) -> Result<RunRep
     let now = engine.now();
     let jobs = engine
         .store()
-        .claim_jobs_of(worker, now, LEASE_SECONDS, limit, &KINDS)
+        .claim_jobs_of(
+            worker,
+            now,
+            engine.config().scheduler.job_lease_seconds.max(1),
+            limit,
+            &KINDS,
+        )
         .await?;
     let mut report = RunReport::default();
     for job in jobs {
