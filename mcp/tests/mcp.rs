@@ -713,7 +713,10 @@ async fn every_tool_runs() {
     );
     check_output(&schemas, "create_network_scan_target", &target);
     covered.insert("create_network_scan_target".into());
-    let nst = target["result"]["id"].as_str().unwrap_or_default().to_owned();
+    let nst = target["result"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     for (name, args) in [
         ("list_discovered_certificates", json!({"source": "agent"})),
         ("get_discovered_certificate", json!({"id": found(0)})),

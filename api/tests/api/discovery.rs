@@ -18,11 +18,15 @@ fn self_signed(cn: &str) -> String {
 
 async fn discovery_routes_triage_and_scan_targets(rig: &Rig) {
     let admin = Some(rig.admin_key.as_str());
-    let reg = rig.post("/api/v1/agents", admin, r#"{"name":"disk"}"#).await;
+    let reg = rig
+        .post("/api/v1/agents", admin, r#"{"name":"disk"}"#)
+        .await;
     assert_eq!(reg.status, 201, "{reg:?}");
     let agent_id = reg.body["agent"]["id"].as_str().unwrap().to_owned();
     let agent_key = reg.body["api_key"].as_str().unwrap().to_owned();
-    let other = rig.post("/api/v1/agents", admin, r#"{"name":"other"}"#).await;
+    let other = rig
+        .post("/api/v1/agents", admin, r#"{"name":"other"}"#)
+        .await;
     let other_key = other.body["api_key"].as_str().unwrap().to_owned();
     let report = json!({"certificates": [
         {"path": "/etc/ssl/a.pem", "cert_pem": self_signed("a.example.com"), "key_path": "/etc/ssl/a.key"},
@@ -61,7 +65,10 @@ async fn discovery_routes_triage_and_scan_targets(rig: &Rig) {
         .iter()
         .map(|d| d["id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(list.body["data"][0]["sightings"][0]["key_path"], "/etc/ssl/a.key");
+    assert_eq!(
+        list.body["data"][0]["sightings"][0]["key_path"],
+        "/etc/ssl/a.key"
+    );
     let none = rig
         .get("/api/v1/discovered-certificates?source=network", v)
         .await;
@@ -72,19 +79,32 @@ async fn discovery_routes_triage_and_scan_targets(rig: &Rig) {
     let one = rig
         .get(&format!("/api/v1/discovered-certificates/{}", ids[0]), v)
         .await;
-    assert!(one.body["cert_pem"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
+    assert!(
+        one.body["cert_pem"]
+            .as_str()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
     rig.get("/api/v1/discovered-certificates/dc-missing", v)
         .await
         .assert_problem(404, "not-found");
 
     // A viewer cannot claim; an operator claims one and dismisses the other.
-    rig.post(&format!("/api/v1/discovered-certificates/{}/claim", ids[0]), v, "{}")
-        .await
-        .assert_problem(403, "forbidden");
+    rig.post(
+        &format!("/api/v1/discovered-certificates/{}/claim", ids[0]),
+        v,
+        "{}",
+    )
+    .await
+    .assert_problem(403, "forbidden");
     let op = rig.key("operator").await;
     let o = Some(op.as_str());
     let claimed = rig
-        .post(&format!("/api/v1/discovered-certificates/{}/claim", ids[0]), o, "{}")
+        .post(
+            &format!("/api/v1/discovered-certificates/{}/claim", ids[0]),
+            o,
+            "{}",
+        )
         .await;
     assert_eq!(claimed.status, 200, "{claimed:?}");
     let cert_id = claimed.body["certificate_id"].as_str().unwrap().to_owned();
@@ -115,7 +135,10 @@ async fn discovery_routes_triage_and_scan_targets(rig: &Rig) {
         .await;
     too_big.assert_problem(422, "invalid-input");
     assert!(
-        too_big.body["detail"].as_str().unwrap().contains("16777216"),
+        too_big.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("16777216"),
         "{too_big:?}"
     );
     // A port nothing listens on: the scan completes with it counted closed.
@@ -143,9 +166,16 @@ async fn discovery_routes_triage_and_scan_targets(rig: &Rig) {
     assert_eq!(scan.body["closed"], 1);
     assert_eq!(scan.body["tls"], 0);
     let listed = rig.get("/api/v1/network-scan-targets", v).await;
-    assert_eq!(listed.body["data"][0]["last_scan"]["closed"], 1, "{listed:?}");
+    assert_eq!(
+        listed.body["data"][0]["last_scan"]["closed"], 1,
+        "{listed:?}"
+    );
     let upd = rig
-        .put(&format!("/api/v1/network-scan-targets/{tid}"), o, r#"{"enabled":false}"#)
+        .put(
+            &format!("/api/v1/network-scan-targets/{tid}"),
+            o,
+            r#"{"enabled":false}"#,
+        )
         .await;
     assert_eq!(upd.body["enabled"], Value::Bool(false), "{upd:?}");
 }

@@ -116,7 +116,9 @@ async fn agent_reports_are_deduplicated_and_triaged(h: &Harness) {
     let again = h
         .done::<ops::ReportAgentDiscoveries>(
             &agent2,
-            input(json!({"id": id2, "certificates": [{"path": "/opt/app/c.crt", "cert_pem": c_pem}]})),
+            input(
+                json!({"id": id2, "certificates": [{"path": "/opt/app/c.crt", "cert_pem": c_pem}]}),
+            ),
         )
         .await;
     assert_eq!((again.new, again.known), (0, 1));
@@ -243,10 +245,7 @@ async fn agent_reports_are_deduplicated_and_triaged(h: &Harness) {
     assert_eq!(summary.by_status["unmanaged"], 0);
     assert_eq!(summary.by_source["agent"], 3);
     assert_eq!(summary.by_source["network"], 0);
-    assert_eq!(
-        list(h, json!({"status": "claimed"})).await.total,
-        Some(2)
-    );
+    assert_eq!(list(h, json!({"status": "claimed"})).await.total, Some(2));
 }
 
 /// A TLS server on 127.0.0.1 serving a fresh certificate for `cn`; returns
@@ -339,14 +338,22 @@ async fn network_scan_of_loopback_finds_each_server(h: &Harness) {
             .expect("each server is found");
         assert_eq!(&f.fingerprint, fp);
         assert!(f.new);
-        assert!(f.common_name.as_deref().unwrap_or_default().ends_with(".scan.test"));
+        assert!(
+            f.common_name
+                .as_deref()
+                .unwrap_or_default()
+                .ends_with(".scan.test")
+        );
         assert_eq!(f.key_type, "ecdsa-p256");
         assert!(f.not_after > f.not_before);
     }
     let found = list(h, json!({"source": "network"})).await;
     assert_eq!(found.total, Some(3));
     let one = &found.data[0];
-    assert_eq!(one.sightings[0].scan_target_id.as_deref(), Some(target.id.as_str()));
+    assert_eq!(
+        one.sightings[0].scan_target_id.as_deref(),
+        Some(target.id.as_str())
+    );
     assert!(one.sightings[0].endpoint.is_some());
 
     // A /29 of loopback with an SNI name: the same three servers (on .1),
@@ -365,8 +372,12 @@ async fn network_scan_of_loopback_finds_each_server(h: &Harness) {
     assert_eq!(report.handshakes, 18, "6 hosts x 3 ports: {report:?}");
     assert_eq!(report.tls, 3, "{report:?}");
     assert_eq!(report.closed, 15, "{report:?}");
-    assert!(report.findings.iter().all(|f| !f.new
-        && f.server_name.as_deref() == Some("www.scan.test")));
+    assert!(
+        report
+            .findings
+            .iter()
+            .all(|f| !f.new && f.server_name.as_deref() == Some("www.scan.test"))
+    );
     let d = h
         .done::<ops::GetDiscoveredCertificate>(
             &h.admin(),
@@ -385,12 +396,15 @@ async fn network_scan_of_loopback_finds_each_server(h: &Harness) {
         .done::<ops::GetNetworkScanTarget>(&viewer, input(json!({"id": target.id})))
         .await;
     assert!(t.last_scan_at.is_some());
-    assert_eq!(t.last_scan.as_ref().and_then(|v| v["tls"].as_u64()), Some(3));
+    assert_eq!(
+        t.last_scan.as_ref().and_then(|v| v["tls"].as_u64()),
+        Some(3)
+    );
     let actions = h.audit_actions().await;
     assert!(
-        actions
-            .iter()
-            .any(|(a, o, who)| a == "scan_network_target" && o == "success" && who.contains("scheduler")),
+        actions.iter().any(|(a, o, who)| a == "scan_network_target"
+            && o == "success"
+            && who.contains("scheduler")),
         "{actions:?}"
     );
 }
@@ -435,8 +449,10 @@ async fn scan_targets_guard_rails_and_roles(h: &Harness) {
     let allowed = h
         .done::<ops::CreateNetworkScanTarget>(
             &h.admin(),
-            input(json!({"name": "meta", "cidrs": ["169.254.169.254"], "ports": [80],
-                "allow_restricted": true, "enabled": false})),
+            input(
+                json!({"name": "meta", "cidrs": ["169.254.169.254"], "ports": [80],
+                "allow_restricted": true, "enabled": false}),
+            ),
         )
         .await;
     assert!(allowed.allow_restricted && !allowed.enabled);
