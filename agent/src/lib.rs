@@ -8,6 +8,7 @@
 
 pub mod connectors;
 pub mod deploy;
+pub mod discover;
 pub mod paths;
 pub mod state;
 pub mod verify;
@@ -73,6 +74,8 @@ pub struct AgentConfig {
     pub poll_interval: Duration,
     /// How long to wait for a target to serve a new certificate.
     pub verify_timeout: Duration,
+    /// How often `discovery_dirs` are walked (also once at start).
+    pub discovery_interval: Duration,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -84,6 +87,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("key_dir", &self.key_dir)
             .field("discovery_dirs", &self.discovery_dirs)
             .field("deploy_roots", &self.deploy_roots)
+            .field("discovery_interval", &self.discovery_interval)
             .finish()
     }
 }
@@ -119,9 +123,21 @@ impl Agent {
     /// retried on the next poll: a restarting control plane is waited for.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut last_discovery: Option<std::time::Instant> = None;
         loop {
             if let Err(e) = self.poll_once().await {
                 tracing::warn!(error = %e, "poll failed; retrying");
+            }
+            let due = last_discovery.is_none_or(|t| t.elapsed() >= self.config.discovery_interval);
+            if due && !self.config.discovery_dirs.is_empty() {
+                match self.discover_once().await {
+                    Ok(n) => {
+                        last_discovery = Some(std::time::Instant::now());
+                        tracing::info!(certificates = n, "discovery reported");
+                    }
+                    // Retried on the next poll.
+                    Err(e) => tracing::warn!(error = %e, "discovery report failed; retrying"),
+                }
             }
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -147,6 +163,34 @@ impl Agent {
             done.push((item.job_id, h));
         }
         Ok(done)
+    }
+
+    /// Walks the discovery directories and reports what they hold, in
+    /// batches. Returns how many certificates were reported.
+    pub async fn discover_once(&self) -> Result<usize, ClientError> {
+        let dirs = self.config.discovery_dirs.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            discover::scan(&dirs, &discover::Limits::default())
+        })
+        .await
+        .unwrap_or_default();
+        if found.truncated {
+            tracing::warn!(
+                files = found.files,
+                "discovery stopped at its limits; some files were not looked at"
+            );
+        }
+        let total = found.items.len();
+        for batch in found.items.chunks(certctl_engine::ops::MAX_DISCOVERY_BATCH) {
+            let _: serde_json::Value = self
+                .client
+                .call_completed(
+                    "report_agent_discoveries",
+                    &json!({ "id": self.config.agent_id, "certificates": batch }),
+                )
+                .await?;
+        }
+        Ok(total)
     }
 
     async fn heartbeat(&self) -> Result<(), ClientError> {

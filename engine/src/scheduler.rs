@@ -38,10 +38,12 @@ pub enum Loop {
     AgentHealth,
     /// Short-lived certificates past `not_after` move to `expired` (30 s).
     ShortLivedExpiry,
+    /// TLS scans of the enabled network scan targets (6 h).
+    NetworkScan,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 8] = [
+    pub const ALL: [Loop; 9] = [
         Loop::Renewal,
         Loop::JobLeases,
         Loop::ApprovalExpiry,
@@ -50,6 +52,7 @@ impl Loop {
         Loop::Notifications,
         Loop::AgentHealth,
         Loop::ShortLivedExpiry,
+        Loop::NetworkScan,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +65,7 @@ impl Loop {
             Loop::Notifications => "notifications",
             Loop::AgentHealth => "agent-health",
             Loop::ShortLivedExpiry => "short-lived-expiry",
+            Loop::NetworkScan => "network-scan",
         }
     }
 
@@ -76,6 +80,7 @@ impl Loop {
             Loop::Notifications => 60,
             Loop::AgentHealth => 120,
             Loop::ShortLivedExpiry => 30,
+            Loop::NetworkScan => 6 * 3600,
         }
     }
 
@@ -90,6 +95,7 @@ impl Loop {
             Loop::ShortLivedExpiry => cfg.short_lived_interval_seconds,
             Loop::Jobs => cfg.jobs_interval_seconds,
             Loop::Revocation => cfg.revocation_interval_seconds,
+            Loop::NetworkScan => cfg.network_scan_interval_seconds,
         }
     }
 }
@@ -305,6 +311,7 @@ impl Scheduler {
             Loop::Notifications => self.run_notifications(now).await?,
             Loop::AgentHealth => self.run_agent_health(now).await?,
             Loop::ShortLivedExpiry => self.run_short_lived_expiry(now).await?,
+            Loop::NetworkScan => self.run_network_scans().await?,
         }
         Ok(())
     }
@@ -366,9 +373,40 @@ impl Scheduler {
 }
 
 // ---------------------------------------------------------------- loop bodies
-// (renewals, notifications, agent health, short-lived expiry)
+// (renewals, notifications, agent health, short-lived expiry, network scans)
 
 impl Scheduler {
+    /// Scans every enabled network scan target through the engine (so the
+    /// guard rails and audit apply). One failing target does not stop the others.
+    async fn run_network_scans(&self) -> Result<()> {
+        let targets = {
+            let mut tx = self.engine.store().begin_read().await?;
+            let t = tx.scan_targets().await?;
+            tx.rollback().await?;
+            t
+        };
+        let system = Principal::system("scheduler");
+        for t in targets.into_iter().filter(|t| t.enabled) {
+            let input = ops::IdInput { id: t.id.clone() };
+            match self
+                .engine
+                .call::<ops::ScanNetworkTarget>(&system, input)
+                .await
+            {
+                Ok(Outcome::Completed { result }) => tracing::info!(
+                    target = %t.id,
+                    tls = result.tls,
+                    closed = result.closed,
+                    not_tls = result.not_tls,
+                    "network scan done"
+                ),
+                Ok(Outcome::ApprovalRequired(_)) => {}
+                Err(e) => tracing::warn!(target = %t.id, error = %e, "network scan failed"),
+            }
+        }
+        Ok(())
+    }
+
     /// Announces certificates crossing an expiry threshold, then queues a
     /// renewal for every certificate whose precomputed `renew_after` has
     /// come (one index range, however large the inventory).

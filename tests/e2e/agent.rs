@@ -138,10 +138,12 @@ pub(super) fn openssl_served(port: u16, sni: &str) -> Option<String> {
 }
 
 /// A TCP relay between the agent and the server that keeps every byte the
-/// server sent, to search the agent's API responses.
+/// server sent (`seen`, the agent's API responses) and the agent sent
+/// (`sent`, its requests and reports).
 struct Recorder {
     port: u16,
     seen: Arc<Mutex<Vec<u8>>>,
+    sent: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Recorder {
@@ -153,7 +155,9 @@ impl Recorder {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let sent = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
+        let up = sent.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut client) = conn else { break };
@@ -161,8 +165,20 @@ impl Recorder {
                     continue;
                 };
                 let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let up = up.clone();
                 std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut c2, &mut s2);
+                    let mut buf = [0u8; 8192];
+                    loop {
+                        match c2.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                up.lock().unwrap().extend_from_slice(&buf[..n]);
+                                if s2.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
                     let _ = s2.shutdown(std::net::Shutdown::Write);
                 });
                 let s = s.clone();
@@ -183,7 +199,7 @@ impl Recorder {
                 });
             }
         });
-        Self { port, seen }
+        Self { port, seen, sent }
     }
 }
 
@@ -223,6 +239,10 @@ impl Rig {
     }
 
     fn start_agent(&mut self, roots: &Path) {
+        self.start_agent_with(roots, &[]);
+    }
+
+    fn start_agent_with(&mut self, roots: &Path, extra: &[&std::ffi::OsStr]) {
         let child = Command::new(BIN)
             .args([
                 "agent",
@@ -241,6 +261,7 @@ impl Rig {
             .arg(self.key_dir())
             .arg("--deploy-roots")
             .arg(roots)
+            .args(extra)
             .env("CERTCTL_API_KEY", &self.agent_key)
             .env("RUST_LOG", "warn")
             .spawn()
@@ -848,6 +869,214 @@ async fn bad_targets_fail_their_jobs_and_the_agent_keeps_running() {
         (a["last_heartbeat_at"] != before).then_some(())
     })
     .await;
+}
+
+// ---------------------------------------------------------------- discovery
+
+/// A certificate for `cn` (issued by `ca` when given): PEM, DER, key PEM.
+fn planted_cert(
+    cn: &str,
+    ca: Option<&rcgen::Issuer<'_, rcgen::KeyPair>>,
+) -> (String, Vec<u8>, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec![cn.to_owned()]).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    let cert = match ca {
+        Some(issuer) => p.signed_by(&key, issuer).unwrap(),
+        None => p.self_signed(&key).unwrap(),
+    };
+    (cert.pem(), cert.der().to_vec(), key.serialize_pem())
+}
+
+fn fingerprint(der: &[u8]) -> String {
+    certctl_engine::pki::fingerprint_sha256(der)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_on_disk_finds_planted_certificates_and_no_keys() {
+    let mut rig = Rig::start().await;
+    let disc = rig.dir.path().join("disc");
+    let w = |rel: &str, bytes: &[u8]| {
+        let p = disc.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+    };
+    // A CA and what it issued, planted the ways servers keep them.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Planted CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca = rcgen::Issuer::new(ca_params, ca_key);
+    let (nested, nested_der, nested_key) = planted_cert("nested.test", Some(&ca));
+    let (bundled, bundled_der, _) = planted_cert("bundled.test", Some(&ca));
+    let (_, der_only, _) = planted_cert("der.test", None);
+    let (combined, combined_der, combined_key) = planted_cert("combined.test", None);
+    let (_, outside_der, _) = planted_cert("outside.test", None);
+    w("etc/app/tls/deep/er/still/server.pem", nested.as_bytes());
+    w(
+        "etc/app/tls/deep/er/still/server.key",
+        nested_key.as_bytes(),
+    );
+    w(
+        "letsencrypt/live/bundled.test/fullchain.pem",
+        format!("{bundled}{}", ca_cert.pem()).as_bytes(),
+    );
+    w("java/store/der.test.der", &der_only);
+    w(
+        "haproxy/combined.pem",
+        format!("{combined}{combined_key}").as_bytes(),
+    );
+    // Junk: binary noise, text, a damaged PEM, a lone key, an empty file.
+    w(
+        "junk/noise.bin",
+        &(0..4096u32)
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect::<Vec<_>>(),
+    );
+    w("junk/readme.txt", b"not a certificate");
+    w(
+        "junk/broken.pem",
+        b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+    );
+    w("junk/lonely.key", nested_key.as_bytes());
+    w("junk/empty.crt", b"");
+    w("junk/fake.der", &[0x30, 0x82, 0x01, 0x00, 1, 2, 3]);
+    // A link out of the tree and a directory loop: neither is followed.
+    let outside = rig.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.der"), &outside_der).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.der"), disc.join("escape.der")).unwrap();
+    std::os::unix::fs::symlink(&disc, disc.join("junk/loop")).unwrap();
+
+    let roots = rig.dir.path().join("roots");
+    std::fs::create_dir_all(&roots).unwrap();
+    rig.start_agent_with(
+        &roots,
+        &[
+            "--discovery-dirs".as_ref(),
+            disc.as_os_str(),
+            "--discovery-seconds".as_ref(),
+            "3600".as_ref(),
+        ],
+    );
+    let want: Vec<String> = [
+        &nested_der,
+        &bundled_der,
+        ca_cert.der().as_ref(),
+        &der_only,
+        &combined_der,
+    ]
+    .iter()
+    .map(|d| fingerprint(d))
+    .collect();
+    let found = until("the agent's discoveries", async || {
+        let l = call(
+            &rig.admin,
+            "list_discovered_certificates",
+            json!({"agent_id": rig.agent_id, "per_page": 100}),
+        )
+        .await;
+        (l["total"].as_u64() == Some(want.len() as u64)).then_some(l)
+    })
+    .await;
+    let data = found["data"].as_array().unwrap();
+    let by_fp = |fp: &str| {
+        data.iter()
+            .find(|d| d["fingerprint"] == fp)
+            .unwrap_or_else(|| panic!("{fp} not found: {found}"))
+    };
+    for fp in &want {
+        by_fp(fp);
+    }
+    assert!(
+        data.iter()
+            .all(|d| d["fingerprint"] != fingerprint(&outside_der)),
+        "the link out of the tree was followed"
+    );
+    let nested_row = by_fp(&want[0]);
+    let s = &nested_row["sightings"][0];
+    assert!(
+        s["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("etc/app/tls/deep/er/still/server.pem"),
+        "{s}"
+    );
+    assert!(
+        s["key_path"].as_str().unwrap().ends_with("server.key"),
+        "{s}"
+    );
+    let combined_row = by_fp(&want[4]);
+    assert_eq!(
+        combined_row["sightings"][0]["key_path"],
+        combined_row["sightings"][0]["path"]
+    );
+    assert_eq!(by_fp(&want[2])["is_ca"], true);
+    assert_eq!(by_fp(&want[3])["common_name"], "der.test");
+
+    // Claimed, it is in the inventory.
+    let claimed = call(
+        &rig.admin,
+        "claim_discovered_certificate",
+        json!({"id": nested_row["id"]}),
+    )
+    .await;
+    let cid = claimed["certificate_id"].as_str().unwrap().to_owned();
+    let inventory = call(&rig.admin, "list_certificates", json!({"per_page": 100})).await;
+    assert!(
+        inventory["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == cid.as_str() && c["common_name"] == "nested.test"),
+        "{inventory}"
+    );
+
+    // No key material anywhere: the agent's reports, the responses, the database.
+    drop(rig.agent.take());
+    let needles: Vec<Vec<u8>> = [&nested_key, &combined_key]
+        .iter()
+        .map(|k| k.lines().nth(1).unwrap().as_bytes().to_vec())
+        .collect();
+    let mut haystacks = vec![
+        (
+            "agent requests".to_owned(),
+            rig.recorder.sent.lock().unwrap().clone(),
+        ),
+        (
+            "API responses".to_owned(),
+            rig.recorder.seen.lock().unwrap().clone(),
+        ),
+    ];
+    assert!(
+        String::from_utf8_lossy(&haystacks[0].1).contains("BEGIN CERTIFICATE"),
+        "the recorder saw the agent's reports"
+    );
+    for entry in std::fs::read_dir(rig.dir.path().join("cp")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("certctl.db")
+        {
+            haystacks.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+        }
+    }
+    for (what, hay) in &haystacks {
+        assert!(
+            !String::from_utf8_lossy(hay).contains("PRIVATE KEY"),
+            "{what} holds a PEM private key"
+        );
+        for n in &needles {
+            assert!(
+                !hay.windows(n.len()).any(|w| w == &n[..]),
+                "{what} holds a planted key"
+            );
+        }
+    }
 }
 
 /// Runs SQL on the control plane's database behind its back (a server

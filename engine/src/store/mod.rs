@@ -16,6 +16,7 @@ mod approvals;
 mod audit;
 mod certificates;
 mod deployments;
+mod discovery;
 mod imports;
 mod issuers;
 mod jobs;
@@ -44,6 +45,10 @@ pub use audit::{AuditFilter, NewAuditEvent};
 pub use certificates::{CertificateFilter, CertificateSort, NewVersion};
 pub use certificates::{CertificatePatch, StatusView};
 pub use deployments::Verification;
+pub use discovery::{
+    DiscoveredCertificate, DiscoveryFilter, DiscoverySource, DiscoveryStatus, LIST_SIGHTINGS,
+    NetworkScanTarget, NewDiscovered, NewSighting, Sighting,
+};
 pub(crate) use issuers::IssuerRow;
 pub use issuers::{IssuerRecord, SealedSecrets};
 pub use jobs::{JobFilter, JobResult};
