@@ -210,3 +210,107 @@ pub fn key_next_to(cert: &Path) -> Option<PathBuf> {
         .map(|c| dir.join(c))
         .find(|p| p != cert && p.is_file())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(cn: &str) -> (String, Vec<u8>) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let p = rcgen::CertificateParams::new(vec![cn.to_owned()]).expect("params");
+        let c = p.self_signed(&key).expect("cert");
+        (c.pem(), c.der().to_vec())
+    }
+
+    #[test]
+    fn reads_pem_bundles_and_der_and_skips_junk() {
+        let (a, a_der) = cert("a.test");
+        let (b, _) = cert("b.test");
+        assert_eq!(
+            certificates_in(format!("# chain\n{a}{b}").as_bytes()).len(),
+            2
+        );
+        assert_eq!(certificates_in(&a_der), vec![a_der.clone()]);
+        let mut trailing = a_der.clone();
+        trailing.push(0);
+        assert!(certificates_in(&trailing).is_empty());
+        assert!(certificates_in(b"").is_empty());
+        assert!(certificates_in(b"\x30\x03\x01\x01\xff").is_empty());
+        assert!(
+            certificates_in(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn walk_is_bounded_and_stays_in_the_tree() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        let deep = root.join("a/b/c");
+        std::fs::create_dir_all(&deep).expect("mkdir");
+        let (a, _) = cert("a.test");
+        let (out, _) = cert("out.test");
+        std::fs::write(deep.join("site-cert.pem"), &a).expect("write");
+        std::fs::write(deep.join("site-key.pem"), "key").expect("write");
+        std::fs::write(dir.path().join("outside.pem"), &out).expect("write");
+        std::os::unix::fs::symlink(dir.path().join("outside.pem"), root.join("escape.pem"))
+            .expect("link");
+        std::os::unix::fs::symlink(deep.join("site-cert.pem"), root.join("inside.pem"))
+            .expect("link");
+        std::os::unix::fs::symlink(&root, deep.join("loop")).expect("link");
+        let found = scan(std::slice::from_ref(&root), &Limits::default());
+        let paths: Vec<&str> = found.items.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(found.items.len(), 2, "{paths:?}");
+        assert!(paths.iter().any(|p| p.ends_with("a/b/c/site-cert.pem")));
+        assert!(paths.iter().any(|p| p.ends_with("inside.pem")));
+        let direct = found
+            .items
+            .iter()
+            .find(|i| i.path.ends_with("site-cert.pem"))
+            .expect("found");
+        assert!(
+            direct
+                .key_path
+                .as_deref()
+                .unwrap_or_default()
+                .ends_with("site-key.pem")
+        );
+        assert!(!direct.cert_pem.contains("PRIVATE"));
+        // Depth limit: nothing below two levels.
+        let shallow = scan(
+            std::slice::from_ref(&root),
+            &Limits {
+                max_depth: 2,
+                ..Limits::default()
+            },
+        );
+        assert_eq!(shallow.items.len(), 1, "only the link at the top");
+        // Size limit and a missing root are skipped, not errors.
+        let tiny = scan(
+            &[root.clone(), dir.path().join("missing")],
+            &Limits {
+                max_file_bytes: 10,
+                ..Limits::default()
+            },
+        );
+        assert!(tiny.items.is_empty());
+    }
+
+    #[test]
+    fn key_files_by_their_usual_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        for (cert, key) in [
+            ("www.crt", "www.key"),
+            ("api.pem", "api-key.pem"),
+            ("fullchain.pem", "privkey.pem"),
+            ("mail.cert.pem", "mail.key.pem"),
+        ] {
+            std::fs::write(d.join(cert), "c").expect("write");
+            std::fs::write(d.join(key), "k").expect("write");
+            assert_eq!(key_next_to(&d.join(cert)), Some(d.join(key)), "{cert}");
+        }
+        std::fs::write(d.join("lonely.pem"), "c").expect("write");
+        assert_eq!(key_next_to(&d.join("lonely.pem")), None);
+    }
+}
