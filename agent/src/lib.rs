@@ -31,12 +31,25 @@ use state::{JobState, KeyDir};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     pub reason: String,
+    /// The control plane could not be reached: the job is left as it is
+    /// and tried again on the next poll, not failed.
+    pub unreachable: bool,
 }
 
 impl Failure {
     pub fn new(reason: impl Into<String>) -> Self {
         Self {
             reason: reason.into(),
+            unreachable: false,
+        }
+    }
+
+    /// A call to the control plane failed: a transport error is retried
+    /// (the server may be restarting), an answer is the job's failure.
+    fn from_call(what: &str, e: ClientError) -> Self {
+        Self {
+            unreachable: matches!(e, ClientError::Transport { .. }),
+            reason: format!("{what}: {e}"),
         }
     }
 }
@@ -246,6 +259,12 @@ impl Agent {
                     .await?;
                 Ok(h)
             }
+            // The key and the job's state stay on disk; the next poll
+            // sends the CSR for the same key.
+            Err(f) if f.unreachable => Err(ClientError::Transport {
+                url: self.config.server.clone(),
+                reason: f.reason,
+            }),
             Err(f) => self.fail(&job.id, f.reason).await,
         }
     }
@@ -319,7 +338,7 @@ impl Agent {
                 &json!({ "id": self.config.agent_id, "job_id": job_id, "csr_pem": csr }),
             )
             .await
-            .map_err(|e| Failure::new(format!("the CSR was refused: {e}")))?;
+            .map_err(|e| Failure::from_call("the CSR was refused", e))?;
         // A local CA signs at once; an external CA signs later through an
         // issuer job, and the key stays here for the deployment that follows.
         let version_id = match (&out.version, &out.issuer_job) {

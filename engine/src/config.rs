@@ -118,6 +118,12 @@ pub struct SchedulerConfig {
     pub short_lived_max_ttl_seconds: i64,
     /// How long shutdown waits for loop runs in flight.
     pub shutdown_timeout_seconds: i64,
+    /// How long a claimed issuer job is held before another process may
+    /// reclaim it (a crashed worker's jobs wait this long).
+    pub job_lease_seconds: i64,
+    /// A singleton loop's lease lasts two intervals plus this margin, so a
+    /// healthy leader keeps it; a dead leader's loops move after it runs out.
+    pub loop_lease_margin_seconds: i64,
     /// Enabled network scan targets are scanned this often (6 h).
     pub network_scan_interval_seconds: i64,
 }
@@ -138,6 +144,8 @@ impl Default for SchedulerConfig {
             renew_jitter_percent: 10,
             short_lived_max_ttl_seconds: 3600,
             shutdown_timeout_seconds: 30,
+            job_lease_seconds: crate::issuers::runner::LEASE_SECONDS,
+            loop_lease_margin_seconds: 30,
             network_scan_interval_seconds: 6 * 3600,
         }
     }

@@ -201,15 +201,26 @@ impl Scheduler {
 
     /// Runs one loop now unless it is in flight or another process leads it.
     pub async fn run_once(&self, l: Loop, now: i64) -> TickOutcome {
-        {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            if !in_flight.insert(l) {
-                tracing::info!(
-                    loop_ = l.name(),
-                    "previous run still in flight; skipping this turn"
-                );
-                return TickOutcome::SkippedInFlight;
+        let started = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(l);
+        if !started {
+            tracing::info!(
+                loop_ = l.name(),
+                "previous run still in flight; skipping this turn"
+            );
+            // The run is alive: keep its lease, or a run longer than the
+            // lease would let another process start the same loop.
+            if l != Loop::Jobs {
+                let _ = self
+                    .engine
+                    .store()
+                    .acquire_lease(l.name(), &self.owner, now, self.lease_ttl(l))
+                    .await;
             }
+            return TickOutcome::SkippedInFlight;
         }
         let outcome = self.lead_and_run(l, now).await;
         self.in_flight
@@ -228,17 +239,24 @@ impl Scheduler {
                 Err(e) => TickOutcome::Failed(e.to_string()),
             };
         }
-        // The lease outlives one interval a little, so a healthy leader keeps it.
-        let ttl = self.intervals[&l] * 2 + 30;
         match self
             .engine
             .store()
-            .acquire_lease(l.name(), &self.owner, now, ttl)
+            .acquire_lease(l.name(), &self.owner, now, self.lease_ttl(l))
             .await
         {
             Ok(true) => {}
             Ok(false) => return TickOutcome::SkippedNotLeader,
             Err(e) => return TickOutcome::Failed(e.to_string()),
+        }
+        // Which process ran which tick, durably (replicas are checked on it).
+        if let Err(e) = self
+            .engine
+            .store()
+            .record_loop_run(l.name(), now / self.intervals[&l], &self.owner, now)
+            .await
+        {
+            return TickOutcome::Failed(e.to_string());
         }
         match self.run_loop(l, now).await {
             Ok(()) => TickOutcome::Ran,
@@ -247,6 +265,19 @@ impl Scheduler {
                 TickOutcome::Failed(e.to_string())
             }
         }
+    }
+
+    /// A loop lease outlives two intervals plus a margin, so a healthy
+    /// leader keeps it (it is renewed on every turn, even while a run is
+    /// still in flight).
+    fn lease_ttl(&self, l: Loop) -> i64 {
+        self.intervals[&l] * 2
+            + self
+                .engine
+                .config()
+                .scheduler
+                .loop_lease_margin_seconds
+                .max(0)
     }
 
     async fn run_loop(&self, l: Loop, now: i64) -> Result<()> {
@@ -380,6 +411,14 @@ impl Scheduler {
     /// renewal for every certificate whose precomputed `renew_after` has
     /// come (one index range, however large the inventory).
     async fn run_renewals(&self, now: i64) -> Result<()> {
+        // ACME CAs with renewal information move renewal times first (RFC 9773).
+        let moved = crate::issuers::ari::refresh_due(&self.engine, now).await?;
+        if moved > 0 {
+            tracing::info!(
+                certificates = moved,
+                "renewal times moved into the CA's suggested window"
+            );
+        }
         let warned = crate::notify::warn_expiring(&self.engine, now).await?;
         if warned > 0 {
             tracing::info!(events = warned, "expiry warnings queued");

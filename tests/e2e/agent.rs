@@ -23,7 +23,7 @@ use super::{BIN, Server, wait_healthy};
 const DEADLINE: Duration = Duration::from_secs(90);
 
 /// A child process killed when dropped.
-struct Proc(Child);
+pub(super) struct Proc(pub(super) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -32,7 +32,7 @@ impl Drop for Proc {
     }
 }
 
-fn require_peer(program: &str) -> bool {
+pub(super) fn require_peer(program: &str) -> bool {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
         .stdout(Stdio::null())
@@ -47,7 +47,7 @@ fn require_peer(program: &str) -> bool {
     found
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -56,7 +56,7 @@ fn free_port() -> u16 {
 }
 
 /// Waits until `f` returns Some, or panics after the deadline with `what`.
-async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+pub(super) async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f().await {
@@ -68,7 +68,7 @@ async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
 }
 
 /// A self-signed bootstrap certificate so the server can start before certctl deploys.
-fn bootstrap_cert(dir: &Path) -> (PathBuf, PathBuf) {
+pub(super) fn bootstrap_cert(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("site.pem"), dir.join("site.key"));
     let out = Command::new("openssl")
         .args([
@@ -96,7 +96,7 @@ fn bootstrap_cert(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// The SHA-256 of the leaf `openssl s_client` is served (an independent check).
-fn openssl_served(port: u16, sni: &str) -> Option<String> {
+pub(super) fn openssl_served(port: u16, sni: &str) -> Option<String> {
     let mut child = Command::new("openssl")
         .args([
             "s_client",
@@ -318,7 +318,7 @@ impl Rig {
     }
 }
 
-async fn call(c: &Client, op: &str, input: Value) -> Value {
+pub(super) async fn call(c: &Client, op: &str, input: Value) -> Value {
     c.call_completed(op, &input)
         .await
         .unwrap_or_else(|e| panic!("{op} {input}: {e}"))
@@ -374,7 +374,7 @@ impl ClientLoop {
     }
 }
 
-fn spawn(program: &str, args: &[&str], envs: &[(&str, &Path)]) -> Proc {
+pub(super) fn spawn(program: &str, args: &[&str], envs: &[(&str, &Path)]) -> Proc {
     let child = Command::new(program)
         .args(args)
         .envs(envs.iter().map(|(k, v)| (*k, *v)))
@@ -385,7 +385,7 @@ fn spawn(program: &str, args: &[&str], envs: &[(&str, &Path)]) -> Proc {
     Proc(child)
 }
 
-async fn wait_tls(port: u16) {
+pub(super) async fn wait_tls(port: u16) {
     until("the web server to answer TLS", async || {
         certctl_agent::verify::served_fingerprint(&format!("127.0.0.1:{port}"), "app.test").ok()
     })
@@ -440,7 +440,7 @@ fn assert_no_private_keys(rig: &Rig) {
     }
 }
 
-fn nginx_conf(dir: &Path, port: u16, cert: &Path, key: &Path) -> String {
+pub(super) fn nginx_conf(dir: &Path, port: u16, cert: &Path, key: &Path) -> String {
     format!(
         "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {c};\n    ssl_certificate_key {k};\n    location / {{ return 200 'ok'; }}\n  }}\n}}\n",
         d = dir.display(),
@@ -780,6 +780,7 @@ async fn bad_targets_fail_their_jobs_and_the_agent_keeps_running() {
     std::fs::create_dir_all(&root).unwrap();
     let outside = rig.dir.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(root.join("plain-file"), b"not a folder").unwrap();
     let cases = [
         (
             "nginx",
@@ -795,6 +796,12 @@ async fn bad_targets_fail_their_jobs_and_the_agent_keeps_running() {
             "apache",
             json!({"cert_path": root.join("missing/c.pem"), "key_path": root.join("missing/c.key")}),
             "is not usable",
+        ),
+        // Unwritable even for root: the folder is a regular file.
+        (
+            "nginx",
+            json!({"cert_path": root.join("plain-file/d.pem"), "key_path": root.join("plain-file/d.key")}),
+            "Not a directory",
         ),
         ("haproxy", json!({}), "needs config.pem_path"),
         (
@@ -1070,4 +1077,70 @@ async fn discovery_on_disk_finds_planted_certificates_and_no_keys() {
             );
         }
     }
+}
+
+/// Runs SQL on the control plane's database behind its back (a server
+/// that hands out malformed work).
+async fn tamper(rig: &Rig, sql: &str) {
+    use sqlx::Connection;
+    let db = rig.dir.path().join("cp/certctl.db");
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open the database");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut c)
+        .await
+        .expect("tamper");
+    c.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_work_items_fail_their_jobs_and_the_agent_keeps_running() {
+    let mut rig = Rig::start().await;
+    let root = rig.dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let t = call(
+        &rig.admin,
+        "create_target",
+        json!({"name": "web", "kind": "nginx", "agent_id": rig.agent_id,
+               "config": {"cert_path": root.join("a.pem"), "key_path": root.join("a.key")}}),
+    )
+    .await;
+    let mut jobs = Vec::new();
+    for cn in ["names.test", "kind.test"] {
+        let c = call(
+            &rig.admin,
+            "create_certificate",
+            json!({"common_name": cn, "target_ids": [t["id"]]}),
+        )
+        .await;
+        let r = call(&rig.admin, "renew_certificate", json!({"id": c["id"]})).await;
+        jobs.push(r["job"]["id"].as_str().unwrap().to_owned());
+    }
+    // A name no CSR can carry (not IA5), and a job of a kind agents never run.
+    tamper(
+        &rig,
+        &format!(
+            "UPDATE certificates SET sans = '[\"b\u{fc}cher.test\"]' WHERE common_name = 'names.test';\n\
+             UPDATE jobs SET kind = 'revocation', status = 'pending' WHERE id = '{}'",
+            jobs[1]
+        ),
+    )
+    .await;
+    rig.start_agent(&root);
+    let expected = [
+        "the CSR could not be built",
+        "does not handle revocation jobs",
+    ];
+    for (job, want) in jobs.iter().zip(expected) {
+        let j = until("the malformed job to fail", async || {
+            let j = call(&rig.admin, "get_job", json!({"id": job})).await;
+            (j["status"] == "failed").then_some(j)
+        })
+        .await;
+        let reason = j["last_error"].as_str().unwrap_or_default();
+        assert!(reason.contains(want), "'{reason}' should say '{want}'");
+    }
+    let agent = rig.agent.as_mut().unwrap();
+    assert!(agent.0.try_wait().unwrap().is_none(), "the agent exited");
 }

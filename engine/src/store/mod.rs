@@ -28,6 +28,7 @@ mod policies;
 mod principals;
 mod profiles;
 mod query;
+mod renewal_info;
 mod revocations;
 mod work;
 
@@ -55,6 +56,7 @@ pub use notifications::{ChannelRecord, DeliveryResult, EventRow, ExpiringRow, Ne
 pub use org::OrgTable;
 pub use policies::SimpleTable;
 pub use query::{Cursor, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, page_size};
+pub use renewal_info::AriDue;
 pub use revocations::{ExportLink, NewRevocation, SerialStatus, StoredCrl};
 pub use work::WorkItem;
 
