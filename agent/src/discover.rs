@@ -226,7 +226,10 @@ mod tests {
     fn reads_pem_bundles_and_der_and_skips_junk() {
         let (a, a_der) = cert("a.test");
         let (b, _) = cert("b.test");
-        assert_eq!(certificates_in(format!("# chain\n{a}{b}").as_bytes()).len(), 2);
+        assert_eq!(
+            certificates_in(format!("# chain\n{a}{b}").as_bytes()).len(),
+            2
+        );
         assert_eq!(certificates_in(&a_der), vec![a_der.clone()]);
         let mut trailing = a_der.clone();
         trailing.push(0);
@@ -265,7 +268,13 @@ mod tests {
             .iter()
             .find(|i| i.path.ends_with("site-cert.pem"))
             .expect("found");
-        assert!(direct.key_path.as_deref().unwrap_or_default().ends_with("site-key.pem"));
+        assert!(
+            direct
+                .key_path
+                .as_deref()
+                .unwrap_or_default()
+                .ends_with("site-key.pem")
+        );
         assert!(!direct.cert_pem.contains("PRIVATE"));
         // Depth limit: nothing below two levels.
         let shallow = scan(

@@ -534,7 +534,7 @@ pub fn routes() -> Vec<Route> {
             ID,
             Body,
             OK,
-            "discovery",
+            "agents",
         ),
         r(
             Get,

@@ -77,7 +77,8 @@ pub struct DiscoveryReportItem {
 pub struct ReportDiscoveriesInput {
     /// The agent id (`ag-...`).
     pub id: String,
-    /// What it found, at most 500 per call.
+    /// What it found, at most 500 per call (none is a valid report).
+    #[serde(default)]
     pub certificates: Vec<DiscoveryReportItem>,
 }
 

@@ -303,30 +303,28 @@ impl Operation for ScanNetworkTarget {
         gateable: false,
     };
 
-    fn outside_tx(
+    async fn outside_tx(
         engine: &Engine,
         input: &Self::Input,
         memo: &mut super::Memo,
-    ) -> impl std::future::Future<Output = Result<()>> + Send {
-        async move {
-            let target = {
-                let mut tx = engine.store().begin_read().await?;
-                let t = tx.scan_target(&input.id).await?;
-                tx.rollback().await?;
-                t.ok_or_else(|| Error::not_found("network_scan_target", input.id.clone()))?
-            };
-            let cfg = &engine.config().network_scan;
-            let plan = ScanPlan::new(
-                &target.cidrs,
-                &target.ports,
-                &target.server_names,
-                target.allow_restricted,
-                cfg,
-            )?;
-            let outcome = netscan::scan(&plan, cfg).await;
-            memo.network_scan = Some((target.id, outcome));
-            Ok(())
-        }
+    ) -> Result<()> {
+        let target = {
+            let mut tx = engine.store().begin_read().await?;
+            let t = tx.scan_target(&input.id).await?;
+            tx.rollback().await?;
+            t.ok_or_else(|| Error::not_found("network_scan_target", input.id.clone()))?
+        };
+        let cfg = &engine.config().network_scan;
+        let plan = ScanPlan::new(
+            &target.cidrs,
+            &target.ports,
+            &target.server_names,
+            target.allow_restricted,
+            cfg,
+        )?;
+        let outcome = netscan::scan(&plan, cfg).await;
+        memo.network_scan = Some((target.id, outcome));
+        Ok(())
     }
 
     async fn describe(_ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
