@@ -1,0 +1,205 @@
+//! Issue 8: every issuer's certificates are deployed by the agent and
+//! renewed by the scheduler. One `certctl serve` (renewal and job loops every
+//! second) and one agent; per issuer an nginx on its own port and a
+//! certificate on it. Issue from the agent's key, deploy, check the served
+//! chain with `openssl s_client`, then let the scheduler renew (a renewal
+//! policy that makes the certificate due at once) and wait for the agent to
+//! deploy and verify the new version.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use super::{
+    Proc, Rig, bootstrap_cert, call, free_port, nginx_conf, require_peer, spawn, wait_tls,
+};
+
+/// An nginx on a free port with a bootstrap certificate, under `dir`.
+struct Nginx {
+    _proc: Proc,
+    port: u16,
+    cert: PathBuf,
+    key: PathBuf,
+    conf: PathBuf,
+}
+
+async fn nginx(dir: &Path) -> Nginx {
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    let (cert, key) = bootstrap_cert(dir);
+    let port = free_port();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(&conf, nginx_conf(dir, port, &cert, &key)).unwrap();
+    let proc = spawn("nginx", &["-c", conf.to_str().unwrap()], &[]);
+    wait_tls(port).await;
+    Nginx {
+        _proc: proc,
+        port,
+        cert,
+        key,
+        conf,
+    }
+}
+
+/// A CA made with openssl and a script issuer that signs with `openssl x509 -req`.
+fn openssl_ca(dir: &Path) -> (String, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (key, cert) = (dir.join("ca.key"), dir.join("ca.pem"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args(["-subj", "/CN=certctl e2e script CA", "-days", "30"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script = dir.join("sign.sh");
+    std::fs::write(
+        &script,
+        r#"#!/bin/sh
+set -eu
+sans=$(printf '%s' "$CERTCTL_SANS" | tr ',' '\n' | sed 's/^/DNS:/' | paste -sd, -)
+printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' "$sans" > ext.cnf
+openssl x509 -req -in "$CERTCTL_CSR_FILE" -CA "$CA_DIR/ca.pem" -CAkey "$CA_DIR/ca.key" \
+    -set_serial "0x$(openssl rand -hex 12)" -days "$CERTCTL_TTL_DAYS" -extfile ext.cnf \
+    -out "$CERTCTL_CERT_FILE" 2>/dev/null
+cat "$CA_DIR/ca.pem" > "$CERTCTL_CHAIN_FILE"
+"#,
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (script.display().to_string(), cert)
+}
+
+/// `openssl s_client` checks the served chain against `ca_file` and the name.
+fn served_chain_verifies(port: u16, ca_file: &Path) -> Result<(), String> {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-servername", "app.test", "-verify_hostname", "app.test"])
+        .args(["-verify_return_error", "-CAfile"])
+        .arg(ca_file)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl s_client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    if out.status.success() && text.contains("Verify return code: 0 (ok)") {
+        Ok(())
+    } else {
+        Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// The newest completed deployment of `cert` not in `known`, with its verification.
+async fn next_deployment(rig: &Rig, cert: &str, known: &[String]) -> (String, Value) {
+    let job = rig.deployment_after(cert, known).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let v = call(&rig.admin, "get_job_verification", json!({"id": id})).await;
+    assert_eq!(v["verified"], true, "{v}");
+    (id, v)
+}
+
+/// One issuer's round: issue, deploy, verify the served chain, scheduler renewal, redeploy.
+async fn deploy_and_renew(rig: &Rig, label: &str, issuer_id: &str, ca_file: &Path, nginx: &Nginx) {
+    let t = call(
+        &rig.admin,
+        "create_target",
+        json!({"name": format!("nginx-{label}"), "kind": "nginx", "agent_id": rig.agent_id,
+               "config": {"cert_path": nginx.cert, "key_path": nginx.key, "config_file": nginx.conf,
+                          "verify_endpoint": format!("127.0.0.1:{}", nginx.port), "server_name": "app.test"}}),
+    )
+    .await;
+    let c = call(
+        &rig.admin,
+        "create_certificate",
+        json!({"common_name": "app.test", "name": format!("app-{label}"),
+               "issuer_id": issuer_id, "target_ids": [t["id"]]}),
+    )
+    .await;
+    let cert = c["id"].as_str().unwrap().to_owned();
+    call(&rig.admin, "renew_certificate", json!({"id": cert})).await;
+    let (first, v1) = next_deployment(rig, &cert, &[]).await;
+    served_chain_verifies(nginx.port, ca_file).unwrap_or_else(|e| panic!("{label}: {e}"));
+    let fp1 = v1["served_fingerprint"].as_str().unwrap().to_owned();
+
+    // A policy that makes it due at once: the scheduler's renewal loop (every
+    // second) asks the agent for a CSR; nobody calls renew here.
+    let policy = call(
+        &rig.admin,
+        "create_renewal_policy",
+        json!({"name": format!("due-now-{label}"), "renew_before_days": 3650, "jitter_percent": 0}),
+    )
+    .await;
+    call(
+        &rig.admin,
+        "update_certificate",
+        json!({"id": cert, "renewal_policy_id": policy["id"]}),
+    )
+    .await;
+    let (_, v2) = next_deployment(rig, &cert, &[first]).await;
+    let fp2 = v2["served_fingerprint"].as_str().unwrap().to_owned();
+    assert_ne!(fp1, fp2, "{label}: the renewal deployed a new certificate");
+    let jobs = call(
+        &rig.admin,
+        "list_jobs",
+        json!({"certificate_id": cert, "kind": "renewal"}),
+    )
+    .await;
+    assert!(
+        jobs["data"].as_array().is_some_and(|j| !j.is_empty()),
+        "{label}: the scheduler queued a renewal: {jobs}"
+    );
+    // Back to the default policy, so it stops renewing every second.
+    call(
+        &rig.admin,
+        "update_certificate",
+        json!({"id": cert, "renewal_policy_id": ""}),
+    )
+    .await;
+    served_chain_verifies(nginx.port, ca_file).unwrap_or_else(|e| panic!("{label}: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_issuer_deploys_and_renews() {
+    if !require_peer("nginx") || !require_peer("openssl") {
+        return;
+    }
+    let mut rig = Rig::start_with(&[
+        "--renewal-check-interval-seconds",
+        "1",
+        "--job-interval-seconds",
+        "1",
+    ])
+    .await;
+    let root = rig.dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    rig.start_agent(&root);
+
+    // The local CA: it signs at once.
+    let local = call(&rig.admin, "get_issuer", json!({"id": "iss-local"})).await;
+    let local_root = root.join("local-root.pem");
+    std::fs::write(&local_root, local["ca_chain_pem"].as_str().unwrap()).unwrap();
+    let n = nginx(&root.join("local")).await;
+    deploy_and_renew(&rig, "local", "iss-local", &local_root, &n).await;
+
+    // A script CA (openssl): it signs later, in an issuer job.
+    let (script, ca) = openssl_ca(&rig.dir.path().join("script-ca"));
+    let issuer = call(
+        &rig.admin,
+        "create_issuer",
+        json!({"name": "openssl", "kind": "script",
+               "config": {"command": script, "timeout_seconds": 30},
+               "secrets": {"env": {"CA_DIR": rig.dir.path().join("script-ca")}}}),
+    )
+    .await;
+    let n = nginx(&root.join("script")).await;
+    deploy_and_renew(&rig, "script", issuer["id"].as_str().unwrap(), &ca, &n).await;
+}
