@@ -79,6 +79,87 @@ cat "$CA_DIR/ca.pem" > "$CERTCTL_CHAIN_FILE"
     (script.display().to_string(), cert)
 }
 
+/// A peer binary from `env` or PATH; `None` (skip) when absent unless
+/// CERTCTL_REQUIRE_PEERS=1 (then it fails).
+fn peer(env: &str, name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os(env)
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join(name))
+                    .find(|p| p.is_file())
+            })
+        });
+    if found.is_none() {
+        assert!(
+            std::env::var("CERTCTL_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "{name} is required (set {env}; scripts/test installs it)"
+        );
+        eprintln!("skipping the {name} round: set {env}");
+    }
+    found
+}
+
+/// An OpenBao dev server with a PKI mount, a root CA and a role for `*.test`;
+/// returns it, its URL, a root token and the root CA file.
+async fn openbao(bin: &Path, dir: &Path) -> (Proc, String, PathBuf) {
+    let port = free_port();
+    let proc = Proc(
+        Command::new(bin)
+            .args(["server", "-dev", "-dev-root-token-id=root"])
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start bao"),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let bao = |method: &str, path: &str, body: Value| -> Option<Value> {
+        let out = Command::new("curl")
+            .args(["-sf", "-X", method, "-H", "X-Vault-Token: root"])
+            .args(["-H", "Content-Type: application/json", "--data"])
+            .arg(body.to_string())
+            .arg(format!("{url}/v1/{path}"))
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        Some(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+    };
+    super::until("OpenBao to unseal", async || {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("{url}/v1/sys/health")])
+            .output()
+            .ok()?;
+        out.status.success().then_some(())
+    })
+    .await;
+    bao(
+        "POST",
+        "sys/mounts/pki",
+        json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}}),
+    )
+    .expect("enable pki");
+    let root = bao(
+        "POST",
+        "pki/root/generate/internal",
+        json!({"common_name": "OpenBao e2e Root", "ttl": "87600h"}),
+    )
+    .expect("root CA");
+    let root_file = dir.join("bao-root.pem");
+    std::fs::write(&root_file, root["data"]["certificate"].as_str().unwrap()).unwrap();
+    bao(
+        "POST",
+        "pki/roles/web",
+        json!({"allowed_domains": "test", "allow_subdomains": true, "max_ttl": "2000h", "key_type": "any"}),
+    )
+    .expect("role");
+    (proc, url, root_file)
+}
+
 /// `openssl s_client` checks the served chain against `ca_file` and the name.
 fn served_chain_verifies(port: u16, ca_file: &Path) -> Result<(), String> {
     let out = Command::new("openssl")
@@ -202,4 +283,18 @@ async fn every_issuer_deploys_and_renews() {
     .await;
     let n = nginx(&root.join("script")).await;
     deploy_and_renew(&rig, "script", issuer["id"].as_str().unwrap(), &ca, &n).await;
+
+    // Vault PKI (a real OpenBao dev server): signs in an issuer job.
+    if let Some(bin) = peer("CERTCTL_TEST_BAO", "bao") {
+        let (_bao, url, bao_root) = openbao(&bin, rig.dir.path()).await;
+        let issuer = call(
+            &rig.admin,
+            "create_issuer",
+            json!({"name": "openbao", "kind": "vault",
+                   "config": {"url": url, "role": "web"}, "secrets": {"token": "root"}}),
+        )
+        .await;
+        let n = nginx(&root.join("vault")).await;
+        deploy_and_renew(&rig, "vault", issuer["id"].as_str().unwrap(), &bao_root, &n).await;
+    }
 }
