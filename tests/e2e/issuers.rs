@@ -11,6 +11,9 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
+#[path = "../../engine/tests/engine/stepca_double.rs"]
+mod stepca_double;
+
 use super::{
     Proc, Rig, bootstrap_cert, call, free_port, nginx_conf, require_peer, spawn, wait_tls,
 };
@@ -460,6 +463,28 @@ async fn every_issuer_deploys_and_renews() {
         let n = nginx(&root.join("vault")).await;
         deploy_and_renew(&rig, "vault", issuer["id"].as_str().unwrap(), &bao_root, &n).await;
     }
+
+    // step-ca: its documented API, served by the engine tests' double (no
+    // step-ca binary can be installed here), in this process.
+    let double = stepca_double::StepCaDouble::start().await;
+    let step_root = rig.dir.path().join("stepca-root.pem");
+    std::fs::write(&step_root, &double.root_pem).unwrap();
+    let issuer = call(
+        &rig.admin,
+        "create_issuer",
+        json!({"name": "step-ca", "kind": "step_ca", "config": double.config(),
+               "secrets": {"provisioner_key_pem": double.provisioner_key_pem}}),
+    )
+    .await;
+    let n = nginx(&root.join("stepca")).await;
+    deploy_and_renew(
+        &rig,
+        "step-ca",
+        issuer["id"].as_str().unwrap(),
+        &step_root,
+        &n,
+    )
+    .await;
 
     // ACME against Pebble, HTTP-01 answered by the built-in solver.
     if let (Some(bin), Some(chall)) = (
