@@ -28,6 +28,11 @@ struct Server {
 impl Server {
     /// Starts `certctl serve` on 127.0.0.1:0 and waits for its `listening on` line.
     fn start(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(dir, extra, &[])
+    }
+
+    /// The same, with extra environment variables (a database URL, a master key).
+    fn start_with_env(dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
@@ -35,6 +40,7 @@ impl Server {
             .env_remove("CERTCTL_MASTER_KEY")
             .env_remove("CERTCTL_DATABASE_URL")
             .env("RUST_LOG", "warn")
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -70,6 +76,13 @@ impl Server {
 
     fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// Kills the process with SIGKILL: no shutdown, no lease given back.
+    fn kill_hard(mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("wait");
     }
 
     /// Sends SIGTERM and returns the exit status.
@@ -305,3 +318,9 @@ fn refuses_plain_http_off_loopback() {
 
 #[path = "e2e/agent.rs"]
 mod agent;
+
+#[path = "e2e/replicas.rs"]
+mod replicas;
+
+#[path = "e2e/agent_restart.rs"]
+mod agent_restart;

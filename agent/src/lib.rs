@@ -8,6 +8,7 @@
 
 pub mod connectors;
 pub mod deploy;
+pub mod discover;
 pub mod paths;
 pub mod state;
 pub mod verify;
@@ -30,12 +31,25 @@ use state::{JobState, KeyDir};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     pub reason: String,
+    /// The control plane could not be reached: the job is left as it is
+    /// and tried again on the next poll, not failed.
+    pub unreachable: bool,
 }
 
 impl Failure {
     pub fn new(reason: impl Into<String>) -> Self {
         Self {
             reason: reason.into(),
+            unreachable: false,
+        }
+    }
+
+    /// A call to the control plane failed: a transport error is retried
+    /// (the server may be restarting), an answer is the job's failure.
+    fn from_call(what: &str, e: ClientError) -> Self {
+        Self {
+            unreachable: matches!(e, ClientError::Transport { .. }),
+            reason: format!("{what}: {e}"),
         }
     }
 }
@@ -60,6 +74,8 @@ pub struct AgentConfig {
     pub poll_interval: Duration,
     /// How long to wait for a target to serve a new certificate.
     pub verify_timeout: Duration,
+    /// How often `discovery_dirs` are walked (also once at start).
+    pub discovery_interval: Duration,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -71,6 +87,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("key_dir", &self.key_dir)
             .field("discovery_dirs", &self.discovery_dirs)
             .field("deploy_roots", &self.deploy_roots)
+            .field("discovery_interval", &self.discovery_interval)
             .finish()
     }
 }
@@ -106,9 +123,21 @@ impl Agent {
     /// retried on the next poll: a restarting control plane is waited for.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut last_discovery: Option<std::time::Instant> = None;
         loop {
             if let Err(e) = self.poll_once().await {
                 tracing::warn!(error = %e, "poll failed; retrying");
+            }
+            let due = last_discovery.is_none_or(|t| t.elapsed() >= self.config.discovery_interval);
+            if due && !self.config.discovery_dirs.is_empty() {
+                match self.discover_once().await {
+                    Ok(n) => {
+                        last_discovery = Some(std::time::Instant::now());
+                        tracing::info!(certificates = n, "discovery reported");
+                    }
+                    // Retried on the next poll.
+                    Err(e) => tracing::warn!(error = %e, "discovery report failed; retrying"),
+                }
             }
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -134,6 +163,34 @@ impl Agent {
             done.push((item.job_id, h));
         }
         Ok(done)
+    }
+
+    /// Walks the discovery directories and reports what they hold, in
+    /// batches. Returns how many certificates were reported.
+    pub async fn discover_once(&self) -> Result<usize, ClientError> {
+        let dirs = self.config.discovery_dirs.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            discover::scan(&dirs, &discover::Limits::default())
+        })
+        .await
+        .unwrap_or_default();
+        if found.truncated {
+            tracing::warn!(
+                files = found.files,
+                "discovery stopped at its limits; some files were not looked at"
+            );
+        }
+        let total = found.items.len();
+        for batch in found.items.chunks(certctl_engine::ops::MAX_DISCOVERY_BATCH) {
+            let _: serde_json::Value = self
+                .client
+                .call_completed(
+                    "report_agent_discoveries",
+                    &json!({ "id": self.config.agent_id, "certificates": batch }),
+                )
+                .await?;
+        }
+        Ok(total)
     }
 
     async fn heartbeat(&self) -> Result<(), ClientError> {
@@ -202,6 +259,12 @@ impl Agent {
                     .await?;
                 Ok(h)
             }
+            // The key and the job's state stay on disk; the next poll
+            // sends the CSR for the same key.
+            Err(f) if f.unreachable => Err(ClientError::Transport {
+                url: self.config.server.clone(),
+                reason: f.reason,
+            }),
             Err(f) => self.fail(&job.id, f.reason).await,
         }
     }
@@ -275,7 +338,7 @@ impl Agent {
                 &json!({ "id": self.config.agent_id, "job_id": job_id, "csr_pem": csr }),
             )
             .await
-            .map_err(|e| Failure::new(format!("the CSR was refused: {e}")))?;
+            .map_err(|e| Failure::from_call("the CSR was refused", e))?;
         // A local CA signs at once; an external CA signs later through an
         // issuer job, and the key stays here for the deployment that follows.
         let version_id = match (&out.version, &out.issuer_job) {

@@ -525,6 +525,81 @@ pub fn routes() -> Vec<Route> {
             "jobs",
         ),
     ]);
+    // Discovery on disk and on the network, and its triage (issues 5 and 9).
+    v.extend([
+        r(
+            Post,
+            "/agents/{id}/discoveries",
+            "report_agent_discoveries",
+            ID,
+            Body,
+            OK,
+            "discovery",
+        ),
+        r(
+            Get,
+            "/discovered-certificates",
+            "list_discovered_certificates",
+            None,
+            Query,
+            OK,
+            "discovery",
+        ),
+        r(
+            Get,
+            "/discovered-certificates/summary",
+            "get_discovery_summary",
+            None,
+            Query,
+            OK,
+            "discovery",
+        ),
+        r(
+            Get,
+            "/discovered-certificates/{id}",
+            "get_discovered_certificate",
+            ID,
+            Query,
+            OK,
+            "discovery",
+        ),
+        r(
+            Post,
+            "/discovered-certificates/{id}/claim",
+            "claim_discovered_certificate",
+            ID,
+            Body,
+            OK,
+            "discovery",
+        ),
+        r(
+            Post,
+            "/discovered-certificates/{id}/dismiss",
+            "dismiss_discovered_certificate",
+            ID,
+            Body,
+            OK,
+            "discovery",
+        ),
+        r(
+            Post,
+            "/network-scan-targets/{id}/scan",
+            "scan_network_target",
+            ID,
+            Body,
+            OK,
+            "discovery",
+        ),
+    ]);
+    v.extend(crud!(
+        "/network-scan-targets",
+        "discovery",
+        "list_network_scan_targets",
+        "create_network_scan_target",
+        "get_network_scan_target",
+        "update_network_scan_target",
+        "delete_network_scan_target"
+    ));
     // Imports, bulk revocation and export links (issues 4 and 7).
     v.extend([
         r(

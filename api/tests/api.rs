@@ -9,6 +9,8 @@ mod actions;
 
 #[path = "api/certificates.rs"]
 mod certificates;
+#[path = "api/discovery.rs"]
+mod discovery;
 #[path = "api/errors.rs"]
 mod errors;
 #[path = "api/health.rs"]

@@ -65,6 +65,31 @@ pub struct EngineConfig {
     pub scheduler: SchedulerConfig,
     /// Notification delivery: attempts, backoff, expiry-warning thresholds.
     pub notifications: NotifyConfig,
+    /// Network scanner limits.
+    pub network_scan: NetworkScanConfig,
+}
+
+/// Limits of the network scanner: how much one target may cover and how
+/// hard a scan may knock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkScanConfig {
+    /// Most endpoints (addresses times ports) one scan target may cover;
+    /// larger targets are refused with the reason. Default 4096 (a /20 on one port).
+    pub max_endpoints: u64,
+    /// Handshakes in flight at once.
+    pub concurrency: usize,
+    /// Connect plus handshake time allowed per endpoint, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for NetworkScanConfig {
+    fn default() -> Self {
+        Self {
+            max_endpoints: 4096,
+            concurrency: 64,
+            timeout_ms: 3000,
+        }
+    }
 }
 
 /// Scheduler settings (defaults are the original certctl's).
@@ -93,6 +118,14 @@ pub struct SchedulerConfig {
     pub short_lived_max_ttl_seconds: i64,
     /// How long shutdown waits for loop runs in flight.
     pub shutdown_timeout_seconds: i64,
+    /// How long a claimed issuer job is held before another process may
+    /// reclaim it (a crashed worker's jobs wait this long).
+    pub job_lease_seconds: i64,
+    /// A singleton loop's lease lasts two intervals plus this margin, so a
+    /// healthy leader keeps it; a dead leader's loops move after it runs out.
+    pub loop_lease_margin_seconds: i64,
+    /// Enabled network scan targets are scanned this often (6 h).
+    pub network_scan_interval_seconds: i64,
 }
 
 impl Default for SchedulerConfig {
@@ -111,6 +144,9 @@ impl Default for SchedulerConfig {
             renew_jitter_percent: 10,
             short_lived_max_ttl_seconds: 3600,
             shutdown_timeout_seconds: 30,
+            job_lease_seconds: crate::issuers::runner::LEASE_SECONDS,
+            loop_lease_margin_seconds: 30,
+            network_scan_interval_seconds: 6 * 3600,
         }
     }
 }
@@ -151,6 +187,7 @@ impl Default for EngineConfig {
             public_url: None,
             scheduler: SchedulerConfig::default(),
             notifications: NotifyConfig::default(),
+            network_scan: NetworkScanConfig::default(),
         }
     }
 }

@@ -38,10 +38,12 @@ pub enum Loop {
     AgentHealth,
     /// Short-lived certificates past `not_after` move to `expired` (30 s).
     ShortLivedExpiry,
+    /// TLS scans of the enabled network scan targets (6 h).
+    NetworkScan,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 8] = [
+    pub const ALL: [Loop; 9] = [
         Loop::Renewal,
         Loop::JobLeases,
         Loop::ApprovalExpiry,
@@ -50,6 +52,7 @@ impl Loop {
         Loop::Notifications,
         Loop::AgentHealth,
         Loop::ShortLivedExpiry,
+        Loop::NetworkScan,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +65,7 @@ impl Loop {
             Loop::Notifications => "notifications",
             Loop::AgentHealth => "agent-health",
             Loop::ShortLivedExpiry => "short-lived-expiry",
+            Loop::NetworkScan => "network-scan",
         }
     }
 
@@ -76,6 +80,7 @@ impl Loop {
             Loop::Notifications => 60,
             Loop::AgentHealth => 120,
             Loop::ShortLivedExpiry => 30,
+            Loop::NetworkScan => 6 * 3600,
         }
     }
 
@@ -90,6 +95,7 @@ impl Loop {
             Loop::ShortLivedExpiry => cfg.short_lived_interval_seconds,
             Loop::Jobs => cfg.jobs_interval_seconds,
             Loop::Revocation => cfg.revocation_interval_seconds,
+            Loop::NetworkScan => cfg.network_scan_interval_seconds,
         }
     }
 }
@@ -195,15 +201,26 @@ impl Scheduler {
 
     /// Runs one loop now unless it is in flight or another process leads it.
     pub async fn run_once(&self, l: Loop, now: i64) -> TickOutcome {
-        {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            if !in_flight.insert(l) {
-                tracing::info!(
-                    loop_ = l.name(),
-                    "previous run still in flight; skipping this turn"
-                );
-                return TickOutcome::SkippedInFlight;
+        let started = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(l);
+        if !started {
+            tracing::info!(
+                loop_ = l.name(),
+                "previous run still in flight; skipping this turn"
+            );
+            // The run is alive: keep its lease, or a run longer than the
+            // lease would let another process start the same loop.
+            if l != Loop::Jobs {
+                let _ = self
+                    .engine
+                    .store()
+                    .acquire_lease(l.name(), &self.owner, now, self.lease_ttl(l))
+                    .await;
             }
+            return TickOutcome::SkippedInFlight;
         }
         let outcome = self.lead_and_run(l, now).await;
         self.in_flight
@@ -222,17 +239,24 @@ impl Scheduler {
                 Err(e) => TickOutcome::Failed(e.to_string()),
             };
         }
-        // The lease outlives one interval a little, so a healthy leader keeps it.
-        let ttl = self.intervals[&l] * 2 + 30;
         match self
             .engine
             .store()
-            .acquire_lease(l.name(), &self.owner, now, ttl)
+            .acquire_lease(l.name(), &self.owner, now, self.lease_ttl(l))
             .await
         {
             Ok(true) => {}
             Ok(false) => return TickOutcome::SkippedNotLeader,
             Err(e) => return TickOutcome::Failed(e.to_string()),
+        }
+        // Which process ran which tick, durably (replicas are checked on it).
+        if let Err(e) = self
+            .engine
+            .store()
+            .record_loop_run(l.name(), now / self.intervals[&l], &self.owner, now)
+            .await
+        {
+            return TickOutcome::Failed(e.to_string());
         }
         match self.run_loop(l, now).await {
             Ok(()) => TickOutcome::Ran,
@@ -241,6 +265,19 @@ impl Scheduler {
                 TickOutcome::Failed(e.to_string())
             }
         }
+    }
+
+    /// A loop lease outlives two intervals plus a margin, so a healthy
+    /// leader keeps it (it is renewed on every turn, even while a run is
+    /// still in flight).
+    fn lease_ttl(&self, l: Loop) -> i64 {
+        self.intervals[&l] * 2
+            + self
+                .engine
+                .config()
+                .scheduler
+                .loop_lease_margin_seconds
+                .max(0)
     }
 
     async fn run_loop(&self, l: Loop, now: i64) -> Result<()> {
@@ -274,6 +311,7 @@ impl Scheduler {
             Loop::Notifications => self.run_notifications(now).await?,
             Loop::AgentHealth => self.run_agent_health(now).await?,
             Loop::ShortLivedExpiry => self.run_short_lived_expiry(now).await?,
+            Loop::NetworkScan => self.run_network_scans().await?,
         }
         Ok(())
     }
@@ -335,13 +373,52 @@ impl Scheduler {
 }
 
 // ---------------------------------------------------------------- loop bodies
-// (renewals, notifications, agent health, short-lived expiry)
+// (renewals, notifications, agent health, short-lived expiry, network scans)
 
 impl Scheduler {
+    /// Scans every enabled network scan target through the engine (so the
+    /// guard rails and audit apply). One failing target does not stop the others.
+    async fn run_network_scans(&self) -> Result<()> {
+        let targets = {
+            let mut tx = self.engine.store().begin_read().await?;
+            let t = tx.scan_targets().await?;
+            tx.rollback().await?;
+            t
+        };
+        let system = Principal::system("scheduler");
+        for t in targets.into_iter().filter(|t| t.enabled) {
+            let input = ops::IdInput { id: t.id.clone() };
+            match self
+                .engine
+                .call::<ops::ScanNetworkTarget>(&system, input)
+                .await
+            {
+                Ok(Outcome::Completed { result }) => tracing::info!(
+                    target = %t.id,
+                    tls = result.tls,
+                    closed = result.closed,
+                    not_tls = result.not_tls,
+                    "network scan done"
+                ),
+                Ok(Outcome::ApprovalRequired(_)) => {}
+                Err(e) => tracing::warn!(target = %t.id, error = %e, "network scan failed"),
+            }
+        }
+        Ok(())
+    }
+
     /// Announces certificates crossing an expiry threshold, then queues a
     /// renewal for every certificate whose precomputed `renew_after` has
     /// come (one index range, however large the inventory).
     async fn run_renewals(&self, now: i64) -> Result<()> {
+        // ACME CAs with renewal information move renewal times first (RFC 9773).
+        let moved = crate::issuers::ari::refresh_due(&self.engine, now).await?;
+        if moved > 0 {
+            tracing::info!(
+                certificates = moved,
+                "renewal times moved into the CA's suggested window"
+            );
+        }
         let warned = crate::notify::warn_expiring(&self.engine, now).await?;
         if warned > 0 {
             tracing::info!(events = warned, "expiry warnings queued");

@@ -10,6 +10,7 @@ mod engine {
     mod catalogue;
     mod certificates;
     mod deployments;
+    mod discovery;
     mod import;
     mod inputs;
     mod issuance;

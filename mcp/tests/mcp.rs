@@ -676,6 +676,71 @@ async fn every_tool_runs() {
         check_output(&schemas, name, &v);
         covered.insert(name.to_owned());
     }
+    // Discovery: an (admin-made) agent report, triage, and a loopback scan
+    // of a port nothing listens on.
+    let reported = ok(
+        &call(
+            &c,
+            "report_agent_discoveries",
+            json!({"id": made["agent"], "certificates": [
+                {"path": "/etc/ssl/more.pem", "cert_pem": more_pem},
+                {"path": "/etc/ssl/device.pem", "cert_pem": enrolled_pem},
+            ]}),
+        )
+        .await,
+        "report_agent_discoveries",
+    );
+    check_output(&schemas, "report_agent_discoveries", &reported);
+    covered.insert("report_agent_discoveries".into());
+    let found = |i: usize| {
+        reported["result"]["ids"][i]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(9);
+    let target = ok(
+        &call(
+            &c,
+            "create_network_scan_target",
+            json!({"name": "lo", "cidrs": ["127.0.0.1/32"], "ports": [closed]}),
+        )
+        .await,
+        "create_network_scan_target",
+    );
+    check_output(&schemas, "create_network_scan_target", &target);
+    covered.insert("create_network_scan_target".into());
+    let nst = target["result"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for (name, args) in [
+        ("list_discovered_certificates", json!({"source": "agent"})),
+        ("get_discovered_certificate", json!({"id": found(0)})),
+        ("get_discovery_summary", json!({})),
+        ("claim_discovered_certificate", json!({"id": found(0)})),
+        (
+            "dismiss_discovered_certificate",
+            json!({"id": found(1), "reason": "lab device"}),
+        ),
+        ("list_network_scan_targets", json!({})),
+        ("get_network_scan_target", json!({"id": nst})),
+        (
+            "update_network_scan_target",
+            json!({"id": nst, "enabled": false}),
+        ),
+        ("scan_network_target", json!({"id": nst})),
+        ("delete_network_scan_target", json!({"id": nst})),
+    ] {
+        let r = call(&c, name, args).await;
+        let v = ok(&r, name);
+        assert_eq!(v["status"], "completed", "{name}: {v}");
+        check_output(&schemas, name, &v);
+        covered.insert(name.to_owned());
+    }
     // Agent-only calls and decisions on unknown jobs fail
     // as tool errors that say why, never as internal errors.
     for (name, args) in [

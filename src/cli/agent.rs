@@ -22,6 +22,13 @@ pub struct AgentArgs {
     /// Directories to scan for certificates on disk (comma-separated).
     #[arg(long, env = "CERTCTL_DISCOVERY_DIRS", value_delimiter = ',')]
     pub discovery_dirs: Vec<PathBuf>,
+    /// Seconds between walks of the discovery directories (also one at start).
+    #[arg(
+        long,
+        env = "CERTCTL_DISCOVERY_INTERVAL_SECONDS",
+        default_value_t = 3600.0
+    )]
+    pub discovery_seconds: f64,
     /// Directories deployments may write below (comma-separated)
     /// [default: /etc/ssl, /etc/pki, /etc/nginx, /etc/apache2, /etc/httpd, /etc/haproxy, /etc/traefik, /etc/caddy].
     #[arg(long, env = "CERTCTL_DEPLOY_ROOTS", value_delimiter = ',')]
@@ -60,6 +67,7 @@ pub async fn agent(global: &GlobalArgs, args: &AgentArgs) -> anyhow::Result<Exit
         },
         poll_interval: seconds(args.poll_seconds, "--poll-seconds")?,
         verify_timeout: seconds(args.verify_seconds, "--verify-seconds")?,
+        discovery_interval: seconds(args.discovery_seconds, "--discovery-seconds")?,
     };
     let agent = Agent::new(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!(agent = %args.agent_id, server = %global.server, "agent started");

@@ -113,6 +113,32 @@ pub struct SchedulerArgs {
     #[arg(long, env = "CERTCTL_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(i64).range(0..=3600))]
     pub shutdown_timeout_seconds: i64,
+    /// How long a claimed issuer job is held; a crashed process's jobs are
+    /// taken up by another after this.
+    #[arg(long, env = "CERTCTL_JOB_LEASE_SECONDS", default_value_t = 600,
+          value_parser = clap::value_parser!(i64).range(1..=86400))]
+    pub job_lease_seconds: i64,
+    /// A singleton loop's lease lasts two intervals plus this margin; a
+    /// crashed leader's loops move to another process after it.
+    #[arg(long, env = "CERTCTL_LOOP_LEASE_MARGIN_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(i64).range(0..=86400))]
+    pub loop_lease_margin_seconds: i64,
+    /// How often enabled network scan targets are scanned.
+    #[arg(long, env = "CERTCTL_NETWORK_SCAN_INTERVAL_SECONDS", default_value_t = 6 * 3600,
+          value_parser = clap::value_parser!(i64).range(60..))]
+    pub network_scan_interval_seconds: i64,
+    /// Most handshakes (addresses x ports x names) one scan target may cover.
+    #[arg(long, env = "CERTCTL_NETWORK_SCAN_MAX_ENDPOINTS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub network_scan_max_endpoints: u64,
+    /// TLS handshakes in flight at once during a network scan.
+    #[arg(long, env = "CERTCTL_NETWORK_SCAN_CONCURRENCY", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub network_scan_concurrency: u64,
+    /// Connect plus handshake time allowed per endpoint, in milliseconds.
+    #[arg(long, env = "CERTCTL_NETWORK_SCAN_TIMEOUT_MS", default_value_t = 3000,
+          value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub network_scan_timeout_ms: u64,
 }
 
 impl SchedulerArgs {
@@ -132,6 +158,13 @@ impl SchedulerArgs {
         s.renew_before_days = self.renew_before_days;
         s.renew_jitter_percent = self.renew_jitter_percent;
         s.shutdown_timeout_seconds = self.shutdown_timeout_seconds;
+        s.job_lease_seconds = self.job_lease_seconds;
+        s.loop_lease_margin_seconds = self.loop_lease_margin_seconds;
+        s.network_scan_interval_seconds = self.network_scan_interval_seconds;
+        let scan = &mut config.network_scan;
+        scan.max_endpoints = self.network_scan_max_endpoints;
+        scan.concurrency = self.network_scan_concurrency as usize;
+        scan.timeout_ms = self.network_scan_timeout_ms;
         let n = &mut config.notifications;
         n.expiry_thresholds_days = self.expiry_warning_days.clone();
         n.max_attempts = self.notification_max_attempts;

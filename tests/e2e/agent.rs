@@ -23,7 +23,7 @@ use super::{BIN, Server, wait_healthy};
 const DEADLINE: Duration = Duration::from_secs(90);
 
 /// A child process killed when dropped.
-struct Proc(Child);
+pub(super) struct Proc(pub(super) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -32,7 +32,7 @@ impl Drop for Proc {
     }
 }
 
-fn require_peer(program: &str) -> bool {
+pub(super) fn require_peer(program: &str) -> bool {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
         .stdout(Stdio::null())
@@ -47,7 +47,7 @@ fn require_peer(program: &str) -> bool {
     found
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -56,7 +56,7 @@ fn free_port() -> u16 {
 }
 
 /// Waits until `f` returns Some, or panics after the deadline with `what`.
-async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+pub(super) async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f().await {
@@ -68,7 +68,7 @@ async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
 }
 
 /// A self-signed bootstrap certificate so the server can start before certctl deploys.
-fn bootstrap_cert(dir: &Path) -> (PathBuf, PathBuf) {
+pub(super) fn bootstrap_cert(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("site.pem"), dir.join("site.key"));
     let out = Command::new("openssl")
         .args([
@@ -96,7 +96,7 @@ fn bootstrap_cert(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// The SHA-256 of the leaf `openssl s_client` is served (an independent check).
-fn openssl_served(port: u16, sni: &str) -> Option<String> {
+pub(super) fn openssl_served(port: u16, sni: &str) -> Option<String> {
     let mut child = Command::new("openssl")
         .args([
             "s_client",
@@ -138,10 +138,12 @@ fn openssl_served(port: u16, sni: &str) -> Option<String> {
 }
 
 /// A TCP relay between the agent and the server that keeps every byte the
-/// server sent, to search the agent's API responses.
+/// server sent (`seen`, the agent's API responses) and the agent sent
+/// (`sent`, its requests and reports).
 struct Recorder {
     port: u16,
     seen: Arc<Mutex<Vec<u8>>>,
+    sent: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Recorder {
@@ -153,7 +155,9 @@ impl Recorder {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let sent = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
+        let up = sent.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut client) = conn else { break };
@@ -161,8 +165,20 @@ impl Recorder {
                     continue;
                 };
                 let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let up = up.clone();
                 std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut c2, &mut s2);
+                    let mut buf = [0u8; 8192];
+                    loop {
+                        match c2.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                up.lock().unwrap().extend_from_slice(&buf[..n]);
+                                if s2.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
                     let _ = s2.shutdown(std::net::Shutdown::Write);
                 });
                 let s = s.clone();
@@ -183,7 +199,7 @@ impl Recorder {
                 });
             }
         });
-        Self { port, seen }
+        Self { port, seen, sent }
     }
 }
 
@@ -228,6 +244,10 @@ impl Rig {
     }
 
     fn start_agent(&mut self, roots: &Path) {
+        self.start_agent_with(roots, &[]);
+    }
+
+    fn start_agent_with(&mut self, roots: &Path, extra: &[&std::ffi::OsStr]) {
         let child = Command::new(BIN)
             .args([
                 "agent",
@@ -246,6 +266,7 @@ impl Rig {
             .arg(self.key_dir())
             .arg("--deploy-roots")
             .arg(roots)
+            .args(extra)
             .env("CERTCTL_API_KEY", &self.agent_key)
             .env("RUST_LOG", "warn")
             .spawn()
@@ -302,7 +323,7 @@ impl Rig {
     }
 }
 
-async fn call(c: &Client, op: &str, input: Value) -> Value {
+pub(super) async fn call(c: &Client, op: &str, input: Value) -> Value {
     c.call_completed(op, &input)
         .await
         .unwrap_or_else(|e| panic!("{op} {input}: {e}"))
@@ -358,7 +379,7 @@ impl ClientLoop {
     }
 }
 
-fn spawn(program: &str, args: &[&str], envs: &[(&str, &Path)]) -> Proc {
+pub(super) fn spawn(program: &str, args: &[&str], envs: &[(&str, &Path)]) -> Proc {
     let child = Command::new(program)
         .args(args)
         .envs(envs.iter().map(|(k, v)| (*k, *v)))
@@ -369,7 +390,7 @@ fn spawn(program: &str, args: &[&str], envs: &[(&str, &Path)]) -> Proc {
     Proc(child)
 }
 
-async fn wait_tls(port: u16) {
+pub(super) async fn wait_tls(port: u16) {
     until("the web server to answer TLS", async || {
         certctl_agent::verify::served_fingerprint(&format!("127.0.0.1:{port}"), "app.test").ok()
     })
@@ -424,7 +445,7 @@ fn assert_no_private_keys(rig: &Rig) {
     }
 }
 
-fn nginx_conf(dir: &Path, port: u16, cert: &Path, key: &Path) -> String {
+pub(super) fn nginx_conf(dir: &Path, port: u16, cert: &Path, key: &Path) -> String {
     format!(
         "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {c};\n    ssl_certificate_key {k};\n    location / {{ return 200 'ok'; }}\n  }}\n}}\n",
         d = dir.display(),
@@ -764,6 +785,7 @@ async fn bad_targets_fail_their_jobs_and_the_agent_keeps_running() {
     std::fs::create_dir_all(&root).unwrap();
     let outside = rig.dir.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(root.join("plain-file"), b"not a folder").unwrap();
     let cases = [
         (
             "nginx",
@@ -779,6 +801,12 @@ async fn bad_targets_fail_their_jobs_and_the_agent_keeps_running() {
             "apache",
             json!({"cert_path": root.join("missing/c.pem"), "key_path": root.join("missing/c.key")}),
             "is not usable",
+        ),
+        // Unwritable even for root: the folder is a regular file.
+        (
+            "nginx",
+            json!({"cert_path": root.join("plain-file/d.pem"), "key_path": root.join("plain-file/d.key")}),
+            "Not a directory",
         ),
         ("haproxy", json!({}), "needs config.pem_path"),
         (
@@ -846,6 +874,280 @@ async fn bad_targets_fail_their_jobs_and_the_agent_keeps_running() {
         (a["last_heartbeat_at"] != before).then_some(())
     })
     .await;
+}
+
+// ---------------------------------------------------------------- discovery
+
+/// A certificate for `cn` (issued by `ca` when given): PEM, DER, key PEM.
+fn planted_cert(
+    cn: &str,
+    ca: Option<&rcgen::Issuer<'_, rcgen::KeyPair>>,
+) -> (String, Vec<u8>, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec![cn.to_owned()]).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    let cert = match ca {
+        Some(issuer) => p.signed_by(&key, issuer).unwrap(),
+        None => p.self_signed(&key).unwrap(),
+    };
+    (cert.pem(), cert.der().to_vec(), key.serialize_pem())
+}
+
+fn fingerprint(der: &[u8]) -> String {
+    certctl_engine::pki::fingerprint_sha256(der)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_on_disk_finds_planted_certificates_and_no_keys() {
+    let mut rig = Rig::start().await;
+    let disc = rig.dir.path().join("disc");
+    let w = |rel: &str, bytes: &[u8]| {
+        let p = disc.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+    };
+    // A CA and what it issued, planted the ways servers keep them.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Planted CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca = rcgen::Issuer::new(ca_params, ca_key);
+    let (nested, nested_der, nested_key) = planted_cert("nested.test", Some(&ca));
+    let (bundled, bundled_der, _) = planted_cert("bundled.test", Some(&ca));
+    let (_, der_only, _) = planted_cert("der.test", None);
+    let (combined, combined_der, combined_key) = planted_cert("combined.test", None);
+    let (_, outside_der, _) = planted_cert("outside.test", None);
+    w("etc/app/tls/deep/er/still/server.pem", nested.as_bytes());
+    w(
+        "etc/app/tls/deep/er/still/server.key",
+        nested_key.as_bytes(),
+    );
+    w(
+        "letsencrypt/live/bundled.test/fullchain.pem",
+        format!("{bundled}{}", ca_cert.pem()).as_bytes(),
+    );
+    w("java/store/der.test.der", &der_only);
+    w(
+        "haproxy/combined.pem",
+        format!("{combined}{combined_key}").as_bytes(),
+    );
+    // Junk: binary noise, text, a damaged PEM, a lone key, an empty file.
+    w(
+        "junk/noise.bin",
+        &(0..4096u32)
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect::<Vec<_>>(),
+    );
+    w("junk/readme.txt", b"not a certificate");
+    w(
+        "junk/broken.pem",
+        b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+    );
+    w("junk/lonely.key", nested_key.as_bytes());
+    w("junk/empty.crt", b"");
+    w("junk/fake.der", &[0x30, 0x82, 0x01, 0x00, 1, 2, 3]);
+    // A link out of the tree and a directory loop: neither is followed.
+    let outside = rig.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.der"), &outside_der).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.der"), disc.join("escape.der")).unwrap();
+    std::os::unix::fs::symlink(&disc, disc.join("junk/loop")).unwrap();
+
+    let roots = rig.dir.path().join("roots");
+    std::fs::create_dir_all(&roots).unwrap();
+    rig.start_agent_with(
+        &roots,
+        &[
+            "--discovery-dirs".as_ref(),
+            disc.as_os_str(),
+            "--discovery-seconds".as_ref(),
+            "3600".as_ref(),
+        ],
+    );
+    let want: Vec<String> = [
+        &nested_der,
+        &bundled_der,
+        ca_cert.der().as_ref(),
+        &der_only,
+        &combined_der,
+    ]
+    .iter()
+    .map(|d| fingerprint(d))
+    .collect();
+    let found = until("the agent's discoveries", async || {
+        let l = call(
+            &rig.admin,
+            "list_discovered_certificates",
+            json!({"agent_id": rig.agent_id, "per_page": 100}),
+        )
+        .await;
+        (l["total"].as_u64() == Some(want.len() as u64)).then_some(l)
+    })
+    .await;
+    let data = found["data"].as_array().unwrap();
+    let by_fp = |fp: &str| {
+        data.iter()
+            .find(|d| d["fingerprint"] == fp)
+            .unwrap_or_else(|| panic!("{fp} not found: {found}"))
+    };
+    for fp in &want {
+        by_fp(fp);
+    }
+    assert!(
+        data.iter()
+            .all(|d| d["fingerprint"] != fingerprint(&outside_der)),
+        "the link out of the tree was followed"
+    );
+    let nested_row = by_fp(&want[0]);
+    let s = &nested_row["sightings"][0];
+    assert!(
+        s["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("etc/app/tls/deep/er/still/server.pem"),
+        "{s}"
+    );
+    assert!(
+        s["key_path"].as_str().unwrap().ends_with("server.key"),
+        "{s}"
+    );
+    let combined_row = by_fp(&want[4]);
+    assert_eq!(
+        combined_row["sightings"][0]["key_path"],
+        combined_row["sightings"][0]["path"]
+    );
+    assert_eq!(by_fp(&want[2])["is_ca"], true);
+    assert_eq!(by_fp(&want[3])["common_name"], "der.test");
+
+    // Claimed, it is in the inventory.
+    let claimed = call(
+        &rig.admin,
+        "claim_discovered_certificate",
+        json!({"id": nested_row["id"]}),
+    )
+    .await;
+    let cid = claimed["certificate_id"].as_str().unwrap().to_owned();
+    let inventory = call(&rig.admin, "list_certificates", json!({"per_page": 100})).await;
+    assert!(
+        inventory["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == cid.as_str() && c["common_name"] == "nested.test"),
+        "{inventory}"
+    );
+
+    // No key material anywhere: the agent's reports, the responses, the database.
+    drop(rig.agent.take());
+    let needles: Vec<Vec<u8>> = [&nested_key, &combined_key]
+        .iter()
+        .map(|k| k.lines().nth(1).unwrap().as_bytes().to_vec())
+        .collect();
+    let mut haystacks = vec![
+        (
+            "agent requests".to_owned(),
+            rig.recorder.sent.lock().unwrap().clone(),
+        ),
+        (
+            "API responses".to_owned(),
+            rig.recorder.seen.lock().unwrap().clone(),
+        ),
+    ];
+    assert!(
+        String::from_utf8_lossy(&haystacks[0].1).contains("BEGIN CERTIFICATE"),
+        "the recorder saw the agent's reports"
+    );
+    for entry in std::fs::read_dir(rig.dir.path().join("cp")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("certctl.db")
+        {
+            haystacks.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+        }
+    }
+    for (what, hay) in &haystacks {
+        assert!(
+            !String::from_utf8_lossy(hay).contains("PRIVATE KEY"),
+            "{what} holds a PEM private key"
+        );
+        for n in &needles {
+            assert!(
+                !hay.windows(n.len()).any(|w| w == &n[..]),
+                "{what} holds a planted key"
+            );
+        }
+    }
+}
+
+/// Runs SQL on the control plane's database behind its back (a server
+/// that hands out malformed work).
+async fn tamper(rig: &Rig, sql: &str) {
+    use sqlx::Connection;
+    let db = rig.dir.path().join("cp/certctl.db");
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open the database");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut c)
+        .await
+        .expect("tamper");
+    c.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_work_items_fail_their_jobs_and_the_agent_keeps_running() {
+    let mut rig = Rig::start().await;
+    let root = rig.dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let t = call(
+        &rig.admin,
+        "create_target",
+        json!({"name": "web", "kind": "nginx", "agent_id": rig.agent_id,
+               "config": {"cert_path": root.join("a.pem"), "key_path": root.join("a.key")}}),
+    )
+    .await;
+    let mut jobs = Vec::new();
+    for cn in ["names.test", "kind.test"] {
+        let c = call(
+            &rig.admin,
+            "create_certificate",
+            json!({"common_name": cn, "target_ids": [t["id"]]}),
+        )
+        .await;
+        let r = call(&rig.admin, "renew_certificate", json!({"id": c["id"]})).await;
+        jobs.push(r["job"]["id"].as_str().unwrap().to_owned());
+    }
+    // A name no CSR can carry (not IA5), and a job of a kind agents never run.
+    tamper(
+        &rig,
+        &format!(
+            "UPDATE certificates SET sans = '[\"b\u{fc}cher.test\"]' WHERE common_name = 'names.test';\n\
+             UPDATE jobs SET kind = 'revocation', status = 'pending' WHERE id = '{}'",
+            jobs[1]
+        ),
+    )
+    .await;
+    rig.start_agent(&root);
+    let expected = [
+        "the CSR could not be built",
+        "does not handle revocation jobs",
+    ];
+    for (job, want) in jobs.iter().zip(expected) {
+        let j = until("the malformed job to fail", async || {
+            let j = call(&rig.admin, "get_job", json!({"id": job})).await;
+            (j["status"] == "failed").then_some(j)
+        })
+        .await;
+        let reason = j["last_error"].as_str().unwrap_or_default();
+        assert!(reason.contains(want), "'{reason}' should say '{want}'");
+    }
+    let agent = rig.agent.as_mut().unwrap();
+    assert!(agent.0.try_wait().unwrap().is_none(), "the agent exited");
 }
 
 #[path = "issuers.rs"]

@@ -341,6 +341,21 @@ fn served_chain_verifies(port: u16, ca_file: &Path) -> Result<(), String> {
     }
 }
 
+/// Polls [`served_chain_verifies`] until it holds: after a reload, nginx's
+/// old workers may still take a connection or two while they drain.
+async fn eventually_served(label: &str, port: u16, ca_file: &Path) {
+    let start = std::time::Instant::now();
+    loop {
+        match served_chain_verifies(port, ca_file) {
+            Ok(()) => return,
+            Err(e) if start.elapsed() > std::time::Duration::from_secs(30) => {
+                panic!("{label}: the served chain never verified: {e}")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// The newest completed deployment of `cert` not in `known`, with its verification.
 async fn next_deployment(rig: &Rig, cert: &str, known: &[String]) -> (String, Value) {
     let job = rig.deployment_after(cert, known).await;
@@ -371,7 +386,7 @@ async fn deploy_and_renew(rig: &Rig, label: &str, issuer_id: &str, ca_file: &Pat
     let cert = c["id"].as_str().unwrap().to_owned();
     call(&rig.admin, "renew_certificate", json!({"id": cert})).await;
     let (first, v1) = next_deployment(rig, &cert, &[]).await;
-    served_chain_verifies(nginx.port, ca_file).unwrap_or_else(|e| panic!("{label}: {e}"));
+    eventually_served(label, nginx.port, ca_file).await;
     let fp1 = v1["served_fingerprint"].as_str().unwrap().to_owned();
 
     // A policy that makes it due at once: the scheduler's renewal loop (every
@@ -408,7 +423,7 @@ async fn deploy_and_renew(rig: &Rig, label: &str, issuer_id: &str, ca_file: &Pat
         json!({"id": cert, "renewal_policy_id": ""}),
     )
     .await;
-    served_chain_verifies(nginx.port, ca_file).unwrap_or_else(|e| panic!("{label}: {e}"));
+    eventually_served(label, nginx.port, ca_file).await;
     println!(
         "{label}: issued, deployed, served chain verified; renewed by the scheduler, redeployed, verified"
     );

@@ -13,15 +13,16 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, ExternalAccountKey,
-    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy, RevocationRequest,
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
+    ExternalAccountKey, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+    RevocationRequest,
 };
 use serde::{Deserialize, Serialize};
 
 use super::acme_dns::{BuiltinHttp01, Dns01Solver, HookDns01, Http01Solver};
 use super::http::{client_config, roots};
 use super::rfc2136::{Rfc2136Dns01, TsigKey};
-use super::{Checkpoint, Connector, IssueRequest, Issued, IssuerError};
+use super::{Checkpoint, Connector, IssueRequest, Issued, IssuerError, RenewalWindow};
 use crate::domain::RevocationReason;
 use crate::error::{Error, Result};
 
@@ -428,6 +429,28 @@ impl AcmeConnector {
     }
 }
 
+/// The ARI identifier of a certificate (RFC 9773 §4.1): its Authority Key
+/// Identifier and its DER serial. `None` for a certificate without an AKI,
+/// which no CA can identify that way.
+fn ari_identifier(cert_der: &[u8]) -> Option<CertificateIdentifier<'static>> {
+    use rustls::pki_types::Der;
+    use x509_parser::extensions::ParsedExtension;
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    let aki = cert
+        .iter_extensions()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref().map(|k| k.0),
+            _ => None,
+        })?;
+    Some(
+        CertificateIdentifier::new(
+            Der::from_slice(aki),
+            Der::from_slice(cert.tbs_certificate.raw_serial()),
+        )
+        .into_owned(),
+    )
+}
+
 enum Presented {
     Http(String, String),
     Dns(String, String),
@@ -461,14 +484,23 @@ impl Connector for AcmeConnector {
                     .map(|d| Identifier::Dns(d.clone()))
                     .collect();
                 ids.extend(req.names.ips.iter().map(|ip| Identifier::Ip(*ip)));
-                let mut new = NewOrder::new(&ids);
-                if let Some(p) = &self.config.profile {
-                    new = new.profile(p);
+                let new = || {
+                    let order = NewOrder::new(&ids);
+                    match &self.config.profile {
+                        Some(p) => order.profile(p),
+                        None => order,
+                    }
+                };
+                let replaces = req.replaces_der.as_deref().and_then(ari_identifier);
+                let order = match replaces {
+                    Some(id) => match account.new_order(&new().replaces(id)).await {
+                        // A CA without ARI takes the order without `replaces`.
+                        Err(instant_acme::Error::Unsupported(_)) => account.new_order(&new()).await,
+                        other => other,
+                    },
+                    None => account.new_order(&new()).await,
                 }
-                let order = account
-                    .new_order(&new)
-                    .await
-                    .map_err(|e| acme_error("ACME new order", e))?;
+                .map_err(|e| acme_error("ACME new order", e))?;
                 checkpoint
                     .save_state(serde_json::json!({ "order_url": order.url() }))
                     .await?;
@@ -592,6 +624,27 @@ impl Connector for AcmeConnector {
             })
             .await
             .map_err(|e| acme_error("ACME revocation", e))
+    }
+
+    async fn renewal_window(
+        &self,
+        cert_der: &[u8],
+        checkpoint: &dyn Checkpoint,
+    ) -> Result<Option<RenewalWindow>, IssuerError> {
+        let Some(id) = ari_identifier(cert_der) else {
+            return Ok(None);
+        };
+        let account = self.account(checkpoint).await?;
+        match account.renewal_info(&id).await {
+            Ok((info, retry_after)) => Ok(Some(RenewalWindow {
+                start: info.suggested_window.start.unix_timestamp(),
+                end: info.suggested_window.end.unix_timestamp(),
+                retry_after: retry_after.as_secs(),
+                explanation_url: info.explanation_url,
+            })),
+            Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+            Err(e) => Err(acme_error("ACME renewal information", e)),
+        }
     }
 
     async fn test(&self) -> Result<String, IssuerError> {

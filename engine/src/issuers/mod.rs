@@ -12,6 +12,7 @@
 
 pub mod acme;
 pub mod acme_dns;
+pub mod ari;
 mod http;
 pub mod rfc2136;
 pub mod runner;
@@ -43,6 +44,8 @@ pub struct IssueRequest {
     pub ttl_seconds: i64,
     /// The engine's time when the attempt started (tokens are stamped with it).
     pub now: i64,
+    /// On a renewal, the current certificate (DER) the new one replaces.
+    pub replaces_der: Option<Vec<u8>>,
 }
 
 /// A certificate as a CA returned it.
@@ -151,6 +154,28 @@ pub trait Connector: Send + Sync {
 
     /// Reaches the CA and checks the credentials; returns what was checked.
     async fn test(&self) -> Result<String, IssuerError>;
+
+    /// The CA's suggested renewal window for a certificate it issued (ACME
+    /// Renewal Information, RFC 9773). `None` when the CA offers none.
+    async fn renewal_window(
+        &self,
+        cert_der: &[u8],
+        checkpoint: &dyn Checkpoint,
+    ) -> Result<Option<RenewalWindow>, IssuerError> {
+        let _ = (cert_der, checkpoint);
+        Ok(None)
+    }
+}
+
+/// A CA's suggested renewal window (Unix seconds) and when to ask again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalWindow {
+    pub start: i64,
+    pub end: i64,
+    /// The CA's Retry-After, in seconds from now.
+    pub retry_after: u64,
+    /// The page explaining the window, when the CA gave one (an incident).
+    pub explanation_url: Option<String>,
 }
 
 /// Checks a kind's plain config and secrets (typed parse) before they are

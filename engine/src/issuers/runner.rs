@@ -22,8 +22,9 @@ use super::{Checkpoint, IssueRequest, Issued, IssuerError};
 /// The job kinds this worker claims.
 pub const KINDS: [JobKind; 3] = [JobKind::Issuance, JobKind::Renewal, JobKind::Revocation];
 
-/// How long a claimed job is held. A connector that needs longer (a slow
-/// ACME validation) fails the attempt and resumes on the next one.
+/// How long a claimed job is held by default (`scheduler.job_lease_seconds`
+/// sets it). A connector that needs longer (a slow ACME validation) fails
+/// the attempt and resumes on the next one.
 pub const LEASE_SECONDS: i64 = 600;
 
 /// The principal recorded for the worker's audit events.
@@ -44,7 +45,13 @@ pub async fn run_due(engine: &Engine, worker: &str, limit: i64) -> Result<RunRep
     let now = engine.now();
     let jobs = engine
         .store()
-        .claim_jobs_of(worker, now, LEASE_SECONDS, limit, &KINDS)
+        .claim_jobs_of(
+            worker,
+            now,
+            engine.config().scheduler.job_lease_seconds.max(1),
+            limit,
+            &KINDS,
+        )
         .await?;
     let mut report = RunReport::default();
     for job in jobs {
@@ -214,14 +221,23 @@ async fn run_job(engine: &Engine, worker: &str, job: Job) -> Result<bool> {
         .ok_or_else(|| Error::internal("issuance job without a CSR"))?
         .to_owned();
     let csr = pki::parse_csr(&csr_pem)?;
-    let cert = {
+    let (cert, replaces_der) = {
         let mut tx = engine.store().begin_read().await?;
         let c = tx
             .certificate(&cert_id, engine.status_view(engine.now()))
             .await?
             .ok_or_else(|| Error::not_found("certificate", &cert_id))?;
+        // A renewal names the certificate it replaces (ACME ARI, RFC 9773 §5).
+        let replaces = match (&job.kind, &c.current_version_id) {
+            (JobKind::Renewal, Some(v)) => tx
+                .version(v)
+                .await?
+                .and_then(|v| pki::cert::certificate_ders(&v.cert_pem, "certificate").ok())
+                .and_then(|d| d.into_iter().next()),
+            _ => None,
+        };
         tx.commit().await?;
-        c
+        (c, replaces)
     };
     let names = crate::ops::subject_names(&cert.sans)?;
     let req = IssueRequest {
@@ -233,6 +249,7 @@ async fn run_job(engine: &Engine, worker: &str, job: Job) -> Result<bool> {
         names,
         ttl_seconds: job.payload["ttl_seconds"].as_i64().unwrap_or(90 * 86400),
         now: engine.now(),
+        replaces_der,
     };
     let issued = match connector.issue(&req, resume, &checkpoint).await {
         Ok(i) => i,

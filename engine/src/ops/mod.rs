@@ -75,12 +75,14 @@ mod agents_work;
 mod approvals;
 mod certificates;
 mod deployments;
+mod discovery;
 mod enrollment;
 mod export;
 mod import;
 mod inventory;
 mod issuers;
 mod job_decisions;
+mod network_scan;
 mod notifications;
 mod registry;
 mod revocation;
@@ -91,6 +93,7 @@ pub use agents_work::*;
 pub use approvals::*;
 pub use certificates::*;
 pub use deployments::*;
+pub use discovery::*;
 pub use enrollment::*;
 pub use export::*;
 pub use import::*;
@@ -98,6 +101,7 @@ pub use inventory::*;
 pub use issuers::*;
 pub use job_decisions::*;
 pub use listing::*;
+pub use network_scan::*;
 pub use notifications::*;
 pub use registry::{DynOperation, catalogue, find};
 pub use revocation::*;
@@ -224,6 +228,8 @@ pub struct Memo {
     /// new version is queued for deployment to its targets of the
     /// certificate, now or, for an external CA, when the issuer job records it.
     pub(crate) key_holder_agent: Option<String>,
+    /// What `scan_network_target` found in `outside_tx`, with the target id.
+    pub(crate) network_scan: Option<(String, crate::netscan::ScanOutcome)>,
 }
 
 impl Ctx<'_> {
@@ -250,6 +256,8 @@ pub(crate) async fn ensure_exists(ctx: &mut Ctx<'_>, kind: &'static str, id: &st
         "policy" => ctx.tx.policy_rule(id).await?.is_some(),
         "issuer" => ctx.tx.issuer(id).await?.is_some(),
         "approval" => ctx.tx.approval(id).await?.is_some(),
+        "discovered_certificate" => ctx.tx.discovered_certificate(id).await?.is_some(),
+        "network_scan_target" => ctx.tx.scan_target(id).await?.is_some(),
         // Kinds without a cheap lookup are checked by the operation itself.
         _ => true,
     };

@@ -213,6 +213,18 @@ pub fn catalogue() -> &'static [Box<dyn DynOperation>] {
             ReportAgentJob,
             VerifyJob,
             GetJobVerification,
+            ReportAgentDiscoveries,
+            ListDiscoveredCertificates,
+            GetDiscoveredCertificate,
+            ClaimDiscoveredCertificate,
+            DismissDiscoveredCertificate,
+            GetDiscoverySummary,
+            ListNetworkScanTargets,
+            GetNetworkScanTarget,
+            CreateNetworkScanTarget,
+            UpdateNetworkScanTarget,
+            DeleteNetworkScanTarget,
+            ScanNetworkTarget,
         ]
     })
 }

@@ -748,7 +748,8 @@ impl Tx {
             sqlx::query(
                 "UPDATE certificates SET status = 'active', current_version_id = $1, serial = $2, \
                  fingerprint = $3, key_algorithm = $4, not_before = $5, not_after = $6, \
-                 revoked_at = NULL, revocation_reason = NULL, updated_at = $7 WHERE id = $8",
+                 revoked_at = NULL, revocation_reason = NULL, ari_next_check_at = 0, updated_at = $7 \
+                 WHERE id = $8",
             )
             .bind(&v.id)
             .bind(&v.serial)

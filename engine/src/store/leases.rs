@@ -41,4 +41,37 @@ impl Store {
         });
         tx.commit().await
     }
+
+    /// Records that `owner` runs tick `tick` of loop `name` (a durable
+    /// trace of which process ran which tick), and prunes that loop's rows
+    /// older than a day.
+    pub async fn record_loop_run(
+        &self,
+        name: &str,
+        tick: i64,
+        owner: &str,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        with_tx!(tx, |c| {
+            sqlx::query("DELETE FROM loop_runs WHERE loop_name = $1 AND started_at < $2")
+                .bind(name)
+                .bind(now - LOOP_RUNS_KEPT_SECONDS)
+                .execute(&mut *c)
+                .await?;
+            sqlx::query(
+                "INSERT INTO loop_runs (loop_name, tick, owner, started_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(name)
+            .bind(tick)
+            .bind(owner)
+            .bind(now)
+            .execute(&mut *c)
+            .await?;
+        });
+        tx.commit().await
+    }
 }
+
+/// How long loop run records are kept.
+const LOOP_RUNS_KEPT_SECONDS: i64 = 86_400;

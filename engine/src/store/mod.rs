@@ -16,6 +16,7 @@ mod approvals;
 mod audit;
 mod certificates;
 mod deployments;
+mod discovery;
 mod imports;
 mod issuers;
 mod jobs;
@@ -27,6 +28,7 @@ mod policies;
 mod principals;
 mod profiles;
 mod query;
+mod renewal_info;
 mod revocations;
 mod work;
 
@@ -43,6 +45,10 @@ pub use audit::{AuditFilter, NewAuditEvent};
 pub use certificates::{CertificateFilter, CertificateSort, NewVersion};
 pub use certificates::{CertificatePatch, StatusView};
 pub use deployments::Verification;
+pub use discovery::{
+    DiscoveredCertificate, DiscoveryFilter, DiscoverySource, DiscoveryStatus, LIST_SIGHTINGS,
+    NetworkScanTarget, NewDiscovered, NewSighting, Sighting,
+};
 pub(crate) use issuers::IssuerRow;
 pub use issuers::{IssuerRecord, SealedSecrets};
 pub use jobs::{JobFilter, JobResult};
@@ -50,6 +56,7 @@ pub use notifications::{ChannelRecord, DeliveryResult, EventRow, ExpiringRow, Ne
 pub use org::OrgTable;
 pub use policies::SimpleTable;
 pub use query::{Cursor, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, page_size};
+pub use renewal_info::AriDue;
 pub use revocations::{ExportLink, NewRevocation, SerialStatus, StoredCrl};
 pub use work::WorkItem;
 

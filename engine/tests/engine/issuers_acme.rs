@@ -1,8 +1,13 @@
 //! The ACME issuer against a real Pebble and pebble-challtestsrv, started by
 //! each test on free loopback ports: HTTP-01 through the built-in responder,
 //! DNS-01 (with a wildcard) through a hook script that feeds challtestsrv,
-//! External Account Binding, revocation at the CA, and an order that resumes
-//! after the worker dies mid-order.
+//! External Account Binding, revocation at the CA, an order that resumes
+//! after the worker dies mid-order, and ACME Renewal Information (RFC 9773).
+//!
+//! The Pebble packaged here (2.4) has no ARI, so the ARI test puts a small
+//! HTTPS front in front of it ([`AriFront`]): the same directory plus a
+//! `renewalInfo` URL, answered with a window the test sets. Everything else
+//! (account, order, challenge, certificate) is Pebble's.
 
 use std::path::Path;
 
@@ -20,6 +25,7 @@ backend_tests!(
     acme_external_account_binding,
     acme_order_resumes_after_the_worker_dies,
     acme_dns01_rfc2136_against_knot,
+    acme_renewal_follows_the_ca_renewal_window,
 );
 
 /// The EAB key Pebble is told to accept (base64url of 32 bytes).
@@ -767,5 +773,235 @@ async fn acme_dns01_rfc2136_against_knot(h: &Harness) {
             .unwrap_or_default()
             .contains("NOTAUTH"),
         "{j:?}"
+    );
+}
+
+/// Pebble's directory plus ARI (RFC 9773 §4): `GET {renewalInfo}/{id}`
+/// answers the window the test sets, with `Retry-After: 120`.
+struct AriFront {
+    directory_url: String,
+    window: std::sync::Arc<std::sync::Mutex<(i64, i64)>>,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for AriFront {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+#[derive(Clone)]
+struct AriState {
+    pebble_dir: String,
+    client: reqwest::Client,
+    base: String,
+    window: std::sync::Arc<std::sync::Mutex<(i64, i64)>>,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl AriFront {
+    async fn start(pebble: &Pebble) -> AriFront {
+        use axum::extract::{Path as UrlPath, State};
+        use std::sync::{Arc, Mutex};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!(
+            "https://127.0.0.1:{}",
+            listener.local_addr().expect("addr").port()
+        );
+        let read = |n: &str| std::fs::read(pebble.dir.path().join(n)).expect("tls material");
+        let cert = pem::parse(read("cert.pem")).expect("cert pem");
+        let key = pem::parse(read("key.pem")).expect("key pem");
+        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.contents().to_vec().into()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.contents().to_vec().into()),
+        )
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let state = AriState {
+            pebble_dir: pebble.directory_url.clone(),
+            client: pebble.client(),
+            base: base.clone(),
+            window: Arc::new(Mutex::new((0, 0))),
+            asked: Arc::new(Mutex::new(Vec::new())),
+        };
+        async fn directory(State(s): State<AriState>) -> axum::Json<serde_json::Value> {
+            let mut dir: serde_json::Value = s
+                .client
+                .get(&s.pebble_dir)
+                .send()
+                .await
+                .expect("pebble directory")
+                .json()
+                .await
+                .expect("directory JSON");
+            dir["renewalInfo"] = format!("{}/renewal-info", s.base).into();
+            axum::Json(dir)
+        }
+        async fn renewal_info(
+            State(s): State<AriState>,
+            UrlPath(id): UrlPath<String>,
+        ) -> impl axum::response::IntoResponse {
+            s.asked.lock().expect("lock").push(id);
+            let (start, end) = *s.window.lock().expect("lock");
+            let rfc3339 = |t: i64| {
+                time::OffsetDateTime::from_unix_timestamp(t)
+                    .expect("time")
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .expect("format")
+            };
+            (
+                [("retry-after", "120")],
+                axum::Json(serde_json::json!({
+                    "suggestedWindow": { "start": rfc3339(start), "end": rfc3339(end) },
+                    "explanationURL": "https://ca.example/incident-1",
+                })),
+            )
+        }
+        let (window, asked) = (state.window.clone(), state.asked.clone());
+        let app = axum::Router::new()
+            .route("/dir", axum::routing::get(directory))
+            .route("/renewal-info/{id}", axum::routing::get(renewal_info))
+            .with_state(state);
+        let server = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        let _ = hyper_util::server::conn::auto::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(
+                            hyper_util::rt::TokioIo::new(tls),
+                            hyper_util::service::TowerToHyperService::new(app),
+                        )
+                        .await;
+                    }
+                });
+            }
+        });
+        AriFront {
+            directory_url: format!("{base}/dir"),
+            window,
+            asked,
+            server,
+        }
+    }
+
+    fn set_window(&self, start: i64, end: i64) {
+        *self.window.lock().expect("lock") = (start, end);
+    }
+
+    fn asked(&self) -> Vec<String> {
+        self.asked.lock().expect("lock").clone()
+    }
+}
+
+async fn renewal_jobs(h: &Harness, cert: &str) -> usize {
+    h.done::<ops::ListJobs>(
+        &h.admin(),
+        serde_json::from_value(serde_json::json!({ "certificate_id": cert, "kind": "renewal" }))
+            .expect("input"),
+    )
+    .await
+    .data
+    .len()
+}
+
+/// One renewal-loop run, on a scheduler whose renewal loop is due at once.
+async fn renewal_loop(h: &Harness) {
+    let s = std::sync::Arc::new(
+        certctl_engine::scheduler::Scheduler::new(h.engine.clone(), "proc-ari")
+            .with_interval(certctl_engine::scheduler::Loop::Renewal, 1),
+    );
+    s.run_once(certctl_engine::scheduler::Loop::Renewal, h.engine.now())
+        .await;
+}
+
+async fn acme_renewal_follows_the_ca_renewal_window(h: &Harness) {
+    let Some(pebble) = Pebble::start(false).await else {
+        return;
+    };
+    // Without ARI at the CA, nothing moves and nothing fails.
+    let plain = create_issuer(
+        h,
+        "pebble-plain",
+        pebble.issuer_config("http-01", None),
+        serde_json::json!({}),
+    )
+    .await;
+    let (plain_cert, _) = issue_via(h, &plain.id, "plain.example.com", &[]).await;
+    run_jobs(h).await;
+
+    let ari = AriFront::start(&pebble).await;
+    let mut config = pebble.issuer_config("http-01", None);
+    config["directory_url"] = ari.directory_url.clone().into();
+    let issuer = create_issuer(h, "pebble-ari", config, serde_json::json!({})).await;
+    let (cert, job_id) = issue_via(h, &issuer.id, "ari.example.com", &[]).await;
+    run_jobs(h).await;
+    assert_eq!(job(h, &job_id).await.status, JobStatus::Completed);
+
+    // The CA wants renewal 10 to 11 days from now (Pebble's certificates
+    // last five years, so certctl's own rule would wait years).
+    let now = h.engine.now();
+    let (start, end) = (now + 10 * 86400, now + 11 * 86400);
+    ari.set_window(start, end);
+    renewal_loop(h).await;
+    let asked = ari.asked();
+    assert_eq!(
+        asked.len(),
+        1,
+        "one ARI request, for the ARI certificate only: {asked:?}"
+    );
+    let (aki, serial) = asked[0].split_once('.').expect("keyIdentifier.serial");
+    assert!(!aki.is_empty() && !serial.is_empty(), "{asked:?}");
+    let events = h
+        .done::<ops::GetAuditLog>(
+            &h.admin(),
+            serde_json::from_value(serde_json::json!({ "action": "certificate.renewal_window" }))
+                .expect("input"),
+        )
+        .await
+        .data;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].resource_id.as_deref(), Some(cert.as_str()));
+    let at = events[0].details["renew_after"]
+        .as_i64()
+        .expect("renew_after");
+    assert!((start..=end).contains(&at), "{at} not in [{start}, {end}]");
+    assert_eq!(
+        events[0].details["explanation_url"],
+        "https://ca.example/incident-1"
+    );
+    assert_eq!(renewal_jobs(h, &cert).await, 0, "not due yet");
+    assert_eq!(renewal_jobs(h, &plain_cert).await, 0);
+
+    // Before Retry-After the CA is not asked again.
+    h.clock.advance(60);
+    renewal_loop(h).await;
+    assert_eq!(ari.asked().len(), 1);
+
+    // The CA pulls the window into the past (it will revoke): renewed now.
+    ari.set_window(now - 2 * 86400, now - 86400);
+    h.clock.advance(61);
+    renewal_loop(h).await;
+    assert_eq!(ari.asked().len(), 2);
+    assert_eq!(
+        renewal_jobs(h, &cert).await,
+        1,
+        "the renewal loop follows the CA's window"
+    );
+    assert_eq!(
+        renewal_jobs(h, &plain_cert).await,
+        0,
+        "a CA without ARI changes nothing"
     );
 }
