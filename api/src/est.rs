@@ -1,5 +1,5 @@
 //! EST (RFC 7030) under `/.well-known/est/`: `cacerts`, `simpleenroll`,
-//! `simplereenroll`, `csrattrs`. Enrollment runs the engine's
+//! `simplereenroll`, `csrattrs`, `serverkeygen`. Enrollment runs the engine's
 //! `enroll_certificate` / `reenroll_certificate` operations, so profile
 //! rules, the approval gate and the audit log apply as everywhere else.
 //!
@@ -265,16 +265,18 @@ fn issued(out: Outcome<ops::IssueOutput>) -> Result<Response, EstError> {
             let der = pkcs7::certs_only_from_pem(&version.cert_pem)?;
             Ok(pkcs7_response(&der))
         }
-        Outcome::ApprovalRequired(t) => Ok((
-            StatusCode::ACCEPTED,
-            [(header::RETRY_AFTER, "60")],
-            format!(
-                "the request waits for approval {}; retry later",
-                t.approval_id
-            ),
-        )
-            .into_response()),
+        Outcome::ApprovalRequired(t) => Ok(accepted(&t.approval_id)),
     }
+}
+
+/// 202 with `Retry-After` (RFC 7030 4.2.3) while the request waits for approval.
+fn accepted(approval_id: &str) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        [(header::RETRY_AFTER, "60")],
+        format!("the request waits for approval {approval_id}; retry later"),
+    )
+        .into_response()
 }
 
 /// `POST /.well-known/est/simpleenroll`.
@@ -299,6 +301,7 @@ pub async fn simpleenroll(
                     profile_id: state.est.profile_id.clone(),
                     environment: None,
                     labels,
+                    server_keygen: false,
                 },
             )
             .await?;
@@ -339,12 +342,86 @@ pub async fn simplereenroll(
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// `POST /.well-known/est/serverkeygen`: not offered; certctl keeps
-/// server-side keys to PKCS#12 export links (see docs/pki.md).
-pub async fn serverkeygen() -> Response {
-    EstError(
-        StatusCode::NOT_IMPLEMENTED,
-        "server-side key generation over EST is not offered; use a server-keygen profile and create_export_link".into(),
+/// `POST /.well-known/est/serverkeygen` (RFC 7030 4.4): the CSR names the
+/// certificate; the control plane generates the key pair (the EST profile's
+/// key type, and only where the profile and installation allow server-side
+/// key generation), issues through `enroll_certificate`, and answers
+/// `multipart/mixed`: the key as `application/pkcs8` and the certificate as
+/// PKCS#7 certs-only, both base64. The key is kept only sealed, for a later
+/// PKCS#12 export.
+pub async fn serverkeygen(
+    State(state): State<AppState>,
+    client: Option<axum::Extension<ClientCertificate>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let run = async {
+        let principal = authenticate(&state, &headers, client.as_deref()).await?;
+        let csr = csr_body(&headers, &body)?;
+        let mut labels = serde_json::Map::new();
+        labels.insert("enrolled_via".into(), "est-serverkeygen".into());
+        let out = state
+            .engine
+            .enroll_with_server_key(
+                &principal,
+                ops::EnrollCertificateInput {
+                    csr_pem: csr,
+                    issuer_id: state.est.issuer_id.clone(),
+                    profile_id: state.est.profile_id.clone(),
+                    environment: None,
+                    labels,
+                    server_keygen: true,
+                },
+            )
+            .await?;
+        match out {
+            Outcome::Completed { result } => {
+                let version = result.issued.version.ok_or_else(|| {
+                    EstError(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "the issuer did not return a certificate".into(),
+                    )
+                })?;
+                let p7 = pkcs7::certs_only_from_pem(&version.cert_pem)?;
+                Ok(multipart_key_and_cert(&result.private_key_pkcs8_der, &p7))
+            }
+            Outcome::ApprovalRequired(t) => Ok::<_, EstError>(accepted(&t.approval_id)),
+        }
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The `multipart/mixed` body of a serverkeygen answer (RFC 7030 4.4.2).
+fn multipart_key_and_cert(key_der: &[u8], p7_der: &[u8]) -> Response {
+    let mut raw = [0u8; 12];
+    // A boundary that cannot occur in base64 text (it has `=_` inside).
+    let boundary = match aws_lc_rs::rand::fill(&mut raw) {
+        Ok(()) => format!("est=_{}", hex::encode(raw)),
+        Err(_) => "est=_certctl_serverkeygen".to_owned(),
+    };
+    let key_part = zeroize::Zeroizing::new(base64_body(key_der));
+    let body = zeroize::Zeroizing::new(format!(
+        "--{boundary}\r\n\
+         Content-Type: application/pkcs8\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n\
+         {key}\
+         --{boundary}\r\n\
+         Content-Type: {PKCS7_CERTS}\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n\
+         {cert}\
+         --{boundary}--\r\n",
+        key = key_part.as_str(),
+        cert = base64_body(p7_der),
+    ));
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                format!("multipart/mixed; boundary=\"{boundary}\""),
+            ),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        body.to_string(),
     )
-    .into_response()
+        .into_response()
 }

@@ -139,6 +139,18 @@ impl Engine {
         principal: &Principal,
         input: O::Input,
     ) -> Result<Outcome<O::Output>> {
+        Ok(self.call_keeping_key::<O>(principal, input).await?.0)
+    }
+
+    /// [`Engine::call`], also returning the private key the operation
+    /// generated on the server, if any. Only EST `serverkeygen` uses it
+    /// (through [`Engine::enroll_with_server_key`]): the key is in the
+    /// enrollment's response once, and stored sealed for PKCS#12 export.
+    pub(crate) async fn call_keeping_key<O: Operation>(
+        &self,
+        principal: &Principal,
+        input: O::Input,
+    ) -> Result<(Outcome<O::Output>, Option<zeroize::Zeroizing<String>>)> {
         let meta = &O::META;
         let now = self.clock.now();
         self.authorize_call(principal, meta, now).await?;
@@ -175,6 +187,7 @@ impl Engine {
             memo,
         };
         let result = run_gated::<O>(&mut ctx, input).await;
+        let server_key = ctx.memo.server_key.take();
         let followup = ctx.followup.take();
         let details = std::mem::take(&mut ctx.audit_details);
         let resource_id = ctx.audit_resource_id.take();
@@ -197,7 +210,7 @@ impl Engine {
                         now,
                     );
                     self.append_read_audit(event).await?;
-                    return Ok(Outcome::Completed { result: output });
+                    return Ok((Outcome::Completed { result: output }, server_key));
                 }
                 let mut w = tx;
                 self.append(
@@ -212,11 +225,11 @@ impl Engine {
                 )
                 .await?;
                 w.commit().await?;
-                Ok(Outcome::Completed { result: output })
+                Ok((Outcome::Completed { result: output }, server_key))
             }
             Ok(Step::Gated(ticket)) => {
                 tx.commit().await?;
-                Ok(Outcome::ApprovalRequired(ticket))
+                Ok((Outcome::ApprovalRequired(ticket), None))
             }
             Err(e) => {
                 drop(tx);

@@ -22,4 +22,5 @@ mod engine {
     pub mod receiver;
     mod revocation;
     mod scheduler;
+    mod stepca_double;
 }

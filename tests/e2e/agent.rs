@@ -216,8 +216,13 @@ struct Rig {
 
 impl Rig {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// The control plane started with `extra` flags (e.g. faster loops).
+    async fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = Server::start(&dir.path().join("cp"), &[]);
+        let server = Server::start(&dir.path().join("cp"), extra);
         let key = std::fs::read_to_string(dir.path().join("cp/admin.key")).expect("admin.key");
         let admin = Client::new(&server.base, Some(key.trim().to_owned())).expect("client");
         wait_healthy(&admin).await;
@@ -1144,3 +1149,6 @@ async fn malformed_work_items_fail_their_jobs_and_the_agent_keeps_running() {
     let agent = rig.agent.as_mut().unwrap();
     assert!(agent.0.try_wait().unwrap().is_none(), "the agent exited");
 }
+
+#[path = "issuers.rs"]
+mod issuers;

@@ -753,7 +753,306 @@ async fn est_end_to_end_with_curl_and_openssl() {
         ]),
         "403"
     );
-    // csrattrs answers; serverkeygen is not offered.
     assert_eq!(status(&[&est("csrattrs")]), "200");
+    // serverkeygen: this installation keeps keys on the agents (the default),
+    // so it is refused and issues nothing.
+    csr("dev3.devices.example.com", "dev3.key");
+    let before = certificate_count(&rig.op("list_certificates", json!({})).await);
+    assert_eq!(
+        status(&[
+            "-u",
+            "enroller:enrol-secret",
+            "-H",
+            pkcs10,
+            "--data-binary",
+            "@csr.b64",
+            &est("serverkeygen")
+        ]),
+        "403"
+    );
+    let after = certificate_count(&rig.op("list_certificates", json!({})).await);
+    assert_eq!(before, after);
+    server.stop().await;
+}
+
+/// The two parts of a `multipart/mixed` body, by content type.
+fn multipart_parts(content_type: &str, body: &str) -> Vec<(String, String)> {
+    let boundary = content_type
+        .split("boundary=")
+        .nth(1)
+        .expect("a boundary")
+        .trim_matches('"');
+    let delimiter = format!("--{boundary}");
+    let (_, rest) = body.split_once(&delimiter).expect("first delimiter");
+    let (parts, _) = rest
+        .rsplit_once(&format!("{delimiter}--"))
+        .expect("close delimiter");
+    parts
+        .split(&delimiter)
+        .map(|part| {
+            let (head, content) = part.split_once("\r\n\r\n").expect("part headers");
+            let ctype = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Type: "))
+                .expect("part content type")
+                .trim()
+                .to_owned();
+            (ctype, content.to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn est_serverkeygen_with_curl_and_openssl() {
+    let config = certctl_engine::config::EngineConfig {
+        keygen_mode: certctl_engine::domain::KeygenMode::Server,
+        ..Default::default()
+    };
+    let rig = Rig::with_config(config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_ca(&rig, d).await;
+    // The profile's key type (P-384) is what the server generates, whatever
+    // key the CSR carries (P-256 below).
+    let profile = rig
+        .op(
+            "create_profile",
+            json!({
+                "name": "kiosks",
+                "keygen_mode": "server",
+                "allowed_key_types": ["ecdsa-p384"],
+                "ekus": ["server_auth", "client_auth"],
+                "san_rules": { "allowed_dns_suffixes": ["kiosks.example.com"] }
+            }),
+        )
+        .await;
+    let (cert_pem, key_pem) = serving_cert(&rig).await;
+    let chain = rig.engine.issuer_chain_pem("iss-local").await.unwrap();
+    let tls = certctl_api::tls::server_config(cert_pem.as_bytes(), key_pem.as_bytes(), &chain)
+        .expect("tls config");
+    let mut state = AppState::new(rig.engine.clone());
+    state.est = Arc::new(EstConfig {
+        issuer_id: None,
+        profile_id: Some(profile["id"].as_str().unwrap().to_owned()),
+        users: vec![("enroller".into(), "enrol-secret".into())],
+    });
+    let server = Server::tls(state, tls).await;
+    let url = format!("{}/.well-known/est/serverkeygen", server.base);
+    let openssl = |args: &[&str]| {
+        let (ok, out) = run(d, "openssl", args);
+        assert!(ok, "openssl {args:?}: {out}");
+        out
+    };
+    let csr = |name: &str| {
+        openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "template.key",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            &format!("subjectAltName=DNS:{name}"),
+            "-outform",
+            "DER",
+            "-out",
+            "csr.der",
+        ]);
+        openssl(&["base64", "-in", "csr.der", "-out", "csr.b64"]);
+    };
+    let pkcs10 = "Content-Type: application/pkcs10";
+    let status = |args: &[&str]| {
+        let mut all = vec![
+            "-sS",
+            "--cacert",
+            "root.pem",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-u",
+            "enroller:enrol-secret",
+        ];
+        all.extend_from_slice(args);
+        run(d, "curl", &all).1.trim().to_owned()
+    };
+
+    csr("k1.kiosks.example.com");
+    let (ok, content_type) = run(
+        d,
+        "curl",
+        &[
+            "-sSf",
+            "--cacert",
+            "root.pem",
+            "-u",
+            "enroller:enrol-secret",
+            "-H",
+            pkcs10,
+            "--data-binary",
+            "@csr.b64",
+            "-o",
+            "reply.txt",
+            "-w",
+            "%{content_type}",
+            &url,
+        ],
+    );
+    assert!(ok, "{content_type}");
+    assert!(
+        content_type.starts_with("multipart/mixed"),
+        "{content_type}"
+    );
+    let body = std::fs::read_to_string(d.join("reply.txt")).unwrap();
+    let parts = multipart_parts(&content_type, &body);
+    assert_eq!(parts.len(), 2, "{body}");
+    assert_eq!(parts[0].0, "application/pkcs8");
+    assert_eq!(parts[1].0, "application/pkcs7-mime; smime-type=certs-only");
+    std::fs::write(d.join("key.b64"), &parts[0].1).unwrap();
+    std::fs::write(d.join("cert.b64"), &parts[1].1).unwrap();
+    openssl(&["base64", "-d", "-in", "key.b64", "-out", "key.der"]);
+    openssl(&["base64", "-d", "-in", "cert.b64", "-out", "cert.p7"]);
+    // The key parses as unencrypted PKCS#8 of the profile's type...
+    let key_text = openssl(&[
+        "pkey", "-inform", "DER", "-in", "key.der", "-noout", "-text",
+    ]);
+    assert!(key_text.contains("P-384"), "{key_text}");
+    let key_pub = openssl(&["pkey", "-inform", "DER", "-in", "key.der", "-pubout"]);
+    // ...the certificate verifies against the CA...
+    openssl(&[
+        "pkcs7",
+        "-inform",
+        "DER",
+        "-in",
+        "cert.p7",
+        "-print_certs",
+        "-out",
+        "cert.pem",
+    ]);
+    let verified = openssl(&[
+        "verify",
+        "-CAfile",
+        "root.pem",
+        "-untrusted",
+        "issuing.pem",
+        "cert.pem",
+    ]);
+    assert!(verified.contains("cert.pem: OK"), "{verified}");
+    // ...and certifies the generated key, not the CSR's.
+    let cert_pub = openssl(&["x509", "-in", "cert.pem", "-noout", "-pubkey"]);
+    assert_eq!(key_pub, cert_pub);
+    let template_pub = openssl(&["pkey", "-in", "template.key", "-pubout"]);
+    assert_ne!(template_pub, cert_pub);
+    let subject = openssl(&["x509", "-in", "cert.pem", "-noout", "-subject"]);
+    assert!(subject.contains("k1.kiosks.example.com"), "{subject}");
+
+    // Refusals issue nothing.
+    let before = certificate_count(&rig.op("list_certificates", json!({})).await);
+    assert_eq!(
+        status(&[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@csr.b64",
+            &url
+        ]),
+        "415"
+    );
+    assert_eq!(
+        status(&["-H", pkcs10, "--data-binary", "not base64 at all!", &url]),
+        "400"
+    );
+    assert_eq!(
+        status(&["-H", pkcs10, "--data-binary", "AAAA", &url]),
+        "400"
+    );
+    csr("evil.other.test");
+    assert_eq!(
+        status(&["-H", pkcs10, "--data-binary", "@csr.b64", &url]),
+        "403"
+    );
+    let after = certificate_count(&rig.op("list_certificates", json!({})).await);
+    assert_eq!(before, after, "refused requests issue nothing");
+
+    // The key is in no read and no audit event.
+    let list = rig
+        .op(
+            "list_certificates",
+            json!({ "common_name": "k1.kiosks.example.com" }),
+        )
+        .await;
+    let id = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["common_name"] == "k1.kiosks.example.com")
+        .expect("the enrolled certificate")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key_b64: String = parts[0].1.split_whitespace().collect();
+    let audit = rig.op("get_audit_log", json!({ "per_page": 500 })).await;
+    let shown = rig.op("get_certificate", json!({ "id": id })).await;
+    for text in [audit.to_string(), shown.to_string()] {
+        assert!(!text.contains(&key_b64[..40]));
+        assert!(!text.contains("PRIVATE KEY"));
+    }
+
+    // PKCS#12 export holds the key (the same one); an agent-keyed certificate's holds none.
+    let auth = format!("Authorization: Bearer {}", rig.admin_key);
+    let export = |id: &str, file: &str| {
+        let (ok, out) = run(
+            d,
+            "curl",
+            &[
+                "-sSf",
+                "--cacert",
+                "root.pem",
+                "-o",
+                file,
+                "-H",
+                &auth,
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                r#"{"format":"pkcs12","password":"p12-pass"}"#,
+                &format!("{}/api/v1/certificates/{id}/export", server.base),
+            ],
+        );
+        assert!(ok, "{out}");
+        openssl(&[
+            "pkcs12",
+            "-info",
+            "-in",
+            file,
+            "-passin",
+            "pass:p12-pass",
+            "-nodes",
+        ])
+    };
+    let info = export(&id, "k1.p12");
+    assert!(info.contains("PRIVATE KEY"), "{info}");
+    openssl(&[
+        "pkcs12",
+        "-in",
+        "k1.p12",
+        "-passin",
+        "pass:p12-pass",
+        "-nocerts",
+        "-nodes",
+        "-out",
+        "k1-p12.key",
+    ]);
+    let p12_pub = openssl(&["pkey", "-in", "k1-p12.key", "-pubout"]);
+    assert_eq!(p12_pub, cert_pub);
+    let agent_keyed = rig.issued_certificate("agent.kiosks.example.com").await;
+    let info = export(&agent_keyed, "agent.p12");
+    assert!(info.contains("BEGIN CERTIFICATE"), "{info}");
+    assert!(!info.contains("PRIVATE KEY"), "{info}");
     server.stop().await;
 }

@@ -109,8 +109,19 @@ impl Rig {
             .expect("sqlite rig")
     }
 
+    /// A SQLite rig whose engine runs with `config`.
+    pub async fn with_config(config: EngineConfig) -> Self {
+        Self::on_with(Backend::Sqlite, ApiOptions::default(), config)
+            .await
+            .expect("sqlite rig")
+    }
+
     /// A rig on `backend` with `options`; `None` when PostgreSQL is skipped.
     pub async fn on(backend: Backend, options: ApiOptions) -> Option<Self> {
+        Self::on_with(backend, options, EngineConfig::default()).await
+    }
+
+    async fn on_with(backend: Backend, options: ApiOptions, config: EngineConfig) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         let (location, pg) = match backend {
             Backend::Sqlite => (
@@ -126,7 +137,7 @@ impl Rig {
         let engine = Engine::start(
             store.clone(),
             Arc::new(SystemClock),
-            EngineConfig::default(),
+            config,
             MasterKey::generate().expect("master key"),
         )
         .await

@@ -419,6 +419,14 @@ pub async fn record_version(
         },
     )
     .await?;
+    // The agent whose CSR this was holds the key: its targets get the version.
+    let deployments = match payload["deploy_agent_id"].as_str() {
+        Some(agent_id) => {
+            crate::ops::queue_deployments(&mut tx, engine, now, &cert_id, &version_id, agent_id)
+                .await?
+        }
+        None => Vec::new(),
+    };
     payload["version_id"] = version_id.clone().into();
     if let Some(obj) = payload.as_object_mut() {
         // The CSR is in the version now; the job keeps only the reference.
@@ -437,6 +445,7 @@ pub async fn record_version(
         ("version_id".to_owned(), version_id.clone().into()),
         ("serial".to_owned(), new.serial.clone().into()),
         ("not_after".to_owned(), new.not_after.into()),
+        ("deployment_jobs".to_owned(), deployments.into()),
     ]);
     engine
         .append(

@@ -260,7 +260,9 @@ impl Operation for SubmitAgentCsr {
             .await?
             .ok_or_else(|| Error::not_found("certificate", &cert_id))?;
         // The local CA signs now; an external CA signs later through an
-        // issuer job (the agent finds the certificate in its work then).
+        // issuer job. Either way the version is queued for deployment to
+        // this agent's targets when it is recorded (see `queue_deployments`).
+        ctx.memo.key_holder_agent = Some(agent.id.clone());
         let (version, issuer_job) = match super::certificates::issue_version(
             ctx,
             cert,
@@ -290,15 +292,6 @@ impl Operation for SubmitAgentCsr {
             )));
         }
         ctx.note("job_id", job.id.clone());
-        // The new version goes to this agent's targets of the certificate.
-        // (An external CA signs later, in the issuer job loop, which does
-        // not queue deployments yet: see docs/agent.md.)
-        if let Some(version) = &version {
-            let deployments =
-                super::deployments::queue_deployments(ctx, &cert_id, &version.id, &agent.id)
-                    .await?;
-            ctx.note("deployment_jobs", deployments);
-        }
         ctx.audit_resource_id = Some(agent.id.clone());
         let job = ctx
             .tx

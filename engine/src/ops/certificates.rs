@@ -828,10 +828,16 @@ pub(crate) async fn issue_version(
                 .master_key()
                 .seal(key.pkcs8_pem.as_bytes(), &version_id)?;
             ctx.note("server_keygen", true);
+            ctx.memo.server_key = Some(key.pkcs8_pem.clone());
             (key.spki_der.clone(), key.algorithm, None, Some(sealed))
         }
     };
 
+    // Only a CSR's key can be on an agent.
+    let key_holder = match &csr_text {
+        Some(_) => ctx.memo.key_holder_agent.take(),
+        None => None,
+    };
     if external {
         let job = Job {
             id: ctx.new_id("job"),
@@ -849,6 +855,8 @@ pub(crate) async fn issue_version(
                 "issuer_id": cert.issuer_id,
                 "csr_pem": csr_text,
                 "ttl_seconds": ttl,
+                // The issuer job queues the deployments when the CA has signed.
+                "deploy_agent_id": key_holder,
             }),
             created_at: ctx.now,
             updated_at: ctx.now,
@@ -908,6 +916,13 @@ pub(crate) async fn issue_version(
     // A certificate that had a version is being renewed (for notifications).
     let renewed = cert.current_version_id.is_some();
     ctx.tx.insert_version(&new).await?;
+    if let Some(agent_id) = &key_holder {
+        let deployments = super::deployments::queue_deployments(
+            ctx.tx, ctx.engine, ctx.now, &cert.id, &new.id, agent_id,
+        )
+        .await?;
+        ctx.note("deployment_jobs", deployments);
+    }
     ctx.audit_resource_id = Some(cert.id.clone());
     ctx.note("serial", new.serial.clone());
     ctx.note("version_id", new.id.clone());

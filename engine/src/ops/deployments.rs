@@ -2,8 +2,8 @@
 //! for a CSR, the target and the issued certificate for a deployment), the
 //! agent's reports as it works, and the verification of what the target
 //! serves. Deployment jobs are made here, in one place, when an agent's CSR
-//! yields a new version: one per target of the certificate that this agent
-//! serves (only it holds the key).
+//! yields a new version, whichever issuer signed it and whenever: one per
+//! target of the certificate that this agent serves (only it holds the key).
 //!
 //! Private keys never pass through: the agent sends CSRs and receives
 //! certificates and chains.
@@ -23,20 +23,25 @@ const AGENT_LEASE_SECONDS: i64 = 600;
 const MAX_MESSAGE: usize = 8000;
 
 /// Queues a deployment job for each target of `certificate_id` served by
-/// `agent_id`, for the version just issued from that agent's CSR.
+/// `agent_id`, for a version just issued from that agent's CSR. Called
+/// wherever a version is recorded (`issue_version` when the CA signs at
+/// once, the issuer job worker when an external CA signed later), in the
+/// transaction that records it, so every issuer's certificates deploy.
 pub(crate) async fn queue_deployments(
-    ctx: &mut Ctx<'_>,
+    tx: &mut crate::store::Tx,
+    engine: &crate::Engine,
+    now: crate::clock::UnixTime,
     certificate_id: &str,
     version_id: &str,
     agent_id: &str,
 ) -> Result<Vec<String>> {
     let mut ids = Vec::new();
-    for t in ctx.tx.certificate_targets(certificate_id).await? {
+    for t in tx.certificate_targets(certificate_id).await? {
         if t.agent_id.as_deref() != Some(agent_id) {
             continue;
         }
         let job = Job {
-            id: ctx.new_id("job"),
+            id: crate::ids::new_id("job", engine.clock()),
             kind: JobKind::Deployment,
             status: JobStatus::Pending,
             certificate_id: Some(certificate_id.to_owned()),
@@ -44,13 +49,13 @@ pub(crate) async fn queue_deployments(
             agent_id: Some(agent_id.to_owned()),
             attempts: 0,
             max_attempts: 1,
-            run_after: ctx.now,
+            run_after: now,
             last_error: None,
             payload: serde_json::json!({ "version_id": version_id }),
-            created_at: ctx.now,
-            updated_at: ctx.now,
+            created_at: now,
+            updated_at: now,
         };
-        ctx.tx.insert_job(&job).await?;
+        tx.insert_job(&job).await?;
         ids.push(job.id);
     }
     Ok(ids)

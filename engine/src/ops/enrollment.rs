@@ -32,6 +32,12 @@ pub struct EnrollCertificateInput {
     /// Free-form labels (EST adds `{"enrolled_via": "est"}`).
     #[serde(default)]
     pub labels: serde_json::Map<String, serde_json::Value>,
+    /// Generate the key pair on the control plane (EST serverkeygen) instead
+    /// of certifying the CSR's key: the CSR then only names the certificate.
+    /// Needs a profile and an installation with `keygen_mode: server`; the
+    /// key is stored encrypted and leaves only in a PKCS#12 export.
+    #[serde(default)]
+    pub server_keygen: bool,
 }
 
 pub struct EnrollCertificate;
@@ -118,8 +124,50 @@ impl Operation for EnrollCertificate {
             target_ids: Vec::new(),
         };
         let cert = CreateCertificate::execute(ctx, create).await?;
+        if input.server_keygen {
+            // The CSR proved nothing but its names; the key is made here.
+            return signed_now(issue_version(ctx, cert, None, None, JobKind::Issuance).await?);
+        }
         ctx.memo.csr = Some((input.csr_pem.clone(), csr));
         signed_now(issue_version(ctx, cert, Some(&input.csr_pem), None, JobKind::Issuance).await?)
+    }
+}
+
+/// A certificate enrolled with a server-generated key, and that key.
+pub struct ServerKeyEnrollment {
+    pub issued: IssueOutput,
+    /// The private key, PKCS#8 DER, unencrypted (EST sends it over TLS).
+    /// Zeroized on drop; certctl keeps only its sealed copy.
+    pub private_key_pkcs8_der: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl crate::Engine {
+    /// EST `serverkeygen` (RFC 7030 4.4): `enroll_certificate` with
+    /// `server_keygen`, through the same gate, policy and audit, returning
+    /// the generated key once. A gated call returns its ticket; when it is
+    /// approved later, the key is only ever available as a PKCS#12 export.
+    pub async fn enroll_with_server_key(
+        &self,
+        principal: &crate::domain::Principal,
+        mut input: EnrollCertificateInput,
+    ) -> Result<super::Outcome<ServerKeyEnrollment>> {
+        input.server_keygen = true;
+        let (outcome, key) = self
+            .call_keeping_key::<EnrollCertificate>(principal, input)
+            .await?;
+        Ok(match outcome {
+            super::Outcome::Completed { result } => {
+                let pem = key
+                    .ok_or_else(|| Error::internal("server-side key generation returned no key"))?;
+                super::Outcome::Completed {
+                    result: ServerKeyEnrollment {
+                        issued: result,
+                        private_key_pkcs8_der: pki::keygen::pkcs8_der(&pem)?,
+                    },
+                }
+            }
+            super::Outcome::ApprovalRequired(t) => super::Outcome::ApprovalRequired(t),
+        })
     }
 }
 

@@ -220,6 +220,14 @@ pub struct Memo {
     pub(crate) csr: Option<(String, crate::pki::ParsedCsr)>,
     /// What `test_issuer` learned from the CA in `outside_tx`.
     pub(crate) issuer_test: Option<IssuerTestResult>,
+    /// The private key `issue_version` generated on the server (PKCS#8 PEM),
+    /// handed back only to [`crate::Engine::enroll_with_server_key`]; every
+    /// other caller drops it with the memo (it is stored sealed).
+    pub(crate) server_key: Option<zeroize::Zeroizing<String>>,
+    /// The agent whose CSR `issue_version` certifies (it holds the key): the
+    /// new version is queued for deployment to its targets of the
+    /// certificate, now or, for an external CA, when the issuer job records it.
+    pub(crate) key_holder_agent: Option<String>,
     /// What `scan_network_target` found in `outside_tx`, with the target id.
     pub(crate) network_scan: Option<(String, crate::netscan::ScanOutcome)>,
 }

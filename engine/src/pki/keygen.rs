@@ -43,6 +43,13 @@ pub fn generate_key(alg: KeyAlgorithm) -> Result<GeneratedKey> {
     })
 }
 
+/// The DER of a PKCS#8 PEM private key (`PRIVATE KEY`).
+pub fn pkcs8_der(pkcs8_pem: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let pair = KeyPair::from_pem(pkcs8_pem)
+        .map_err(|e| Error::internal(format!("generated key could not be loaded: {e}")))?;
+    Ok(Zeroizing::new(pair.serialize_der()))
+}
+
 /// An rcgen key pair of the given algorithm (also used for CA keys).
 pub(crate) fn generate_key_pair(alg: KeyAlgorithm) -> Result<KeyPair> {
     let generated = match alg {

@@ -19,6 +19,7 @@ backend_tests!(
     issuer_secrets_are_sealed_and_never_returned,
     a_certificate_for_another_key_is_refused,
     vault_issuer_issues_renews_its_token_and_revokes,
+    an_agents_csr_signed_by_an_external_ca_is_deployed_and_renewed,
 );
 
 fn write_script(dir: &Path, name: &str, body: &str) -> String {
@@ -617,4 +618,169 @@ async fn vault_issuer_issues_renews_its_token_and_revokes(h: &Harness) {
         )
         .await;
     assert!(!t.ok && t.detail.contains("permission denied"), "{t:?}");
+}
+
+/// The agent's open work of one kind.
+async fn agent_work(
+    h: &Harness,
+    agent: &certctl_engine::domain::Principal,
+    agent_id: &str,
+    kind: &str,
+) -> Vec<certctl_engine::store::WorkItem> {
+    h.done::<ops::GetAgentWork>(
+        agent,
+        serde_json::from_value(serde_json::json!({ "id": agent_id })).expect("input"),
+    )
+    .await
+    .data
+    .into_iter()
+    .filter(|w| w.kind == kind)
+    .collect()
+}
+
+/// The agent answers its one open CSR job; the external CA signs in the job
+/// worker, which queues the deployment; returns the deployed version id.
+async fn agent_round(
+    h: &Harness,
+    agent: &certctl_engine::domain::Principal,
+    agent_id: &str,
+    kind: &str,
+) -> String {
+    let open = agent_work(h, agent, agent_id, kind).await;
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].status, "awaiting_csr");
+    let out = h
+        .done::<ops::SubmitAgentCsr>(
+            agent,
+            serde_json::from_value(serde_json::json!({
+                "id": agent_id, "job_id": open[0].job_id,
+                "csr_pem": csr(KeyAlgorithm::EcdsaP256, "app.example.com", &["app.example.com"]),
+            }))
+            .expect("input"),
+        )
+        .await;
+    assert!(out.version.is_none(), "the external CA signs later");
+    let issuer_job = out.issuer_job.expect("an issuer job");
+    assert!(
+        agent_work(h, agent, agent_id, "deployment")
+            .await
+            .is_empty(),
+        "nothing to deploy before the CA has signed"
+    );
+    let report = run_jobs(h).await;
+    assert_eq!(report.completed, 1, "{report:?}");
+    let done = job(h, &issuer_job.id).await;
+    let version_id = done.payload["version_id"]
+        .as_str()
+        .expect("version")
+        .to_owned();
+    let deployments = agent_work(h, agent, agent_id, "deployment").await;
+    assert_eq!(deployments.len(), 1, "{deployments:?}");
+    let d = h
+        .done::<ops::GetAgentJob>(
+            agent,
+            serde_json::from_value(
+                serde_json::json!({ "id": agent_id, "job_id": deployments[0].job_id }),
+            )
+            .expect("input"),
+        )
+        .await;
+    assert_eq!(d.version.expect("a version").id, version_id);
+    // The agent deploys it (what the e2e tests do against real servers).
+    for status in ["running", "completed"] {
+        h.done::<ops::ReportAgentJob>(
+            agent,
+            serde_json::from_value(serde_json::json!({
+                "id": agent_id, "job_id": deployments[0].job_id, "status": status,
+            }))
+            .expect("input"),
+        )
+        .await;
+    }
+    version_id
+}
+
+/// Issue 8: an external CA's certificates deploy like the local CA's. The
+/// agent's CSR becomes an issuer job; when the job worker records the
+/// version it queues the deployment to the agent's target; the scheduler's
+/// renewal goes the same way.
+async fn an_agents_csr_signed_by_an_external_ca_is_deployed_and_renewed(h: &Harness) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (script, _) = openssl_ca(dir.path());
+    let issuer = create_issuer(
+        h,
+        serde_json::json!({
+            "name": "openssl", "kind": "script",
+            "config": { "command": script, "timeout_seconds": 30 },
+            "secrets": { "env": { "CA_DIR": dir.path().display().to_string() } },
+        }),
+    )
+    .await;
+    let admin = h.admin();
+    let a = h
+        .done::<ops::RegisterAgent>(
+            &admin,
+            serde_json::from_value(serde_json::json!({ "name": "web-1" })).expect("input"),
+        )
+        .await;
+    let agent_id = a.agent.id.clone();
+    let mut agent = super::support::principal("pr-web-1", certctl_engine::domain::Role::Agent);
+    agent.agent_id = Some(agent_id.clone());
+    let t = h
+        .done::<ops::CreateTarget>(
+            &admin,
+            serde_json::from_value(serde_json::json!({
+                "name": "t1", "kind": "nginx", "agent_id": agent_id,
+                "config": { "cert_path": "/etc/nginx/a.pem", "key_path": "/etc/nginx/a.key" },
+            }))
+            .expect("input"),
+        )
+        .await;
+    let c = h
+        .done::<ops::CreateCertificate>(
+            &admin,
+            serde_json::from_value(serde_json::json!({
+                "common_name": "app.example.com", "issuer_id": issuer.id, "target_ids": [t.id],
+            }))
+            .expect("input"),
+        )
+        .await;
+    h.done::<ops::RenewCertificate>(
+        &admin,
+        serde_json::from_value(serde_json::json!({ "id": c.id })).expect("input"),
+    )
+    .await;
+    let first = agent_round(h, &agent, &agent_id, "issuance").await;
+    let d = details(h, &c.id).await;
+    assert_eq!(
+        d.certificate.current_version_id.as_deref(),
+        Some(first.as_str())
+    );
+    let events = h
+        .engine
+        .store()
+        .list_audit(&Default::default(), 100)
+        .await
+        .expect("audit");
+    let e = events
+        .iter()
+        .find(|e| e.action == "issuance.completed")
+        .expect("issuance audited");
+    assert_eq!(
+        e.details["deployment_jobs"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    // The scheduler renews it when due: the agent's CSR, the CA, the deployment.
+    h.clock.advance(40 * 86400);
+    let s = std::sync::Arc::new(Scheduler::new(h.engine.clone(), "proc-a"));
+    let ticks = s.tick().await;
+    assert!(ticks.iter().any(|(l, _)| *l == Loop::Renewal), "{ticks:?}");
+    let second = agent_round(h, &agent, &agent_id, "renewal").await;
+    assert_ne!(first, second);
+    let d = details(h, &c.id).await;
+    assert_eq!(
+        d.certificate.current_version_id.as_deref(),
+        Some(second.as_str())
+    );
 }
