@@ -20,6 +20,7 @@ pub mod issuers;
 pub mod notify;
 pub mod ops;
 pub mod pki;
+pub mod policy;
 mod read_audit;
 pub mod request_audit;
 pub mod revocation;

@@ -26,7 +26,7 @@ pub use notification::{
     NotificationStatus, SmtpSecurity,
 };
 pub use org::{Owner, Team};
-pub use policy::{PolicyKind, PolicyMode, PolicyRule, RenewalPolicy, Severity};
+pub use policy::{PolicyKind, PolicyMode, PolicyRule, PolicyViolation, RenewalPolicy, Severity};
 pub use principal::{ApiPrincipal, Permission, Principal, Role};
 pub use profile::{ExtendedKeyUsage, KeyAlgorithm, KeygenMode, Profile, SanRules};
 pub use target_config::TargetConfig;

@@ -186,6 +186,10 @@ pub struct CertificateDetails {
     pub versions: Vec<CertificateVersion>,
     /// Targets the certificate is deployed to.
     pub targets: Vec<Target>,
+    /// Its latest policy violations (at most 20, newest first); all of them
+    /// with list_policy_violations.
+    #[serde(default)]
+    pub policy_violations: Vec<crate::domain::PolicyViolation>,
 }
 
 pub struct GetCertificate;
@@ -210,10 +214,12 @@ impl Operation for GetCertificate {
         ctx.audit_resource_id = Some(certificate.id.clone());
         let versions = ctx.engine.store().versions(&certificate.id).await?;
         let targets = ctx.tx.certificate_targets(&certificate.id).await?;
+        let policy_violations = ctx.tx.certificate_violations(&certificate.id, 20).await?;
         Ok(CertificateDetails {
             certificate,
             versions,
             targets,
+            policy_violations,
         })
     }
 }
@@ -405,6 +411,7 @@ impl Operation for CreateCertificate {
             created_at: ctx.now,
             updated_at: ctx.now,
         };
+        crate::policy::check_certificate(ctx, &cert, None, None, true).await?;
         ctx.tx.insert_certificate(&cert).await?;
         for t in &input.target_ids {
             ctx.tx.attach_target(&id, t).await?;
@@ -571,7 +578,15 @@ impl Operation for UpdateCertificate {
         if patch.renewal_policy_id.is_some() || patch.issuer_id.is_some() {
             crate::notify::reschedule(ctx, Some(&input.id), None).await?;
         }
-        load(ctx, &input.id).await
+        let updated = load(ctx, &input.id).await?;
+        // The metadata rules (issuer, domains, metadata, environment, renewal
+        // lead over the current version's lifetime); key and lifetime rules
+        // were checked when the version was issued.
+        let life = updated.not_before.zip(updated.not_after).map(|(b, a)| a - b);
+        let c = crate::policy::candidate_of(ctx, &updated, life, None).await?;
+        let c = crate::policy::Candidate { lifetime_seconds: None, ..c };
+        crate::policy::check(ctx, &c).await?;
+        Ok(updated)
     }
 }
 
@@ -831,6 +846,9 @@ pub(crate) async fn issue_version(
             (key.spki_der.clone(), key.algorithm, None, Some(sealed))
         }
     };
+
+    // Policy rules, with the key and lifetime this version will have.
+    crate::policy::check_certificate(ctx, &cert, Some(ttl), Some(key_algorithm), false).await?;
 
     if external {
         let job = Job {

@@ -200,6 +200,11 @@ pub struct Ctx<'a> {
     /// The resource id for the audit event, when execution learns it (creates).
     pub audit_resource_id: Option<String>,
     pub(crate) followup: Option<Followup>,
+    /// Violations of `enforce` policy rules that refused this call; the entry
+    /// point stores them with the failure's audit event.
+    pub(crate) refusals: Vec<crate::domain::PolicyViolation>,
+    /// The operation being run (for policy violation records).
+    pub(crate) operation: &'static str,
     /// Rows read by `describe`, reused by `execute` in the same transaction.
     pub(crate) memo: Memo,
 }
@@ -216,6 +221,8 @@ pub struct Memo {
     pub(crate) csr: Option<(String, crate::pki::ParsedCsr)>,
     /// What `test_issuer` learned from the CA in `outside_tx`.
     pub(crate) issuer_test: Option<IssuerTestResult>,
+    /// Policy findings already reported in this call: (rule, certificate, reason).
+    pub(crate) policy_seen: std::collections::HashSet<(String, Option<String>, String)>,
 }
 
 impl Ctx<'_> {

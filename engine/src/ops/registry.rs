@@ -172,6 +172,7 @@ pub fn catalogue() -> &'static [Box<dyn DynOperation>] {
             CreatePolicy,
             UpdatePolicy,
             DeletePolicy,
+            ListPolicyViolations,
             ListApprovals,
             GetApproval,
             ApproveRequest,

@@ -28,6 +28,7 @@ mod principals;
 mod profiles;
 mod query;
 mod revocations;
+mod violations;
 mod work;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +52,7 @@ pub use org::OrgTable;
 pub use policies::SimpleTable;
 pub use query::{Cursor, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, page_size};
 pub use revocations::{ExportLink, NewRevocation, SerialStatus, StoredCrl};
+pub use violations::ViolationFilter;
 pub use work::WorkItem;
 
 use crate::error::{Error, Result};
