@@ -144,13 +144,31 @@ impl Engine {
         self.authorize_call(principal, meta, now).await?;
         let mut memo = crate::ops::Memo::default();
         if let Err(e) = O::prepare(&input, &mut memo) {
-            self.audit_failure(principal, meta, None, Default::default(), &e, None, now, Vec::new())
-                .await?;
+            self.audit_failure(
+                principal,
+                meta,
+                None,
+                Default::default(),
+                &e,
+                None,
+                now,
+                Vec::new(),
+            )
+            .await?;
             return Err(e);
         }
         if let Err(e) = O::outside_tx(self, &input, &mut memo).await {
-            self.audit_failure(principal, meta, None, Default::default(), &e, None, now, Vec::new())
-                .await?;
+            self.audit_failure(
+                principal,
+                meta,
+                None,
+                Default::default(),
+                &e,
+                None,
+                now,
+                Vec::new(),
+            )
+            .await?;
             return Err(e);
         }
         // Held until the call's transaction ends (see `call_slots`).
@@ -223,8 +241,17 @@ impl Engine {
             }
             Err(e) => {
                 drop(tx);
-                self.audit_failure(principal, meta, resource_id, details, &e, followup, now, refusals)
-                    .await?;
+                self.audit_failure(
+                    principal,
+                    meta,
+                    resource_id,
+                    details,
+                    &e,
+                    followup,
+                    now,
+                    refusals,
+                )
+                .await?;
                 Err(e)
             }
         }
@@ -362,7 +389,8 @@ impl Engine {
         // The attempt an enforce-mode policy refused is kept: its violations
         // (and their notifications) commit with the failure's audit event.
         if !refusals.is_empty() {
-            let ids: Vec<serde_json::Value> = refusals.iter().map(|v| v.id.clone().into()).collect();
+            let ids: Vec<serde_json::Value> =
+                refusals.iter().map(|v| v.id.clone().into()).collect();
             details.insert("policy_violations".into(), ids.into());
         }
         for v in &refusals {

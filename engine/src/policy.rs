@@ -134,7 +134,9 @@ pub fn validate(kind: PolicyKind, v: &serde_json::Value) -> Result<()> {
         }
     };
     match kind {
-        PolicyKind::AllowedIssuers => nonempty("issuers", params::<AllowedIssuers>(kind, v)?.issuers.len()),
+        PolicyKind::AllowedIssuers => {
+            nonempty("issuers", params::<AllowedIssuers>(kind, v)?.issuers.len())
+        }
         PolicyKind::AllowedDomains => {
             let p: AllowedDomains = params(kind, v)?;
             nonempty("domains", p.domains.len())?;
@@ -148,7 +150,9 @@ pub fn validate(kind: PolicyKind, v: &serde_json::Value) -> Result<()> {
             }
             Ok(())
         }
-        PolicyKind::RequiredMetadata => nonempty("keys", params::<RequiredMetadata>(kind, v)?.keys.len()),
+        PolicyKind::RequiredMetadata => {
+            nonempty("keys", params::<RequiredMetadata>(kind, v)?.keys.len())
+        }
         PolicyKind::AllowedEnvironments => nonempty(
             "environments",
             params::<AllowedEnvironments>(kind, v)?.environments.len(),
@@ -245,7 +249,8 @@ pub fn evaluate(rule: &PolicyRule, c: &Candidate<'_>) -> Result<Option<String>> 
                 })
                 .map(String::as_str)
                 .collect();
-            (!missing.is_empty()).then(|| format!("required metadata missing: {}", missing.join(", ")))
+            (!missing.is_empty())
+                .then(|| format!("required metadata missing: {}", missing.join(", ")))
         }
         PolicyKind::AllowedEnvironments => {
             let p: AllowedEnvironments = params(kind, &rule.params)?;
@@ -309,7 +314,8 @@ pub fn renewal_lead(
         jitter_percent: 0,
         ..p.clone()
     });
-    let at = crate::notify::renew_after(id, 0, lifetime, unjittered.as_ref(), default_before_days, 0);
+    let at =
+        crate::notify::renew_after(id, 0, lifetime, unjittered.as_ref(), default_before_days, 0);
     lifetime - at
 }
 
@@ -320,7 +326,13 @@ pub fn renewal_lead(
 /// refuse the operation (stored by the entry point with the failure, along
 /// with the warnings found in the same check).
 pub(crate) async fn check(ctx: &mut Ctx<'_>, c: &Candidate<'_>) -> Result<()> {
-    let (warnings, refusals) = findings(ctx, c).await?;
+    check_new(ctx, c, false).await
+}
+
+/// [`check`]; `creating` marks a certificate not stored yet, which a refusal
+/// leaves unstored, so its records then name no certificate.
+async fn check_new(ctx: &mut Ctx<'_>, c: &Candidate<'_>, creating: bool) -> Result<()> {
+    let (mut warnings, mut refusals) = findings(ctx, c).await?;
     if refusals.is_empty() {
         for v in &warnings {
             record(ctx.tx, v).await?;
@@ -330,6 +342,11 @@ pub(crate) async fn check(ctx: &mut Ctx<'_>, c: &Candidate<'_>) -> Result<()> {
         return Ok(());
     }
     let message = refusal_message(&refusals);
+    if creating {
+        for v in warnings.iter_mut().chain(refusals.iter_mut()) {
+            v.certificate_id = None;
+        }
+    }
     ctx.refusals.extend(refusals);
     ctx.refusals.extend(warnings);
     Err(Error::PolicyViolation(message))
@@ -369,11 +386,7 @@ pub(crate) async fn check_certificate(
     creating: bool,
 ) -> Result<()> {
     let c = candidate_of(ctx, cert, lifetime_seconds, key).await?;
-    let c = Candidate {
-        certificate_id: (!creating).then_some(cert.id.as_str()),
-        ..c
-    };
-    check(ctx, &c).await
+    check_new(ctx, &c, creating).await
 }
 
 /// The candidate for `cert`, with its renewal lead when the lifetime is known.
@@ -423,7 +436,11 @@ async fn findings(
         let Some(reason) = evaluate(rule, c)? else {
             continue;
         };
-        let key = (rule.id.clone(), c.certificate_id.map(str::to_owned), reason.clone());
+        let key = (
+            rule.id.clone(),
+            c.certificate_id.map(str::to_owned),
+            reason.clone(),
+        );
         if !ctx.memo.policy_seen.insert(key) {
             continue;
         }
@@ -485,13 +502,20 @@ pub(crate) async fn record(tx: &mut Tx, v: &PolicyViolation) -> Result<()> {
         Some(id) => crate::notify::certificate_facts(tx, id).await?,
         None => None,
     };
-    let verb = if v.refused { "refused" } else { "allowed with a warning" };
+    let verb = if v.refused {
+        "refused"
+    } else {
+        "allowed with a warning"
+    };
     crate::notify::emit(
         tx,
         v.created_at,
         EventKind::PolicyViolation,
         facts.as_ref(),
-        format!("Policy rule '{}' violated by {}", v.rule_name, v.common_name),
+        format!(
+            "Policy rule '{}' violated by {}",
+            v.rule_name, v.common_name
+        ),
         format!(
             "{} on {} was {verb}: policy rule '{}' ({}, {} severity): {}",
             v.operation,
@@ -572,31 +596,92 @@ mod tests {
         let r = |k, p| evaluate(&rule(k, p), &c).unwrap();
         use serde_json::json;
         assert_eq!(
-            r(PolicyKind::AllowedDomains, json!({"domains": ["*.example.com"]})).unwrap(),
+            r(
+                PolicyKind::AllowedDomains,
+                json!({"domains": ["*.example.com"]})
+            )
+            .unwrap(),
             "shop.evil.org is outside the allowed domains (*.example.com)"
         );
-        assert!(r(PolicyKind::AllowedDomains, json!({"domains": ["*.example.com", "*.evil.org"]})).is_none());
-        assert!(r(PolicyKind::AllowedIssuers, json!({"issuers": ["iss-acme"]})).unwrap().contains("iss-local"));
-        assert!(r(PolicyKind::AllowedIssuers, json!({"issuers": ["iss-local"]})).is_none());
+        assert!(
+            r(
+                PolicyKind::AllowedDomains,
+                json!({"domains": ["*.example.com", "*.evil.org"]})
+            )
+            .is_none()
+        );
+        assert!(
+            r(PolicyKind::AllowedIssuers, json!({"issuers": ["iss-acme"]}))
+                .unwrap()
+                .contains("iss-local")
+        );
+        assert!(
+            r(
+                PolicyKind::AllowedIssuers,
+                json!({"issuers": ["iss-local"]})
+            )
+            .is_none()
+        );
         assert_eq!(
-            r(PolicyKind::RequiredMetadata, json!({"keys": ["cost_center", "owner_id", "app"]})).unwrap(),
+            r(
+                PolicyKind::RequiredMetadata,
+                json!({"keys": ["cost_center", "owner_id", "app"]})
+            )
+            .unwrap(),
             "required metadata missing: owner_id, app"
         );
-        assert!(r(PolicyKind::AllowedEnvironments, json!({"environments": ["prod"]})).unwrap().contains("'dev'"));
-        assert!(r(PolicyKind::MaxLifetime, json!({"max_days": 90})).unwrap().contains("100.0 days"));
+        assert!(
+            r(
+                PolicyKind::AllowedEnvironments,
+                json!({"environments": ["prod"]})
+            )
+            .unwrap()
+            .contains("'dev'")
+        );
+        assert!(
+            r(PolicyKind::MaxLifetime, json!({"max_days": 90}))
+                .unwrap()
+                .contains("100.0 days")
+        );
         assert!(r(PolicyKind::MaxLifetime, json!({"max_days": 100})).is_none());
-        assert!(r(PolicyKind::MinKeyStrength, json!({"min_rsa_bits": 3072})).unwrap().contains("2048 bits"));
+        assert!(
+            r(PolicyKind::MinKeyStrength, json!({"min_rsa_bits": 3072}))
+                .unwrap()
+                .contains("2048 bits")
+        );
         assert!(r(PolicyKind::MinKeyStrength, json!({})).is_none());
-        assert!(r(PolicyKind::RenewalLeadTime, json!({"min_days": 7})).unwrap().contains("3.0 days"));
+        assert!(
+            r(PolicyKind::RenewalLeadTime, json!({"min_days": 7}))
+                .unwrap()
+                .contains("3.0 days")
+        );
     }
 
     #[test]
     fn bad_params_are_refused_with_an_example() {
         let e = validate(PolicyKind::MaxLifetime, &serde_json::json!({"days": 3})).unwrap_err();
         assert!(e.to_string().contains("max_days"), "{e}");
-        assert!(validate(PolicyKind::AllowedDomains, &serde_json::json!({"domains": []})).is_err());
-        assert!(validate(PolicyKind::AllowedDomains, &serde_json::json!({"domains": ["a b"]})).is_err());
-        assert!(validate(PolicyKind::RenewalLeadTime, &serde_json::json!({"min_days": 0})).is_err());
+        assert!(
+            validate(
+                PolicyKind::AllowedDomains,
+                &serde_json::json!({"domains": []})
+            )
+            .is_err()
+        );
+        assert!(
+            validate(
+                PolicyKind::AllowedDomains,
+                &serde_json::json!({"domains": ["a b"]})
+            )
+            .is_err()
+        );
+        assert!(
+            validate(
+                PolicyKind::RenewalLeadTime,
+                &serde_json::json!({"min_days": 0})
+            )
+            .is_err()
+        );
     }
 
     #[test]

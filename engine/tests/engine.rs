@@ -18,6 +18,7 @@ mod engine {
     mod issuers_stepca;
     mod jobs;
     mod notifications;
+    mod policies;
     pub mod receiver;
     mod revocation;
     mod scheduler;

@@ -90,7 +90,8 @@ fn severity(n: &Notification) -> &'static str {
         Some(EventKind::RenewalFailed | EventKind::DeploymentFailed) => "error",
         Some(EventKind::Revoked | EventKind::AgentOffline) => "warning",
         // The rule's own severity.
-        Some(EventKind::PolicyViolation) => match n.details.get("severity").and_then(Value::as_str) {
+        Some(EventKind::PolicyViolation) => match n.details.get("severity").and_then(Value::as_str)
+        {
             Some("critical") => "critical",
             Some("high") => "error",
             Some("medium") => "warning",

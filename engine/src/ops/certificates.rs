@@ -582,9 +582,15 @@ impl Operation for UpdateCertificate {
         // The metadata rules (issuer, domains, metadata, environment, renewal
         // lead over the current version's lifetime); key and lifetime rules
         // were checked when the version was issued.
-        let life = updated.not_before.zip(updated.not_after).map(|(b, a)| a - b);
+        let life = updated
+            .not_before
+            .zip(updated.not_after)
+            .map(|(b, a)| a - b);
         let c = crate::policy::candidate_of(ctx, &updated, life, None).await?;
-        let c = crate::policy::Candidate { lifetime_seconds: None, ..c };
+        let c = crate::policy::Candidate {
+            lifetime_seconds: None,
+            ..c
+        };
         crate::policy::check(ctx, &c).await?;
         Ok(updated)
     }

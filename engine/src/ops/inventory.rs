@@ -8,8 +8,8 @@ use super::{Deleted, IdInput, List, ListParams, paginate};
 use crate::auth;
 use crate::domain::{
     Agent, AgentStatus, ExtendedKeyUsage, Job, JobKind, JobStatus, KeyAlgorithm, KeygenMode, Owner,
-    PolicyKind, PolicyMode, PolicyRule, PolicyViolation, Profile, RenewalPolicy, Role, SanRules, Severity, Target,
-    TargetKind, Team,
+    PolicyKind, PolicyMode, PolicyRule, PolicyViolation, Profile, RenewalPolicy, Role, SanRules,
+    Severity, Target, TargetKind, Team,
 };
 use crate::error::{Error, Result};
 use crate::store::{JobFilter, OrgTable, SimpleTable};

@@ -121,10 +121,11 @@ impl Tx {
 
     /// The enabled policy rules, read in the transaction being checked.
     pub async fn enabled_policy_rules(&mut self) -> Result<Vec<PolicyRule>> {
-        let sql = format!("SELECT {RULE_COLUMNS} FROM policy_rules WHERE enabled = TRUE ORDER BY name, id");
-        let rows: Vec<RuleRow> = with_tx!(self, |c| {
-            sqlx::query_as(safe(&sql)).fetch_all(c).await?
-        });
+        let sql = format!(
+            "SELECT {RULE_COLUMNS} FROM policy_rules WHERE enabled = TRUE ORDER BY name, id"
+        );
+        let rows: Vec<RuleRow> =
+            with_tx!(self, |c| { sqlx::query_as(safe(&sql)).fetch_all(c).await? });
         rows.into_iter().map(RuleRow::into_domain).collect()
     }
 

@@ -75,7 +75,11 @@ impl Store {
         text("certificate_id", &f.certificate_id, &mut clauses);
         text("rule_id", &f.rule_id, &mut clauses);
         text("kind", &f.kind.map(|k| k.as_str().to_owned()), &mut clauses);
-        text("severity", &f.severity.map(|s| s.as_str().to_owned()), &mut clauses);
+        text(
+            "severity",
+            &f.severity.map(|s| s.as_str().to_owned()),
+            &mut clauses,
+        );
         let mut ints: Vec<i64> = Vec::new();
         if let Some(a) = f.created_after {
             ints.push(a);
