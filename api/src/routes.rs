@@ -525,6 +525,16 @@ pub fn routes() -> Vec<Route> {
             "jobs",
         ),
     ]);
+    // Policy violations (issue 9).
+    v.push(r(
+        Get,
+        "/policy-violations",
+        "list_policy_violations",
+        None,
+        Query,
+        OK,
+        "policies",
+    ));
     // Imports, bulk revocation and export links (issues 4 and 7).
     v.extend([
         r(
@@ -542,6 +552,42 @@ pub fn routes() -> Vec<Route> {
             "bulk_revoke_certificates",
             None,
             Body,
+            OK,
+            "certificates",
+        ),
+        r(
+            Post,
+            "/certificates/bulk-renew",
+            "bulk_renew_certificates",
+            None,
+            Body,
+            OK,
+            "certificates",
+        ),
+        r(
+            Post,
+            "/certificates/bulk-reassign",
+            "bulk_reassign_certificates",
+            None,
+            Body,
+            OK,
+            "certificates",
+        ),
+        r(
+            Get,
+            "/bulk-operations",
+            "list_bulk_operations",
+            None,
+            Query,
+            OK,
+            "certificates",
+        ),
+        r(
+            Get,
+            "/bulk-operations/{id}",
+            "get_bulk_operation",
+            ID,
+            Query,
             OK,
             "certificates",
         ),

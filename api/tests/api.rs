@@ -11,6 +11,8 @@ mod actions;
 mod certificates;
 #[path = "api/errors.rs"]
 mod errors;
+#[path = "api/governance.rs"]
+mod governance;
 #[path = "api/health.rs"]
 mod health;
 #[path = "api/matrix.rs"]

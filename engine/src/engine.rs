@@ -458,7 +458,7 @@ pub(crate) fn authorize(principal: &Principal, permission: Permission) -> Result
 async fn run_gated<O: Operation>(ctx: &mut Ctx<'_>, input: O::Input) -> Result<Step<O::Output>> {
     let meta = &O::META;
     let subject = O::describe(ctx, &input).await?;
-    let gate = if !meta.gateable {
+    let gate = if !meta.gateable || O::changes_nothing(&input) {
         None
     } else if subject.profile_requires_approval {
         Some(GateReason::Profile)

@@ -7,6 +7,7 @@ mod engine {
     mod approvals;
     mod audit;
     mod bootstrap;
+    mod bulk;
     mod catalogue;
     mod certificates;
     mod deployments;

@@ -412,7 +412,7 @@ async fn every_tool_runs() {
         "rp",
     );
     made.insert("rp", v["result"]["id"].as_str().unwrap_or_default().into());
-    let v = ok(&call(&c, "create_policy", json!({"name": "domains", "kind": "allowed_domains", "severity": "high", "mode": "warn"})).await, "policy");
+    let v = ok(&call(&c, "create_policy", json!({"name": "domains", "kind": "allowed_domains", "severity": "high", "mode": "warn", "params": {"domains": ["*.example.com"]}})).await, "policy");
     made.insert(
         "policy",
         v["result"]["id"].as_str().unwrap_or_default().into(),
@@ -538,7 +538,7 @@ async fn every_tool_runs() {
         ("get_policy", json!({"id": made["policy"]})),
         (
             "update_policy",
-            json!({"id": made["policy"], "name": "domains", "kind": "allowed_domains", "severity": "low", "mode": "enforce"}),
+            json!({"id": made["policy"], "name": "domains", "kind": "allowed_domains", "severity": "low", "mode": "enforce", "params": {"domains": ["*.example.com"]}}),
         ),
         ("list_approvals", json!({})),
         ("expire_approvals", json!({})),
@@ -565,6 +565,7 @@ async fn every_tool_runs() {
             json!({"channel_id": made["channel"]}),
         ),
         ("list_notifications", json!({"status": "pending"})),
+        ("list_policy_violations", json!({"refused": false})),
         ("delete_notification_rule", json!({"id": made["rule"]})),
         (
             "delete_notification_channel",
@@ -792,6 +793,37 @@ async fn every_tool_runs() {
         .collect();
     let missing: Vec<_> = all.difference(&covered).collect();
     assert!(missing.is_empty(), "tools never called: {missing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforce_policy_refusal_is_a_tool_error_and_recorded() {
+    let s = setup().await;
+    let c = connect(&s, &s.admin, Some(true)).await;
+    let r = call(
+        &c,
+        "create_policy",
+        json!({"name": "corp", "kind": "allowed_domains", "severity": "high", "mode": "enforce",
+               "params": {"domains": ["*.example.com"]}}),
+    )
+    .await;
+    assert_ne!(r.is_error, Some(true), "{r:?}");
+    let r = call(
+        &c,
+        "create_certificate",
+        json!({"common_name": "shop.evil.org"}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+    let text = format!("{:?}", r.content);
+    assert!(
+        text.contains("'corp'") && text.contains("shop.evil.org is outside the allowed domains"),
+        "{text}"
+    );
+    let v = structured(&call(&c, "list_policy_violations", json!({"refused": true})).await);
+    assert_eq!(v["result"]["total"], 1, "{v}");
+    assert_eq!(v["result"]["data"][0]["common_name"], "shop.evil.org");
+    // Inside the list: allowed.
+    issued(&c, "ok.example.com").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,7 @@
 
 pub mod approval;
 pub mod audit;
+pub mod bulk;
 pub mod certificate;
 pub mod fleet;
 pub mod issuer;
@@ -15,6 +16,7 @@ pub mod target_config;
 
 pub use approval::{Approval, ApprovalStatus};
 pub use audit::{AuditEvent, ChainVerification, Outcome};
+pub use bulk::{BulkItem, BulkItemOutcome, BulkKind, BulkOperation};
 pub use certificate::{
     CertificateVersion, EffectiveStatus, LifecycleStatus, ManagedCertificate, RevocationReason,
 };

@@ -73,6 +73,7 @@ mod listing;
 mod admin;
 mod agents_work;
 mod approvals;
+mod bulk;
 mod certificates;
 mod deployments;
 mod enrollment;
@@ -89,6 +90,7 @@ mod stats;
 pub use admin::*;
 pub use agents_work::*;
 pub use approvals::*;
+pub use bulk::*;
 pub use certificates::*;
 pub use deployments::*;
 pub use enrollment::*;
@@ -282,6 +284,13 @@ pub trait Operation: Send + Sync + 'static {
     ) -> impl Future<Output = Result<()>> + Send {
         let _ = (engine, input, memo);
         async { Ok(()) }
+    }
+
+    /// Whether this input asks for a run that changes nothing (a dry run):
+    /// such a call is not stopped at the approval gate.
+    fn changes_nothing(input: &Self::Input) -> bool {
+        let _ = input;
+        false
     }
 
     /// Names the resource and summarizes the call for the gate and the audit

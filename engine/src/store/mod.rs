@@ -14,6 +14,7 @@
 mod agents;
 mod approvals;
 mod audit;
+mod bulk;
 mod certificates;
 mod deployments;
 mod imports;

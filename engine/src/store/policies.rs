@@ -125,7 +125,7 @@ impl Tx {
             "SELECT {RULE_COLUMNS} FROM policy_rules WHERE enabled = TRUE ORDER BY name, id"
         );
         let rows: Vec<RuleRow> =
-            with_tx!(self, |c| { sqlx::query_as(safe(&sql)).fetch_all(c).await? });
+            with_tx!(self, |c| sqlx::query_as(safe(&sql)).fetch_all(c).await?);
         rows.into_iter().map(RuleRow::into_domain).collect()
     }
 
