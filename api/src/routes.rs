@@ -525,6 +525,25 @@ pub fn routes() -> Vec<Route> {
             "jobs",
         ),
     ]);
+    // Agent groups (issue 9).
+    v.extend(crud!(
+        "/agent-groups",
+        "agents",
+        "list_agent_groups",
+        "create_agent_group",
+        "get_agent_group",
+        "update_agent_group",
+        "delete_agent_group"
+    ));
+    v.push(r(
+        Get,
+        "/agent-groups/{id}/members",
+        "list_agent_group_members",
+        ID,
+        Query,
+        OK,
+        "agents",
+    ));
     // Policy violations (issue 9).
     v.push(r(
         Get,

@@ -1046,16 +1046,13 @@ pub(crate) async fn renew(ctx: &mut Ctx<'_>, input: RenewCertificateInput) -> Re
     let issue_now = input.csr_pem.is_some()
         || (profile.keygen_mode == KeygenMode::Server
             && ctx.engine.config().keygen_mode == KeygenMode::Server);
-    // The agent that holds the key (the first target's agent) gets the
-    // job in its work list.
+    // The agent that holds the key (the first target's agent, or a member
+    // of the first target's agent group) gets the job in its work list.
     let agent_id = if issue_now {
         None
     } else {
-        ctx.tx
-            .certificate_targets(&cert.id)
-            .await?
-            .into_iter()
-            .find_map(|t| t.agent_id)
+        let targets = ctx.tx.certificate_targets(&cert.id).await?;
+        super::agent_groups::key_agent(ctx.tx, &targets).await?
     };
     if first_issuance && (issue_now || agent_id.is_none()) {
         return Err(Error::conflict(format!(

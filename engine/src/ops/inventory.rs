@@ -102,6 +102,9 @@ pub struct TargetInput {
     /// The agent that deploys to this target.
     #[serde(default)]
     pub agent_id: Option<String>,
+    /// Or: an agent group whose members deploy to it (not with `agent_id`).
+    #[serde(default)]
+    pub agent_group_id: Option<String>,
     /// Connector settings: certificate and key paths, reload command, admin API URL.
     #[serde(default)]
     pub config: serde_json::Map<String, serde_json::Value>,
@@ -115,6 +118,14 @@ async fn save_target(ctx: &mut super::Ctx<'_>, input: TargetInput, create: bool)
         && ctx.tx.agent(a).await?.is_none()
     {
         return Err(Error::invalid(format!("unknown agent_id '{a}'")));
+    }
+    if let Some(g) = &input.agent_group_id {
+        if input.agent_id.is_some() {
+            return Err(Error::invalid("give agent_id or agent_group_id, not both"));
+        }
+        if ctx.tx.agent_group(g).await?.is_none() {
+            return Err(Error::invalid(format!("unknown agent_group_id '{g}'")));
+        }
     }
     let existing = match (&input.id, create) {
         (Some(_), true) => return Err(Error::invalid("id is assigned by certctl; omit it")),
@@ -135,6 +146,7 @@ async fn save_target(ctx: &mut super::Ctx<'_>, input: TargetInput, create: bool)
         name,
         kind: input.kind,
         agent_id: input.agent_id,
+        agent_group_id: input.agent_group_id,
         config,
         created_at: existing.as_ref().map(|t| t.created_at).unwrap_or(ctx.now),
         updated_at: ctx.now,

@@ -71,6 +71,7 @@ macro_rules! operation {
 mod listing;
 
 mod admin;
+mod agent_groups;
 mod agents_work;
 mod approvals;
 mod bulk;
@@ -88,6 +89,7 @@ mod revocation;
 mod stats;
 
 pub use admin::*;
+pub use agent_groups::*;
 pub use agents_work::*;
 pub use approvals::*;
 pub use bulk::*;
@@ -243,6 +245,7 @@ pub(crate) async fn ensure_exists(ctx: &mut Ctx<'_>, kind: &'static str, id: &st
     let found = match kind {
         "target" => ctx.tx.target(id).await?.is_some(),
         "agent" => ctx.tx.agent(id).await?.is_some(),
+        "agent_group" => ctx.tx.agent_group(id).await?.is_some(),
         "job" => ctx.tx.job(id).await?.is_some(),
         "owner" => ctx.tx.owner(id).await?.is_some(),
         "team" => ctx.tx.team(id).await?.is_some(),

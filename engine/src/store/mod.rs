@@ -11,6 +11,7 @@
 //! each file adds methods to [`Store`] (reads outside a transaction) and
 //! [`Tx`] (everything inside one).
 
+mod agent_groups;
 mod agents;
 mod approvals;
 mod audit;
