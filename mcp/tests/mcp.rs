@@ -478,6 +478,19 @@ async fn every_tool_runs() {
         .unwrap_or_default()
         .to_owned();
 
+    let v = ok(
+        &call(
+            &c,
+            "create_agent_group",
+            json!({"name": "prod", "criteria": {"labels": {"env": "prod"}, "ip_cidr": "10.0.0.0/8"}}),
+        )
+        .await,
+        "agent group",
+    );
+    made.insert(
+        "group",
+        v["result"]["id"].as_str().unwrap_or_default().into(),
+    );
     let inputs: Vec<(&str, Value)> = vec![
         (
             "list_certificates",
@@ -566,6 +579,21 @@ async fn every_tool_runs() {
         ),
         ("list_notifications", json!({"status": "pending"})),
         ("list_policy_violations", json!({"refused": false})),
+        ("list_agent_groups", json!({})),
+        ("get_agent_group", json!({"id": made["group"]})),
+        (
+            "update_agent_group",
+            json!({"id": made["group"], "name": "prod", "criteria": {"os": "linux"}}),
+        ),
+        ("list_agent_group_members", json!({"id": made["group"]})),
+        (
+            "bulk_reassign_certificates",
+            json!({"ids": [cert], "team_id": made["team"], "dry_run": true}),
+        ),
+        (
+            "bulk_renew_certificates",
+            json!({"filter": {"common_name": "nothing.example.com"}}),
+        ),
         ("delete_notification_rule", json!({"id": made["rule"]})),
         (
             "delete_notification_channel",
@@ -592,6 +620,7 @@ async fn every_tool_runs() {
         ("delete_target", json!({"id": made["target"]})),
         ("disable_agent", json!({"id": made["agent"]})),
         ("delete_policy", json!({"id": made["policy"]})),
+        ("delete_agent_group", json!({"id": made["group"]})),
         ("delete_renewal_policy", json!({"id": made["rp"]})),
         ("delete_profile", json!({"id": made["profile"]})),
         ("revoke_principal", json!({"id": made["principal"]})),
@@ -612,6 +641,7 @@ async fn every_tool_runs() {
         "issue_certificate",
         "create_notification_channel",
         "create_notification_rule",
+        "create_agent_group",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -677,6 +707,16 @@ async fn every_tool_runs() {
         check_output(&schemas, name, &v);
         covered.insert(name.to_owned());
     }
+    // The bulk runs left records.
+    let list = ok(&call(&c, "list_bulk_operations", json!({})).await, "bulk list");
+    check_output(&schemas, "list_bulk_operations", &list);
+    let first = list["result"]["data"][0]["id"].clone();
+    assert!(first.is_string(), "{list}");
+    let got = ok(&call(&c, "get_bulk_operation", json!({"id": first})).await, "bulk get");
+    check_output(&schemas, "get_bulk_operation", &got);
+    covered.insert("list_bulk_operations".into());
+    covered.insert("get_bulk_operation".into());
+
     // Agent-only calls and decisions on unknown jobs fail
     // as tool errors that say why, never as internal errors.
     for (name, args) in [
