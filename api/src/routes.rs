@@ -431,6 +431,15 @@ pub fn routes() -> Vec<Route> {
         ),
         r(
             Get,
+            "/stats/certificates-by-ownership",
+            "get_certificates_by_ownership",
+            None,
+            Query,
+            OK,
+            "stats",
+        ),
+        r(
+            Get,
             "/stats/expiration-timeline",
             "get_expiration_timeline",
             None,

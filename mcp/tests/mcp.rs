@@ -559,6 +559,7 @@ async fn every_tool_runs() {
         ("verify_audit_log", json!({})),
         ("get_stats_summary", json!({})),
         ("get_certificates_by_status", json!({})),
+        ("get_certificates_by_ownership", json!({})),
         ("get_expiration_timeline", json!({})),
         ("get_job_trends", json!({"days": 7})),
         ("get_issuance_rate", json!({"days": 7})),
@@ -708,11 +709,17 @@ async fn every_tool_runs() {
         covered.insert(name.to_owned());
     }
     // The bulk runs left records.
-    let list = ok(&call(&c, "list_bulk_operations", json!({})).await, "bulk list");
+    let list = ok(
+        &call(&c, "list_bulk_operations", json!({})).await,
+        "bulk list",
+    );
     check_output(&schemas, "list_bulk_operations", &list);
     let first = list["result"]["data"][0]["id"].clone();
     assert!(first.is_string(), "{list}");
-    let got = ok(&call(&c, "get_bulk_operation", json!({"id": first})).await, "bulk get");
+    let got = ok(
+        &call(&c, "get_bulk_operation", json!({"id": first})).await,
+        "bulk get",
+    );
     check_output(&schemas, "get_bulk_operation", &got);
     covered.insert("list_bulk_operations".into());
     covered.insert("get_bulk_operation".into());

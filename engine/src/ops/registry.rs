@@ -197,6 +197,7 @@ pub fn catalogue() -> &'static [Box<dyn DynOperation>] {
             ApproveJob,
             RejectJob,
             GetCertificatesByStatus,
+            GetCertificatesByOwnership,
             GetExpirationTimeline,
             GetJobTrends,
             GetIssuanceRate,

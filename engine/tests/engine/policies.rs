@@ -7,7 +7,7 @@ use certctl_engine::Error;
 use certctl_engine::domain::{KeyAlgorithm, PolicyViolation, Role};
 use certctl_engine::ops;
 
-use super::support::{Harness, csr, principal};
+use super::support::{Harness, csr, principal, sh};
 use crate::backend_tests;
 
 backend_tests!(
@@ -15,6 +15,7 @@ backend_tests!(
     warn_records_a_violation_and_a_notification,
     enforce_applies_to_updates_enrollment_and_key_strength,
     rule_params_are_checked_when_saved,
+    smime_and_code_signing_profiles_and_stats_by_owner_and_team,
 );
 
 fn from<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
@@ -338,4 +339,98 @@ async fn rule_params_are_checked_when_saved(h: &Harness) {
         .done::<ops::ListPolicies>(&h.admin(), from(serde_json::json!({})))
         .await;
     assert_eq!(rules.data.len(), 0, "nothing half-saved");
+}
+
+async fn smime_and_code_signing_profiles_and_stats_by_owner_and_team(h: &Harness) {
+    // An S/MIME profile (e-mail names, emailProtection) and a code-signing
+    // profile: the local CA writes their EKUs, openssl reads them back.
+    let smime = h
+        .done::<ops::CreateProfile>(
+            &h.admin(),
+            from(
+                serde_json::json!({ "name": "smime", "ekus": ["email_protection"],
+                "san_rules": { "allow_emails": true } }),
+            ),
+        )
+        .await;
+    let signing = h
+        .done::<ops::CreateProfile>(
+            &h.admin(),
+            from(serde_json::json!({ "name": "signing", "ekus": ["code_signing"] })),
+        )
+        .await;
+    let owner = h
+        .done::<ops::CreateOwner>(&h.admin(), from(serde_json::json!({ "name": "Ada" })))
+        .await;
+    let team = h
+        .done::<ops::CreateTeam>(&h.admin(), from(serde_json::json!({ "name": "sec" })))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    for (cn, names, profile, want) in [
+        (
+            "ada@example.com",
+            vec!["ada@example.com"],
+            &smime.id,
+            "E-mail Protection",
+        ),
+        (
+            "build.example.com",
+            vec!["build.example.com"],
+            &signing.id,
+            "Code Signing",
+        ),
+    ] {
+        let c = h
+            .done::<ops::CreateCertificate>(
+                &h.admin(),
+                from(
+                    serde_json::json!({ "common_name": cn, "sans": names, "profile_id": profile,
+                    "owner_id": owner.id, "team_id": team.id }),
+                ),
+            )
+            .await;
+        let dns: Vec<&str> = names.iter().copied().filter(|n| !n.contains('@')).collect();
+        let mut req = csr(KeyAlgorithm::EcdsaP256, cn, &dns);
+        if cn.contains('@') {
+            req = csr(KeyAlgorithm::EcdsaP256, cn, &[]);
+        }
+        let out = h
+            .done::<ops::IssueCertificate>(
+                &h.admin(),
+                ops::IssueCertificateInput {
+                    id: c.id.clone(),
+                    csr_pem: Some(req),
+                    ttl_seconds: None,
+                },
+            )
+            .await;
+        let path = dir.path().join("leaf.pem");
+        std::fs::write(&path, out.version.unwrap().cert_pem).unwrap();
+        let text = sh(
+            "openssl",
+            &["x509", "-in", path.to_str().unwrap(), "-noout", "-text"],
+        );
+        assert!(text.contains(want), "{cn}: {text}");
+    }
+    h.create_cert("nobody.example.com", &[]).await;
+    let stats = h
+        .done::<ops::GetCertificatesByOwnership>(&h.admin(), from(serde_json::json!({})))
+        .await;
+    let ada = stats
+        .by_owner
+        .iter()
+        .find(|o| o.id.as_deref() == Some(owner.id.as_str()))
+        .unwrap();
+    assert_eq!(ada.total, 2);
+    let none = stats.by_owner.iter().find(|o| o.id.is_none()).unwrap();
+    assert_eq!(none.total, 1);
+    assert_eq!(
+        stats
+            .by_team
+            .iter()
+            .find(|t| t.id.as_deref() == Some(team.id.as_str()))
+            .unwrap()
+            .total,
+        2
+    );
 }
