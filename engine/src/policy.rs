@@ -59,6 +59,7 @@ struct AllowedDomains {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RequiredMetadata {
+    #[serde(alias = "fields")]
     keys: Vec<String>,
 }
 

@@ -308,7 +308,7 @@ async fn client_commands_against_the_demo() {
 
     // An enforce-mode policy: a name outside its domains is refused with the
     // rule's reason (non-zero exit, one line) and the attempt is recorded.
-    client
+    let _: Value = client
         .call_completed(
             "create_policy",
             &json!({ "name": "corp only", "kind": "allowed_domains", "severity": "high",
