@@ -145,7 +145,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
         .completed()?;
     anyhow::ensure!(record.results.len() == n && record.succeeded == n as i64);
     // The other team's certificates are untouched.
-    let others: ops::List<ManagedCertificate> = engine
+    let others = engine
         .call::<ops::ListCertificates>(
             &admin,
             serde_json::from_value(
