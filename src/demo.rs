@@ -189,11 +189,11 @@ impl Demo {
 
         let policies = [
             json!({ "name": "Only example.com names", "kind": "allowed_domains",
-                    "params": { "domains": ["example.com"] }, "severity": "high", "mode": "warn" }),
+                    "params": { "domains": ["example.com", "*.example.com"] }, "severity": "high", "mode": "warn" }),
             json!({ "name": "At most 398 days", "kind": "max_lifetime",
                     "params": { "max_days": 398 }, "severity": "medium", "mode": "warn" }),
             json!({ "name": "Owner and environment required", "kind": "required_metadata",
-                    "params": { "fields": ["owner_id", "environment"] }, "severity": "low", "mode": "warn" }),
+                    "params": { "keys": ["owner_id", "environment"] }, "severity": "low", "mode": "warn" }),
         ];
         let policy_count = policies.len();
         for p in policies {

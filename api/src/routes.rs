@@ -431,6 +431,15 @@ pub fn routes() -> Vec<Route> {
         ),
         r(
             Get,
+            "/stats/certificates-by-ownership",
+            "get_certificates_by_ownership",
+            None,
+            Query,
+            OK,
+            "stats",
+        ),
+        r(
+            Get,
             "/stats/expiration-timeline",
             "get_expiration_timeline",
             None,
@@ -600,6 +609,35 @@ pub fn routes() -> Vec<Route> {
         "update_network_scan_target",
         "delete_network_scan_target"
     ));
+    // Agent groups (issue 9).
+    v.extend(crud!(
+        "/agent-groups",
+        "agents",
+        "list_agent_groups",
+        "create_agent_group",
+        "get_agent_group",
+        "update_agent_group",
+        "delete_agent_group"
+    ));
+    v.push(r(
+        Get,
+        "/agent-groups/{id}/members",
+        "list_agent_group_members",
+        ID,
+        Query,
+        OK,
+        "agents",
+    ));
+    // Policy violations (issue 9).
+    v.push(r(
+        Get,
+        "/policy-violations",
+        "list_policy_violations",
+        None,
+        Query,
+        OK,
+        "policies",
+    ));
     // Imports, bulk revocation and export links (issues 4 and 7).
     v.extend([
         r(
@@ -617,6 +655,42 @@ pub fn routes() -> Vec<Route> {
             "bulk_revoke_certificates",
             None,
             Body,
+            OK,
+            "certificates",
+        ),
+        r(
+            Post,
+            "/certificates/bulk-renew",
+            "bulk_renew_certificates",
+            None,
+            Body,
+            OK,
+            "certificates",
+        ),
+        r(
+            Post,
+            "/certificates/bulk-reassign",
+            "bulk_reassign_certificates",
+            None,
+            Body,
+            OK,
+            "certificates",
+        ),
+        r(
+            Get,
+            "/bulk-operations",
+            "list_bulk_operations",
+            None,
+            Query,
+            OK,
+            "certificates",
+        ),
+        r(
+            Get,
+            "/bulk-operations/{id}",
+            "get_bulk_operation",
+            ID,
+            Query,
             OK,
             "certificates",
         ),

@@ -13,6 +13,8 @@ mod certificates;
 mod discovery;
 #[path = "api/errors.rs"]
 mod errors;
+#[path = "api/governance.rs"]
+mod governance;
 #[path = "api/health.rs"]
 mod health;
 #[path = "api/matrix.rs"]

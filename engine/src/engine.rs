@@ -156,13 +156,31 @@ impl Engine {
         self.authorize_call(principal, meta, now).await?;
         let mut memo = crate::ops::Memo::default();
         if let Err(e) = O::prepare(&input, &mut memo) {
-            self.audit_failure(principal, meta, None, Default::default(), &e, None, now)
-                .await?;
+            self.audit_failure(
+                principal,
+                meta,
+                None,
+                Default::default(),
+                &e,
+                None,
+                now,
+                Vec::new(),
+            )
+            .await?;
             return Err(e);
         }
         if let Err(e) = O::outside_tx(self, &input, &mut memo).await {
-            self.audit_failure(principal, meta, None, Default::default(), &e, None, now)
-                .await?;
+            self.audit_failure(
+                principal,
+                meta,
+                None,
+                Default::default(),
+                &e,
+                None,
+                now,
+                Vec::new(),
+            )
+            .await?;
             return Err(e);
         }
         // Held until the call's transaction ends (see `call_slots`).
@@ -184,11 +202,14 @@ impl Engine {
             audit_details: serde_json::Map::new(),
             audit_resource_id: None,
             followup: None,
+            refusals: Vec::new(),
+            operation: meta.name,
             memo,
         };
         let result = run_gated::<O>(&mut ctx, input).await;
         let server_key = ctx.memo.server_key.take();
         let followup = ctx.followup.take();
+        let refusals = std::mem::take(&mut ctx.refusals);
         let details = std::mem::take(&mut ctx.audit_details);
         let resource_id = ctx.audit_resource_id.take();
         match result {
@@ -233,8 +254,17 @@ impl Engine {
             }
             Err(e) => {
                 drop(tx);
-                self.audit_failure(principal, meta, resource_id, details, &e, followup, now)
-                    .await?;
+                self.audit_failure(
+                    principal,
+                    meta,
+                    resource_id,
+                    details,
+                    &e,
+                    followup,
+                    now,
+                    refusals,
+                )
+                .await?;
                 Err(e)
             }
         }
@@ -360,6 +390,7 @@ impl Engine {
         e: &Error,
         followup: Option<Followup>,
         now: UnixTime,
+        refusals: Vec<crate::domain::PolicyViolation>,
     ) -> Result<()> {
         let outcome = match e {
             Error::Forbidden(_) | Error::Unauthenticated => AuditOutcome::Denied,
@@ -368,6 +399,16 @@ impl Engine {
         details.insert("error".into(), e.to_string().into());
         details.insert("error_code".into(), e.code().into());
         let mut tx = self.store.begin_write().await?;
+        // The attempt an enforce-mode policy refused is kept: its violations
+        // (and their notifications) commit with the failure's audit event.
+        if !refusals.is_empty() {
+            let ids: Vec<serde_json::Value> =
+                refusals.iter().map(|v| v.id.clone().into()).collect();
+            details.insert("policy_violations".into(), ids.into());
+        }
+        for v in &refusals {
+            crate::policy::record(&mut tx, v).await?;
+        }
         if let Some(Followup::ApprovalFailed { approval_id, error }) = followup {
             let result = serde_json::json!({ "error": error });
             if tx
@@ -430,7 +471,7 @@ pub(crate) fn authorize(principal: &Principal, permission: Permission) -> Result
 async fn run_gated<O: Operation>(ctx: &mut Ctx<'_>, input: O::Input) -> Result<Step<O::Output>> {
     let meta = &O::META;
     let subject = O::describe(ctx, &input).await?;
-    let gate = if !meta.gateable {
+    let gate = if !meta.gateable || O::changes_nothing(&input) {
         None
     } else if subject.profile_requires_approval {
         Some(GateReason::Profile)

@@ -21,6 +21,7 @@ pub mod netscan;
 pub mod notify;
 pub mod ops;
 pub mod pki;
+pub mod policy;
 mod read_audit;
 pub mod request_audit;
 pub mod revocation;

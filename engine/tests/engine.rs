@@ -4,9 +4,11 @@
 mod engine {
     pub mod support;
 
+    mod agent_groups;
     mod approvals;
     mod audit;
     mod bootstrap;
+    mod bulk;
     mod catalogue;
     mod certificates;
     mod deployments;
@@ -19,6 +21,7 @@ mod engine {
     mod issuers_stepca;
     mod jobs;
     mod notifications;
+    mod policies;
     pub mod receiver;
     mod revocation;
     mod scheduler;

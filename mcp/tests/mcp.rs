@@ -412,7 +412,7 @@ async fn every_tool_runs() {
         "rp",
     );
     made.insert("rp", v["result"]["id"].as_str().unwrap_or_default().into());
-    let v = ok(&call(&c, "create_policy", json!({"name": "domains", "kind": "allowed_domains", "severity": "high", "mode": "warn"})).await, "policy");
+    let v = ok(&call(&c, "create_policy", json!({"name": "domains", "kind": "allowed_domains", "severity": "high", "mode": "warn", "params": {"domains": ["*.example.com"]}})).await, "policy");
     made.insert(
         "policy",
         v["result"]["id"].as_str().unwrap_or_default().into(),
@@ -478,6 +478,19 @@ async fn every_tool_runs() {
         .unwrap_or_default()
         .to_owned();
 
+    let v = ok(
+        &call(
+            &c,
+            "create_agent_group",
+            json!({"name": "prod", "criteria": {"labels": {"env": "prod"}, "ip_cidr": "10.0.0.0/8"}}),
+        )
+        .await,
+        "agent group",
+    );
+    made.insert(
+        "group",
+        v["result"]["id"].as_str().unwrap_or_default().into(),
+    );
     let inputs: Vec<(&str, Value)> = vec![
         (
             "list_certificates",
@@ -538,7 +551,7 @@ async fn every_tool_runs() {
         ("get_policy", json!({"id": made["policy"]})),
         (
             "update_policy",
-            json!({"id": made["policy"], "name": "domains", "kind": "allowed_domains", "severity": "low", "mode": "enforce"}),
+            json!({"id": made["policy"], "name": "domains", "kind": "allowed_domains", "severity": "low", "mode": "enforce", "params": {"domains": ["*.example.com"]}}),
         ),
         ("list_approvals", json!({})),
         ("expire_approvals", json!({})),
@@ -546,6 +559,7 @@ async fn every_tool_runs() {
         ("verify_audit_log", json!({})),
         ("get_stats_summary", json!({})),
         ("get_certificates_by_status", json!({})),
+        ("get_certificates_by_ownership", json!({})),
         ("get_expiration_timeline", json!({})),
         ("get_job_trends", json!({"days": 7})),
         ("get_issuance_rate", json!({"days": 7})),
@@ -565,6 +579,22 @@ async fn every_tool_runs() {
             json!({"channel_id": made["channel"]}),
         ),
         ("list_notifications", json!({"status": "pending"})),
+        ("list_policy_violations", json!({"refused": false})),
+        ("list_agent_groups", json!({})),
+        ("get_agent_group", json!({"id": made["group"]})),
+        (
+            "update_agent_group",
+            json!({"id": made["group"], "name": "prod", "criteria": {"os": "linux"}}),
+        ),
+        ("list_agent_group_members", json!({"id": made["group"]})),
+        (
+            "bulk_reassign_certificates",
+            json!({"ids": [cert], "team_id": made["team"], "dry_run": true}),
+        ),
+        (
+            "bulk_renew_certificates",
+            json!({"filter": {"common_name": "nothing.example.com"}}),
+        ),
         ("delete_notification_rule", json!({"id": made["rule"]})),
         (
             "delete_notification_channel",
@@ -591,6 +621,7 @@ async fn every_tool_runs() {
         ("delete_target", json!({"id": made["target"]})),
         ("disable_agent", json!({"id": made["agent"]})),
         ("delete_policy", json!({"id": made["policy"]})),
+        ("delete_agent_group", json!({"id": made["group"]})),
         ("delete_renewal_policy", json!({"id": made["rp"]})),
         ("delete_profile", json!({"id": made["profile"]})),
         ("revoke_principal", json!({"id": made["principal"]})),
@@ -611,6 +642,7 @@ async fn every_tool_runs() {
         "issue_certificate",
         "create_notification_channel",
         "create_notification_rule",
+        "create_agent_group",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -741,6 +773,22 @@ async fn every_tool_runs() {
         check_output(&schemas, name, &v);
         covered.insert(name.to_owned());
     }
+    // The bulk runs left records.
+    let list = ok(
+        &call(&c, "list_bulk_operations", json!({})).await,
+        "bulk list",
+    );
+    check_output(&schemas, "list_bulk_operations", &list);
+    let first = list["result"]["data"][0]["id"].clone();
+    assert!(first.is_string(), "{list}");
+    let got = ok(
+        &call(&c, "get_bulk_operation", json!({"id": first})).await,
+        "bulk get",
+    );
+    check_output(&schemas, "get_bulk_operation", &got);
+    covered.insert("list_bulk_operations".into());
+    covered.insert("get_bulk_operation".into());
+
     // Agent-only calls and decisions on unknown jobs fail
     // as tool errors that say why, never as internal errors.
     for (name, args) in [
@@ -857,6 +905,37 @@ async fn every_tool_runs() {
         .collect();
     let missing: Vec<_> = all.difference(&covered).collect();
     assert!(missing.is_empty(), "tools never called: {missing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforce_policy_refusal_is_a_tool_error_and_recorded() {
+    let s = setup().await;
+    let c = connect(&s, &s.admin, Some(true)).await;
+    let r = call(
+        &c,
+        "create_policy",
+        json!({"name": "corp", "kind": "allowed_domains", "severity": "high", "mode": "enforce",
+               "params": {"domains": ["*.example.com"]}}),
+    )
+    .await;
+    assert_ne!(r.is_error, Some(true), "{r:?}");
+    let r = call(
+        &c,
+        "create_certificate",
+        json!({"common_name": "shop.evil.org"}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+    let text = format!("{:?}", r.content);
+    assert!(
+        text.contains("'corp'") && text.contains("shop.evil.org is outside the allowed domains"),
+        "{text}"
+    );
+    let v = structured(&call(&c, "list_policy_violations", json!({"refused": true})).await);
+    assert_eq!(v["result"]["total"], 1, "{v}");
+    assert_eq!(v["result"]["data"][0]["common_name"], "shop.evil.org");
+    // Inside the list: allowed.
+    issued(&c, "ok.example.com").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -305,5 +305,36 @@ async fn client_commands_against_the_demo() {
     );
     assert_ne!(code, 0);
     assert!(err.starts_with("certctl: error: "), "{err}");
+
+    // An enforce-mode policy: a name outside its domains is refused with the
+    // rule's reason (non-zero exit, one line) and the attempt is recorded.
+    let _: Value = client
+        .call_completed(
+            "create_policy",
+            &json!({ "name": "corp only", "kind": "allowed_domains", "severity": "high",
+                     "mode": "enforce", "params": { "domains": ["*.example.com"] } }),
+        )
+        .await
+        .expect("policy");
+    let (code, _, err) = cli(
+        &server,
+        d,
+        &admin,
+        &["certs", "create", "--cn", "shop.evil.org"],
+    );
+    assert_ne!(code, 0);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("certctl: error: ")
+            && err.contains("'corp only'")
+            && err.contains("shop.evil.org is outside the allowed domains"),
+        "{err}"
+    );
+    let refused: Value = client
+        .call_completed("list_policy_violations", &json!({ "refused": true }))
+        .await
+        .expect("violations");
+    assert_eq!(refused["total"], 1, "{refused}");
+    assert_eq!(refused["data"][0]["common_name"], "shop.evil.org");
     assert!(server.terminate().success());
 }

@@ -81,7 +81,7 @@ READ_PREFIXES = ("list_", "get_", "verify_", "test_", "export_")
 # Names that look like reads but record something: an agent's report of
 # what its target serves.
 WRITE_TOOLS = ("verify_job",)
-DESTRUCTIVE_PREFIXES = ("revoke_", "delete_", "disable_")
+DESTRUCTIVE_PREFIXES = ("revoke_", "delete_", "disable_", "bulk_")
 
 
 class Case:
@@ -200,7 +200,7 @@ async def check_tools(case: Case, client, mode: str) -> None:
         if not is_read and a.read_only_hint is True:
             note(t.name, "write tool marked readOnlyHint: true")
         if t.name.startswith(DESTRUCTIVE_PREFIXES) and a.destructive_hint is not True:
-            note(t.name, "revoke/delete/disable tool without destructiveHint: true")
+            note(t.name, "revoke/delete/disable/bulk tool without destructiveHint: true")
     case.check(not bad, f"all {len(tools)} tools: title, annotations, hints, object input/output schemas", bad)
 
 

@@ -772,6 +772,39 @@ async fn est_end_to_end_with_curl_and_openssl() {
     );
     let after = certificate_count(&rig.op("list_certificates", json!({})).await);
     assert_eq!(before, after);
+
+    // An enforce-mode policy refuses an EST enrollment outside its domains
+    // (4xx, nothing issued) and records the attempt.
+    rig.op(
+        "create_policy",
+        json!({ "name": "dev1 and dev2 only", "kind": "allowed_domains", "severity": "high", "mode": "enforce",
+                "params": { "domains": ["dev1.devices.example.com", "dev2.devices.example.com"] } }),
+    )
+    .await;
+    let before = certificate_count(&rig.op("list_certificates", json!({})).await);
+    csr("dev3.devices.example.com", "dev3.key");
+    assert_eq!(
+        status(&[
+            "-u",
+            "enroller:enrol-secret",
+            "-H",
+            pkcs10,
+            "--data-binary",
+            "@csr.b64",
+            &est("simpleenroll")
+        ]),
+        "403"
+    );
+    assert_eq!(
+        before,
+        certificate_count(&rig.op("list_certificates", json!({})).await)
+    );
+    let v = rig
+        .op("list_policy_violations", json!({ "refused": true }))
+        .await;
+    assert_eq!(v["total"], 1, "{v}");
+    assert_eq!(v["data"][0]["operation"], "enroll_certificate");
+    assert_eq!(v["data"][0]["common_name"], "dev3.devices.example.com");
     server.stop().await;
 }
 

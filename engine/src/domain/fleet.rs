@@ -104,8 +104,78 @@ pub struct Target {
     pub kind: TargetKind,
     /// The agent that deploys to this target.
     pub agent_id: Option<String>,
+    /// An agent group whose members deploy to this target (the target is
+    /// on each of them); used when `agent_id` is not set.
+    #[serde(default)]
+    pub agent_group_id: Option<String>,
     /// Connector configuration: paths, reload commands, endpoints.
     pub config: serde_json::Value,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+/// What an agent must report to belong to a group. Every criterion given
+/// must hold; an empty criteria set matches every agent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentCriteria {
+    /// Operating system as the agent reports it (`linux`, `windows`...), case-insensitive.
+    pub os: Option<String>,
+    /// Architecture (`x86_64`, `aarch64`...), case-insensitive.
+    pub arch: Option<String>,
+    /// The agent's IP address is inside this CIDR (`10.0.0.0/8`, `2001:db8::/32`).
+    pub ip_cidr: Option<String>,
+    /// Agent version: exact (`1.4.2`) or a prefix ending in `*` (`1.4.*`).
+    pub version: Option<String>,
+    /// Labels the agent must carry with these values.
+    pub labels: serde_json::Map<String, serde_json::Value>,
+}
+
+impl AgentCriteria {
+    /// Checks the criteria themselves (the CIDR parses).
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if let Some(c) = &self.ip_cidr {
+            c.parse::<ipnet::IpNet>()
+                .map_err(|e| format!("ip_cidr '{c}' is not a CIDR range: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Whether `a` belongs.
+    pub fn matches(&self, a: &Agent) -> bool {
+        let eq = |want: &Option<String>, have: &str| {
+            want.as_ref().is_none_or(|w| w.eq_ignore_ascii_case(have))
+        };
+        let version = self
+            .version
+            .as_ref()
+            .is_none_or(|v| match v.strip_suffix('*') {
+                Some(prefix) => a.version.starts_with(prefix),
+                None => *v == a.version,
+            });
+        let ip = self.ip_cidr.as_ref().is_none_or(|c| {
+            match (
+                c.parse::<ipnet::IpNet>(),
+                a.ip_address.parse::<std::net::IpAddr>(),
+            ) {
+                (Ok(net), Ok(ip)) => net.contains(&ip),
+                _ => false,
+            }
+        });
+        let labels = self.labels.iter().all(|(k, v)| a.labels.get(k) == Some(v));
+        eq(&self.os, &a.os) && eq(&self.arch, &a.arch) && version && ip && labels
+    }
+}
+
+/// A set of agents chosen by what they report, not by name: membership is
+/// computed at each use, so a new agent that matches joins at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentGroup {
+    /// `agg-...`
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub criteria: AgentCriteria,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
 }

@@ -2,6 +2,7 @@
 
 pub mod approval;
 pub mod audit;
+pub mod bulk;
 pub mod certificate;
 pub mod fleet;
 pub mod issuer;
@@ -15,10 +16,11 @@ pub mod target_config;
 
 pub use approval::{Approval, ApprovalStatus};
 pub use audit::{AuditEvent, ChainVerification, Outcome};
+pub use bulk::{BulkItem, BulkItemOutcome, BulkKind, BulkOperation};
 pub use certificate::{
     CertificateVersion, EffectiveStatus, LifecycleStatus, ManagedCertificate, RevocationReason,
 };
-pub use fleet::{Agent, AgentStatus, Target, TargetKind};
+pub use fleet::{Agent, AgentCriteria, AgentGroup, AgentStatus, Target, TargetKind};
 pub use issuer::{Issuer, IssuerKind};
 pub use job::{Job, JobKind, JobStatus};
 pub use notification::{
@@ -26,7 +28,7 @@ pub use notification::{
     NotificationStatus, SmtpSecurity,
 };
 pub use org::{Owner, Team};
-pub use policy::{PolicyKind, PolicyMode, PolicyRule, RenewalPolicy, Severity};
+pub use policy::{PolicyKind, PolicyMode, PolicyRule, PolicyViolation, RenewalPolicy, Severity};
 pub use principal::{ApiPrincipal, Permission, Principal, Role};
 pub use profile::{ExtendedKeyUsage, KeyAlgorithm, KeygenMode, Profile, SanRules};
 pub use target_config::TargetConfig;

@@ -23,12 +23,15 @@ pub enum EventKind {
     ApprovalRequested,
     /// An agent stopped sending heartbeats.
     AgentOffline,
+    /// A policy rule did not hold: a `warn` rule let the operation go on, an
+    /// `enforce` rule refused it.
+    PolicyViolation,
     /// Sent by `send_test_notification`.
     Test,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         Self::ExpiringSoon,
         Self::Renewed,
         Self::RenewalFailed,
@@ -36,6 +39,7 @@ impl EventKind {
         Self::DeploymentFailed,
         Self::ApprovalRequested,
         Self::AgentOffline,
+        Self::PolicyViolation,
         Self::Test,
     ];
 
@@ -48,6 +52,7 @@ impl EventKind {
             Self::DeploymentFailed => "deployment_failed",
             Self::ApprovalRequested => "approval_requested",
             Self::AgentOffline => "agent_offline",
+            Self::PolicyViolation => "policy_violation",
             Self::Test => "test",
         }
     }

@@ -129,3 +129,28 @@ pub struct PolicyRule {
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
 }
+
+/// One time a policy rule did not hold for an operation. `refused` is true
+/// when the rule was in `enforce` mode and the operation was refused; a
+/// `warn` rule's violation is recorded and the operation went on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PolicyViolation {
+    /// `pv-...`
+    pub id: String,
+    pub rule_id: String,
+    pub rule_name: String,
+    pub kind: PolicyKind,
+    pub severity: Severity,
+    pub mode: PolicyMode,
+    pub refused: bool,
+    /// The operation that was checked (`issue_certificate`, `est_simple_enroll`, ...).
+    pub operation: String,
+    /// The certificate, when it exists already (a refused create has none).
+    pub certificate_id: Option<String>,
+    pub common_name: String,
+    /// The principal whose call was checked.
+    pub actor: String,
+    /// What did not hold, in words.
+    pub reason: String,
+    pub created_at: UnixTime,
+}

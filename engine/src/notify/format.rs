@@ -72,6 +72,7 @@ pub fn incident_key(n: &Notification) -> String {
         Some(EventKind::Revoked) => format!("certctl-revoked-{cert}"),
         Some(EventKind::ApprovalRequested) => format!("certctl-approval-{}", d("approval_id")),
         Some(EventKind::AgentOffline) => format!("certctl-agent-{}", d("agent_id")),
+        Some(EventKind::PolicyViolation) => format!("certctl-policy-{}", d("violation_id")),
         Some(EventKind::Test) | None => format!("certctl-{}", n.id),
     }
 }
@@ -88,6 +89,14 @@ fn severity(n: &Notification) -> &'static str {
         }
         Some(EventKind::RenewalFailed | EventKind::DeploymentFailed) => "error",
         Some(EventKind::Revoked | EventKind::AgentOffline) => "warning",
+        // The rule's own severity.
+        Some(EventKind::PolicyViolation) => match n.details.get("severity").and_then(Value::as_str)
+        {
+            Some("critical") => "critical",
+            Some("high") => "error",
+            Some("medium") => "warning",
+            _ => "info",
+        },
         _ => "info",
     }
 }

@@ -85,6 +85,9 @@ pub struct HeartbeatInput {
     /// The agent's certctl version.
     #[serde(default)]
     pub version: Option<String>,
+    /// Replaces the agent's labels when given (agent groups match on them).
+    #[serde(default)]
+    pub labels: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 pub struct AgentHeartbeat;
@@ -95,7 +98,7 @@ impl Operation for AgentHeartbeat {
     const META: OpMeta = agent_meta(
         "agent_heartbeat",
         "Agent heartbeat",
-        "Record that an agent is alive, with its host facts (hostname, OS, architecture, IP, version); called by the agent itself.",
+        "Record that an agent is alive, with its host facts (hostname, OS, architecture, IP, version, labels); called by the agent itself.",
         Risk::Write,
         "agent",
     );
@@ -127,6 +130,12 @@ impl Operation for AgentHeartbeat {
                 }
                 *slot = v;
             }
+        }
+        if let Some(labels) = input.labels {
+            if labels.len() > 64 {
+                return Err(Error::invalid("an agent has at most 64 labels"));
+            }
+            a.labels = labels;
         }
         a.status = AgentStatus::Online;
         a.last_heartbeat_at = Some(ctx.now);

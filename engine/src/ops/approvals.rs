@@ -206,6 +206,8 @@ impl Operation for ApproveRequest {
             audit_details: serde_json::Map::new(),
             audit_resource_id: None,
             followup: None,
+            refusals: Vec::new(),
+            operation: op.meta().name,
             memo: Default::default(),
         };
         let result = op.execute_approved(&mut inner, a.input.clone()).await;
@@ -214,6 +216,7 @@ impl Operation for ApproveRequest {
         let output = match result {
             Ok(v) => v,
             Err(e) => {
+                ctx.refusals.append(&mut inner.refusals);
                 ctx.followup = Some(Followup::ApprovalFailed {
                     approval_id: a.id.clone(),
                     error: e.to_string(),

@@ -186,6 +186,10 @@ pub struct CertificateDetails {
     pub versions: Vec<CertificateVersion>,
     /// Targets the certificate is deployed to.
     pub targets: Vec<Target>,
+    /// Its latest policy violations (at most 20, newest first); all of them
+    /// with list_policy_violations.
+    #[serde(default)]
+    pub policy_violations: Vec<crate::domain::PolicyViolation>,
 }
 
 pub struct GetCertificate;
@@ -210,10 +214,12 @@ impl Operation for GetCertificate {
         ctx.audit_resource_id = Some(certificate.id.clone());
         let versions = ctx.engine.store().versions(&certificate.id).await?;
         let targets = ctx.tx.certificate_targets(&certificate.id).await?;
+        let policy_violations = ctx.tx.certificate_violations(&certificate.id, 20).await?;
         Ok(CertificateDetails {
             certificate,
             versions,
             targets,
+            policy_violations,
         })
     }
 }
@@ -405,6 +411,7 @@ impl Operation for CreateCertificate {
             created_at: ctx.now,
             updated_at: ctx.now,
         };
+        crate::policy::check_certificate(ctx, &cert, None, None, true).await?;
         ctx.tx.insert_certificate(&cert).await?;
         for t in &input.target_ids {
             ctx.tx.attach_target(&id, t).await?;
@@ -415,7 +422,7 @@ impl Operation for CreateCertificate {
     }
 }
 
-async fn check_refs(
+pub(crate) async fn check_refs(
     ctx: &mut Ctx<'_>,
     owner: Option<&str>,
     team: Option<&str>,
@@ -571,7 +578,21 @@ impl Operation for UpdateCertificate {
         if patch.renewal_policy_id.is_some() || patch.issuer_id.is_some() {
             crate::notify::reschedule(ctx, Some(&input.id), None).await?;
         }
-        load(ctx, &input.id).await
+        let updated = load(ctx, &input.id).await?;
+        // The metadata rules (issuer, domains, metadata, environment, renewal
+        // lead over the current version's lifetime); key and lifetime rules
+        // were checked when the version was issued.
+        let life = updated
+            .not_before
+            .zip(updated.not_after)
+            .map(|(b, a)| a - b);
+        let c = crate::policy::candidate_of(ctx, &updated, life, None).await?;
+        let c = crate::policy::Candidate {
+            lifetime_seconds: None,
+            ..c
+        };
+        crate::policy::check(ctx, &c).await?;
+        Ok(updated)
     }
 }
 
@@ -838,6 +859,9 @@ pub(crate) async fn issue_version(
         Some(_) => ctx.memo.key_holder_agent.take(),
         None => None,
     };
+    // Policy rules, with the key and lifetime this version will have.
+    crate::policy::check_certificate(ctx, &cert, Some(ttl), Some(key_algorithm), false).await?;
+
     if external {
         let job = Job {
             id: ctx.new_id("job"),
@@ -1013,84 +1037,85 @@ impl Operation for RenewCertificate {
     }
 
     async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
-        let cert = load_memo(ctx, &input.id).await?;
-        // A certificate never issued may still be "renewed" by the agent
-        // serving its targets: that is its first issuance, from a key the
-        // agent makes.
-        let first_issuance = cert.status == EffectiveStatus::Pending && input.csr_pem.is_none();
-        if cert.status == EffectiveStatus::Archived
-            || (cert.status == EffectiveStatus::Pending && !first_issuance)
-        {
-            return Err(Error::conflict(format!(
-                "certificate {} is {}; only issued certificates are renewed (use issue_certificate first)",
-                cert.id,
-                cert.status.as_str()
-            )));
-        }
-        let profile = profile_memo(ctx, &cert.profile_id).await?;
-        let issue_now = input.csr_pem.is_some()
-            || (profile.keygen_mode == KeygenMode::Server
-                && ctx.engine.config().keygen_mode == KeygenMode::Server);
-        // The agent that holds the key (the first target's agent) gets the
-        // job in its work list.
-        let agent_id = if issue_now {
-            None
-        } else {
-            ctx.tx
-                .certificate_targets(&cert.id)
-                .await?
-                .into_iter()
-                .find_map(|t| t.agent_id)
-        };
-        if first_issuance && (issue_now || agent_id.is_none()) {
-            return Err(Error::conflict(format!(
-                "certificate {} is pending and no agent serves its targets; issue it with issue_certificate first",
-                cert.id
-            )));
-        }
-        let mut job = Job {
-            id: ctx.new_id("job"),
-            kind: if first_issuance {
-                JobKind::Issuance
-            } else {
-                JobKind::Renewal
-            },
-            status: JobStatus::AwaitingCsr,
-            certificate_id: Some(cert.id.clone()),
-            target_id: None,
-            agent_id,
-            attempts: 0,
-            max_attempts: 5,
-            run_after: ctx.now,
-            last_error: None,
-            payload: serde_json::json!({ "requested_by": ctx.principal.id }),
-            created_at: ctx.now,
-            updated_at: ctx.now,
-        };
-        let version = if issue_now {
-            match issue_version(ctx, cert, input.csr_pem.as_deref(), None, JobKind::Renewal).await?
-            {
-                Issuance::Now(issued) => {
-                    let v = issued.1;
-                    job.status = JobStatus::Completed;
-                    job.attempts = 1;
-                    job.payload["version_id"] = v.id.clone().into();
-                    Some(v)
-                }
-                // The external CA's job is the renewal job.
-                Issuance::Queued(queued) => {
-                    ctx.note("job_id", queued.id.clone());
-                    return Ok(RenewOutput {
-                        job: queued,
-                        version: None,
-                    });
-                }
-            }
-        } else {
-            None
-        };
-        ctx.tx.insert_job(&job).await?;
-        ctx.note("job_id", job.id.clone());
-        Ok(RenewOutput { job, version })
+        renew(ctx, input).await
     }
+}
+
+/// One renewal (renew_certificate, and each certificate of a bulk renewal).
+pub(crate) async fn renew(ctx: &mut Ctx<'_>, input: RenewCertificateInput) -> Result<RenewOutput> {
+    let cert = load_memo(ctx, &input.id).await?;
+    // A certificate never issued may still be "renewed" by the agent
+    // serving its targets: that is its first issuance, from a key the
+    // agent makes.
+    let first_issuance = cert.status == EffectiveStatus::Pending && input.csr_pem.is_none();
+    if cert.status == EffectiveStatus::Archived
+        || (cert.status == EffectiveStatus::Pending && !first_issuance)
+    {
+        return Err(Error::conflict(format!(
+            "certificate {} is {}; only issued certificates are renewed (use issue_certificate first)",
+            cert.id,
+            cert.status.as_str()
+        )));
+    }
+    let profile = profile_memo(ctx, &cert.profile_id).await?;
+    let issue_now = input.csr_pem.is_some()
+        || (profile.keygen_mode == KeygenMode::Server
+            && ctx.engine.config().keygen_mode == KeygenMode::Server);
+    // The agent that holds the key (the first target's agent, or a member
+    // of the first target's agent group) gets the job in its work list.
+    let agent_id = if issue_now {
+        None
+    } else {
+        let targets = ctx.tx.certificate_targets(&cert.id).await?;
+        super::agent_groups::key_agent(ctx.tx, &targets).await?
+    };
+    if first_issuance && (issue_now || agent_id.is_none()) {
+        return Err(Error::conflict(format!(
+            "certificate {} is pending and no agent serves its targets; issue it with issue_certificate first",
+            cert.id
+        )));
+    }
+    let mut job = Job {
+        id: ctx.new_id("job"),
+        kind: if first_issuance {
+            JobKind::Issuance
+        } else {
+            JobKind::Renewal
+        },
+        status: JobStatus::AwaitingCsr,
+        certificate_id: Some(cert.id.clone()),
+        target_id: None,
+        agent_id,
+        attempts: 0,
+        max_attempts: 5,
+        run_after: ctx.now,
+        last_error: None,
+        payload: serde_json::json!({ "requested_by": ctx.principal.id }),
+        created_at: ctx.now,
+        updated_at: ctx.now,
+    };
+    let version = if issue_now {
+        match issue_version(ctx, cert, input.csr_pem.as_deref(), None, JobKind::Renewal).await? {
+            Issuance::Now(issued) => {
+                let v = issued.1;
+                job.status = JobStatus::Completed;
+                job.attempts = 1;
+                job.payload["version_id"] = v.id.clone().into();
+                Some(v)
+            }
+            // The external CA's job is the renewal job.
+            Issuance::Queued(queued) => {
+                ctx.note("job_id", queued.id.clone());
+                return Ok(RenewOutput {
+                    job: queued,
+                    version: None,
+                });
+            }
+        }
+    } else {
+        None
+    };
+    ctx.tx.insert_job(&job).await?;
+    ctx.note("job_id", job.id.clone());
+    Ok(RenewOutput { job, version })
 }

@@ -37,7 +37,8 @@ pub(crate) async fn queue_deployments(
 ) -> Result<Vec<String>> {
     let mut ids = Vec::new();
     for t in tx.certificate_targets(certificate_id).await? {
-        if t.agent_id.as_deref() != Some(agent_id) {
+        // The target's agent, or any member of the target's agent group.
+        if !super::agent_groups::serves(tx, &t, agent_id).await? {
             continue;
         }
         let job = Job {

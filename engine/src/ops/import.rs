@@ -316,6 +316,12 @@ async fn import_one(
         created_at: ctx.now,
         updated_at: ctx.now,
     };
+    let life = info.not_after - info.not_before;
+    let c = crate::policy::candidate_of(ctx, &cert, Some(life), Some(key_algorithm)).await?;
+    if let Some(refused) = crate::policy::check_item(ctx, &c, false).await? {
+        item.message = Some(refused);
+        return Ok(item);
+    }
     ctx.tx.insert_certificate(&cert).await?;
     let version_id = ctx.new_id("cv");
     ctx.tx

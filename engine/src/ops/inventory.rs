@@ -8,8 +8,8 @@ use super::{Deleted, IdInput, List, ListParams, paginate};
 use crate::auth;
 use crate::domain::{
     Agent, AgentStatus, ExtendedKeyUsage, Job, JobKind, JobStatus, KeyAlgorithm, KeygenMode, Owner,
-    PolicyKind, PolicyMode, PolicyRule, Profile, RenewalPolicy, Role, SanRules, Severity, Target,
-    TargetKind, Team,
+    PolicyKind, PolicyMode, PolicyRule, PolicyViolation, Profile, RenewalPolicy, Role, SanRules,
+    Severity, Target, TargetKind, Team,
 };
 use crate::error::{Error, Result};
 use crate::store::{JobFilter, OrgTable, SimpleTable};
@@ -102,6 +102,9 @@ pub struct TargetInput {
     /// The agent that deploys to this target.
     #[serde(default)]
     pub agent_id: Option<String>,
+    /// Or: an agent group whose members deploy to it (not with `agent_id`).
+    #[serde(default)]
+    pub agent_group_id: Option<String>,
     /// Connector settings: certificate and key paths, reload command, admin API URL.
     #[serde(default)]
     pub config: serde_json::Map<String, serde_json::Value>,
@@ -115,6 +118,14 @@ async fn save_target(ctx: &mut super::Ctx<'_>, input: TargetInput, create: bool)
         && ctx.tx.agent(a).await?.is_none()
     {
         return Err(Error::invalid(format!("unknown agent_id '{a}'")));
+    }
+    if let Some(g) = &input.agent_group_id {
+        if input.agent_id.is_some() {
+            return Err(Error::invalid("give agent_id or agent_group_id, not both"));
+        }
+        if ctx.tx.agent_group(g).await?.is_none() {
+            return Err(Error::invalid(format!("unknown agent_group_id '{g}'")));
+        }
     }
     let existing = match (&input.id, create) {
         (Some(_), true) => return Err(Error::invalid("id is assigned by certctl; omit it")),
@@ -135,6 +146,7 @@ async fn save_target(ctx: &mut super::Ctx<'_>, input: TargetInput, create: bool)
         name,
         kind: input.kind,
         agent_id: input.agent_id,
+        agent_group_id: input.agent_group_id,
         config,
         created_at: existing.as_ref().map(|t| t.created_at).unwrap_or(ctx.now),
         updated_at: ctx.now,
@@ -1095,6 +1107,8 @@ async fn save_policy(
     create: bool,
 ) -> Result<PolicyRule> {
     let name = non_empty("name", &input.name)?;
+    let params = serde_json::Value::Object(input.params);
+    crate::policy::validate(input.kind, &params)?;
     let existing = existing(ctx, input.id.as_deref(), create, "policy").await?;
     let created_at = match existing.as_deref() {
         Some(id) => ctx
@@ -1109,7 +1123,7 @@ async fn save_policy(
         id: existing.unwrap_or_else(|| ctx.new_id("pol")),
         name,
         kind: input.kind,
-        params: serde_json::Value::Object(input.params),
+        params,
         severity: input.severity,
         mode: input.mode,
         enabled: input.enabled,
@@ -1171,5 +1185,55 @@ operation! {
             return Err(Error::not_found("policy", input.id));
         }
         Ok(Deleted { id: input.id, deleted: true })
+    }
+}
+
+// ---------------------------------------------------------------- policy violations
+
+list_input! {
+    /// Violations are listed newest first (`sort` may only be `-created_at`).
+    ListPolicyViolationsInput {
+        /// Only this certificate's violations.
+        certificate_id: Option<String>,
+        /// Only this rule's violations.
+        rule_id: Option<String>,
+        kind: Option<PolicyKind>,
+        severity: Option<Severity>,
+        /// true: only refused operations (enforce); false: only warnings.
+        refused: Option<bool>,
+    }
+}
+
+/// Most violations one list reads before paging.
+const MAX_VIOLATIONS_LISTED: i64 = 10_000;
+
+operation! {
+    ListPolicyViolations {
+        name: "list_policy_violations",
+        title: "List policy violations",
+        description: "List the times a policy rule did not hold, newest first: refused operations (enforce) and warnings (warn), filtered by certificate, rule, kind, severity or refused.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "policy_violation",
+        input: ListPolicyViolationsInput,
+        output: List<PolicyViolation>,
+        subject: |_i| (None, String::new()),
+    }
+    |ctx, input| {
+        let p = input.list_params();
+        super::SortKey::parse(p.sort.as_deref(), "-created_at", &["created_at"])
+            .and_then(|s| if s.desc { Ok(()) } else { Err(Error::invalid("violations are listed newest first; sort may only be -created_at")) })?;
+        let f = crate::store::ViolationFilter {
+            certificate_id: input.certificate_id,
+            rule_id: input.rule_id,
+            kind: input.kind,
+            severity: input.severity,
+            refused: input.refused,
+            created_after: p.created_after,
+            created_before: p.created_before,
+        };
+        let rows = ctx.engine.store().list_policy_violations(&f, MAX_VIOLATIONS_LISTED).await?;
+        paginate(rows, &ListParams { sort: Some("-created_at".into()), ..p }, "-created_at", &["created_at"])
     }
 }

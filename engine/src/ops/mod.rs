@@ -71,8 +71,10 @@ macro_rules! operation {
 mod listing;
 
 mod admin;
+mod agent_groups;
 mod agents_work;
 mod approvals;
+mod bulk;
 mod certificates;
 mod deployments;
 mod discovery;
@@ -89,8 +91,10 @@ mod revocation;
 mod stats;
 
 pub use admin::*;
+pub use agent_groups::*;
 pub use agents_work::*;
 pub use approvals::*;
+pub use bulk::*;
 pub use certificates::*;
 pub use deployments::*;
 pub use discovery::*;
@@ -204,6 +208,11 @@ pub struct Ctx<'a> {
     /// The resource id for the audit event, when execution learns it (creates).
     pub audit_resource_id: Option<String>,
     pub(crate) followup: Option<Followup>,
+    /// Violations of `enforce` policy rules that refused this call; the entry
+    /// point stores them with the failure's audit event.
+    pub(crate) refusals: Vec<crate::domain::PolicyViolation>,
+    /// The operation being run (for policy violation records).
+    pub(crate) operation: &'static str,
     /// Rows read by `describe`, reused by `execute` in the same transaction.
     pub(crate) memo: Memo,
 }
@@ -230,6 +239,8 @@ pub struct Memo {
     pub(crate) key_holder_agent: Option<String>,
     /// What `scan_network_target` found in `outside_tx`, with the target id.
     pub(crate) network_scan: Option<(String, crate::netscan::ScanOutcome)>,
+    /// Policy findings already reported in this call: (rule, certificate, reason).
+    pub(crate) policy_seen: std::collections::HashSet<(String, Option<String>, String)>,
 }
 
 impl Ctx<'_> {
@@ -248,6 +259,7 @@ pub(crate) async fn ensure_exists(ctx: &mut Ctx<'_>, kind: &'static str, id: &st
     let found = match kind {
         "target" => ctx.tx.target(id).await?.is_some(),
         "agent" => ctx.tx.agent(id).await?.is_some(),
+        "agent_group" => ctx.tx.agent_group(id).await?.is_some(),
         "job" => ctx.tx.job(id).await?.is_some(),
         "owner" => ctx.tx.owner(id).await?.is_some(),
         "team" => ctx.tx.team(id).await?.is_some(),
@@ -291,6 +303,13 @@ pub trait Operation: Send + Sync + 'static {
     ) -> impl Future<Output = Result<()>> + Send {
         let _ = (engine, input, memo);
         async { Ok(()) }
+    }
+
+    /// Whether this input asks for a run that changes nothing (a dry run):
+    /// such a call is not stopped at the approval gate.
+    fn changes_nothing(input: &Self::Input) -> bool {
+        let _ = input;
+        false
     }
 
     /// Names the resource and summarizes the call for the gate and the audit

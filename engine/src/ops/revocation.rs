@@ -6,18 +6,19 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::bulk::{record, select, summary};
 use super::certificates::load;
 use super::{Ctx, OpMeta, Operation, Risk, Subject};
 use crate::domain::{
-    EffectiveStatus, IssuerKind, Job, JobKind, JobStatus, ManagedCertificate, Permission,
-    RevocationReason,
+    BulkItem, BulkItemOutcome, BulkKind, EffectiveStatus, IssuerKind, Job, JobKind, JobStatus,
+    ManagedCertificate, Permission, RevocationReason,
 };
 use crate::error::{Error, Result};
 use crate::pki::crl::encode_entry;
 use crate::store::{CertificateFilter, NewRevocation};
 
 /// Most certificates one bulk revocation may revoke.
-pub const MAX_BULK_REVOCATIONS: i64 = 10_000;
+pub const MAX_BULK_REVOCATIONS: i64 = super::bulk::MAX_BULK;
 
 fn unspecified() -> RevocationReason {
     RevocationReason::Unspecified
@@ -93,6 +94,17 @@ impl Operation for RevokeCertificate {
 /// Revokes `c`'s current version: checks it can be revoked, marks it, stores
 /// its CRL entry and tells the caches.
 async fn revoke(ctx: &mut Ctx<'_>, c: &ManagedCertificate, reason: RevocationReason) -> Result<()> {
+    revocable(ctx, c).await?;
+    let (Some(version_id), Some(serial), Some(not_after)) =
+        (c.current_version_id.clone(), c.serial.clone(), c.not_after)
+    else {
+        return Err(Error::internal("active certificate without a version"));
+    };
+    revoke_version(ctx, c, reason, version_id, serial, not_after).await
+}
+
+/// Whether `c` can be revoked: issued, not revoked yet, not short-lived.
+async fn revocable(ctx: &mut Ctx<'_>, c: &ManagedCertificate) -> Result<()> {
     match c.status {
         EffectiveStatus::Revoked => {
             return Err(Error::conflict(format!(
@@ -119,11 +131,18 @@ async fn revoke(ctx: &mut Ctx<'_>, c: &ManagedCertificate, reason: RevocationRea
                 .unwrap_or_default()
         )));
     }
-    let (Some(version_id), Some(serial), Some(not_after)) =
-        (c.current_version_id.clone(), c.serial.clone(), c.not_after)
-    else {
-        return Err(Error::internal("active certificate without a version"));
-    };
+    Ok(())
+}
+
+/// The writing part of [`revoke`], once [`revocable`] said yes.
+async fn revoke_version(
+    ctx: &mut Ctx<'_>,
+    c: &ManagedCertificate,
+    reason: RevocationReason,
+    version_id: String,
+    serial: String,
+    not_after: crate::clock::UnixTime,
+) -> Result<()> {
     // The CA that signed this version (not necessarily the certificate's
     // current issuer: an imported certificate may since have moved to one of
     // ours) is the one whose CRL and OCSP answers learn of it.
@@ -209,6 +228,9 @@ pub struct BulkRevokeInput {
     /// At most this many certificates (default and maximum 10000).
     #[serde(default)]
     pub limit: Option<i64>,
+    /// List what would be revoked without revoking anything (not gated).
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// One certificate a bulk revocation did not revoke.
@@ -224,54 +246,17 @@ pub struct BulkRevokeOutput {
     /// Ids of the certificates revoked.
     pub revoked: Vec<String>,
     pub skipped: Vec<SkippedRevocation>,
+    /// Dry run: ids of the certificates that would be revoked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub would_revoke: Vec<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The record of this run (get_bulk_operation); absent for a dry run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk_operation_id: Option<String>,
 }
 
 pub struct BulkRevokeCertificates;
-
-impl BulkRevokeCertificates {
-    async fn candidates(ctx: &mut Ctx<'_>, input: &BulkRevokeInput) -> Result<Vec<String>> {
-        if input.filter == CertificateFilter::default() && input.ids.is_empty() {
-            return Err(Error::invalid(
-                "give a filter or ids: a bulk revocation never applies to every certificate",
-            ));
-        }
-        let limit = input.limit.unwrap_or(MAX_BULK_REVOCATIONS);
-        if !(1..=MAX_BULK_REVOCATIONS).contains(&limit) {
-            return Err(Error::invalid(format!(
-                "limit must be 1 to {MAX_BULK_REVOCATIONS}"
-            )));
-        }
-        let view = ctx.engine.status_view(ctx.now);
-        if input.ids.is_empty() {
-            return ctx
-                .tx
-                .certificate_ids_matching(&input.filter, view, limit)
-                .await;
-        }
-        if input.ids.len() as i64 > limit {
-            return Err(Error::invalid(format!(
-                "{} ids given, more than the limit of {limit}",
-                input.ids.len()
-            )));
-        }
-        // Explicit ids must also match the filter when one is given.
-        if input.filter == CertificateFilter::default() {
-            return Ok(input.ids.clone());
-        }
-        let matching: std::collections::HashSet<String> = ctx
-            .tx
-            .certificate_ids_matching(&input.filter, view, MAX_BULK_REVOCATIONS)
-            .await?
-            .into_iter()
-            .collect();
-        Ok(input
-            .ids
-            .iter()
-            .filter(|id| matching.contains(*id))
-            .cloned()
-            .collect())
-    }
-}
 
 impl Operation for BulkRevokeCertificates {
     type Input = BulkRevokeInput;
@@ -279,7 +264,7 @@ impl Operation for BulkRevokeCertificates {
     const META: OpMeta = OpMeta {
         name: "bulk_revoke_certificates",
         title: "Revoke many certificates",
-        description: "Revoke every certificate matching a filter or list of ids (for a key compromise or a decommissioned team) with one RFC 5280 reason; already-revoked and short-lived ones are skipped and listed; needs approval.",
+        description: "Revoke every certificate matching a filter or list of ids (for a key compromise or a decommissioned team) with one RFC 5280 reason; already-revoked and short-lived ones are skipped and listed; one approval covers the batch; dry_run lists what would be revoked.",
         risk: Risk::Destructive,
         permission: Permission::Write,
         idempotent: false,
@@ -288,49 +273,79 @@ impl Operation for BulkRevokeCertificates {
         gateable: true,
     };
 
+    fn changes_nothing(input: &Self::Input) -> bool {
+        input.dry_run
+    }
+
     async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
-        let ids = Self::candidates(ctx, input).await?;
-        let shown: Vec<&str> = ids.iter().take(10).map(String::as_str).collect();
+        let ids = select(ctx, &input.filter, &input.ids, input.limit).await?;
         Ok(Subject {
             resource_id: None,
             summary: format!(
-                "Revoke {} certificate(s) with reason {}: {}{}",
-                ids.len(),
-                input.reason.as_str(),
-                shown.join(", "),
-                if ids.len() > shown.len() { ", ..." } else { "" }
+                "{} with reason {}",
+                summary("Revoke", &ids, input.dry_run),
+                input.reason.as_str()
             ),
             profile_requires_approval: false,
         })
     }
 
     async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
-        let ids = Self::candidates(ctx, &input).await?;
+        let ids = select(ctx, &input.filter, &input.ids, input.limit).await?;
         let view = ctx.engine.status_view(ctx.now);
         let mut out = BulkRevokeOutput {
             revoked: Vec::new(),
             skipped: Vec::new(),
+            would_revoke: Vec::new(),
+            dry_run: input.dry_run,
+            bulk_operation_id: None,
         };
+        let mut items = Vec::with_capacity(ids.len());
         for id in ids {
             let Some(c) = ctx.tx.certificate(&id, view).await? else {
-                out.skipped.push(SkippedRevocation {
-                    reason: format!("certificate {id} not found"),
-                    id,
+                let reason = format!("certificate {id} not found");
+                items.push(BulkItem {
+                    id: id.clone(),
+                    outcome: BulkItemOutcome::Skipped,
+                    detail: Some(reason.clone()),
                 });
+                out.skipped.push(SkippedRevocation { reason, id });
                 continue;
             };
-            match revoke(ctx, &c, input.reason).await {
-                Ok(()) => out.revoked.push(id),
+            let result = if input.dry_run {
+                revocable(ctx, &c).await
+            } else {
+                revoke(ctx, &c, input.reason).await
+            };
+            match result {
+                Ok(()) if input.dry_run => out.would_revoke.push(id),
+                Ok(()) => {
+                    items.push(BulkItem {
+                        id: id.clone(),
+                        outcome: BulkItemOutcome::Done,
+                        detail: None,
+                    });
+                    out.revoked.push(id);
+                }
                 Err(e @ (Error::Conflict(_) | Error::PolicyViolation(_))) => {
-                    out.skipped.push(SkippedRevocation {
-                        id,
-                        reason: e.to_string(),
-                    })
+                    let reason = e.to_string();
+                    items.push(BulkItem {
+                        id: id.clone(),
+                        outcome: BulkItemOutcome::Skipped,
+                        detail: Some(reason.clone()),
+                    });
+                    out.skipped.push(SkippedRevocation { id, reason })
                 }
                 Err(e) => return Err(e),
             }
         }
         ctx.note("reason", input.reason.as_str());
+        ctx.note("dry_run", input.dry_run);
+        if !input.dry_run {
+            let request =
+                serde_json::to_value(&input).map_err(|e| Error::internal(e.to_string()))?;
+            out.bulk_operation_id = Some(record(ctx, BulkKind::Revoke, request, &items).await?);
+        }
         ctx.note("revoked", out.revoked.len());
         ctx.note("skipped", out.skipped.len());
         Ok(out)

@@ -205,3 +205,61 @@ operation! {
         Ok(series(from, bucket, n, to, &counts))
     }
 }
+
+/// Certificates of one owner or team (`id` absent: none assigned).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OwnershipCount {
+    pub id: Option<String>,
+    pub total: i64,
+    pub expiring: i64,
+    pub expired: i64,
+    pub revoked: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OwnershipStats {
+    /// Per owner, most certificates first; archived ones are not counted.
+    pub by_owner: Vec<OwnershipCount>,
+    /// Per team, most certificates first.
+    pub by_team: Vec<OwnershipCount>,
+}
+
+fn fold(rows: impl Iterator<Item = (Option<String>, [i64; 4])>) -> Vec<OwnershipCount> {
+    let mut map: std::collections::BTreeMap<Option<String>, OwnershipCount> = Default::default();
+    for (id, [t, ing, ed, rv]) in rows {
+        let e = map.entry(id.clone()).or_insert_with(|| OwnershipCount {
+            id,
+            ..Default::default()
+        });
+        e.total += t;
+        e.expiring += ing;
+        e.expired += ed;
+        e.revoked += rv;
+    }
+    let mut v: Vec<OwnershipCount> = map.into_values().collect();
+    v.sort_by(|a, b| b.total.cmp(&a.total).then_with(|| a.id.cmp(&b.id)));
+    v
+}
+
+operation! {
+    GetCertificatesByOwnership {
+        name: "get_certificates_by_ownership",
+        title: "Certificates by owner and team",
+        description: "Count certificates per owner and per team (total, expiring, expired, revoked), including those with no owner or team, to find who holds what and what is unassigned.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "stats",
+        input: EmptyInput,
+        output: OwnershipStats,
+        subject: |_i| (None, String::new()),
+    }
+    |ctx, _input| {
+        let view = ctx.engine.status_view(ctx.now);
+        let rows = ctx.engine.store().ownership_counts(view).await?;
+        Ok(OwnershipStats {
+            by_owner: fold(rows.iter().map(|r| (r.0.clone(), [r.2, r.3, r.4, r.5]))),
+            by_team: fold(rows.iter().map(|r| (r.1.clone(), [r.2, r.3, r.4, r.5]))),
+        })
+    }
+}

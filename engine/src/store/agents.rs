@@ -48,6 +48,7 @@ struct TargetRow {
     name: String,
     kind: String,
     agent_id: Option<String>,
+    agent_group_id: Option<String>,
     config: String,
     created_at: i64,
     updated_at: i64,
@@ -61,6 +62,7 @@ impl TargetRow {
             id: self.id,
             name: self.name,
             agent_id: self.agent_id,
+            agent_group_id: self.agent_group_id,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -79,7 +81,7 @@ impl Store {
     pub async fn list_targets(&self, agent_id: Option<&str>) -> Result<Vec<Target>> {
         let rows: Vec<TargetRow> = with_db!(&self.db, |p| {
             sqlx::query_as(
-                "SELECT id, name, kind, agent_id, config, created_at, updated_at FROM targets \
+                "SELECT id, name, kind, agent_id, agent_group_id, config, created_at, updated_at FROM targets \
                  WHERE ($1 IS NULL OR agent_id = $1) ORDER BY name, id",
             )
             .bind(agent_id)
@@ -134,7 +136,7 @@ impl Tx {
     pub async fn target(&mut self, id: &str) -> Result<Option<Target>> {
         let row: Option<TargetRow> = with_tx!(self, |c| {
             sqlx::query_as(
-                "SELECT id, name, kind, agent_id, config, created_at, updated_at FROM targets WHERE id = $1",
+                "SELECT id, name, kind, agent_id, agent_group_id, config, created_at, updated_at FROM targets WHERE id = $1",
             )
             .bind(id)
             .fetch_optional(c)
@@ -147,10 +149,10 @@ impl Tx {
         let config = to_json(&t.config)?;
         with_tx!(self, |c| {
             sqlx::query(
-                "INSERT INTO targets (id, name, kind, agent_id, config, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
+                "INSERT INTO targets (id, name, kind, agent_id, config, created_at, updated_at, agent_group_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
                  kind = excluded.kind, agent_id = excluded.agent_id, config = excluded.config, \
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at, agent_group_id = excluded.agent_group_id",
             )
             .bind(&t.id)
             .bind(&t.name)
@@ -159,6 +161,7 @@ impl Tx {
             .bind(&config)
             .bind(t.created_at)
             .bind(t.updated_at)
+            .bind(&t.agent_group_id)
             .execute(c)
             .await?;
         });
@@ -197,7 +200,7 @@ impl Tx {
     pub async fn certificate_targets(&mut self, certificate_id: &str) -> Result<Vec<Target>> {
         let rows: Vec<TargetRow> = with_tx!(self, |c| {
             sqlx::query_as(
-                "SELECT t.id, t.name, t.kind, t.agent_id, t.config, t.created_at, t.updated_at \
+                "SELECT t.id, t.name, t.kind, t.agent_id, t.agent_group_id, t.config, t.created_at, t.updated_at \
                  FROM targets t JOIN certificate_targets ct ON ct.target_id = t.id \
                  WHERE ct.certificate_id = $1 ORDER BY t.name",
             )
@@ -207,4 +210,11 @@ impl Tx {
         });
         rows.into_iter().map(TargetRow::into_domain).collect()
     }
+}
+
+/// Every agent, ordered by id, read in `tx`.
+pub(super) async fn all_agents_tx(tx: &mut Tx) -> Result<Vec<Agent>> {
+    let sql = format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY id");
+    let rows: Vec<AgentRow> = with_tx!(tx, |c| sqlx::query_as(safe(&sql)).fetch_all(c).await?);
+    rows.into_iter().map(AgentRow::into_domain).collect()
 }

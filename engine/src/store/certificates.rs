@@ -481,6 +481,29 @@ impl Store {
         Ok(rows)
     }
 
+    /// Counts of non-archived certificates per (owner, team): total, and
+    /// expiring, expired and revoked among them, in one pass.
+    #[allow(clippy::type_complexity)] // the row, spelled out
+    pub async fn ownership_counts(
+        &self,
+        view: StatusView,
+    ) -> Result<Vec<(Option<String>, Option<String>, i64, i64, i64, i64)>> {
+        let rows = with_db!(&self.db, |p| {
+            sqlx::query_as(
+                "SELECT owner_id, team_id, COUNT(*), \
+                   COUNT(*) FILTER (WHERE status = 'active' AND not_after > $1 AND not_after <= $2), \
+                   COUNT(*) FILTER (WHERE (status = 'active' AND not_after <= $1) OR status = 'expired'), \
+                   COUNT(*) FILTER (WHERE status = 'revoked') \
+                 FROM certificates WHERE status <> 'archived' GROUP BY owner_id, team_id",
+            )
+            .bind(view.now)
+            .bind(view.now.saturating_add(view.expiring_window))
+            .fetch_all(p)
+            .await?
+        });
+        Ok(rows)
+    }
+
     /// Counts by stored status, plus expiring and expired among the active,
     /// in one pass over the table.
     pub async fn certificate_counts(&self, view: StatusView) -> Result<Vec<(String, i64)>> {

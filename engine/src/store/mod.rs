@@ -11,9 +11,11 @@
 //! each file adds methods to [`Store`] (reads outside a transaction) and
 //! [`Tx`] (everything inside one).
 
+mod agent_groups;
 mod agents;
 mod approvals;
 mod audit;
+mod bulk;
 mod certificates;
 mod deployments;
 mod discovery;
@@ -30,6 +32,7 @@ mod profiles;
 mod query;
 mod renewal_info;
 mod revocations;
+mod violations;
 mod work;
 
 use std::path::{Path, PathBuf};
@@ -58,6 +61,7 @@ pub use policies::SimpleTable;
 pub use query::{Cursor, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, page_size};
 pub use renewal_info::AriDue;
 pub use revocations::{ExportLink, NewRevocation, SerialStatus, StoredCrl};
+pub use violations::ViolationFilter;
 pub use work::WorkItem;
 
 use crate::error::{Error, Result};

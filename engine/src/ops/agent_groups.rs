@@ -1,0 +1,234 @@
+//! Agent groups with dynamic membership: a group is criteria (OS,
+//! architecture, IP CIDR, version, labels) matched against what agents
+//! report on register and heartbeat. A target may point at a group instead
+//! of one agent; then only the group's members get its renewal and
+//! deployment work.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Deleted, IdInput, List, ListParams, paginate};
+use crate::domain::{Agent, AgentCriteria, AgentGroup, AgentStatus, Target};
+use crate::error::{Error, Result};
+use crate::store::Tx;
+
+/// The members of `g` among `agents`.
+fn members<'a>(g: &AgentGroup, agents: &'a [Agent]) -> Vec<&'a Agent> {
+    agents.iter().filter(|a| g.criteria.matches(a)).collect()
+}
+
+/// Whether `agent_id` deploys to `t`: it is the target's agent, or a member
+/// of the target's group.
+pub(crate) async fn serves(tx: &mut Tx, t: &Target, agent_id: &str) -> Result<bool> {
+    if let Some(a) = &t.agent_id {
+        return Ok(a == agent_id);
+    }
+    let Some(gid) = &t.agent_group_id else {
+        return Ok(false);
+    };
+    let (Some(g), Some(a)) = (tx.agent_group(gid).await?, tx.agent(agent_id).await?) else {
+        return Ok(false);
+    };
+    Ok(g.criteria.matches(&a))
+}
+
+/// The agent that gets a certificate's key work (CSR for a renewal): the
+/// first target's agent, or for a target pointing at a group the first
+/// member that is not disabled (online ones first), by id.
+pub(crate) async fn key_agent(tx: &mut Tx, targets: &[Target]) -> Result<Option<String>> {
+    let mut agents: Option<Vec<Agent>> = None;
+    for t in targets {
+        if let Some(a) = &t.agent_id {
+            return Ok(Some(a.clone()));
+        }
+        let Some(gid) = &t.agent_group_id else {
+            continue;
+        };
+        let Some(g) = tx.agent_group(gid).await? else {
+            continue;
+        };
+        if agents.is_none() {
+            agents = Some(tx.all_agents().await?);
+        }
+        let all = agents.as_deref().unwrap_or_default();
+        let usable: Vec<&Agent> = members(&g, all)
+            .into_iter()
+            .filter(|a| a.status != AgentStatus::Disabled)
+            .collect();
+        if let Some(a) = usable
+            .iter()
+            .find(|a| a.status == AgentStatus::Online)
+            .or(usable.first())
+        {
+            return Ok(Some(a.id.clone()));
+        }
+    }
+    Ok(None)
+}
+
+operation! {
+    ListAgentGroups {
+        name: "list_agent_groups",
+        title: "List agent groups",
+        description: "List agent groups and the criteria (OS, architecture, IP CIDR, version, labels) that pick their members.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "agent_group",
+        input: ListParams,
+        output: List<AgentGroup>,
+        subject: |_i| (None, String::new()),
+    }
+    |ctx, input| { paginate(ctx.engine.store().list_agent_groups().await?, &input, "name", &["name", "created_at", "updated_at"]) }
+}
+
+operation! {
+    GetAgentGroup {
+        name: "get_agent_group",
+        title: "Get an agent group",
+        description: "Get one agent group with its criteria.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "agent_group",
+        input: IdInput,
+        output: AgentGroup,
+        subject: |i| (Some(i.id.clone()), String::new()),
+    }
+    |ctx, input| { ctx.tx.agent_group(&input.id).await?.ok_or_else(|| Error::not_found("agent_group", input.id)) }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentGroupInput {
+    /// Set to update; omit to create.
+    #[serde(default)]
+    pub id: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Who belongs: every criterion given must hold.
+    #[serde(default)]
+    pub criteria: AgentCriteria,
+}
+
+async fn save(
+    ctx: &mut super::Ctx<'_>,
+    input: AgentGroupInput,
+    create: bool,
+) -> Result<AgentGroup> {
+    let name = input.name.trim().to_owned();
+    if name.is_empty() || name.len() > 200 {
+        return Err(Error::invalid("name must be 1 to 200 characters"));
+    }
+    input.criteria.validate().map_err(Error::invalid)?;
+    let existing = match (&input.id, create) {
+        (Some(_), true) => return Err(Error::invalid("id is assigned by certctl; omit it")),
+        (None, false) => return Err(Error::invalid("id is required")),
+        (Some(id), false) => Some(
+            ctx.tx
+                .agent_group(id)
+                .await?
+                .ok_or_else(|| Error::not_found("agent_group", id))?,
+        ),
+        (None, true) => None,
+    };
+    let g = AgentGroup {
+        id: existing
+            .as_ref()
+            .map(|g| g.id.clone())
+            .unwrap_or_else(|| ctx.new_id("agg")),
+        name,
+        description: input.description,
+        criteria: input.criteria,
+        created_at: existing.as_ref().map(|g| g.created_at).unwrap_or(ctx.now),
+        updated_at: ctx.now,
+    };
+    ctx.tx.upsert_agent_group(&g).await.map_err(|e| match e {
+        Error::Conflict(_) => {
+            Error::conflict(format!("an agent group named '{}' exists already", g.name))
+        }
+        e => e,
+    })?;
+    ctx.audit_resource_id = Some(g.id.clone());
+    Ok(g)
+}
+
+operation! {
+    CreateAgentGroup {
+        name: "create_agent_group",
+        title: "Create an agent group",
+        description: "Add an agent group chosen by criteria (OS, architecture, IP CIDR, version, labels); agents that match are members at once, and targets can point at the group.",
+        risk: Write,
+        permission: Admin,
+        idempotent: false,
+        resource: "agent_group",
+        input: AgentGroupInput,
+        output: AgentGroup,
+        subject: |i| (None, format!("Create agent group '{}'", i.name)),
+    }
+    |ctx, input| { save(ctx, input, true).await }
+}
+
+operation! {
+    UpdateAgentGroup {
+        name: "update_agent_group",
+        title: "Update an agent group",
+        description: "Change an agent group's name, description or criteria; membership follows at once.",
+        risk: Write,
+        permission: Admin,
+        idempotent: true,
+        resource: "agent_group",
+        input: AgentGroupInput,
+        output: AgentGroup,
+        subject: |i| (i.id.clone(), format!("Update agent group {}", i.id.as_deref().unwrap_or("?"))),
+    }
+    |ctx, input| { save(ctx, input, false).await }
+}
+
+operation! {
+    DeleteAgentGroup {
+        name: "delete_agent_group",
+        title: "Delete an agent group",
+        description: "Delete an agent group that no target points at.",
+        risk: Destructive,
+        permission: Admin,
+        idempotent: false,
+        resource: "agent_group",
+        input: IdInput,
+        output: Deleted,
+        subject: |i| (Some(i.id.clone()), format!("Delete agent group {}", i.id)),
+    }
+    |ctx, input| {
+        if ctx.tx.agent_group_in_use(&input.id).await? {
+            return Err(Error::conflict(format!(
+                "agent group {} is still referenced by targets; point them elsewhere first (list_targets)",
+                input.id
+            )));
+        }
+        if !ctx.tx.delete_agent_group(&input.id).await? {
+            return Err(Error::not_found("agent_group", input.id));
+        }
+        Ok(Deleted { id: input.id, deleted: true })
+    }
+}
+
+operation! {
+    ListAgentGroupMembers {
+        name: "list_agent_group_members",
+        title: "List an agent group's members",
+        description: "List the agents that match an agent group's criteria now (from what they reported on register and heartbeat).",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "agent_group",
+        input: IdInput,
+        output: List<Agent>,
+        subject: |i| (Some(i.id.clone()), String::new()),
+    }
+    |ctx, input| {
+        let g = ctx.tx.agent_group(&input.id).await?.ok_or_else(|| Error::not_found("agent_group", &input.id))?;
+        let agents = ctx.tx.all_agents().await?;
+        Ok(List::all(members(&g, &agents).into_iter().cloned().collect()))
+    }
+}

@@ -1,0 +1,463 @@
+//! Bulk renew and reassign (bulk revoke lives with revocation), and the
+//! records every bulk operation leaves. Each bulk call is one operation: one
+//! approval covers the whole batch, it runs in one transaction, and it
+//! answers with a result per certificate. `dry_run: true` lists what would
+//! change, changes nothing and is not gated.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::certificates::{RenewCertificateInput, check_refs, renew};
+use super::{Ctx, List, ListParams, OpMeta, Operation, Risk, Subject, paginate};
+use crate::domain::{
+    BulkItem, BulkItemOutcome, BulkKind, BulkOperation, EffectiveStatus, Permission,
+};
+use crate::error::{Error, Result};
+use crate::store::{CertificateFilter, CertificatePatch};
+
+/// Most certificates one bulk operation may change.
+pub const MAX_BULK: i64 = 10_000;
+
+/// The certificates a bulk call applies to: ids matching the filter, or the
+/// explicit ids (which must also match the filter when one is given).
+pub(crate) async fn select(
+    ctx: &mut Ctx<'_>,
+    filter: &CertificateFilter,
+    ids: &[String],
+    limit: Option<i64>,
+) -> Result<Vec<String>> {
+    if *filter == CertificateFilter::default() && ids.is_empty() {
+        return Err(Error::invalid(
+            "give a filter or ids: a bulk operation never applies to every certificate",
+        ));
+    }
+    let limit = limit.unwrap_or(MAX_BULK);
+    if !(1..=MAX_BULK).contains(&limit) {
+        return Err(Error::invalid(format!("limit must be 1 to {MAX_BULK}")));
+    }
+    let view = ctx.engine.status_view(ctx.now);
+    if ids.is_empty() {
+        return ctx.tx.certificate_ids_matching(filter, view, limit).await;
+    }
+    if ids.len() as i64 > limit {
+        return Err(Error::invalid(format!(
+            "{} ids given, more than the limit of {limit}",
+            ids.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let unique: Vec<String> = ids.iter().filter(|i| seen.insert(*i)).cloned().collect();
+    if *filter == CertificateFilter::default() {
+        return Ok(unique);
+    }
+    let matching: std::collections::HashSet<String> = ctx
+        .tx
+        .certificate_ids_matching(filter, view, MAX_BULK)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(unique
+        .into_iter()
+        .filter(|id| matching.contains(id))
+        .collect())
+}
+
+/// A subject line naming how many certificates and the first few.
+pub(crate) fn summary(verb: &str, ids: &[String], dry_run: bool) -> String {
+    let shown: Vec<&str> = ids.iter().take(10).map(String::as_str).collect();
+    format!(
+        "{}{verb} {} certificate(s): {}{}",
+        if dry_run { "Dry run: " } else { "" },
+        ids.len(),
+        shown.join(", "),
+        if ids.len() > shown.len() { ", ..." } else { "" }
+    )
+}
+
+/// What a bulk call answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BulkOutput {
+    /// The record of this run (get_bulk_operation); absent for a dry run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk_operation_id: Option<String>,
+    pub dry_run: bool,
+    /// Certificates selected.
+    pub total: i64,
+    /// Changed (or, in a dry run, that would change).
+    pub succeeded: i64,
+    pub skipped: i64,
+    /// One result per certificate, in selection order.
+    pub items: Vec<BulkItem>,
+}
+
+/// Stores the record of a bulk run in the call's transaction and returns its id.
+pub(crate) async fn record(
+    ctx: &mut Ctx<'_>,
+    kind: BulkKind,
+    request: serde_json::Value,
+    items: &[BulkItem],
+) -> Result<String> {
+    let succeeded = items
+        .iter()
+        .filter(|i| i.outcome == BulkItemOutcome::Done)
+        .count() as i64;
+    let b = BulkOperation {
+        id: ctx.new_id("bulk"),
+        kind,
+        status: "completed".into(),
+        run_by: ctx.principal.id.clone(),
+        total: items.len() as i64,
+        succeeded,
+        skipped: items.len() as i64 - succeeded,
+        request,
+        results: items.to_vec(),
+        created_at: ctx.now,
+        finished_at: Some(ctx.now),
+    };
+    ctx.tx.insert_bulk_operation(&b).await?;
+    ctx.note("bulk_operation_id", b.id.clone());
+    ctx.note("total", b.total);
+    ctx.note("succeeded", b.succeeded);
+    ctx.note("skipped", b.skipped);
+    Ok(b.id)
+}
+
+fn output(id: Option<String>, dry_run: bool, items: Vec<BulkItem>) -> BulkOutput {
+    let succeeded = items
+        .iter()
+        .filter(|i| i.outcome != BulkItemOutcome::Skipped)
+        .count() as i64;
+    BulkOutput {
+        bulk_operation_id: id,
+        dry_run,
+        total: items.len() as i64,
+        succeeded,
+        skipped: items.len() as i64 - succeeded,
+        items,
+    }
+}
+
+fn skipped(id: String, why: String) -> BulkItem {
+    BulkItem {
+        id,
+        outcome: BulkItemOutcome::Skipped,
+        detail: Some(why),
+    }
+}
+
+/// Errors that skip one certificate of a batch instead of failing it all.
+fn skips(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Conflict(_)
+            | Error::PolicyViolation(_)
+            | Error::InvalidInput(_)
+            | Error::NotFound { .. }
+    )
+}
+
+/// Stores the violations of an enforce rule that refused one item: the batch
+/// commits, so they are written with it.
+async fn keep_refusals(ctx: &mut Ctx<'_>) -> Result<()> {
+    for v in std::mem::take(&mut ctx.refusals) {
+        crate::policy::record(ctx.tx, &v).await?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- renew
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRenewInput {
+    /// Which certificates: the same filters as list_certificates.
+    #[serde(default)]
+    pub filter: CertificateFilter,
+    /// Explicit certificate ids; combined with `filter` (both must match).
+    #[serde(default)]
+    pub ids: Vec<String>,
+    /// At most this many certificates (default and maximum 10000).
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// List what would be renewed without renewing anything (not gated).
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+pub struct BulkRenewCertificates;
+
+impl Operation for BulkRenewCertificates {
+    type Input = BulkRenewInput;
+    type Output = BulkOutput;
+    const META: OpMeta = OpMeta {
+        name: "bulk_renew_certificates",
+        title: "Renew many certificates",
+        description: "Renew every certificate matching a filter or list of ids (server-generated keys are issued now; agent-keyed ones get a renewal job for their agent); one approval covers the batch; dry_run lists what would be renewed.",
+        // Gated like other changes to many certificates at once.
+        risk: Risk::Destructive,
+        permission: Permission::Write,
+        idempotent: false,
+        open_world: false,
+        resource: "certificate",
+        gateable: true,
+    };
+
+    fn changes_nothing(input: &Self::Input) -> bool {
+        input.dry_run
+    }
+
+    async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
+        let ids = select(ctx, &input.filter, &input.ids, input.limit).await?;
+        Ok(Subject {
+            resource_id: None,
+            summary: summary("Renew", &ids, input.dry_run),
+            profile_requires_approval: false,
+        })
+    }
+
+    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+        let ids = select(ctx, &input.filter, &input.ids, input.limit).await?;
+        let view = ctx.engine.status_view(ctx.now);
+        let mut items = Vec::with_capacity(ids.len());
+        for id in ids {
+            if input.dry_run {
+                let item = match ctx.tx.certificate(&id, view).await? {
+                    None => skipped(id.clone(), format!("certificate {id} not found")),
+                    Some(c)
+                        if matches!(
+                            c.status,
+                            EffectiveStatus::Archived | EffectiveStatus::Pending
+                        ) =>
+                    {
+                        skipped(
+                            id,
+                            format!(
+                                "it is {}; only issued certificates are renewed",
+                                c.status.as_str()
+                            ),
+                        )
+                    }
+                    Some(_) => BulkItem {
+                        id,
+                        outcome: BulkItemOutcome::WouldChange,
+                        detail: None,
+                    },
+                };
+                items.push(item);
+                continue;
+            }
+            let one = RenewCertificateInput {
+                id: id.clone(),
+                csr_pem: None,
+            };
+            match renew(ctx, one).await {
+                Ok(out) => items.push(BulkItem {
+                    id,
+                    outcome: BulkItemOutcome::Done,
+                    detail: Some(match out.version {
+                        Some(v) => format!("issued serial {}", v.serial),
+                        None => format!("job {} ({})", out.job.id, out.job.status.as_str()),
+                    }),
+                }),
+                Err(e) if skips(&e) => {
+                    keep_refusals(ctx).await?;
+                    items.push(skipped(id, e.to_string()));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let id = if input.dry_run {
+            None
+        } else {
+            let request =
+                serde_json::to_value(&input).map_err(|e| Error::internal(e.to_string()))?;
+            Some(record(ctx, BulkKind::Renew, request, &items).await?)
+        };
+        Ok(output(id, input.dry_run, items))
+    }
+}
+
+// ---------------------------------------------------------------- reassign
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkReassignInput {
+    /// Which certificates: the same filters as list_certificates.
+    #[serde(default)]
+    pub filter: CertificateFilter,
+    /// Explicit certificate ids; combined with `filter` (both must match).
+    #[serde(default)]
+    pub ids: Vec<String>,
+    /// At most this many certificates (default and maximum 10000).
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// The new owner; an empty string clears it; omit to keep each one's.
+    #[serde(default)]
+    pub owner_id: Option<String>,
+    /// The new team; an empty string clears it; omit to keep each one's.
+    #[serde(default)]
+    pub team_id: Option<String>,
+    /// List what would be reassigned without changing anything (not gated).
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+pub struct BulkReassignCertificates;
+
+impl Operation for BulkReassignCertificates {
+    type Input = BulkReassignInput;
+    type Output = BulkOutput;
+    const META: OpMeta = OpMeta {
+        name: "bulk_reassign_certificates",
+        title: "Reassign many certificates",
+        description: "Give every certificate matching a filter or list of ids a new owner and/or team (a team leaving, an owner changing role); one approval covers the batch; dry_run lists what would change.",
+        // Gated like other changes to many certificates at once.
+        risk: Risk::Destructive,
+        permission: Permission::Write,
+        idempotent: true,
+        open_world: false,
+        resource: "certificate",
+        gateable: true,
+    };
+
+    fn changes_nothing(input: &Self::Input) -> bool {
+        input.dry_run
+    }
+
+    async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
+        if input.owner_id.is_none() && input.team_id.is_none() {
+            return Err(Error::invalid("give owner_id, team_id or both"));
+        }
+        let ids = select(ctx, &input.filter, &input.ids, input.limit).await?;
+        let to = [
+            input.owner_id.as_deref().map(|o| format!("owner '{o}'")),
+            input.team_id.as_deref().map(|t| format!("team '{t}'")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" and ");
+        Ok(Subject {
+            resource_id: None,
+            summary: format!("{} to {to}", summary("Reassign", &ids, input.dry_run)),
+            profile_requires_approval: false,
+        })
+    }
+
+    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+        if input.owner_id.is_none() && input.team_id.is_none() {
+            return Err(Error::invalid("give owner_id, team_id or both"));
+        }
+        let owner = input
+            .owner_id
+            .clone()
+            .map(|s| if s.is_empty() { None } else { Some(s) });
+        let team = input
+            .team_id
+            .clone()
+            .map(|s| if s.is_empty() { None } else { Some(s) });
+        check_refs(
+            ctx,
+            owner.clone().flatten().as_deref(),
+            team.clone().flatten().as_deref(),
+            None,
+        )
+        .await?;
+        let ids = select(ctx, &input.filter, &input.ids, input.limit).await?;
+        let view = ctx.engine.status_view(ctx.now);
+        let mut items = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(mut c) = ctx.tx.certificate(&id, view).await? else {
+                items.push(skipped(id.clone(), format!("certificate {id} not found")));
+                continue;
+            };
+            let same_owner = owner.as_ref().is_none_or(|o| *o == c.owner_id);
+            let same_team = team.as_ref().is_none_or(|t| *t == c.team_id);
+            if same_owner && same_team {
+                items.push(skipped(id, "already assigned so".into()));
+                continue;
+            }
+            if input.dry_run {
+                items.push(BulkItem {
+                    id,
+                    outcome: BulkItemOutcome::WouldChange,
+                    detail: None,
+                });
+                continue;
+            }
+            if let Some(o) = &owner {
+                c.owner_id = o.clone();
+            }
+            if let Some(t) = &team {
+                c.team_id = t.clone();
+            }
+            // The metadata rules, before anything is written for this one.
+            let candidate = crate::policy::candidate_of(ctx, &c, None, None).await?;
+            if let Some(refused) = crate::policy::check_item(ctx, &candidate, true).await? {
+                items.push(skipped(id, refused));
+                continue;
+            }
+            let patch = CertificatePatch {
+                owner_id: owner.clone(),
+                team_id: team.clone(),
+                ..Default::default()
+            };
+            ctx.tx.update_certificate(&id, &patch, ctx.now).await?;
+            items.push(BulkItem {
+                id,
+                outcome: BulkItemOutcome::Done,
+                detail: None,
+            });
+        }
+        let id = if input.dry_run {
+            None
+        } else {
+            let request =
+                serde_json::to_value(&input).map_err(|e| Error::internal(e.to_string()))?;
+            Some(record(ctx, BulkKind::Reassign, request, &items).await?)
+        };
+        Ok(output(id, input.dry_run, items))
+    }
+}
+
+// ---------------------------------------------------------------- records
+
+operation! {
+    GetBulkOperation {
+        name: "get_bulk_operation",
+        title: "Get a bulk operation",
+        description: "Get one bulk renew, revoke or reassign run with its counts and the result for each certificate.",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "bulk_operation",
+        input: super::IdInput,
+        output: BulkOperation,
+        subject: |i| (Some(i.id.clone()), String::new()),
+    }
+    |ctx, input| {
+        ctx.tx.bulk_operation(&input.id).await?.ok_or_else(|| Error::not_found("bulk_operation", input.id))
+    }
+}
+
+/// Most bulk operation records a list reads before paging.
+const MAX_LISTED: i64 = 10_000;
+
+operation! {
+    ListBulkOperations {
+        name: "list_bulk_operations",
+        title: "List bulk operations",
+        description: "List bulk renew, revoke and reassign runs, newest first, with their counts (per-item results with get_bulk_operation).",
+        risk: Read,
+        permission: Read,
+        idempotent: true,
+        resource: "bulk_operation",
+        input: ListParams,
+        output: List<BulkOperation>,
+        subject: |_i| (None, String::new()),
+    }
+    |ctx, input| {
+        let rows = ctx.engine.store().list_bulk_operations(MAX_LISTED).await?;
+        paginate(rows, &input, "-created_at", &["created_at"])
+    }
+}
