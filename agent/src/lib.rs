@@ -76,6 +76,9 @@ pub struct AgentConfig {
     pub verify_timeout: Duration,
     /// How often `discovery_dirs` are walked (also once at start).
     pub discovery_interval: Duration,
+    /// Labels sent with each heartbeat (agent groups match on them); `None`
+    /// leaves the control plane's labels as they are.
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -88,6 +91,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("discovery_dirs", &self.discovery_dirs)
             .field("deploy_roots", &self.deploy_roots)
             .field("discovery_interval", &self.discovery_interval)
+            .field("labels", &self.labels)
             .finish()
     }
 }
@@ -195,19 +199,17 @@ impl Agent {
 
     async fn heartbeat(&self) -> Result<(), ClientError> {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-        let _: serde_json::Value = self
-            .client
-            .call_completed(
-                "agent_heartbeat",
-                &json!({
-                    "id": self.config.agent_id,
-                    "hostname": host.trim(),
-                    "os": std::env::consts::OS,
-                    "arch": std::env::consts::ARCH,
-                    "version": env!("CARGO_PKG_VERSION"),
-                }),
-            )
-            .await?;
+        let mut beat = json!({
+            "id": self.config.agent_id,
+            "hostname": host.trim(),
+            "os": std::env::consts::OS,
+            "arch": std::env::consts::ARCH,
+            "version": env!("CARGO_PKG_VERSION"),
+        });
+        if let Some(labels) = &self.config.labels {
+            beat["labels"] = json!(labels);
+        }
+        let _: serde_json::Value = self.client.call_completed("agent_heartbeat", &beat).await?;
         Ok(())
     }
 

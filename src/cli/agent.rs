@@ -39,6 +39,18 @@ pub struct AgentArgs {
     /// Seconds to wait for a target to serve a newly deployed certificate.
     #[arg(long, env = "CERTCTL_AGENT_VERIFY_SECONDS", default_value_t = 30.0)]
     pub verify_seconds: f64,
+    /// Labels sent with each heartbeat, `key=value` comma-separated (agent
+    /// groups select agents by them); without the flag the labels the
+    /// control plane holds are left as they are.
+    #[arg(long, env = "CERTCTL_AGENT_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    pub labels: Option<Vec<(String, String)>>,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("'{s}' is not key=value")),
+    }
 }
 
 pub async fn agent(global: &GlobalArgs, args: &AgentArgs) -> anyhow::Result<ExitCode> {
@@ -68,6 +80,7 @@ pub async fn agent(global: &GlobalArgs, args: &AgentArgs) -> anyhow::Result<Exit
         poll_interval: seconds(args.poll_seconds, "--poll-seconds")?,
         verify_timeout: seconds(args.verify_seconds, "--verify-seconds")?,
         discovery_interval: seconds(args.discovery_seconds, "--discovery-seconds")?,
+        labels: args.labels.as_ref().map(|l| l.iter().cloned().collect()),
     };
     let agent = Agent::new(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!(agent = %args.agent_id, server = %global.server, "agent started");

@@ -112,6 +112,9 @@ pub enum Command {
     /// Run the agent on this machine: local keys, CSRs, deployment to the
     /// targets it serves, verification and discovery.
     Agent(agent::AgentArgs),
+    /// Run any operation of the catalogue by name with a JSON input
+    /// (policies, violations, agent groups, bulk operations, discovery...).
+    Call(resources::CallArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +214,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mcp(args) => mcp::mcp(&cli.global, args).await,
         Command::Approvals(cmd) => client::approvals(&cli.global, cmd).await,
         Command::Agent(args) => agent::agent(&cli.global, args).await,
+        Command::Call(args) => {
+            let c = client::connect(&cli.global)?;
+            resources::call(&c, args).await
+        }
     }
 }
 

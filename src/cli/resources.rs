@@ -604,3 +604,37 @@ pub async fn audit_list(
     print_rows(global.format, &rows, &columns, "no audit events");
     Ok(ExitCode::SUCCESS)
 }
+
+/// `certctl call OPERATION [INPUT]`: any operation of the catalogue by name
+/// (the same names as the MCP tools), for the ones without a command of
+/// their own (policies and their violations, agent groups, bulk operations,
+/// discovery, scan targets...). The result is printed as JSON.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The operation, e.g. `list_policy_violations` (`GET /api/v1/operations` lists them).
+    pub operation: String,
+    /// Its input as a JSON object (default `{}`); `@FILE` reads it from a file, `-` from stdin.
+    pub input: Option<String>,
+}
+
+pub async fn call(client: &Client, args: &CallArgs) -> anyhow::Result<ExitCode> {
+    let text = match args.input.as_deref() {
+        None => "{}".to_owned(),
+        Some("-") => std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?,
+        Some(s) => match s.strip_prefix('@') {
+            Some(path) => read_file(&PathBuf::from(path), "the input file")?,
+            None => s.to_owned(),
+        },
+    };
+    let input: Value = serde_json::from_str(&text).context("the input is not valid JSON")?;
+    if !input.is_object() {
+        anyhow::bail!("the input must be a JSON object, e.g. '{{\"id\": \"mc-...\"}}'");
+    }
+    match run(client, &args.operation, input).await? {
+        Ok(result) => {
+            super::table::emit(&super::table::pretty(&result));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(code) => Ok(code),
+    }
+}

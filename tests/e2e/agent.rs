@@ -965,8 +965,27 @@ async fn discovery_on_disk_finds_planted_certificates_and_no_keys() {
             disc.as_os_str(),
             "--discovery-seconds".as_ref(),
             "3600".as_ref(),
+            "--labels".as_ref(),
+            "tier=web, env=prod".as_ref(),
         ],
     );
+    // The labels it sends on heartbeat put it into a group chosen by labels.
+    let group = call(
+        &rig.admin,
+        "create_agent_group",
+        json!({"name": "prod web", "criteria": {"os": std::env::consts::OS, "labels": {"tier": "web", "env": "prod"}}}),
+    )
+    .await;
+    until("the agent's labels to place it in its group", async || {
+        let m = call(
+            &rig.admin,
+            "list_agent_group_members",
+            json!({"id": group["id"]}),
+        )
+        .await;
+        (m["data"][0]["id"] == rig.agent_id.as_str()).then_some(())
+    })
+    .await;
     let want: Vec<String> = [
         &nested_der,
         &bundled_der,

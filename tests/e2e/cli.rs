@@ -336,5 +336,27 @@ async fn client_commands_against_the_demo() {
         .expect("violations");
     assert_eq!(refused["total"], 1, "{refused}");
     assert_eq!(refused["data"][0]["common_name"], "shop.evil.org");
+    // The same list from the CLI: any operation by name with `certctl call`.
+    let (code, out, err) = cli(
+        &server,
+        d,
+        &admin,
+        &["call", "list_policy_violations", r#"{"refused": true}"#],
+    );
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(listed["data"][0]["common_name"], "shop.evil.org", "{out}");
+    // Bad input and unknown operations fail with one clear line.
+    let (code, _, err) = cli(
+        &server,
+        d,
+        &admin,
+        &["call", "list_policy_violations", "[1]"],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("must be a JSON object"), "{err}");
+    let (code, _, err) = cli(&server, d, &admin, &["call", "no_such_operation"]);
+    assert_ne!(code, 0);
+    assert!(err.starts_with("certctl: error: "), "{err}");
     assert!(server.terminate().success());
 }
