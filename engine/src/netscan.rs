@@ -200,7 +200,7 @@ pub struct ScanOutcome {
 /// at once, each bounded by `cfg.timeout_ms`.
 pub async fn scan(plan: &ScanPlan, cfg: &NetworkScanConfig) -> ScanOutcome {
     let started = std::time::Instant::now();
-    let client = Arc::new(client_config());
+    let client = Arc::new(record_only_client_config());
     let limit = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     let timeout = Duration::from_millis(cfg.timeout_ms.max(1));
     let names: Vec<Option<String>> = if plan.server_names.is_empty() {
@@ -285,8 +285,10 @@ pub async fn probe(
     }
 }
 
-/// A client that accepts any certificate (it records, never trusts).
-fn client_config() -> rustls::ClientConfig {
+/// A TLS client that accepts any certificate: it records what a server
+/// serves, never trusts it. Used by the scanner and by the agent's
+/// post-deployment check (which compares the served leaf byte for byte).
+pub fn record_only_client_config() -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut c = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

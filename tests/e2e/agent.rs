@@ -166,37 +166,9 @@ impl Recorder {
                 };
                 let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let up = up.clone();
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 8192];
-                    loop {
-                        match c2.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                up.lock().unwrap().extend_from_slice(&buf[..n]);
-                                if s2.write_all(&buf[..n]).is_err() {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    let _ = s2.shutdown(std::net::Shutdown::Write);
-                });
+                std::thread::spawn(move || pump(&mut c2, &mut s2, &up));
                 let s = s.clone();
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 8192];
-                    loop {
-                        match server.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                s.lock().unwrap().extend_from_slice(&buf[..n]);
-                                if client.write_all(&buf[..n]).is_err() {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    let _ = client.shutdown(std::net::Shutdown::Write);
-                });
+                std::thread::spawn(move || pump(&mut server, &mut client, &s));
             }
         });
         Self { port, seen, sent }
@@ -1171,3 +1143,15 @@ async fn malformed_work_items_fail_their_jobs_and_the_agent_keeps_running() {
 
 #[path = "issuers.rs"]
 mod issuers;
+
+/// Copies `from` to `to` until either side closes, keeping a copy of the bytes.
+fn pump(from: &mut std::net::TcpStream, to: &mut std::net::TcpStream, seen: &Mutex<Vec<u8>>) {
+    let mut buf = [0u8; 8192];
+    while let Ok(n @ 1..) = from.read(&mut buf) {
+        seen.lock().unwrap().extend_from_slice(&buf[..n]);
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
