@@ -20,8 +20,8 @@ use certctl_api::client::Client;
 use serde_json::{Value, json};
 
 use super::agent::{
-    Proc, bootstrap_cert, call, free_port, nginx_conf, openssl_served, require_peer, spawn, until,
-    wait_tls,
+    Proc, bootstrap_cert, call, free_port, nginx_conf, require_peer, served_eventually, spawn,
+    until, wait_tls,
 };
 use super::{BIN, Server, wait_healthy};
 
@@ -268,7 +268,7 @@ impl Setup {
             public_key_of_key(&key.0)
         );
         let fp = details["certificate"]["fingerprint"].as_str().unwrap();
-        assert_eq!(openssl_served(self.port, "app.test").as_deref(), Some(fp));
+        served_eventually(self.port, "app.test", fp).await;
     }
 }
 
