@@ -40,7 +40,9 @@ through certctl: issuance and renewal take a CSR made where the key lives. Revoc
 yes: certctl asks in chat when your client supports it; otherwise the result has status approval_required and an \
 approval_id that a person decides with the certctl CLI or REST API; poll it with get_approval. Tool results carry \
 structuredContent.status: completed (result holds the output), approval_required (nothing ran yet), declined (the human \
-said no; the request was withdrawn) or cancelled (the question was dismissed; the request stays pending).";
+said no; the request was withdrawn) or cancelled (the question was dismissed; the request stays pending). \
+List tools page alike: pass a page's next_cursor as cursor for the next one (or page/per_page), sort by a field \
+(a - prefix descends), and times are Unix seconds.";
 
 /// The MCP server for one connection (stdio) or one HTTP session.
 #[derive(Clone)]

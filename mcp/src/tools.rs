@@ -63,9 +63,10 @@ fn object(v: Value) -> JsonObject {
 
 /// Drops what only adds bytes for a model: the root `$schema`, `title` and
 /// `additionalProperties` (the engine refuses unknown fields with a message
-/// that names them), integer `format`s, `default: null`, the `null` half of
-/// optional fields (leaving a field out is how a model says "none"), and a
-/// shared definition's description where every use describes itself.
+/// that names them), integer `format`s, non-scalar defaults (`null`, `[]`,
+/// objects of nulls), the `null` half of optional fields (leaving a field out
+/// is how a model says "none"), a shared definition's description where
+/// every use describes itself, and one object per described enum variant.
 /// MCP clients want a plain object schema.
 fn inline(mut schema: Value) -> Value {
     strip(&mut schema);
@@ -78,7 +79,20 @@ fn inline(mut schema: Value) -> Value {
         }
     }
     drop_described_def_descriptions(&mut schema);
+    walk_objects(&mut schema, &mut flatten_const_choices);
     schema
+}
+
+/// Calls `f` on every object in the tree, parents before children.
+fn walk_objects(v: &mut Value, f: &mut impl FnMut(&mut serde_json::Map<String, Value>)) {
+    match v {
+        Value::Object(m) => {
+            f(m);
+            m.values_mut().for_each(|v| walk_objects(v, f));
+        }
+        Value::Array(a) => a.iter_mut().for_each(|v| walk_objects(v, f)),
+        _ => {}
+    }
 }
 
 fn strip(v: &mut Value) {
@@ -90,7 +104,11 @@ fn strip(v: &mut Value) {
             {
                 m.remove("format");
             }
-            if m.get("default") == Some(&Value::Null) {
+            // `null`, `[]` and objects of nulls say nothing a model needs;
+            // scalar defaults (`"agent"`, `false`, `50`) stay.
+            if m.get("default")
+                .is_some_and(|d| d.is_null() || d.is_array() || d.is_object())
+            {
                 m.remove("default");
             }
             let required: Vec<String> = m
@@ -114,6 +132,45 @@ fn strip(v: &mut Value) {
         }
         Value::Array(a) => a.iter_mut().for_each(strip),
         _ => {}
+    }
+}
+
+/// A `oneOf` of string constants (how schemars writes an enum whose
+/// variants have doc comments) becomes one `enum`; the variants'
+/// descriptions move into the schema's description as "`a`: ...; `b`: ...".
+/// Each variant otherwise costs a whole object.
+fn flatten_const_choices(m: &mut serde_json::Map<String, Value>) {
+    let Some(Value::Array(choices)) = m.get("oneOf") else {
+        return;
+    };
+    let mut values = Vec::new();
+    let mut notes = Vec::new();
+    for c in choices {
+        if c.get("type") != Some(&json!("string")) {
+            return;
+        }
+        match (c.get("const"), c.get("enum")) {
+            (Some(v), None) => {
+                if let Some(d) = c.get("description").and_then(Value::as_str) {
+                    let d = d.trim_end_matches('.');
+                    notes.push(format!("`{}`: {d}", v.as_str().unwrap_or_default()));
+                }
+                values.push(v.clone());
+            }
+            (None, Some(Value::Array(vs))) => values.extend(vs.iter().cloned()),
+            _ => return,
+        }
+    }
+    m.remove("oneOf");
+    m.insert("type".into(), "string".into());
+    m.insert("enum".into(), Value::Array(values));
+    if !notes.is_empty() {
+        let notes = notes.join("; ");
+        let description = match m.get("description").and_then(Value::as_str) {
+            Some(d) => format!("{d} {notes}."),
+            None => format!("{notes}."),
+        };
+        m.insert("description".into(), description.into());
     }
 }
 
@@ -190,14 +247,14 @@ fn drop_described_def_descriptions(schema: &mut Value) {
 /// field names still cost 13 KB across the catalogue, and clients show a
 /// model the input schema and the result itself, not the output schema. The
 /// envelope is what a client needs to validate and what a model must know:
-/// a call may end in `approval_required`.
+/// a call may end in `approval_required`. No `required` list: every result
+/// carries `status` (the instructions say so), and 116 copies of it cost 3 KB.
 fn outcome_schema(gateable: bool) -> Value {
     let result = json!({ "type": "object" });
     if !gateable {
         return json!({
             "type": "object",
-            "properties": { "status": { "const": "completed" }, "result": result },
-            "required": ["status", "result"]
+            "properties": { "status": { "const": "completed" }, "result": result }
         });
     }
     json!({
@@ -206,7 +263,6 @@ fn outcome_schema(gateable: bool) -> Value {
             "status": { "enum": ["completed", "approval_required", "declined", "cancelled"] },
             "result": result,
             "approval_id": { "type": "string" }
-        },
-        "required": ["status"]
+        }
     })
 }

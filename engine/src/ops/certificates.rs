@@ -29,11 +29,11 @@ pub struct ListCertificatesInput {
     /// Sort order: `not_after` (default, soonest expiry first), `-not_after`,
     /// `created_at`, `-created_at`, `common_name`, `-common_name`.
     pub sort: Option<CertificateSort>,
-    /// The `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
-    /// 1-based page number (offset pages); not combined with `cursor`.
+    /// 1-based page (offset paging; not with `cursor`).
     pub page: Option<i64>,
-    /// Page size, 1 to 1000 (default 50).
+    /// 1 to 1000, default 50.
     pub per_page: Option<i64>,
     /// Return only these fields of each certificate (sparse fieldset); `id` is always included.
     pub fields: Option<Vec<String>>,

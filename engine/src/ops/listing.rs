@@ -18,17 +18,17 @@ use crate::store::{Cursor, page_size};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct ListParams {
-    /// 1-based page number (offset pages); not combined with `cursor`.
+    /// 1-based page (offset paging; not with `cursor`).
     pub page: Option<i64>,
-    /// Page size, 1 to 1000 (default 50).
+    /// 1 to 1000, default 50.
     pub per_page: Option<i64>,
-    /// The `next_cursor` of the previous page (keyset pages).
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
-    /// Sort field, `-` prefix for descending (e.g. `-created_at`).
+    /// Field; a `-` prefix sorts descending.
     pub sort: Option<String>,
-    /// Only resources created after this Unix time.
+    /// Created after (Unix time).
     pub created_after: Option<UnixTime>,
-    /// Only resources created before this Unix time.
+    /// Created before (Unix time).
     pub created_before: Option<UnixTime>,
 }
 
@@ -218,17 +218,17 @@ macro_rules! list_input {
         #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
         #[serde(default, deny_unknown_fields)]
         pub struct $name {
-            /// 1-based page number (offset pages); not combined with `cursor`.
+            /// 1-based page (offset paging; not with `cursor`).
             pub page: Option<i64>,
-            /// Page size, 1 to 1000 (default 50).
+            /// 1 to 1000, default 50.
             pub per_page: Option<i64>,
-            /// The `next_cursor` of the previous page (keyset pages).
+            /// `next_cursor` of the previous page.
             pub cursor: Option<String>,
-            /// Sort field, `-` prefix for descending (e.g. `-created_at`).
+            /// Field; a `-` prefix sorts descending.
             pub sort: Option<String>,
-            /// Only resources created after this Unix time.
+            /// Created after (Unix time).
             pub created_after: Option<$crate::clock::UnixTime>,
-            /// Only resources created before this Unix time.
+            /// Created before (Unix time).
             pub created_before: Option<$crate::clock::UnixTime>,
             $($(#[$fm])* pub $f: $t,)*
         }
