@@ -156,7 +156,7 @@ impl Demo {
             let t = completed(
                 e,
                 s,
-                "create_team",
+                "save_team",
                 json!({ "name": name, "description": description }),
             )
             .await?;
@@ -172,7 +172,7 @@ impl Demo {
             let o = completed(
                 e,
                 s,
-                "create_owner",
+                "save_owner",
                 json!({ "name": name, "email": email, "team_id": teams[team] }),
             )
             .await?;
@@ -181,7 +181,7 @@ impl Demo {
         let rp = completed(
             e,
             s,
-            "create_renewal_policy",
+            "save_renewal_policy",
             json!({ "name": "standard (30 days before expiry)", "renew_before_days": 30 }),
         )
         .await?;
@@ -197,7 +197,7 @@ impl Demo {
         ];
         let policy_count = policies.len();
         for p in policies {
-            completed(e, s, "create_policy", p).await?;
+            completed(e, s, "save_policy", p).await?;
         }
 
         let mut agents = Vec::new();
@@ -233,7 +233,7 @@ impl Demo {
             let t = completed(
                 e,
                 s,
-                "create_target",
+                "save_target",
                 json!({ "name": name, "kind": kind, "agent_id": agents[agent],
                         "config": demo_target_config(kind, dir) }),
             )
@@ -243,7 +243,7 @@ impl Demo {
         let profile = completed(
             e,
             s,
-            "create_profile",
+            "save_profile",
             json!({ "name": "regulated", "description": "Payment systems: every issuance needs an approver",
                     "allowed_key_types": ["ecdsa-p256", "ecdsa-p384"], "default_ttl_seconds": 30 * DAY,
                     "max_ttl_seconds": 90 * DAY, "requires_approval": true }),

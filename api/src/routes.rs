@@ -172,45 +172,45 @@ pub fn routes() -> Vec<Route> {
         "/targets",
         "targets",
         "list_targets",
-        "create_target",
+        "save_target",
         "get_target",
-        "update_target",
+        "save_target",
         "delete_target"
     ));
     v.extend(crud!(
         "/owners",
         "owners",
         "list_owners",
-        "create_owner",
+        "save_owner",
         "get_owner",
-        "update_owner",
+        "save_owner",
         "delete_owner"
     ));
     v.extend(crud!(
         "/teams",
         "teams",
         "list_teams",
-        "create_team",
+        "save_team",
         "get_team",
-        "update_team",
+        "save_team",
         "delete_team"
     ));
     v.extend(crud!(
         "/profiles",
         "profiles",
         "list_profiles",
-        "create_profile",
+        "save_profile",
         "get_profile",
-        "update_profile",
+        "save_profile",
         "delete_profile"
     ));
     v.extend(crud!(
         "/policies",
         "policies",
         "list_policies",
-        "create_policy",
+        "save_policy",
         "get_policy",
-        "update_policy",
+        "save_policy",
         "delete_policy"
     ));
     v.extend([
@@ -226,7 +226,7 @@ pub fn routes() -> Vec<Route> {
         r(
             Post,
             "/renewal-policies",
-            "create_renewal_policy",
+            "save_renewal_policy",
             None,
             Body,
             CREATED,
@@ -235,7 +235,7 @@ pub fn routes() -> Vec<Route> {
         r(
             Put,
             "/renewal-policies/{id}",
-            "update_renewal_policy",
+            "save_renewal_policy",
             ID,
             Body,
             OK,
@@ -614,9 +614,9 @@ pub fn routes() -> Vec<Route> {
         "/agent-groups",
         "agents",
         "list_agent_groups",
-        "create_agent_group",
+        "save_agent_group",
         "get_agent_group",
-        "update_agent_group",
+        "save_agent_group",
         "delete_agent_group"
     ));
     v.push(r(
@@ -719,7 +719,7 @@ pub fn routes() -> Vec<Route> {
         r(
             Post,
             "/notification-channels",
-            "create_notification_channel",
+            "save_notification_channel",
             None,
             Body,
             CREATED,
@@ -728,7 +728,7 @@ pub fn routes() -> Vec<Route> {
         r(
             Put,
             "/notification-channels/{id}",
-            "update_notification_channel",
+            "save_notification_channel",
             ID,
             Body,
             OK,
@@ -764,7 +764,7 @@ pub fn routes() -> Vec<Route> {
         r(
             Post,
             "/notification-rules",
-            "create_notification_rule",
+            "save_notification_rule",
             None,
             Body,
             CREATED,
@@ -773,7 +773,7 @@ pub fn routes() -> Vec<Route> {
         r(
             Put,
             "/notification-rules/{id}",
-            "update_notification_rule",
+            "save_notification_rule",
             ID,
             Body,
             OK,
@@ -880,6 +880,20 @@ async fn run(
             object_body(body)?
         }
     };
+    // A `save_` operation creates without an `id` and updates with one;
+    // over REST, POST on the collection only creates (PUT on the item
+    // updates), so an `id` in its body is a mistake worth naming.
+    if route.method == Verb::Post
+        && route.id_field.is_none()
+        && route.op.starts_with("save_")
+        && input.contains_key("id")
+    {
+        return Err(invalid_request(format!(
+            "`id` is assigned by certctl; to change an existing one, PUT /api/v1{}/{{id}}",
+            route.path
+        ))
+        .into());
+    }
     if let (Some(key), Some(Path(id))) = (route.id_field, path) {
         input.insert(key.to_owned(), Value::String(id));
     }

@@ -72,7 +72,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
         async move {
             let input = serde_json::from_value(serde_json::json!({ "name": name }))?;
             let t = engine
-                .call::<ops::CreateTeam>(&admin, input)
+                .call::<ops::SaveTeam>(&admin, input)
                 .await?
                 .completed()?;
             anyhow::Ok(t.id)

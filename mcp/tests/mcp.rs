@@ -344,10 +344,7 @@ async fn every_tool_runs() {
         assert_ne!(r.is_error, Some(true), "{what}: {r:?}");
         structured(r)
     };
-    let v = ok(
-        &call(&c, "create_team", json!({"name": "ops"})).await,
-        "team",
-    );
+    let v = ok(&call(&c, "save_team", json!({"name": "ops"})).await, "team");
     made.insert(
         "team",
         v["result"]["id"].as_str().unwrap_or_default().into(),
@@ -355,7 +352,7 @@ async fn every_tool_runs() {
     let v = ok(
         &call(
             &c,
-            "create_owner",
+            "save_owner",
             json!({"name": "Ada", "email": "ada@example.com"}),
         )
         .await,
@@ -379,7 +376,7 @@ async fn every_tool_runs() {
     let v = ok(
         &call(
             &c,
-            "create_target",
+            "save_target",
             json!({"name": "nginx-1", "kind": "nginx", "agent_id": made["agent"]}),
         )
         .await,
@@ -392,7 +389,7 @@ async fn every_tool_runs() {
     let v = ok(
         &call(
             &c,
-            "create_profile",
+            "save_profile",
             json!({"name": "short", "max_ttl_seconds": 86400}),
         )
         .await,
@@ -405,14 +402,14 @@ async fn every_tool_runs() {
     let v = ok(
         &call(
             &c,
-            "create_renewal_policy",
+            "save_renewal_policy",
             json!({"name": "two-thirds", "renew_at_fraction": 0.66}),
         )
         .await,
         "rp",
     );
     made.insert("rp", v["result"]["id"].as_str().unwrap_or_default().into());
-    let v = ok(&call(&c, "create_policy", json!({"name": "domains", "kind": "allowed_domains", "severity": "high", "mode": "warn", "params": {"domains": ["*.example.com"]}})).await, "policy");
+    let v = ok(&call(&c, "save_policy", json!({"name": "domains", "kind": "allowed_domains", "severity": "high", "mode": "warn", "params": {"domains": ["*.example.com"]}})).await, "policy");
     made.insert(
         "policy",
         v["result"]["id"].as_str().unwrap_or_default().into(),
@@ -449,7 +446,7 @@ async fn every_tool_runs() {
     let v = ok(
         &call(
             &c,
-            "create_notification_channel",
+            "save_notification_channel",
             json!({"name": "hook", "kind": "webhook", "settings": {"url": "http://127.0.0.1:9/hook"}, "secret": "s"}),
         )
         .await,
@@ -462,7 +459,7 @@ async fn every_tool_runs() {
     let v = ok(
         &call(
             &c,
-            "create_notification_rule",
+            "save_notification_rule",
             json!({"name": "all", "channel_id": made["channel"]}),
         )
         .await,
@@ -481,7 +478,7 @@ async fn every_tool_runs() {
     let v = ok(
         &call(
             &c,
-            "create_agent_group",
+            "save_agent_group",
             json!({"name": "prod", "criteria": {"labels": {"env": "prod"}, "ip_cidr": "10.0.0.0/8"}}),
         )
         .await,
@@ -511,7 +508,7 @@ async fn every_tool_runs() {
         ("list_targets", json!({})),
         ("get_target", json!({"id": made["target"]})),
         (
-            "update_target",
+            "save_target",
             json!({"id": made["target"], "name": "nginx-01", "kind": "nginx"}),
         ),
         ("list_agents", json!({})),
@@ -526,31 +523,25 @@ async fn every_tool_runs() {
         ("cancel_job", json!({"id": job})),
         ("list_owners", json!({})),
         ("get_owner", json!({"id": made["owner"]})),
-        (
-            "update_owner",
-            json!({"id": made["owner"], "name": "Ada L."}),
-        ),
+        ("save_owner", json!({"id": made["owner"], "name": "Ada L."})),
         ("list_teams", json!({})),
         ("get_team", json!({"id": made["team"]})),
-        (
-            "update_team",
-            json!({"id": made["team"], "name": "platform"}),
-        ),
+        ("save_team", json!({"id": made["team"], "name": "platform"})),
         ("list_profiles", json!({})),
         ("get_profile", json!({"id": made["profile"]})),
         (
-            "update_profile",
+            "save_profile",
             json!({"id": made["profile"], "name": "short-lived", "short_lived": true}),
         ),
         ("list_renewal_policies", json!({})),
         (
-            "update_renewal_policy",
+            "save_renewal_policy",
             json!({"id": made["rp"], "name": "ten-days", "renew_before_days": 10}),
         ),
         ("list_policies", json!({})),
         ("get_policy", json!({"id": made["policy"]})),
         (
-            "update_policy",
+            "save_policy",
             json!({"id": made["policy"], "name": "domains", "kind": "allowed_domains", "severity": "low", "mode": "enforce", "params": {"domains": ["*.example.com"]}}),
         ),
         ("list_approvals", json!({})),
@@ -566,12 +557,12 @@ async fn every_tool_runs() {
         ("list_principals", json!({})),
         ("list_notification_channels", json!({})),
         (
-            "update_notification_channel",
+            "save_notification_channel",
             json!({"id": made["channel"], "name": "hook2", "kind": "webhook", "settings": {"url": "http://127.0.0.1:9/hook2"}}),
         ),
         ("list_notification_rules", json!({})),
         (
-            "update_notification_rule",
+            "save_notification_rule",
             json!({"id": made["rule"], "name": "renewals", "channel_id": made["channel"], "events": ["renewed"]}),
         ),
         (
@@ -583,7 +574,7 @@ async fn every_tool_runs() {
         ("list_agent_groups", json!({})),
         ("get_agent_group", json!({"id": made["group"]})),
         (
-            "update_agent_group",
+            "save_agent_group",
             json!({"id": made["group"], "name": "prod", "criteria": {"os": "linux"}}),
         ),
         ("list_agent_group_members", json!({"id": made["group"]})),
@@ -628,21 +619,21 @@ async fn every_tool_runs() {
         ("archive_certificate", json!({"id": cert})),
     ];
     let mut covered: std::collections::HashSet<String> = [
-        "create_team",
-        "create_owner",
+        "save_team",
+        "save_owner",
         "register_agent",
-        "create_target",
-        "create_profile",
-        "create_renewal_policy",
-        "create_policy",
+        "save_target",
+        "save_profile",
+        "save_renewal_policy",
+        "save_policy",
         "create_issuer",
         "create_principal",
         "renew_certificate",
         "create_certificate",
         "issue_certificate",
-        "create_notification_channel",
-        "create_notification_rule",
-        "create_agent_group",
+        "save_notification_channel",
+        "save_notification_rule",
+        "save_agent_group",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -913,7 +904,7 @@ async fn enforce_policy_refusal_is_a_tool_error_and_recorded() {
     let c = connect(&s, &s.admin, Some(true)).await;
     let r = call(
         &c,
-        "create_policy",
+        "save_policy",
         json!({"name": "corp", "kind": "allowed_domains", "severity": "high", "mode": "enforce",
                "params": {"domains": ["*.example.com"]}}),
     )

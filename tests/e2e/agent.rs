@@ -259,7 +259,7 @@ impl Rig {
     async fn certificate_on(&self, kind: &str, config: Value) -> (String, String) {
         let t = call(
             &self.admin,
-            "create_target",
+            "save_target",
             json!({"name": format!("{kind}-1"), "kind": kind, "agent_id": self.agent_id, "config": config}),
         )
         .await;
@@ -790,7 +790,7 @@ async fn bad_targets_fail_their_jobs_and_the_agent_keeps_running() {
     for (i, (kind, config, _)) in cases.iter().enumerate() {
         let t = call(
             &rig.admin,
-            "create_target",
+            "save_target",
             json!({"name": format!("bad-{i}"), "kind": kind, "agent_id": rig.agent_id, "config": config}),
         )
         .await;
@@ -942,7 +942,7 @@ async fn discovery_on_disk_finds_planted_certificates_and_no_keys() {
     // The labels it sends on heartbeat put it into a group chosen by labels.
     let group = call(
         &rig.admin,
-        "create_agent_group",
+        "save_agent_group",
         json!({"name": "prod web", "criteria": {"os": std::env::consts::OS, "labels": {"tier": "web", "env": "prod"}}}),
     )
     .await;
@@ -1095,7 +1095,7 @@ async fn malformed_work_items_fail_their_jobs_and_the_agent_keeps_running() {
     std::fs::create_dir_all(&root).unwrap();
     let t = call(
         &rig.admin,
-        "create_target",
+        "save_target",
         json!({"name": "web", "kind": "nginx", "agent_id": rig.agent_id,
                "config": {"cert_path": root.join("a.pem"), "key_path": root.join("a.key")}}),
     )

@@ -146,7 +146,7 @@ impl Setup {
         let agent_id = reg["agent"]["id"].as_str().unwrap().to_owned();
         let t = call(
             &admin,
-            "create_target",
+            "save_target",
             json!({"name": "nginx-1", "kind": "nginx", "agent_id": agent_id,
                    "config": {"cert_path": cert_path, "key_path": key_path, "config_file": conf,
                               "verify_endpoint": format!("127.0.0.1:{port}"), "server_name": "app.test"}}),

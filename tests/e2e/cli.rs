@@ -310,7 +310,7 @@ async fn client_commands_against_the_demo() {
     // rule's reason (non-zero exit, one line) and the attempt is recorded.
     let _: Value = client
         .call_completed(
-            "create_policy",
+            "save_policy",
             &json!({ "name": "corp only", "kind": "allowed_domains", "severity": "high",
                      "mode": "enforce", "params": { "domains": ["*.example.com"] } }),
         )

@@ -370,7 +370,7 @@ async fn next_deployment(rig: &Rig, cert: &str, known: &[String]) -> (String, Va
 async fn deploy_and_renew(rig: &Rig, label: &str, issuer_id: &str, ca_file: &Path, nginx: &Nginx) {
     let t = call(
         &rig.admin,
-        "create_target",
+        "save_target",
         json!({"name": format!("nginx-{label}"), "kind": "nginx", "agent_id": rig.agent_id,
                "config": {"cert_path": nginx.cert, "key_path": nginx.key, "config_file": nginx.conf,
                           "verify_endpoint": format!("127.0.0.1:{}", nginx.port), "server_name": "app.test"}}),
@@ -393,7 +393,7 @@ async fn deploy_and_renew(rig: &Rig, label: &str, issuer_id: &str, ca_file: &Pat
     // second) asks the agent for a CSR; nobody calls renew here.
     let policy = call(
         &rig.admin,
-        "create_renewal_policy",
+        "save_renewal_policy",
         json!({"name": format!("due-now-{label}"), "renew_before_days": 3650, "jitter_percent": 0}),
     )
     .await;

@@ -237,7 +237,7 @@ async fn replicas_renew_each_due_certificate_once(db: Db, processes: usize) {
     let now = SystemClock.now();
     let clock = Arc::new(ManualClock::new(now - 40 * DAY));
     let seed = seeder(&db, &master, clock).await;
-    let profile = call::<ops::CreateProfile>(
+    let profile = call::<ops::SaveProfile>(
         &seed,
         json!({ "name": "server-keys", "keygen_mode": "server" }),
     )

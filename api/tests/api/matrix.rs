@@ -172,7 +172,7 @@ async fn role_by_route_matrix(rig: &Rig) {
         403
     );
     let r = rig
-        .post("/api/v1/operations/create_team", Some(&viewer), "{}")
+        .post("/api/v1/operations/save_team", Some(&viewer), "{}")
         .await;
     r.assert_problem(403, "forbidden");
 }

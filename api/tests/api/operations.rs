@@ -36,7 +36,7 @@ async fn a_completed_call_returns_200_and_its_result() {
     let rig = Rig::new().await;
     let r = rig
         .post(
-            "/api/v1/operations/create_team",
+            "/api/v1/operations/save_team",
             Some(&rig.admin_key),
             r#"{"name":"Platform"}"#,
         )

@@ -452,7 +452,7 @@ async fn est_end_to_end_with_curl_and_openssl() {
     write_ca(&rig, d).await;
     let profile = rig
         .op(
-            "create_profile",
+            "save_profile",
             json!({ "name": "devices", "ekus": ["server_auth", "client_auth"], "san_rules": { "allowed_dns_suffixes": ["devices.example.com"] } }),
         )
         .await;
@@ -776,7 +776,7 @@ async fn est_end_to_end_with_curl_and_openssl() {
     // An enforce-mode policy refuses an EST enrollment outside its domains
     // (4xx, nothing issued) and records the attempt.
     rig.op(
-        "create_policy",
+        "save_policy",
         json!({ "name": "dev1 and dev2 only", "kind": "allowed_domains", "severity": "high", "mode": "enforce",
                 "params": { "domains": ["dev1.devices.example.com", "dev2.devices.example.com"] } }),
     )
@@ -849,7 +849,7 @@ async fn est_serverkeygen_with_curl_and_openssl() {
     // key the CSR carries (P-256 below).
     let profile = rig
         .op(
-            "create_profile",
+            "save_profile",
             json!({
                 "name": "kiosks",
                 "keygen_mode": "server",

@@ -341,9 +341,9 @@ async fn every_call_is_audited_once_with_its_body_hash(rig: &Rig) {
         (e["actor"].as_str(), e["outcome"].as_str()),
         (Some("anonymous"), Some("denied"))
     );
-    // The operation itself is audited once, by the engine, as create_team.
+    // The operation itself is audited once, by the engine, as save_team.
     let creates = rig
-        .get("/api/v1/audit?action=create_team", Some(&rig.admin_key))
+        .get("/api/v1/audit?action=save_team", Some(&rig.admin_key))
         .await;
     assert_eq!(creates.body["data"].as_array().unwrap().len(), 1);
     let chain = rig.get("/api/v1/audit/verify", Some(&rig.admin_key)).await;

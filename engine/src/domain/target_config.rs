@@ -1,5 +1,5 @@
 //! The connector settings of a deployment target, per kind. An admin sets
-//! them on the control plane (`create_target`); the agent reads them from its
+//! them on the control plane (`save_target`); the agent reads them from its
 //! work and derives every file it writes and every command it runs from them
 //! and the target's kind, never from free text in a job. The agent checks the
 //! paths again against its own deploy roots.

@@ -155,35 +155,25 @@ async fn save(
 }
 
 operation! {
-    CreateAgentGroup {
-        name: "create_agent_group",
-        title: "Create an agent group",
-        description: "Add an agent group chosen by criteria (OS, architecture, IP CIDR, version, labels); agents that match are members at once, and targets can point at the group.",
+    SaveAgentGroup {
+        name: "save_agent_group",
+        title: "Create or update an agent group",
+        description: "Add an agent group chosen by criteria (OS, architecture, IP CIDR, version, labels); agents that match are members at once, and targets can point at the group; with `id`, update that one instead.",
         risk: Write,
         permission: Admin,
         idempotent: false,
         resource: "agent_group",
         input: AgentGroupInput,
         output: AgentGroup,
-        subject: |i| (None, format!("Create agent group '{}'", i.name)),
+        subject: |i| (i.id.clone(), match &i.id {
+            None => format!("Create agent group '{}'", i.name),
+            Some(id) => format!("Update agent group {id}"),
+        }),
     }
-    |ctx, input| { save(ctx, input, true).await }
-}
-
-operation! {
-    UpdateAgentGroup {
-        name: "update_agent_group",
-        title: "Update an agent group",
-        description: "Change an agent group's name, description or criteria; membership follows at once.",
-        risk: Write,
-        permission: Admin,
-        idempotent: true,
-        resource: "agent_group",
-        input: AgentGroupInput,
-        output: AgentGroup,
-        subject: |i| (i.id.clone(), format!("Update agent group {}", i.id.as_deref().unwrap_or("?"))),
+    |ctx, input| {
+        let create = input.id.is_none();
+        save(ctx, input, create).await
     }
-    |ctx, input| { save(ctx, input, false).await }
 }
 
 operation! {

@@ -157,35 +157,25 @@ async fn save_target(ctx: &mut super::Ctx<'_>, input: TargetInput, create: bool)
 }
 
 operation! {
-    CreateTarget {
-        name: "create_target",
-        title: "Create a target",
-        description: "Add a deployment target served by an agent, with its connector settings.",
+    SaveTarget {
+        name: "save_target",
+        title: "Create or update a target",
+        description: "Add a deployment target served by an agent, with its connector settings; with `id`, update that one instead.",
         risk: Write,
         permission: Write,
         idempotent: false,
         resource: "target",
         input: TargetInput,
         output: Target,
-        subject: |i| (None, format!("Create {} target '{}'", i.kind.as_str(), i.name)),
+        subject: |i| (i.id.clone(), match &i.id {
+            None => format!("Create {} target '{}'", i.kind.as_str(), i.name),
+            Some(id) => format!("Update target {id}"),
+        }),
     }
-    |ctx, input| { save_target(ctx, input, true).await }
-}
-
-operation! {
-    UpdateTarget {
-        name: "update_target",
-        title: "Update a target",
-        description: "Change a deployment target's name, kind, agent or connector settings.",
-        risk: Write,
-        permission: Write,
-        idempotent: true,
-        resource: "target",
-        input: TargetInput,
-        output: Target,
-        subject: |i| (i.id.clone(), format!("Update target {}", i.id.as_deref().unwrap_or("?"))),
+    |ctx, input| {
+        let create = input.id.is_none();
+        save_target(ctx, input, create).await
     }
-    |ctx, input| { save_target(ctx, input, false).await }
 }
 
 operation! {
@@ -523,35 +513,25 @@ async fn existing(
 }
 
 operation! {
-    CreateOwner {
-        name: "create_owner",
-        title: "Create an owner",
-        description: "Add a person who owns certificates and hears about them.",
+    SaveOwner {
+        name: "save_owner",
+        title: "Create or update an owner",
+        description: "Add a person who owns certificates and hears about them; with `id`, update that one instead.",
         risk: Write,
         permission: Write,
         idempotent: false,
         resource: "owner",
         input: OwnerInput,
         output: Owner,
-        subject: |i| (None, format!("Create owner '{}'", i.name)),
+        subject: |i| (i.id.clone(), match &i.id {
+            None => format!("Create owner '{}'", i.name),
+            Some(id) => format!("Update owner {id}"),
+        }),
     }
-    |ctx, input| { save_owner(ctx, input, true).await }
-}
-
-operation! {
-    UpdateOwner {
-        name: "update_owner",
-        title: "Update an owner",
-        description: "Change an owner's name, e-mail or team.",
-        risk: Write,
-        permission: Write,
-        idempotent: true,
-        resource: "owner",
-        input: OwnerInput,
-        output: Owner,
-        subject: |i| (i.id.clone(), format!("Update owner {}", i.id.as_deref().unwrap_or("?"))),
+    |ctx, input| {
+        let create = input.id.is_none();
+        save_owner(ctx, input, create).await
     }
-    |ctx, input| { save_owner(ctx, input, false).await }
 }
 
 operation! {
@@ -643,35 +623,25 @@ async fn save_team(ctx: &mut super::Ctx<'_>, input: TeamInput, create: bool) -> 
 }
 
 operation! {
-    CreateTeam {
-        name: "create_team",
-        title: "Create a team",
-        description: "Add a team that owns certificates.",
+    SaveTeam {
+        name: "save_team",
+        title: "Create or update a team",
+        description: "Add a team that owns certificates; with `id`, update that one instead.",
         risk: Write,
         permission: Write,
         idempotent: false,
         resource: "team",
         input: TeamInput,
         output: Team,
-        subject: |i| (None, format!("Create team '{}'", i.name)),
+        subject: |i| (i.id.clone(), match &i.id {
+            None => format!("Create team '{}'", i.name),
+            Some(id) => format!("Update team {id}"),
+        }),
     }
-    |ctx, input| { save_team(ctx, input, true).await }
-}
-
-operation! {
-    UpdateTeam {
-        name: "update_team",
-        title: "Update a team",
-        description: "Rename a team or change its description.",
-        risk: Write,
-        permission: Write,
-        idempotent: true,
-        resource: "team",
-        input: TeamInput,
-        output: Team,
-        subject: |i| (i.id.clone(), format!("Update team {}", i.id.as_deref().unwrap_or("?"))),
+    |ctx, input| {
+        let create = input.id.is_none();
+        save_team(ctx, input, create).await
     }
-    |ctx, input| { save_team(ctx, input, false).await }
 }
 
 operation! {
@@ -838,35 +808,25 @@ async fn save_profile(
 }
 
 operation! {
-    CreateProfile {
-        name: "create_profile",
-        title: "Create a profile",
-        description: "Add a certificate profile: allowed key types, maximum and default validity, EKUs, name rules, approval and key generation mode.",
+    SaveProfile {
+        name: "save_profile",
+        title: "Create or update a profile",
+        description: "Add a certificate profile: allowed key types, maximum and default validity, EKUs, name rules, approval and key generation mode; with `id`, update that one instead.",
         risk: Write,
         permission: Admin,
         idempotent: false,
         resource: "profile",
         input: ProfileInput,
         output: Profile,
-        subject: |i| (None, format!("Create profile '{}'", i.name)),
+        subject: |i| (i.id.clone(), match &i.id {
+            None => format!("Create profile '{}'", i.name),
+            Some(id) => format!("Update profile {id}"),
+        }),
     }
-    |ctx, input| { save_profile(ctx, input, true).await }
-}
-
-operation! {
-    UpdateProfile {
-        name: "update_profile",
-        title: "Update a profile",
-        description: "Replace a profile's rules; they apply to the next issuance or renewal.",
-        risk: Write,
-        permission: Admin,
-        idempotent: true,
-        resource: "profile",
-        input: ProfileInput,
-        output: Profile,
-        subject: |i| (i.id.clone(), format!("Update profile {}", i.id.as_deref().unwrap_or("?"))),
+    |ctx, input| {
+        let create = input.id.is_none();
+        save_profile(ctx, input, create).await
     }
-    |ctx, input| { save_profile(ctx, input, false).await }
 }
 
 operation! {
@@ -994,35 +954,25 @@ async fn save_renewal(
 }
 
 operation! {
-    CreateRenewalPolicy {
-        name: "create_renewal_policy",
-        title: "Create a renewal policy",
-        description: "Add a renewal policy (days before expiry or fraction of lifetime, jitter, retries).",
+    SaveRenewalPolicy {
+        name: "save_renewal_policy",
+        title: "Create or update a renewal policy",
+        description: "Add a renewal policy (days before expiry or fraction of lifetime, jitter, retries); with `id`, update that one instead.",
         risk: Write,
         permission: Write,
         idempotent: false,
         resource: "renewal_policy",
         input: RenewalPolicyInput,
         output: RenewalPolicy,
-        subject: |i| (None, format!("Create renewal policy '{}'", i.name)),
+        subject: |i| (i.id.clone(), match &i.id {
+            None => format!("Create renewal policy '{}'", i.name),
+            Some(id) => format!("Update renewal policy {id}"),
+        }),
     }
-    |ctx, input| { save_renewal(ctx, input, true).await }
-}
-
-operation! {
-    UpdateRenewalPolicy {
-        name: "update_renewal_policy",
-        title: "Update a renewal policy",
-        description: "Change when certificates under a renewal policy renew.",
-        risk: Write,
-        permission: Write,
-        idempotent: true,
-        resource: "renewal_policy",
-        input: RenewalPolicyInput,
-        output: RenewalPolicy,
-        subject: |i| (i.id.clone(), format!("Update renewal policy {}", i.id.as_deref().unwrap_or("?"))),
+    |ctx, input| {
+        let create = input.id.is_none();
+        save_renewal(ctx, input, create).await
     }
-    |ctx, input| { save_renewal(ctx, input, false).await }
 }
 
 operation! {
@@ -1136,35 +1086,25 @@ async fn save_policy(
 }
 
 operation! {
-    CreatePolicy {
-        name: "create_policy",
-        title: "Create a policy rule",
-        description: "Add a policy rule with a severity and a mode: warn records violations, enforce refuses operations.",
+    SavePolicy {
+        name: "save_policy",
+        title: "Create or update a policy rule",
+        description: "Add a policy rule with a severity and a mode: warn records violations, enforce refuses operations; with `id`, update that one instead.",
         risk: Write,
         permission: Admin,
         idempotent: false,
         resource: "policy",
         input: PolicyInput,
         output: PolicyRule,
-        subject: |i| (None, format!("Create policy rule '{}'", i.name)),
+        subject: |i| (i.id.clone(), match &i.id {
+            None => format!("Create policy rule '{}'", i.name),
+            Some(id) => format!("Update policy rule {id}"),
+        }),
     }
-    |ctx, input| { save_policy(ctx, input, true).await }
-}
-
-operation! {
-    UpdatePolicy {
-        name: "update_policy",
-        title: "Update a policy rule",
-        description: "Change a policy rule's parameters, severity, mode or whether it is enabled.",
-        risk: Write,
-        permission: Admin,
-        idempotent: true,
-        resource: "policy",
-        input: PolicyInput,
-        output: PolicyRule,
-        subject: |i| (i.id.clone(), format!("Update policy rule {}", i.id.as_deref().unwrap_or("?"))),
+    |ctx, input| {
+        let create = input.id.is_none();
+        save_policy(ctx, input, create).await
     }
-    |ctx, input| { save_policy(ctx, input, false).await }
 }
 
 operation! {

@@ -210,35 +210,25 @@ async fn save_channel(
 }
 
 operation! {
-    CreateNotificationChannel {
-        name: "create_notification_channel",
-        title: "Create a notification channel",
-        description: "Add a notification channel: email (SMTP), signed webhook, Slack, Microsoft Teams, PagerDuty or OpsGenie; its secret is sealed and never shown again.",
+    SaveNotificationChannel {
+        name: "save_notification_channel",
+        title: "Create or update a notification channel",
+        description: "Add a notification channel: email (SMTP), signed webhook, Slack, Microsoft Teams, PagerDuty or OpsGenie; its secret is sealed and never shown again; with `id`, update that one instead.",
         risk: Write,
         permission: Admin,
         idempotent: false,
         resource: "notification_channel",
         input: NotificationChannelInput,
         output: NotificationChannel,
-        subject: |i| (None, format!("Create {} notification channel '{}'", i.kind.as_str(), i.name)),
+        subject: |i| (i.id.clone(), match &i.id {
+            None => format!("Create {} notification channel '{}'", i.kind.as_str(), i.name),
+            Some(id) => format!("Update notification channel {id}"),
+        }),
     }
-    |ctx, input| { save_channel(ctx, input, true).await }
-}
-
-operation! {
-    UpdateNotificationChannel {
-        name: "update_notification_channel",
-        title: "Update a notification channel",
-        description: "Change a notification channel's settings, secret or enabled flag (omit the secret to keep it).",
-        risk: Write,
-        permission: Admin,
-        idempotent: true,
-        resource: "notification_channel",
-        input: NotificationChannelInput,
-        output: NotificationChannel,
-        subject: |i| (i.id.clone(), format!("Update notification channel {}", i.id.as_deref().unwrap_or("?"))),
+    |ctx, input| {
+        let create = input.id.is_none();
+        save_channel(ctx, input, create).await
     }
-    |ctx, input| { save_channel(ctx, input, false).await }
 }
 
 operation! {
@@ -392,35 +382,25 @@ async fn save_rule(
 }
 
 operation! {
-    CreateNotificationRule {
-        name: "create_notification_rule",
-        title: "Create a notification rule",
-        description: "Route lifecycle events to a channel, optionally only for one owner, team, profile or renewal policy and only some event kinds.",
+    SaveNotificationRule {
+        name: "save_notification_rule",
+        title: "Create or update a notification rule",
+        description: "Route lifecycle events to a channel, optionally only for one owner, team, profile or renewal policy and only some event kinds; with `id`, update that one instead.",
         risk: Write,
         permission: Write,
         idempotent: false,
         resource: "notification_rule",
         input: NotificationRuleInput,
         output: NotificationRule,
-        subject: |i| (None, format!("Create notification rule '{}' to channel {}", i.name, i.channel_id)),
+        subject: |i| (i.id.clone(), match &i.id {
+            None => format!("Create notification rule '{}' to channel {}", i.name, i.channel_id),
+            Some(id) => format!("Update notification rule {id}"),
+        }),
     }
-    |ctx, input| { save_rule(ctx, input, true).await }
-}
-
-operation! {
-    UpdateNotificationRule {
-        name: "update_notification_rule",
-        title: "Update a notification rule",
-        description: "Change which events a notification rule sends where.",
-        risk: Write,
-        permission: Write,
-        idempotent: true,
-        resource: "notification_rule",
-        input: NotificationRuleInput,
-        output: NotificationRule,
-        subject: |i| (i.id.clone(), format!("Update notification rule {}", i.id.as_deref().unwrap_or("?"))),
+    |ctx, input| {
+        let create = input.id.is_none();
+        save_rule(ctx, input, create).await
     }
-    |ctx, input| { save_rule(ctx, input, false).await }
 }
 
 operation! {

@@ -69,7 +69,7 @@ async fn criteria_pick_members_and_follow_heartbeats(h: &Harness) {
     let group = |name: &str, criteria: serde_json::Value| {
         let name = name.to_owned();
         async move {
-            h.done::<ops::CreateAgentGroup>(
+            h.done::<ops::SaveAgentGroup>(
                 &h.admin(),
                 input(json!({ "name": name, "criteria": criteria })),
             )
@@ -102,7 +102,7 @@ async fn criteria_pick_members_and_follow_heartbeats(h: &Harness) {
 
     // Bad criteria and unknown fields are refused.
     let err = h
-        .call::<ops::CreateAgentGroup>(
+        .call::<ops::SaveAgentGroup>(
             &h.admin(),
             input(json!({ "name": "bad", "criteria": { "ip_cidr": "10.0.0.0/33" } })),
         )
@@ -130,14 +130,14 @@ async fn a_group_target_deploys_through_members_only(h: &Harness) {
     f["labels"] = json!({ "env": "prod" });
     let (prod_id, prod_p) = agent(h, "b-prod", f).await;
     let group = h
-        .done::<ops::CreateAgentGroup>(
+        .done::<ops::SaveAgentGroup>(
             &h.admin(),
             input(json!({ "name": "prod", "criteria": { "labels": { "env": "prod" } } })),
         )
         .await;
     // A target names an agent or a group, not both.
     assert!(
-        h.call::<ops::CreateTarget>(
+        h.call::<ops::SaveTarget>(
             &h.admin(),
             input(json!({ "name": "both", "kind": "nginx", "agent_id": dev_id, "agent_group_id": group.id,
                           "config": { "cert_path": "/etc/nginx/a.pem", "key_path": "/etc/nginx/a.key" } })),
@@ -146,7 +146,7 @@ async fn a_group_target_deploys_through_members_only(h: &Harness) {
         .is_err()
     );
     let t = h
-        .done::<ops::CreateTarget>(
+        .done::<ops::SaveTarget>(
             &h.admin(),
             input(json!({ "name": "lb", "kind": "nginx", "agent_group_id": group.id,
                           "config": { "cert_path": "/etc/nginx/a.pem", "key_path": "/etc/nginx/a.key" } })),

@@ -233,7 +233,7 @@ async fn profile_approval_needs_another_person(h: &Harness) {
     let operator = principal("pr-operator", Role::Operator);
     let approver = principal("pr-approver", Role::Approver);
     let profile = h
-        .done::<ops::CreateProfile>(
+        .done::<ops::SaveProfile>(
             &h.admin(),
             serde_json::from_value(
                 serde_json::json!({ "name": "payments", "requires_approval": true }),

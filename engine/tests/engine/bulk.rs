@@ -95,7 +95,7 @@ async fn dry_runs_list_what_would_change_and_change_nothing(h: &Harness) {
     assert_eq!(out.skipped[0].id, pending);
 
     let team = h
-        .done::<ops::CreateTeam>(&h.admin(), from(serde_json::json!({ "name": "platform" })))
+        .done::<ops::SaveTeam>(&h.admin(), from(serde_json::json!({ "name": "platform" })))
         .await;
     let out = h
         .done::<ops::BulkReassignCertificates>(
@@ -141,7 +141,7 @@ async fn dry_runs_list_what_would_change_and_change_nothing(h: &Harness) {
 async fn one_approval_covers_each_batch_with_a_record(h: &Harness) {
     let (ids, pending) = fleet(h, "prod").await;
     let owner = h
-        .done::<ops::CreateOwner>(&h.admin(), from(serde_json::json!({ "name": "Ada" })))
+        .done::<ops::SaveOwner>(&h.admin(), from(serde_json::json!({ "name": "Ada" })))
         .await;
 
     // Reassign by filter: one approval, every certificate, one record.

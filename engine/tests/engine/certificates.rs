@@ -199,7 +199,7 @@ async fn list_filters_sorts_and_pages(h: &Harness) {
 
 async fn update_archive_and_renew(h: &Harness) {
     let team = h
-        .done::<ops::CreateTeam>(
+        .done::<ops::SaveTeam>(
             &h.admin(),
             ops::TeamInput {
                 id: None,
@@ -209,7 +209,7 @@ async fn update_archive_and_renew(h: &Harness) {
         )
         .await;
     let owner = h
-        .done::<ops::CreateOwner>(
+        .done::<ops::SaveOwner>(
             &h.admin(),
             ops::OwnerInput {
                 id: None,

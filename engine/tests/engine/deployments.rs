@@ -30,7 +30,7 @@ async fn agent_csr_queues_deployments_reported_and_verified(h: &Harness) {
     let (id2, agent2) = agents[1].clone();
     // Unknown fields and traversal in a target's settings are refused.
     let bad = h
-        .call::<ops::CreateTarget>(
+        .call::<ops::SaveTarget>(
             &admin,
             input(json!({"name": "x", "kind": "nginx", "config": {"cert_path": "/etc/nginx/../shadow"}})),
         )
@@ -39,7 +39,7 @@ async fn agent_csr_queues_deployments_reported_and_verified(h: &Harness) {
     let mut targets = Vec::new();
     for (name, agent) in [("t1", &id1), ("t2", &id1), ("t3", &id2)] {
         let t = h
-            .done::<ops::CreateTarget>(
+            .done::<ops::SaveTarget>(
                 &admin,
                 input(json!({"name": name, "kind": "nginx", "agent_id": agent,
                     "config": {"cert_path": "/etc/nginx/a.pem", "key_path": "/etc/nginx/a.key"}})),

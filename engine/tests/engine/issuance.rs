@@ -239,7 +239,7 @@ async fn sub_ca_chains_to_imported_root(h: &Harness) {
 
 async fn profile_refuses_bad_requests_and_leaves_nothing(h: &Harness) {
     let profile = h
-        .done::<ops::CreateProfile>(
+        .done::<ops::SaveProfile>(
             &h.admin(),
             serde_json::from_value(serde_json::json!({
                 "name": "strict",
@@ -368,7 +368,7 @@ async fn profile_refuses_bad_requests_and_leaves_nothing(h: &Harness) {
 
 async fn server_keygen_needs_profile_and_config(h: &Harness) {
     let profile = h
-        .done::<ops::CreateProfile>(
+        .done::<ops::SaveProfile>(
             &h.admin(),
             serde_json::from_value(serde_json::json!({
                 "name": "demo-server-keys", "keygen_mode": "server",

@@ -727,7 +727,7 @@ async fn an_agents_csr_signed_by_an_external_ca_is_deployed_and_renewed(h: &Harn
     let mut agent = super::support::principal("pr-web-1", certctl_engine::domain::Role::Agent);
     agent.agent_id = Some(agent_id.clone());
     let t = h
-        .done::<ops::CreateTarget>(
+        .done::<ops::SaveTarget>(
             &admin,
             serde_json::from_value(serde_json::json!({
                 "name": "t1", "kind": "nginx", "agent_id": agent_id,

@@ -45,7 +45,7 @@ pub async fn channel(
     if let Some(s) = secret {
         input["secret"] = s.into();
     }
-    h.done::<ops::CreateNotificationChannel>(&h.admin(), from(input))
+    h.done::<ops::SaveNotificationChannel>(&h.admin(), from(input))
         .await
 }
 
@@ -56,7 +56,7 @@ pub async fn rule(h: &Harness, name: &str, channel_id: &str, extra: serde_json::
             input[k] = v;
         }
     }
-    h.done::<ops::CreateNotificationRule>(&h.admin(), from(input))
+    h.done::<ops::SaveNotificationRule>(&h.admin(), from(input))
         .await;
 }
 
@@ -265,7 +265,7 @@ async fn email_reaches_a_real_smtp_server(h: &Harness) {
         return;
     };
     let owner = h
-        .done::<ops::CreateOwner>(
+        .done::<ops::SaveOwner>(
             &h.admin(),
             from(serde_json::json!({ "name": "Alice", "email": "alice@example.com" })),
         )
@@ -459,10 +459,10 @@ async fn two_engines_never_send_a_delivery_twice(h: &Harness) {
 async fn events_are_routed_by_owner_and_kind(h: &Harness) {
     let rx = Receiver::start().await;
     let alice = h
-        .done::<ops::CreateOwner>(&h.admin(), from(serde_json::json!({ "name": "Alice" })))
+        .done::<ops::SaveOwner>(&h.admin(), from(serde_json::json!({ "name": "Alice" })))
         .await;
     let bob = h
-        .done::<ops::CreateOwner>(&h.admin(), from(serde_json::json!({ "name": "Bob" })))
+        .done::<ops::SaveOwner>(&h.admin(), from(serde_json::json!({ "name": "Bob" })))
         .await;
     let a = channel(
         h,
@@ -629,14 +629,14 @@ async fn secrets_are_sealed_and_never_shown(h: &Harness) {
     assert!(!audit.contains("routing-key-SECRET"));
     // Updating without a secret keeps it; "" removes it (then PagerDuty refuses).
     let kept = h
-        .done::<ops::UpdateNotificationChannel>(
+        .done::<ops::SaveNotificationChannel>(
             &h.admin(),
             from(serde_json::json!({ "id": c.id, "name": "pd2", "kind": "pagerduty" })),
         )
         .await;
     assert!(kept.secret_set);
     let err = h
-        .call::<ops::UpdateNotificationChannel>(
+        .call::<ops::SaveNotificationChannel>(
             &h.admin(),
             from(
                 serde_json::json!({ "id": c.id, "name": "pd2", "kind": "pagerduty", "secret": "" }),
@@ -648,7 +648,7 @@ async fn secrets_are_sealed_and_never_shown(h: &Harness) {
     // Viewers see channels but cannot create them.
     let viewer = principal("pr-viewer", Role::Viewer);
     assert!(
-        h.call::<ops::CreateNotificationChannel>(
+        h.call::<ops::SaveNotificationChannel>(
             &viewer,
             from(serde_json::json!({ "name": "x", "kind": "slack", "settings": { "url": "http://127.0.0.1:9/x" } })),
         )
@@ -685,7 +685,7 @@ async fn bad_channel_input_is_refused(h: &Harness) {
         ),
     ] {
         let err = h
-            .call::<ops::CreateNotificationChannel>(&h.admin(), from(input))
+            .call::<ops::SaveNotificationChannel>(&h.admin(), from(input))
             .await
             .expect_err(why);
         assert_eq!(err.code(), "invalid-input", "{why}: {err}");
@@ -699,7 +699,7 @@ async fn bad_channel_input_is_refused(h: &Harness) {
     )
     .await;
     let dup = h
-        .call::<ops::CreateNotificationChannel>(
+        .call::<ops::SaveNotificationChannel>(
             &h.admin(),
             from(serde_json::json!({ "name": "ok", "kind": "slack", "settings": { "url": "http://127.0.0.1:1/" } })),
         )
@@ -708,7 +708,7 @@ async fn bad_channel_input_is_refused(h: &Harness) {
     assert_eq!(dup.code(), "conflict");
     // A rule to an unknown channel or owner is refused; a used channel is not deleted.
     let err = h
-        .call::<ops::CreateNotificationRule>(
+        .call::<ops::SaveNotificationRule>(
             &h.admin(),
             from(serde_json::json!({ "name": "r", "channel_id": "nch-nope" })),
         )
@@ -716,7 +716,7 @@ async fn bad_channel_input_is_refused(h: &Harness) {
         .expect_err("unknown channel");
     assert_eq!(err.code(), "not-found");
     let err = h
-        .call::<ops::CreateNotificationRule>(
+        .call::<ops::SaveNotificationRule>(
             &h.admin(),
             from(serde_json::json!({ "name": "r", "channel_id": c.id, "owner_id": "own-nope" })),
         )

@@ -29,7 +29,7 @@ async fn policy(
     mode: &str,
     params: serde_json::Value,
 ) -> String {
-    h.done::<ops::CreatePolicy>(
+    h.done::<ops::SavePolicy>(
         &h.admin(),
         from(serde_json::json!({
             "name": name, "kind": kind, "severity": "high", "mode": mode, "params": params,
@@ -211,7 +211,7 @@ async fn warn_records_a_violation_and_a_notification(h: &Harness) {
         0
     );
     // A disabled rule is not checked.
-    h.done::<ops::UpdatePolicy>(
+    h.done::<ops::SavePolicy>(
         &h.admin(),
         from(serde_json::json!({
             "id": rule, "name": "short lives", "kind": "max_lifetime", "severity": "high",
@@ -324,7 +324,7 @@ async fn rule_params_are_checked_when_saved(h: &Harness) {
         ),
     ] {
         let err = h
-            .call::<ops::CreatePolicy>(
+            .call::<ops::SavePolicy>(
                 &h.admin(),
                 from(serde_json::json!({ "name": "bad", "kind": kind, "severity": "low", "mode": "warn", "params": params })),
             )
@@ -345,7 +345,7 @@ async fn smime_and_code_signing_profiles_and_stats_by_owner_and_team(h: &Harness
     // An S/MIME profile (e-mail names, emailProtection) and a code-signing
     // profile: the local CA writes their EKUs, openssl reads them back.
     let smime = h
-        .done::<ops::CreateProfile>(
+        .done::<ops::SaveProfile>(
             &h.admin(),
             from(
                 serde_json::json!({ "name": "smime", "ekus": ["email_protection"],
@@ -354,16 +354,16 @@ async fn smime_and_code_signing_profiles_and_stats_by_owner_and_team(h: &Harness
         )
         .await;
     let signing = h
-        .done::<ops::CreateProfile>(
+        .done::<ops::SaveProfile>(
             &h.admin(),
             from(serde_json::json!({ "name": "signing", "ekus": ["code_signing"] })),
         )
         .await;
     let owner = h
-        .done::<ops::CreateOwner>(&h.admin(), from(serde_json::json!({ "name": "Ada" })))
+        .done::<ops::SaveOwner>(&h.admin(), from(serde_json::json!({ "name": "Ada" })))
         .await;
     let team = h
-        .done::<ops::CreateTeam>(&h.admin(), from(serde_json::json!({ "name": "sec" })))
+        .done::<ops::SaveTeam>(&h.admin(), from(serde_json::json!({ "name": "sec" })))
         .await;
     let dir = tempfile::tempdir().unwrap();
     for (cn, names, profile, want) in [

@@ -362,7 +362,7 @@ async fn bulk_revocation_by_filter_is_gated_and_skips(h: &Harness) {
 
 async fn short_lived_and_unissued_are_not_revoked(h: &Harness) {
     let profile = h
-        .done::<ops::CreateProfile>(
+        .done::<ops::SaveProfile>(
             &h.admin(),
             serde_json::from_value(serde_json::json!({
                 "name": "short", "short_lived": true, "default_ttl_seconds": 3600,
@@ -479,7 +479,7 @@ async fn export_formats_and_single_use_links(h: &Harness) {
     .await;
     let admin = h.admin();
     let profile = h
-        .done::<ops::CreateProfile>(
+        .done::<ops::SaveProfile>(
             &admin,
             serde_json::from_value(serde_json::json!({
                 "name": "kiosk-keys", "keygen_mode": "server", "allowed_key_types": ["ecdsa-p256"],

@@ -80,7 +80,7 @@ async fn renewals_are_queued_once_and_gated(h: &Harness) {
     let soon = issue(h, "soon.example.com", 20, None).await;
     let later = issue(h, "later.example.com", 90, None).await;
     let profile = h
-        .done::<ops::CreateProfile>(
+        .done::<ops::SaveProfile>(
             &h.admin(),
             serde_json::from_value(
                 serde_json::json!({ "name": "regulated", "requires_approval": true }),
@@ -317,7 +317,7 @@ async fn silent_agents_go_offline(h: &Harness) {
 
 async fn short_lived_certificates_expire_without_revocation(h: &Harness) {
     let profile = h
-        .done::<ops::CreateProfile>(
+        .done::<ops::SaveProfile>(
             &h.admin(),
             serde_json::from_value(serde_json::json!({
                 "name": "ephemeral", "short_lived": true,
@@ -369,7 +369,7 @@ async fn short_lived_certificates_expire_without_revocation(h: &Harness) {
 
 async fn renewal_policy_fraction_decides_when_renewal_is_due(h: &Harness) {
     let policy = h
-        .done::<ops::CreateRenewalPolicy>(
+        .done::<ops::SaveRenewalPolicy>(
             &h.admin(),
             serde_json::from_value(serde_json::json!({
                 "name": "half", "renew_at_fraction": 0.5, "jitter_percent": 0
@@ -429,7 +429,7 @@ async fn renewal_policy_fraction_decides_when_renewal_is_due(h: &Harness) {
         },
     )
     .await;
-    h.done::<ops::UpdateRenewalPolicy>(
+    h.done::<ops::SaveRenewalPolicy>(
         &h.admin(),
         serde_json::from_value(serde_json::json!({
             "id": policy.id, "name": "quarter", "renew_at_fraction": 0.25, "jitter_percent": 0
@@ -480,7 +480,7 @@ async fn three_processes_renew_each_certificate_once(h: &Harness) {
     ];
     // Server-side keys: renewals complete without an agent.
     let profile = h
-        .done::<ops::CreateProfile>(
+        .done::<ops::SaveProfile>(
             &h.admin(),
             serde_json::from_value(serde_json::json!({ "name": "demo", "keygen_mode": "server" }))
                 .expect("input"),
