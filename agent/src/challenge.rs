@@ -79,9 +79,7 @@ impl Challenge {
             }
             Some("remove") => Action::Remove,
             other => {
-                return Err(Failure::new(format!(
-                    "unknown challenge action {other:?}"
-                )));
+                return Err(Failure::new(format!("unknown challenge action {other:?}")));
             }
         };
         Ok(Self {
@@ -130,7 +128,9 @@ pub fn place(
     key_authorization: &str,
 ) -> Result<PathBuf, Failure> {
     if !base64url(token) {
-        return Err(Failure::new("the challenge token is not base64url; refused"));
+        return Err(Failure::new(
+            "the challenge token is not base64url; refused",
+        ));
     }
     let dir = challenge_dir(roots, webroot, true)?;
     let path = roots.check(&dir.join(token))?;
@@ -156,7 +156,9 @@ pub fn place(
 /// Deletes the token file; true when there was one.
 pub fn remove(roots: &DeployRoots, webroot: &Path, token: &str) -> Result<bool, Failure> {
     if !base64url(token) {
-        return Err(Failure::new("the challenge token is not base64url; refused"));
+        return Err(Failure::new(
+            "the challenge token is not base64url; refused",
+        ));
     }
     let dir = match challenge_dir(roots, webroot, false) {
         Ok(d) => d,
@@ -168,7 +170,10 @@ pub fn remove(roots: &DeployRoots, webroot: &Path, token: &str) -> Result<bool, 
     match std::fs::remove_file(&path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Failure::new(format!("cannot remove {}: {e}", path.display()))),
+        Err(e) => Err(Failure::new(format!(
+            "cannot remove {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -244,9 +249,11 @@ mod tests {
         dns["challenge"] = "dns-01".into();
         assert!(Challenge::from_payload(&dns).is_err());
         assert_eq!(
-            Challenge::from_payload(&json!({"challenge": "http-01", "action": "remove", "token": TOKEN}))
-                .unwrap()
-                .action,
+            Challenge::from_payload(
+                &json!({"challenge": "http-01", "action": "remove", "token": TOKEN})
+            )
+            .unwrap()
+            .action,
             Action::Remove
         );
     }
@@ -259,7 +266,13 @@ mod tests {
         std::fs::create_dir_all(&root).unwrap();
         let roots = DeployRoots::new(vec![root.clone()]);
         let path = place(&roots, &root, TOKEN, "ka-1").unwrap();
-        assert_eq!(path, root.canonicalize().unwrap().join(".well-known/acme-challenge").join(TOKEN));
+        assert_eq!(
+            path,
+            root.canonicalize()
+                .unwrap()
+                .join(".well-known/acme-challenge")
+                .join(TOKEN)
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "ka-1");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o644);

@@ -113,8 +113,12 @@ pub struct Agent {
 /// What one job's handling ended with, for logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handled {
-    CsrSent { version_id: String },
-    Deployed { changed: bool },
+    CsrSent {
+        version_id: String,
+    },
+    Deployed {
+        changed: bool,
+    },
     /// An ACME HTTP-01 token was put in place or taken away.
     Challenge(String),
     Failed(String),
@@ -125,7 +129,10 @@ impl Agent {
         let client = Client::new(&config.server, Some(config.api_key.clone()))
             .map_err(|e| Failure::new(e.to_string()))?;
         let keys = KeyDir::open(&config.key_dir)?;
-        let http01 = config.http01_listen.as_deref().map(challenge::Listener::new);
+        let http01 = config
+            .http01_listen
+            .as_deref()
+            .map(challenge::Listener::new);
         Ok(Self {
             config,
             client,
@@ -377,23 +384,33 @@ impl Agent {
     async fn challenge(&self, d: &AgentJob) -> Result<Handled, Failure> {
         let c = challenge::Challenge::from_payload(&d.job.payload)?;
         let webroot = match &d.target {
-            Some(t) => certctl_engine::domain::TargetConfig::parse(t.kind, &t.config)
-                .map_err(|e| Failure::new(e.to_string()))?
-                .acme_webroot,
+            Some(t) => {
+                certctl_engine::domain::TargetConfig::parse(t.kind, &t.config)
+                    .map_err(|e| Failure::new(e.to_string()))?
+                    .acme_webroot
+            }
             None => None,
         };
         let roots = &self.config.deploy_roots;
         let done = match (&c.action, &webroot, &self.http01) {
             (challenge::Action::Present { key_authorization }, Some(w), _) => {
                 let path = challenge::place(roots, w, &c.token, key_authorization)?;
-                format!("HTTP-01 token for {} written to {}", c.identifier, path.display())
+                format!(
+                    "HTTP-01 token for {} written to {}",
+                    c.identifier,
+                    path.display()
+                )
             }
             (challenge::Action::Remove, Some(w), _) => {
                 let removed = challenge::remove(roots, w, &c.token)?;
                 format!(
                     "HTTP-01 token for {} {}",
                     c.identifier,
-                    if removed { "removed" } else { "was already gone" }
+                    if removed {
+                        "removed"
+                    } else {
+                        "was already gone"
+                    }
                 )
             }
             (challenge::Action::Present { key_authorization }, None, Some(l)) => {

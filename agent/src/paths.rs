@@ -36,13 +36,20 @@ impl DeployRoots {
     pub fn check_dir(&self, dir: &Path) -> Result<PathBuf, Failure> {
         certctl_engine::domain::target_config::check_path(dir)
             .map_err(|e| Failure::new(e.to_string()))?;
-        let real = dir.canonicalize().map_err(|e| {
-            Failure::new(format!("directory {} is not usable: {e}", dir.display()))
-        })?;
+        let real = dir
+            .canonicalize()
+            .map_err(|e| Failure::new(format!("directory {} is not usable: {e}", dir.display())))?;
         if !real.is_dir() {
-            return Err(Failure::new(format!("{} is not a directory", dir.display())));
+            return Err(Failure::new(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
         }
-        if !self.0.iter().any(|root| root.canonicalize().is_ok_and(|r| real.starts_with(&r))) {
+        if !self
+            .0
+            .iter()
+            .any(|root| root.canonicalize().is_ok_and(|r| real.starts_with(&r)))
+        {
             return Err(Failure::new(format!(
                 "{} is outside the agent's deploy roots ({})",
                 dir.display(),

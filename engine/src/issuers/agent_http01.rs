@@ -74,10 +74,10 @@ impl AgentHttp01<'_> {
     /// the agent of the first target that names one.
     async fn choose(&self) -> Result<(String, String), IssuerError> {
         let engine = self.cp.engine;
-        let key_holder = self.cp.payload.lock().unwrap_or_else(|e| e.into_inner())
-            ["deploy_agent_id"]
-            .as_str()
-            .map(str::to_owned);
+        let key_holder =
+            self.cp.payload.lock().unwrap_or_else(|e| e.into_inner())["deploy_agent_id"]
+                .as_str()
+                .map(str::to_owned);
         let mut tx = engine.store().begin_read().await.map_err(transient)?;
         let targets = tx
             .certificate_targets(&self.cp.certificate_id)
@@ -161,7 +161,13 @@ impl AgentHttp01<'_> {
     }
 
     async fn job(&self, id: &str) -> Result<Option<Job>, IssuerError> {
-        let mut tx = self.cp.engine.store().begin_read().await.map_err(transient)?;
+        let mut tx = self
+            .cp
+            .engine
+            .store()
+            .begin_read()
+            .await
+            .map_err(transient)?;
         let job = tx.job(id).await.map_err(transient)?;
         tx.commit().await.map_err(transient)?;
         Ok(job)
@@ -250,7 +256,9 @@ impl Http01Solver for AgentHttp01<'_> {
             "key_authorization": key_auth,
             "issuer_job_id": self.cp.job_id,
         });
-        let job_id = self.queue(&agent_id, &target_id, payload, "present").await?;
+        let job_id = self
+            .queue(&agent_id, &target_id, payload, "present")
+            .await?;
         let placed = Placed {
             job_id,
             agent_id,

@@ -85,7 +85,10 @@ pub(super) struct JobCheckpoint<'a> {
 
 impl JobCheckpoint<'_> {
     /// Saves the whole payload while this worker holds the job's lease.
-    pub(super) async fn save_payload(&self, payload: &serde_json::Value) -> Result<(), IssuerError> {
+    pub(super) async fn save_payload(
+        &self,
+        payload: &serde_json::Value,
+    ) -> Result<(), IssuerError> {
         let saved = self
             .engine
             .store()
@@ -117,7 +120,10 @@ impl Checkpoint for JobCheckpoint<'_> {
         &self,
         timeout: std::time::Duration,
     ) -> Option<Box<dyn super::acme_dns::Http01Solver + '_>> {
-        Some(Box::new(super::agent_http01::AgentHttp01 { cp: self, timeout }))
+        Some(Box::new(super::agent_http01::AgentHttp01 {
+            cp: self,
+            timeout,
+        }))
     }
 
     async fn save_account(

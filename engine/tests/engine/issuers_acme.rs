@@ -309,7 +309,10 @@ pub(super) async fn job(h: &Harness, id: &str) -> certctl_engine::domain::Job {
     .await
 }
 
-pub(super) async fn versions(h: &Harness, id: &str) -> Vec<certctl_engine::domain::CertificateVersion> {
+pub(super) async fn versions(
+    h: &Harness,
+    id: &str,
+) -> Vec<certctl_engine::domain::CertificateVersion> {
     h.done::<ops::GetCertificate>(&h.admin(), ops::CertificateIdInput { id: id.to_owned() })
         .await
         .versions

@@ -40,7 +40,10 @@ async fn setup(h: &Harness, pebble: &Pebble, timeout: u64) -> Setup {
     let mut config = pebble.issuer_config("http-01", None);
     config["http01_solver"] = "agent".into();
     config["agent_challenge_timeout_seconds"] = timeout.into();
-    config.as_object_mut().expect("object").remove("http01_listen");
+    config
+        .as_object_mut()
+        .expect("object")
+        .remove("http01_listen");
     let issuer = create_issuer(h, "pebble-agent", config, json!({})).await;
     let a = h
         .done::<ops::RegisterAgent>(&h.admin(), input(json!({"name": "web-1"})))
@@ -60,9 +63,11 @@ async fn issue_from_agent(h: &Harness, s: &Setup, cn: &str) -> (String, String) 
     let t = h
         .done::<ops::CreateTarget>(
             &h.admin(),
-            input(json!({"name": format!("t-{cn}"), "kind": "nginx", "agent_id": s.agent_id,
+            input(
+                json!({"name": format!("t-{cn}"), "kind": "nginx", "agent_id": s.agent_id,
                 "config": {"cert_path": "/etc/nginx/a.pem", "key_path": "/etc/nginx/a.key",
-                           "acme_webroot": "/var/www/html"}})),
+                           "acme_webroot": "/var/www/html"}}),
+            ),
         )
         .await;
     let c = h
@@ -167,7 +172,11 @@ async fn acme_http01_answered_by_the_agent(h: &Harness) {
     assert_eq!(j.status, JobStatus::Completed, "{report:?} {j:?}");
     let v = versions(h, &cert).await;
     assert_eq!(v.len(), 1);
-    openssl_verify(&pebble.issuing_root().await, &v[0].chain_pem, &v[0].cert_pem);
+    openssl_verify(
+        &pebble.issuing_root().await,
+        &v[0].chain_pem,
+        &v[0].cert_pem,
+    );
 
     // The token is taken away: a removal job for the same token and target.
     let removal: Vec<Job> = challenge_work(h, &s)
