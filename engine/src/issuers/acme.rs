@@ -743,3 +743,39 @@ impl Connector for AcmeConnector {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: serde_json::Value) -> Result<AcmeConfig> {
+        let mut c = serde_json::json!({"directory_url": "https://ca.example/dir"});
+        if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+            c.extend(extra.clone());
+        }
+        let c: AcmeConfig = serde_json::from_value(c).map_err(|e| Error::invalid(e.to_string()))?;
+        c.check().map(|()| c)
+    }
+
+    #[test]
+    fn http01_is_answered_by_the_builtin_responder_or_the_agent() {
+        let e = config(serde_json::json!({})).unwrap_err();
+        assert!(e.to_string().contains("http01_listen"), "{e}");
+        let c = config(serde_json::json!({"http01_listen": "127.0.0.1:80"})).unwrap();
+        assert_eq!(c.http01_solver, "builtin");
+        let c = config(serde_json::json!({"http01_solver": "agent"})).unwrap();
+        assert_eq!(c.agent_challenge_timeout_seconds, 120);
+        let e = config(serde_json::json!({"http01_solver": "somebody"})).unwrap_err();
+        assert!(e.to_string().contains("builtin or agent"), "{e}");
+        for t in [0, 3601] {
+            let e = config(
+                serde_json::json!({"http01_solver": "agent", "agent_challenge_timeout_seconds": t}),
+            )
+            .unwrap_err();
+            assert!(
+                e.to_string().contains("agent_challenge_timeout_seconds"),
+                "{e}"
+            );
+        }
+    }
+}
