@@ -118,6 +118,8 @@ fn nginx_conf(dir: &Path, tls_port: u16, http_port: u16, webroot: &Path) -> Stri
 /// The serve flags: fast job and lease loops, a short job lease, so the
 /// restarted process reclaims the dead one's issuer job within seconds.
 const FAST: &[&str] = &[
+    "--renewal-check-interval-seconds",
+    "1",
     "--job-interval-seconds",
     "1",
     "--job-lease-interval-seconds",
@@ -326,7 +328,61 @@ async fn acme_http01_answered_by_the_agent_through_nginx_across_a_restart() {
         jobs.iter().any(|j| j["id"] == challenge["id"]),
         "the challenge job from before the restart was the one answered: {jobs:?}"
     );
+
+    // The scheduler renews it: a policy that makes it due at once; the
+    // agent sends a CSR (answers a challenge when the CA asks for one) and
+    // deploys the new version.
+    let fp1 = v["served_fingerprint"].as_str().unwrap().to_owned();
+    let policy = call(
+        &admin,
+        "create_renewal_policy",
+        json!({"name": "due-now", "renew_before_days": 3650, "jitter_percent": 0}),
+    )
+    .await;
+    call(
+        &admin,
+        "update_certificate",
+        json!({"id": cert, "renewal_policy_id": policy["id"]}),
+    )
+    .await;
+    let renewed = until("the renewal's deployment to end", async || {
+        let jobs = call(
+            &admin,
+            "list_jobs",
+            json!({"certificate_id": cert, "kind": "deployment"}),
+        )
+        .await;
+        jobs["data"]
+            .as_array()?
+            .iter()
+            .find(|j| {
+                j["id"] != deployed["id"]
+                    && matches!(j["status"].as_str(), Some("completed" | "failed"))
+            })
+            .cloned()
+    })
+    .await;
+    call(
+        &admin,
+        "update_certificate",
+        json!({"id": cert, "renewal_policy_id": ""}),
+    )
+    .await;
+    assert_eq!(renewed["status"], "completed", "{renewed}");
+    let v2 = call(&admin, "get_job_verification", json!({"id": renewed["id"]})).await;
+    assert_eq!(v2["verified"], true, "{v2}");
+    assert_ne!(v2["served_fingerprint"], fp1.as_str(), "a new certificate");
+    // No count of challenge jobs here: Pebble reuses a valid authorization
+    // for half the orders by default (PEBBLE_AUTHZREUSE), so the renewal
+    // may need no challenge at all. Any challenge it had was answered.
+    for j in validation_jobs(&admin, &cert).await {
+        assert_eq!(j["status"], "completed", "{j}");
+    }
+    until("nginx to serve the renewed chain from Pebble", async || {
+        served_chain_verifies(tls_port, &pebble_root).ok()
+    })
+    .await;
     println!(
-        "acme by agent: order {order_url} resumed after SIGKILL, token {token} served by nginx, certificate from Pebble deployed and verified, token removed"
+        "acme by agent: order {order_url} resumed after SIGKILL, token {token} served by nginx, certificate from Pebble deployed and verified, token removed; renewed by the scheduler through the agent"
     );
 }
