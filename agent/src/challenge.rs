@@ -290,6 +290,44 @@ mod tests {
         assert!(place(&roots, &root, "../x", "ka").is_err());
     }
 
+    /// `GET path` on 127.0.0.1:port; the status line and the body.
+    async fn get(port: u16, path: &str) -> (String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let status = out.lines().next().unwrap_or_default().to_owned();
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn the_listener_serves_only_the_tokens_it_holds() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let l = Listener::new(&format!("127.0.0.1:{port}"));
+        let ka = format!("{TOKEN}.9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI");
+        let c = Challenge::from_payload(&present(TOKEN, &ka)).unwrap();
+        l.present(&c, &ka).await.unwrap();
+        let path = format!("/.well-known/acme-challenge/{TOKEN}");
+        let (status, body) = get(port, &path).await;
+        assert!(status.contains("200"), "{status}");
+        assert_eq!(body, ka);
+        let (status, _) = get(port, "/.well-known/acme-challenge/other").await;
+        assert!(status.contains("404"), "{status}");
+        l.remove(&c).await;
+        let (status, _) = get(port, &path).await;
+        assert!(status.contains("404"), "{status}");
+    }
+
     #[test]
     fn webroots_outside_the_roots_or_through_links_are_refused() {
         let dir = tempfile::tempdir().unwrap();

@@ -220,6 +220,19 @@ mod tests {
     }
 
     #[test]
+    fn the_acme_webroot_is_an_absolute_normalized_path() {
+        let ok = TargetConfig::parse(TargetKind::Nginx, &json!({"acme_webroot": "/var/www/html"}))
+            .unwrap();
+        assert_eq!(ok.acme_webroot.unwrap(), PathBuf::from("/var/www/html"));
+        for bad in ["/var/www/../../etc", "www", "/var/./www"] {
+            assert!(
+                TargetConfig::parse(TargetKind::Nginx, &json!({"acme_webroot": bad})).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn traversal_and_relative_paths_are_refused() {
         for bad in ["/etc/nginx/../shadow", "certs/a.pem", "/etc/./a"] {
             let r = TargetConfig::parse(
