@@ -237,6 +237,19 @@ impl AgentHttp01<'_> {
 #[async_trait::async_trait]
 impl Http01Solver for AgentHttp01<'_> {
     async fn present(&self, name: &str, token: &str, key_auth: &str) -> Result<(), IssuerError> {
+        // RFC 8555 §8.3: base64url only. The agent checks again; a token
+        // that is anything else never reaches it.
+        let base64url = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 256
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !base64url(token) {
+            return Err(IssuerError::rejected(format!(
+                "the ACME CA sent an HTTP-01 token for {name} that is not base64url; refused"
+            )));
+        }
         // A resumed attempt finds the challenge job of the attempt that died.
         if let Some(placed) = self.recorded(token).filter(|p| !p.removed) {
             let status = self.job(&placed.job_id).await?.map(|j| j.status);
