@@ -1,11 +1,13 @@
 //! The certctl agent: runs on each server, next to the services whose
-//! certificates it manages. It calls the control plane and never listens:
-//! it heartbeats, polls its work, generates private keys locally (they never
-//! leave this machine), sends CSRs, deploys the issued certificates to the
-//! targets an admin configured, verifies what they serve, and reports each
-//! step. It must never send key material to the control plane, never write
+//! certificates it manages. It calls the control plane, which never calls
+//! it: it heartbeats, polls its work, generates private keys locally (they
+//! never leave this machine), sends CSRs, deploys the issued certificates to
+//! the targets an admin configured, verifies what they serve, puts ACME
+//! HTTP-01 tokens in place for the CA, and reports each step. It listens
+//! only when told to (`http01_listen`, for HTTP-01 tokens, and nothing else). It must never send key material to the control plane, never write
 //! outside its deploy roots, and never run a command a job could choose.
 
+pub mod challenge;
 pub mod connectors;
 pub mod deploy;
 pub mod discover;
@@ -79,6 +81,9 @@ pub struct AgentConfig {
     /// Labels sent with each heartbeat (agent groups match on them); `None`
     /// leaves the control plane's labels as they are.
     pub labels: Option<std::collections::BTreeMap<String, String>>,
+    /// Where the agent answers ACME HTTP-01 challenges itself, for targets
+    /// without an `acme_webroot` (bound on the first challenge).
+    pub http01_listen: Option<String>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -92,6 +97,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("deploy_roots", &self.deploy_roots)
             .field("discovery_interval", &self.discovery_interval)
             .field("labels", &self.labels)
+            .field("http01_listen", &self.http01_listen)
             .finish()
     }
 }
@@ -101,13 +107,20 @@ pub struct Agent {
     config: AgentConfig,
     client: Client,
     keys: KeyDir,
+    http01: Option<challenge::Listener>,
 }
 
 /// What one job's handling ended with, for logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handled {
-    CsrSent { version_id: String },
-    Deployed { changed: bool },
+    CsrSent {
+        version_id: String,
+    },
+    Deployed {
+        changed: bool,
+    },
+    /// An ACME HTTP-01 token was put in place or taken away.
+    Challenge(String),
     Failed(String),
 }
 
@@ -116,10 +129,15 @@ impl Agent {
         let client = Client::new(&config.server, Some(config.api_key.clone()))
             .map_err(|e| Failure::new(e.to_string()))?;
         let keys = KeyDir::open(&config.key_dir)?;
+        let http01 = config
+            .http01_listen
+            .as_deref()
+            .map(challenge::Listener::new);
         Ok(Self {
             config,
             client,
             keys,
+            http01,
         })
     }
 
@@ -242,6 +260,10 @@ impl Agent {
                 self.report(&job.id, "running", None).await?;
                 self.deploy(&details).await
             }
+            (JobStatus::Pending, JobKind::Validation) => {
+                self.report(&job.id, "running", None).await?;
+                self.challenge(&details).await
+            }
             (status, kind) => Err(Failure::new(format!(
                 "this agent does not handle {} jobs that are {}",
                 kind.as_str(),
@@ -253,12 +275,12 @@ impl Agent {
             Ok(h) => {
                 let msg = match &h {
                     Handled::Deployed { changed: false } => {
-                        "already deployed (same SHA-256); nothing written"
+                        "already deployed (same SHA-256); nothing written".to_owned()
                     }
-                    _ => "deployed, validated, reloaded and verified",
+                    Handled::Challenge(what) => what.clone(),
+                    _ => "deployed, validated, reloaded and verified".to_owned(),
                 };
-                self.report(&job.id, "completed", Some(msg.to_owned()))
-                    .await?;
+                self.report(&job.id, "completed", Some(msg)).await?;
                 Ok(h)
             }
             // The key and the job's state stay on disk; the next poll
@@ -355,6 +377,58 @@ impl Agent {
         st.version_id = Some(version_id.clone());
         self.keys.save_job_state(job_id, &st)?;
         Ok(Handled::CsrSent { version_id })
+    }
+
+    /// Puts an ACME HTTP-01 token in place (or takes it away): in the
+    /// target's `acme_webroot`, or on this agent's own listener.
+    async fn challenge(&self, d: &AgentJob) -> Result<Handled, Failure> {
+        let c = challenge::Challenge::from_payload(&d.job.payload)?;
+        let webroot = match &d.target {
+            Some(t) => {
+                certctl_engine::domain::TargetConfig::parse(t.kind, &t.config)
+                    .map_err(|e| Failure::new(e.to_string()))?
+                    .acme_webroot
+            }
+            None => None,
+        };
+        let roots = &self.config.deploy_roots;
+        let done = match (&c.action, &webroot, &self.http01) {
+            (challenge::Action::Present { key_authorization }, Some(w), _) => {
+                let path = challenge::place(roots, w, &c.token, key_authorization)?;
+                format!(
+                    "HTTP-01 token for {} written to {}",
+                    c.identifier,
+                    path.display()
+                )
+            }
+            (challenge::Action::Remove, Some(w), _) => {
+                let removed = challenge::remove(roots, w, &c.token)?;
+                format!(
+                    "HTTP-01 token for {} {}",
+                    c.identifier,
+                    if removed {
+                        "removed"
+                    } else {
+                        "was already gone"
+                    }
+                )
+            }
+            (challenge::Action::Present { key_authorization }, None, Some(l)) => {
+                l.present(&c, key_authorization).await?;
+                format!("HTTP-01 token for {} served on {}", c.identifier, l.address)
+            }
+            (challenge::Action::Remove, None, Some(l)) => {
+                l.remove(&c).await;
+                format!("HTTP-01 token for {} no longer served", c.identifier)
+            }
+            (challenge::Action::Remove, None, None) => "nothing to remove".to_owned(),
+            (challenge::Action::Present { .. }, None, None) => {
+                return Err(Failure::new(
+                    "the target has no config.acme_webroot and this agent has no --http01-listen; the HTTP-01 challenge cannot be answered",
+                ));
+            }
+        };
+        Ok(Handled::Challenge(done))
     }
 
     async fn deploy(&self, d: &AgentJob) -> Result<Handled, Failure> {

@@ -31,6 +31,38 @@ impl DeployRoots {
         Self(DEFAULT_ROOTS.iter().map(PathBuf::from).collect())
     }
 
+    /// Checks that `dir` is an existing directory below a root once
+    /// symlinks are resolved; returns its real path.
+    pub fn check_dir(&self, dir: &Path) -> Result<PathBuf, Failure> {
+        certctl_engine::domain::target_config::check_path(dir)
+            .map_err(|e| Failure::new(e.to_string()))?;
+        let real = dir
+            .canonicalize()
+            .map_err(|e| Failure::new(format!("directory {} is not usable: {e}", dir.display())))?;
+        if !real.is_dir() {
+            return Err(Failure::new(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
+        }
+        if !self
+            .0
+            .iter()
+            .any(|root| root.canonicalize().is_ok_and(|r| real.starts_with(&r)))
+        {
+            return Err(Failure::new(format!(
+                "{} is outside the agent's deploy roots ({})",
+                dir.display(),
+                self.0
+                    .iter()
+                    .map(|r| r.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(real)
+    }
+
     /// Checks that `path` is a file the agent may replace: absolute and
     /// normalized, its parent a real directory below a root once symlinks
     /// are resolved, and the path itself not a symlink or a directory.

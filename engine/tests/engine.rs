@@ -18,6 +18,7 @@ mod engine {
     mod issuance;
     mod issuers;
     mod issuers_acme;
+    mod issuers_acme_agent;
     mod issuers_stepca;
     mod jobs;
     mod notifications;

@@ -44,6 +44,10 @@ pub struct AgentArgs {
     /// control plane holds are left as they are.
     #[arg(long, env = "CERTCTL_AGENT_LABELS", value_delimiter = ',', value_parser = parse_label)]
     pub labels: Option<Vec<(String, String)>>,
+    /// Where to answer ACME HTTP-01 challenges for targets without an
+    /// `acme_webroot` (`host:port`, usually `0.0.0.0:80`); bound on the first challenge.
+    #[arg(long, env = "CERTCTL_AGENT_HTTP01_LISTEN")]
+    pub http01_listen: Option<String>,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -81,6 +85,7 @@ pub async fn agent(global: &GlobalArgs, args: &AgentArgs) -> anyhow::Result<Exit
         verify_timeout: seconds(args.verify_seconds, "--verify-seconds")?,
         discovery_interval: seconds(args.discovery_seconds, "--discovery-seconds")?,
         labels: args.labels.as_ref().map(|l| l.iter().cloned().collect()),
+        http01_listen: args.http01_listen.clone(),
     };
     let agent = Agent::new(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!(agent = %args.agent_id, server = %global.server, "agent started");

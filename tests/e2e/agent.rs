@@ -1142,6 +1142,9 @@ async fn malformed_work_items_fail_their_jobs_and_the_agent_keeps_running() {
 #[path = "issuers.rs"]
 mod issuers;
 
+#[path = "acme_agent.rs"]
+mod acme_agent;
+
 /// Copies `from` to `to` until either side closes, keeping a copy of the bytes.
 fn pump(from: &mut std::net::TcpStream, to: &mut std::net::TcpStream, seen: &Mutex<Vec<u8>>) {
     let mut buf = [0u8; 8192];

@@ -84,7 +84,7 @@ cat "$CA_DIR/ca.pem" > "$CERTCTL_CHAIN_FILE"
 
 /// A peer binary from `env` or PATH; `None` (skip) when absent unless
 /// CERTCTL_REQUIRE_PEERS=1 (then it fails).
-fn peer(env: &str, name: &str) -> Option<PathBuf> {
+pub(super) fn peer(env: &str, name: &str) -> Option<PathBuf> {
     let found = std::env::var_os(env)
         .map(PathBuf::from)
         .filter(|p| p.is_file())
@@ -180,7 +180,11 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// name with 127.0.0.1, the control plane's built-in solver answers the
 /// challenge), as the engine's ACME tests start it; returns the processes,
 /// the issuer config and Pebble's issuing root file.
-async fn pebble(bin: &Path, chall_bin: &Path, dir: &Path) -> (Vec<Proc>, Value, PathBuf) {
+pub(super) async fn pebble(
+    bin: &Path,
+    chall_bin: &Path,
+    dir: &Path,
+) -> (Vec<Proc>, Value, PathBuf) {
     std::fs::create_dir_all(dir).unwrap();
     let ec = [
         "-newkey",
@@ -324,7 +328,7 @@ async fn pebble(bin: &Path, chall_bin: &Path, dir: &Path) -> (Vec<Proc>, Value, 
 }
 
 /// `openssl s_client` checks the served chain against `ca_file` and the name.
-fn served_chain_verifies(port: u16, ca_file: &Path) -> Result<(), String> {
+pub(super) fn served_chain_verifies(port: u16, ca_file: &Path) -> Result<(), String> {
     let out = Command::new("openssl")
         .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
         .args(["-servername", "app.test", "-verify_hostname", "app.test"])

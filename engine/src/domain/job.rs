@@ -11,6 +11,9 @@ pub enum JobKind {
     Issuance,
     Renewal,
     Deployment,
+    // An ACME HTTP-01 challenge for an agent to put in place or take away
+    // (payload `action`); see issuers/agent_http01.rs. (A plain comment:
+    // a doc comment here would change the published schemas.)
     Validation,
     /// Revoke a certificate at its external CA (after it was revoked in certctl).
     Revocation,

@@ -58,6 +58,11 @@ pub struct TargetConfig {
     /// SNI name for the check; the certificate's common name when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
+    /// The web root the target serves plain HTTP (port 80) from: the agent
+    /// writes ACME HTTP-01 tokens below it, into
+    /// `.well-known/acme-challenge/` (ACME issuers with `http01_solver = agent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme_webroot: Option<PathBuf>,
     /// F5 BIG-IP / IIS: management host (connector not supported on this platform yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
@@ -124,6 +129,7 @@ impl TargetConfig {
             &c.dynamic_config_path,
             &c.config_file,
             &c.pid_file,
+            &c.acme_webroot,
         ]
         .into_iter()
         .flatten()
@@ -211,6 +217,19 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn the_acme_webroot_is_an_absolute_normalized_path() {
+        let ok = TargetConfig::parse(TargetKind::Nginx, &json!({"acme_webroot": "/var/www/html"}))
+            .unwrap();
+        assert_eq!(ok.acme_webroot.unwrap(), PathBuf::from("/var/www/html"));
+        for bad in ["/var/www/../../etc", "www", "/var/./www"] {
+            assert!(
+                TargetConfig::parse(TargetKind::Nginx, &json!({"acme_webroot": bad})).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

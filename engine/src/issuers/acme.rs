@@ -41,9 +41,19 @@ pub struct AcmeConfig {
     /// `http-01` (default) or `dns-01`. Wildcards always use `dns-01`.
     #[serde(default = "default_challenge")]
     pub challenge: String,
+    /// Who answers HTTP-01: `builtin` (default), the control plane's own
+    /// responder on `http01_listen`, for names that point at it; or `agent`,
+    /// the agent of the certificate's target, which writes the token into
+    /// the target's `acme_webroot` or serves it on its `--http01-listen`.
+    #[serde(default = "default_http01_solver")]
+    pub http01_solver: String,
     /// Where the built-in HTTP-01 responder listens (e.g. `0.0.0.0:80`).
     #[serde(default)]
     pub http01_listen: Option<String>,
+    /// `http01_solver = agent`: how long to wait for the agent to report the
+    /// challenge in place before the attempt fails (default 120 s).
+    #[serde(default = "default_agent_challenge_timeout")]
+    pub agent_challenge_timeout_seconds: u64,
     /// DNS-01 hook script (absolute path): `HOOK present|cleanup FQDN VALUE`.
     #[serde(default)]
     pub dns01_hook: Option<String>,
@@ -104,6 +114,14 @@ fn default_challenge() -> String {
     "http-01".into()
 }
 
+fn default_http01_solver() -> String {
+    "builtin".into()
+}
+
+fn default_agent_challenge_timeout() -> u64 {
+    120
+}
+
 fn default_validation_timeout() -> u64 {
     120
 }
@@ -124,13 +142,19 @@ impl AcmeConfig {
             ));
         }
         match self.challenge.as_str() {
-            "http-01" => {
-                if self.http01_listen.is_none() {
+            "http-01" => match self.http01_solver.as_str() {
+                "builtin" if self.http01_listen.is_none() => {
                     return Err(Error::invalid(
-                        "acme issuer: http-01 needs http01_listen (the built-in responder's address)",
+                        "acme issuer: http-01 needs http01_listen (the built-in responder's address) or http01_solver = agent",
                     ));
                 }
-            }
+                "builtin" | "agent" => {}
+                other => {
+                    return Err(Error::invalid(format!(
+                        "acme issuer: http01_solver '{other}' is not supported (builtin or agent)"
+                    )));
+                }
+            },
             "dns-01" => {}
             other => {
                 return Err(Error::invalid(format!(
@@ -151,6 +175,11 @@ impl AcmeConfig {
         if rfc2136[0] && self.dns01_hook.is_some() {
             return Err(Error::invalid(
                 "acme issuer: choose one DNS-01 provider: dns01_hook or rfc2136_server",
+            ));
+        }
+        if !(1..=3600).contains(&self.agent_challenge_timeout_seconds) {
+            return Err(Error::invalid(
+                "acme issuer: agent_challenge_timeout_seconds must be 1 to 3600",
             ));
         }
         if !matches!(
@@ -508,7 +537,17 @@ impl Connector for AcmeConnector {
             }
         };
 
-        let http = self.http01();
+        let builtin = self.http01();
+        let by_agent = match self.config.http01_solver.as_str() {
+            "agent" => checkpoint.agent_http01(Duration::from_secs(
+                self.config.agent_challenge_timeout_seconds,
+            )),
+            _ => None,
+        };
+        let http: Option<&dyn Http01Solver> = match self.config.http01_solver.as_str() {
+            "agent" => by_agent.as_deref(),
+            _ => builtin.as_ref().map(|b| b as &dyn Http01Solver),
+        };
         let dns = self.dns01(req.now)?;
         let mut presented = Vec::new();
         let retries = RetryPolicy::new()
@@ -550,8 +589,12 @@ impl Connector for AcmeConnector {
                     solver.present(&fqdn, &value).await?;
                     presented.push(Presented::Dns(fqdn, value));
                 } else {
-                    let solver = http.as_ref().ok_or_else(|| {
-                        IssuerError::rejected("an HTTP-01 challenge needs config.http01_listen")
+                    let solver = http.ok_or_else(|| {
+                        IssuerError::rejected(if self.config.http01_solver == "agent" {
+                            "HTTP-01 by the agent is only answered inside an issuer job"
+                        } else {
+                            "an HTTP-01 challenge needs config.http01_listen"
+                        })
                     })?;
                     let token = challenge.token.clone();
                     solver.present(domain, &token, key_auth.as_str()).await?;
@@ -570,7 +613,7 @@ impl Connector for AcmeConnector {
         for p in presented {
             match p {
                 Presented::Http(name, token) => {
-                    if let Some(s) = &http {
+                    if let Some(s) = http {
                         s.cleanup(&name, &token).await;
                     }
                 }
@@ -698,5 +741,41 @@ impl Connector for AcmeConnector {
                 ""
             }
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: serde_json::Value) -> Result<AcmeConfig> {
+        let mut c = serde_json::json!({"directory_url": "https://ca.example/dir"});
+        if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+            c.extend(extra.clone());
+        }
+        let c: AcmeConfig = serde_json::from_value(c).map_err(|e| Error::invalid(e.to_string()))?;
+        c.check().map(|()| c)
+    }
+
+    #[test]
+    fn http01_is_answered_by_the_builtin_responder_or_the_agent() {
+        let e = config(serde_json::json!({})).unwrap_err();
+        assert!(e.to_string().contains("http01_listen"), "{e}");
+        let c = config(serde_json::json!({"http01_listen": "127.0.0.1:80"})).unwrap();
+        assert_eq!(c.http01_solver, "builtin");
+        let c = config(serde_json::json!({"http01_solver": "agent"})).unwrap();
+        assert_eq!(c.agent_challenge_timeout_seconds, 120);
+        let e = config(serde_json::json!({"http01_solver": "somebody"})).unwrap_err();
+        assert!(e.to_string().contains("builtin or agent"), "{e}");
+        for t in [0, 3601] {
+            let e = config(
+                serde_json::json!({"http01_solver": "agent", "agent_challenge_timeout_seconds": t}),
+            )
+            .unwrap_err();
+            assert!(
+                e.to_string().contains("agent_challenge_timeout_seconds"),
+                "{e}"
+            );
+        }
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod acme;
 pub mod acme_dns;
+mod agent_http01;
 pub mod ari;
 mod http;
 pub mod rfc2136;
@@ -23,6 +24,8 @@ pub mod vault;
 use std::fmt;
 
 use serde::de::DeserializeOwned;
+
+use acme_dns::Http01Solver;
 
 use crate::domain::{IssuerKind, RevocationReason};
 use crate::error::{Error, Result};
@@ -108,6 +111,13 @@ pub trait Checkpoint: Send + Sync {
         &self,
         account: serde_json::Value,
     ) -> Result<serde_json::Value, IssuerError>;
+    /// The solver that hands HTTP-01 challenges to the agent of the job's
+    /// certificate (ACME `http01_solver = agent`), waiting up to `timeout`
+    /// for the agent to report each one in place; `None` outside a job.
+    fn agent_http01(&self, timeout: std::time::Duration) -> Option<Box<dyn Http01Solver + '_>> {
+        let _ = timeout;
+        None
+    }
 }
 
 /// A checkpoint that keeps nothing (for `test_issuer`, which never orders).

@@ -73,12 +73,36 @@ pub async fn run_due(engine: &Engine, worker: &str, limit: i64) -> Result<RunRep
 }
 
 /// Saves connector progress into the running job's payload.
-struct JobCheckpoint<'a> {
-    engine: &'a Engine,
+pub(super) struct JobCheckpoint<'a> {
+    pub(super) engine: &'a Engine,
     worker: &'a str,
-    job_id: String,
+    pub(super) job_id: String,
+    /// The certificate the job issues for (empty for revocations).
+    pub(super) certificate_id: String,
     issuer_id: String,
-    payload: Mutex<serde_json::Value>,
+    pub(super) payload: Mutex<serde_json::Value>,
+}
+
+impl JobCheckpoint<'_> {
+    /// Saves the whole payload while this worker holds the job's lease.
+    pub(super) async fn save_payload(
+        &self,
+        payload: &serde_json::Value,
+    ) -> Result<(), IssuerError> {
+        let saved = self
+            .engine
+            .store()
+            .save_job_payload(&self.job_id, self.worker, payload, self.engine.now())
+            .await
+            .map_err(|e| IssuerError::transient(format!("cannot save the job's progress: {e}")))?;
+        if saved {
+            Ok(())
+        } else {
+            Err(IssuerError::transient(
+                "this worker no longer holds the job (its lease ran out)",
+            ))
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -89,19 +113,17 @@ impl Checkpoint for JobCheckpoint<'_> {
             p["connector_state"] = state;
             p.clone()
         };
-        let saved = self
-            .engine
-            .store()
-            .save_job_payload(&self.job_id, self.worker, &payload, self.engine.now())
-            .await
-            .map_err(|e| IssuerError::transient(format!("cannot save the job's progress: {e}")))?;
-        if saved {
-            Ok(())
-        } else {
-            Err(IssuerError::transient(
-                "this worker no longer holds the job (its lease ran out)",
-            ))
-        }
+        self.save_payload(&payload).await
+    }
+
+    fn agent_http01(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Option<Box<dyn super::acme_dns::Http01Solver + '_>> {
+        Some(Box::new(super::agent_http01::AgentHttp01 {
+            cp: self,
+            timeout,
+        }))
     }
 
     async fn save_account(
@@ -154,6 +176,7 @@ async fn run_job(engine: &Engine, worker: &str, job: Job) -> Result<bool> {
         engine,
         worker,
         job_id: job.id.clone(),
+        certificate_id: cert_id.clone(),
         issuer_id: issuer_id.clone(),
         payload: Mutex::new(job.payload.clone()),
     };
@@ -251,7 +274,10 @@ async fn run_job(engine: &Engine, worker: &str, job: Job) -> Result<bool> {
         now: engine.now(),
         replaces_der,
     };
-    let issued = match connector.issue(&req, resume, &checkpoint).await {
+    let issued = connector.issue(&req, resume, &checkpoint).await;
+    // HTTP-01 tokens an agent placed in earlier attempts come down too.
+    super::agent_http01::sweep(&checkpoint).await;
+    let issued = match issued {
         Ok(i) => i,
         Err(err) => return fail(engine, worker, &job, &cert_id, &err).await,
     };

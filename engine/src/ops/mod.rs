@@ -71,7 +71,7 @@ macro_rules! operation {
 mod listing;
 
 mod admin;
-mod agent_groups;
+pub(crate) mod agent_groups;
 mod agents_work;
 mod approvals;
 mod bulk;

@@ -459,6 +459,26 @@ impl Tx {
         Ok(n == 1)
     }
 
+    /// Ends a job nobody will finish any more (an HTTP-01 challenge the CA
+    /// no longer waits for): a pending one is cancelled, a running one
+    /// (whoever holds it) fails, both with `reason`. Returns whether it ended.
+    pub async fn end_open_job(&mut self, id: &str, reason: &str, now: i64) -> Result<bool> {
+        let n = with_tx!(self, |c| {
+            sqlx::query(
+                "UPDATE jobs SET status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE 'failed' END, \
+                 last_error = $1, lease_owner = NULL, lease_expires_at = NULL, updated_at = $2 \
+                 WHERE id = $3 AND status IN ('pending', 'running')",
+            )
+            .bind(reason)
+            .bind(now)
+            .bind(id)
+            .execute(c)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
     /// Moves a job to a new status only if it is in `from` and the transition
     /// table allows it; returns whether it moved.
     pub async fn transition_job(

@@ -32,13 +32,13 @@ backend_tests!(
 const EAB_KID: &str = "kid-certctl";
 const EAB_HMAC: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
 
-struct Pebble {
+pub(super) struct Pebble {
     _challtestsrv: Peer,
     _pebble: Peer,
     dir: tempfile::TempDir,
     directory_url: String,
     ca_pem: String,
-    http01_port: u16,
+    pub(super) http01_port: u16,
     mgmt_url: String,
     challtest_url: String,
 }
@@ -111,7 +111,7 @@ fn tls_material(dir: &Path) {
 }
 
 impl Pebble {
-    async fn start(eab_required: bool) -> Option<Pebble> {
+    pub(super) async fn start(eab_required: bool) -> Option<Pebble> {
         Self::start_with(eab_required, None).await
     }
 
@@ -210,7 +210,7 @@ impl Pebble {
     }
 
     /// The root Pebble issues under (changes every start).
-    async fn issuing_root(&self) -> String {
+    pub(super) async fn issuing_root(&self) -> String {
         self.client()
             .get(format!("{}/roots/0", self.mgmt_url))
             .send()
@@ -244,7 +244,7 @@ esac
         path.display().to_string()
     }
 
-    fn issuer_config(&self, challenge: &str, hook: Option<&str>) -> serde_json::Value {
+    pub(super) fn issuer_config(&self, challenge: &str, hook: Option<&str>) -> serde_json::Value {
         let mut c = serde_json::json!({
             "directory_url": self.directory_url,
             "ca_cert_pem": self.ca_pem,
@@ -260,7 +260,7 @@ esac
     }
 }
 
-async fn create_issuer(
+pub(super) async fn create_issuer(
     h: &Harness,
     name: &str,
     config: serde_json::Value,
@@ -301,7 +301,7 @@ async fn issue_via(h: &Harness, issuer: &str, cn: &str, sans: &[&str]) -> (Strin
     (c.id, out.job.expect("job").id)
 }
 
-async fn job(h: &Harness, id: &str) -> certctl_engine::domain::Job {
+pub(super) async fn job(h: &Harness, id: &str) -> certctl_engine::domain::Job {
     h.done::<ops::GetJob>(
         &h.admin(),
         serde_json::from_value(serde_json::json!({ "id": id })).expect("input"),
@@ -309,13 +309,16 @@ async fn job(h: &Harness, id: &str) -> certctl_engine::domain::Job {
     .await
 }
 
-async fn versions(h: &Harness, id: &str) -> Vec<certctl_engine::domain::CertificateVersion> {
+pub(super) async fn versions(
+    h: &Harness,
+    id: &str,
+) -> Vec<certctl_engine::domain::CertificateVersion> {
     h.done::<ops::GetCertificate>(&h.admin(), ops::CertificateIdInput { id: id.to_owned() })
         .await
         .versions
 }
 
-fn openssl_verify(root: &str, chain: &str, leaf: &str) {
+pub(super) fn openssl_verify(root: &str, chain: &str, leaf: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let w = |n: &str, t: &str| {
         let p = dir.path().join(n);
