@@ -196,7 +196,7 @@ async fn acme_http01_answered_by_the_agent_through_nginx_across_a_restart() {
     let agent_id = reg["agent"]["id"].as_str().unwrap().to_owned();
     let t = call(
         &admin,
-        "create_target",
+        "save_target",
         json!({"name": "nginx-web-1", "kind": "nginx", "agent_id": agent_id,
                "config": {"cert_path": cert_path, "key_path": key_path, "config_file": conf,
                           "verify_endpoint": format!("127.0.0.1:{tls_port}"),
@@ -335,7 +335,7 @@ async fn acme_http01_answered_by_the_agent_through_nginx_across_a_restart() {
     let fp1 = v["served_fingerprint"].as_str().unwrap().to_owned();
     let policy = call(
         &admin,
-        "create_renewal_policy",
+        "save_renewal_policy",
         json!({"name": "due-now", "renew_before_days": 3650, "jitter_percent": 0}),
     )
     .await;

@@ -61,7 +61,7 @@ async fn setup(h: &Harness, pebble: &Pebble, timeout: u64) -> Setup {
 /// issuer job is returned.
 async fn issue_from_agent(h: &Harness, s: &Setup, cn: &str) -> (String, String) {
     let t = h
-        .done::<ops::CreateTarget>(
+        .done::<ops::SaveTarget>(
             &h.admin(),
             input(
                 json!({"name": format!("t-{cn}"), "kind": "nginx", "agent_id": s.agent_id,
