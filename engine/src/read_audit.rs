@@ -70,6 +70,7 @@ impl Engine {
 
     async fn write_batch(&self, events: &[NewAuditEvent]) -> Result<()> {
         let mut tx = self.store().begin_write().await?;
+        tx.audit_only();
         tx.append_audit_batch(events).await?;
         tx.commit().await
     }

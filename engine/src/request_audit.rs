@@ -71,6 +71,7 @@ impl Engine {
             events.push(event);
         }
         let mut tx = self.store().begin_write().await?;
+        tx.audit_only();
         tx.append_audit_batch(&events).await?;
         tx.commit().await
     }

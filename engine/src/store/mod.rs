@@ -63,6 +63,7 @@ pub use query::{Cursor, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, page_size};
 pub use renewal_info::AriDue;
 pub use revocations::{ExportLink, NewRevocation, SerialStatus, StoredCrl};
 pub use violations::ViolationFilter;
+pub use work::WORK_CACHE_SECONDS;
 pub use work::WorkItem;
 
 use crate::error::{Error, Result};
@@ -131,6 +132,8 @@ pub struct Store {
     pub(crate) counts: Arc<certificates::CountCache>,
     /// Principals of recently presented keys (see `principals::PrincipalCache`).
     pub(crate) principals: Arc<principals::PrincipalCache>,
+    /// Agents' open work (see `work::WorkCache`).
+    pub(crate) work: Arc<work::WorkCache>,
 }
 
 impl std::fmt::Debug for Store {
@@ -232,6 +235,7 @@ impl Store {
             write_gate: Some(Arc::new(tokio::sync::Mutex::new(()))),
             counts: Default::default(),
             principals: Default::default(),
+            work: Default::default(),
         })
     }
 
@@ -249,6 +253,7 @@ impl Store {
             write_gate: None,
             counts: Default::default(),
             principals: Default::default(),
+            work: Default::default(),
         })
     }
 
@@ -288,6 +293,8 @@ impl Store {
             principals: Some(self.principals.clone()),
             touched_certificates: false,
             touched_principals: false,
+            work: Some(self.work.clone()),
+            audit_only: false,
         })
     }
 
@@ -307,6 +314,8 @@ impl Store {
             principals: None,
             touched_certificates: false,
             touched_principals: false,
+            work: None,
+            audit_only: false,
         })
     }
 
@@ -345,6 +354,11 @@ pub struct Tx {
     /// Told on commit when this transaction changed principals.
     principals: Option<Arc<principals::PrincipalCache>>,
     touched_principals: bool,
+    /// Cleared on commit of any write transaction that is not `audit_only`:
+    /// jobs change in many places, and a rule that needs no bookkeeping at
+    /// each of them cannot be forgotten by the next one.
+    work: Option<Arc<work::WorkCache>>,
+    audit_only: bool,
 }
 
 impl Tx {
@@ -377,7 +391,19 @@ impl Tx {
         {
             c.invalidate();
         }
+        if !self.audit_only
+            && let Some(c) = &self.work
+        {
+            c.invalidate();
+        }
         Ok(())
+    }
+
+    /// Marks this write transaction as one that only appends audit events
+    /// (the group commits of reads and of API requests), so its commit
+    /// leaves the agents' work cache alone.
+    pub(crate) fn audit_only(&mut self) {
+        self.audit_only = true;
     }
 
     /// Marks this transaction as one that changes principals.
