@@ -22,10 +22,13 @@ pub const WORK_CACHE_SECONDS: i64 = 1;
 /// Most agents remembered at once; past it the cache starts over.
 const WORK_CACHE_ENTRIES: usize = 10_000;
 
+/// When an agent's work was read, and what it was.
+type CachedWork = (UnixTime, Arc<Vec<WorkItem>>);
+
 /// Recent answers of [`Store::agent_work`], by agent id.
 #[derive(Debug, Default)]
 pub(crate) struct WorkCache {
-    entries: RwLock<HashMap<String, (UnixTime, Arc<Vec<WorkItem>>)>>,
+    entries: RwLock<HashMap<String, CachedWork>>,
     /// Bumped by every invalidation: a read that started before a write
     /// committed must not store what it read.
     generation: AtomicU64,
