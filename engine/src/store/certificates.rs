@@ -84,6 +84,37 @@ impl CountCache {
     }
 }
 
+/// Recent certificate pages, by query. A dashboard (or a benchmark) asking
+/// for the same page many times a second reads it once per second of the
+/// engine's clock: an entry read at second `t` serves while the clock still
+/// reads `t`, so effective statuses are those of that second. Every write
+/// transaction this process commits (other than audit appends) clears it,
+/// so this process's own changes show at once; another replica's show
+/// within that second. Only the `list_certificates` operation reads through
+/// it; engine-internal selections (bulk operations) read the store directly.
+#[derive(Debug, Default)]
+pub(crate) struct PageCache {
+    entries: std::sync::RwLock<std::collections::HashMap<String, CachedPage>>,
+    /// Bumped by every invalidation: a read that started before a write
+    /// committed must not store what it read.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+type CachedPage = (UnixTime, std::sync::Arc<Page<ManagedCertificate>>);
+
+/// Most pages remembered at once; past it the cache starts over.
+const PAGE_CACHE_ENTRIES: usize = 1_000;
+
+impl PageCache {
+    pub(crate) fn invalidate(&self) {
+        if let Ok(mut e) = self.entries.write() {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            e.clear();
+        }
+    }
+}
+
 /// How "now" turns stored statuses into effective ones.
 #[derive(Debug, Clone, Copy)]
 pub struct StatusView {
@@ -370,6 +401,41 @@ impl Store {
     ) -> Result<Page<ManagedCertificate>> {
         self.list_certificates_at(filter, sort, cursor, 0, limit, view)
             .await
+    }
+
+    /// [`Store::list_certificates_at`] through the page cache (see
+    /// `PageCache` for how fresh it is).
+    pub async fn list_certificates_cached(
+        &self,
+        filter: &CertificateFilter,
+        sort: CertificateSort,
+        cursor: Option<&str>,
+        offset: i64,
+        limit: i64,
+        view: StatusView,
+    ) -> Result<Page<ManagedCertificate>> {
+        use std::sync::atomic::Ordering;
+        let key = serde_json::json!([filter, sort, cursor, offset, limit, view.expiring_window])
+            .to_string();
+        if let Ok(e) = self.pages.entries.read()
+            && let Some((at, page)) = e.get(&key)
+            && *at == view.now
+        {
+            return Ok(page.as_ref().clone());
+        }
+        let generation = self.pages.generation.load(Ordering::SeqCst);
+        let page = self
+            .list_certificates_at(filter, sort, cursor, offset, limit, view)
+            .await?;
+        if let Ok(mut e) = self.pages.entries.write()
+            && self.pages.generation.load(Ordering::SeqCst) == generation
+        {
+            if e.len() >= PAGE_CACHE_ENTRIES {
+                e.clear();
+            }
+            e.insert(key, (view.now, std::sync::Arc::new(page.clone())));
+        }
+        Ok(page)
     }
 
     /// One page of certificates, skipping `offset` rows first (offset pages;

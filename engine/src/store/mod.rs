@@ -134,6 +134,8 @@ pub struct Store {
     pub(crate) principals: Arc<principals::PrincipalCache>,
     /// Agents' open work (see `work::WorkCache`).
     pub(crate) work: Arc<work::WorkCache>,
+    /// Recent certificate pages (see `certificates::PageCache`).
+    pub(crate) pages: Arc<certificates::PageCache>,
 }
 
 impl std::fmt::Debug for Store {
@@ -236,6 +238,7 @@ impl Store {
             counts: Default::default(),
             principals: Default::default(),
             work: Default::default(),
+            pages: Default::default(),
         })
     }
 
@@ -254,6 +257,7 @@ impl Store {
             counts: Default::default(),
             principals: Default::default(),
             work: Default::default(),
+            pages: Default::default(),
         })
     }
 
@@ -294,6 +298,7 @@ impl Store {
             touched_certificates: false,
             touched_principals: false,
             work: Some(self.work.clone()),
+            pages: Some(self.pages.clone()),
             audit_only: false,
         })
     }
@@ -315,6 +320,7 @@ impl Store {
             touched_certificates: false,
             touched_principals: false,
             work: None,
+            pages: None,
             audit_only: false,
         })
     }
@@ -358,6 +364,7 @@ pub struct Tx {
     /// jobs change in many places, and a rule that needs no bookkeeping at
     /// each of them cannot be forgotten by the next one.
     work: Option<Arc<work::WorkCache>>,
+    pages: Option<Arc<certificates::PageCache>>,
     audit_only: bool,
 }
 
@@ -391,17 +398,20 @@ impl Tx {
         {
             c.invalidate();
         }
-        if !self.audit_only
-            && let Some(c) = &self.work
-        {
-            c.invalidate();
+        if !self.audit_only {
+            if let Some(c) = &self.work {
+                c.invalidate();
+            }
+            if let Some(c) = &self.pages {
+                c.invalidate();
+            }
         }
         Ok(())
     }
 
     /// Marks this write transaction as one that only appends audit events
     /// (the group commits of reads and of API requests), so its commit
-    /// leaves the agents' work cache alone.
+    /// leaves the read caches (agents' work, certificate pages) alone.
     pub(crate) fn audit_only(&mut self) {
         self.audit_only = true;
     }

@@ -10,7 +10,10 @@ use serde_json::json;
 use super::support::{Harness, principal};
 use crate::backend_tests;
 
-backend_tests!(agent_work_polls_see_job_changes_here_at_once_and_elsewhere_within_the_bound);
+backend_tests!(
+    agent_work_polls_see_job_changes_here_at_once_and_elsewhere_within_the_bound,
+    certificate_pages_see_writes_here_at_once_and_elsewhere_within_the_bound
+);
 
 fn input<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).expect("input")
@@ -103,5 +106,47 @@ async fn agent_work_polls_see_job_changes_here_at_once_and_elsewhere_within_the_
             .count()
             + 3
     );
+    other.store().close().await;
+}
+
+async fn certificate_pages_see_writes_here_at_once_and_elsewhere_within_the_bound(h: &Harness) {
+    let admin = h.admin();
+    let list = |e: &std::sync::Arc<certctl_engine::Engine>| {
+        let e = e.clone();
+        let admin = admin.clone();
+        async move {
+            match e
+                .call::<ops::ListCertificates>(&admin, input(json!({"sort": "-not_after"})))
+                .await
+                .expect("list")
+            {
+                ops::Outcome::Completed { result } => (result.total, result.data.len()),
+                other => panic!("list gated: {other:?}"),
+            }
+        }
+    };
+    h.create_cert("a.example.com", &[]).await;
+    assert_eq!(list(&h.engine).await, (Some(1), 1));
+    // A certificate created through this engine shows in the next page.
+    h.create_cert("b.example.com", &[]).await;
+    assert_eq!(list(&h.engine).await, (Some(2), 2));
+    // One created through another replica shows here once the clock moves on.
+    let other = Harness::engine_on(&h.db, &h.clock, EngineConfig::default(), &h.master).await;
+    match other
+        .call::<ops::CreateCertificate>(&admin, input(json!({"common_name": "c.example.com"})))
+        .await
+        .expect("create")
+    {
+        ops::Outcome::Completed { .. } => {}
+        gated => panic!("create gated: {gated:?}"),
+    }
+    assert_eq!(list(&other).await, (Some(3), 3));
+    assert_eq!(
+        list(&h.engine).await,
+        (Some(2), 2),
+        "cached for this second"
+    );
+    h.clock.advance(2);
+    assert_eq!(list(&h.engine).await, (Some(3), 3));
     other.store().close().await;
 }
