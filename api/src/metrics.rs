@@ -112,7 +112,7 @@ impl Metrics {
                 h.render(out, "certctl_operation_duration_seconds", &labels);
             }
         }
-        out.push_str("# HELP certctl_api_audit_dropped_total api_request audit events dropped because the queue was full.\n");
+        out.push_str("# HELP certctl_api_audit_dropped_total api_request audit events lost because the request audit writer had stopped.\n");
         out.push_str("# TYPE certctl_api_audit_dropped_total counter\n");
         let _ = writeln!(
             out,

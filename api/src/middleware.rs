@@ -82,12 +82,22 @@ impl Extras {
         }
     }
 
-    fn record(&self, r: ApiRequestRecord) {
-        if let Some(tx) = &self.audit
-            && tx.try_send(AuditMsg::Record(Box::new(r))).is_err()
-        {
+    /// Queues a request's event. When the queue is full the request waits
+    /// for room before it is answered (back-pressure on the callers), so a
+    /// burst slows down rather than losing its audit trail; an event is only
+    /// lost when the writer has stopped.
+    async fn record(&self, r: ApiRequestRecord) {
+        let Some(tx) = &self.audit else { return };
+        let sent = match tx.try_send(AuditMsg::Record(Box::new(r))) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(m)) => tx.send(m).await.map_err(|_| ()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+        };
+        if sent.is_err() {
             self.metrics.audit_dropped();
-            tracing::warn!("the request audit queue is full; an api_request event was dropped");
+            tracing::warn!(
+                "the request audit writer has stopped; an api_request event was dropped"
+            );
         }
     }
 }
@@ -233,16 +243,19 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         "request"
     );
     if audited {
-        state.extras.record(ApiRequestRecord {
-            at,
-            request_id: id.clone(),
-            method,
-            path,
-            principal,
-            body_sha256,
-            status,
-            latency_ms: (latency.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-        });
+        state
+            .extras
+            .record(ApiRequestRecord {
+                at,
+                request_id: id.clone(),
+                method,
+                path,
+                principal,
+                body_sha256,
+                status,
+                latency_ms: (latency.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+            })
+            .await;
     }
     finish(res, id)
 }

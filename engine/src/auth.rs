@@ -76,14 +76,17 @@ pub(crate) async fn mint(
 }
 
 impl Engine {
-    /// The principal a bearer key belongs to.
+    /// The principal a bearer key belongs to. Recently seen keys are answered
+    /// from a cache: a revocation through this engine takes effect at once,
+    /// one through another replica within
+    /// [`crate::store::PRINCIPAL_CACHE_SECONDS`].
     pub async fn authenticate(&self, key: &str) -> Result<Principal> {
         if !key.starts_with(KEY_PREFIX) || key.len() > 128 {
             return Err(Error::Unauthenticated);
         }
         let p = self
             .store()
-            .principal_by_key_hash(&hash_key(key))
+            .principal_by_key_hash_cached(&hash_key(key), self.now())
             .await?
             .ok_or(Error::Unauthenticated)?;
         Ok(Principal {

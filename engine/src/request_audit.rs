@@ -39,7 +39,7 @@ impl Engine {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.store().begin_write().await?;
+        let mut events = Vec::with_capacity(batch.len());
         for r in batch {
             let outcome = match r.status {
                 401 | 403 => Outcome::Denied,
@@ -68,8 +68,11 @@ impl Engine {
                 outcome,
                 details: serde_json::Value::Object(details),
             };
-            tx.append_audit(&event).await?;
+            events.push(event);
         }
+        let mut tx = self.store().begin_write().await?;
+        tx.audit_only();
+        tx.append_audit_batch(&events).await?;
         tx.commit().await
     }
 }

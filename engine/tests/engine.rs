@@ -9,6 +9,7 @@ mod engine {
     mod audit;
     mod bootstrap;
     mod bulk;
+    mod caches;
     mod catalogue;
     mod certificates;
     mod deployments;

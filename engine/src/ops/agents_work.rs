@@ -181,7 +181,13 @@ impl Operation for GetAgentWork {
 
     async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
         ensure_agent_self(ctx.principal, &input.id)?;
-        let data = ctx.engine.store().agent_work(&input.id).await?;
+        // Served from the store's work cache (fresh within a second, see
+        // `store::WORK_CACHE_SECONDS`): every agent polls, often.
+        let data = ctx
+            .engine
+            .store()
+            .agent_work_cached(&input.id, ctx.now)
+            .await?;
         // An unknown agent and an idle one look the same to an agent (it can
         // only ask about itself); an admin asking about a typo gets a 404.
         if data.is_empty() && ctx.tx.agent(&input.id).await?.is_none() {

@@ -135,7 +135,7 @@ impl Operation for ListCertificates {
         let page = ctx
             .engine
             .store()
-            .list_certificates_at(
+            .list_certificates_cached(
                 &input.filter,
                 input.sort.unwrap_or_default(),
                 input.cursor.as_deref(),

@@ -58,10 +58,12 @@ pub use jobs::{JobFilter, JobResult};
 pub use notifications::{ChannelRecord, DeliveryResult, EventRow, ExpiringRow, NewEvent};
 pub use org::OrgTable;
 pub use policies::SimpleTable;
+pub use principals::PRINCIPAL_CACHE_SECONDS;
 pub use query::{Cursor, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, page_size};
 pub use renewal_info::AriDue;
 pub use revocations::{ExportLink, NewRevocation, SerialStatus, StoredCrl};
 pub use violations::ViolationFilter;
+pub use work::WORK_CACHE_SECONDS;
 pub use work::WorkItem;
 
 use crate::error::{Error, Result};
@@ -94,9 +96,10 @@ macro_rules! with_db {
 pub(crate) use with_db;
 
 /// Runs the same code on whichever transaction the [`Tx`] holds; `$c` is the
-/// connection (an executor).
+/// connection (an executor). A read transaction begins here, on first use.
 macro_rules! with_tx {
-    ($tx:expr, |$c:ident| $body:expr) => {
+    ($tx:expr, |$c:ident| $body:expr) => {{
+        $tx.open().await?;
         match &mut $tx.inner {
             $crate::store::TxInner::Sqlite(t) => {
                 let $c = &mut **t;
@@ -106,8 +109,13 @@ macro_rules! with_tx {
                 let $c = &mut **t;
                 $body
             }
+            $crate::store::TxInner::NotBegun(_) => {
+                return Err($crate::error::Error::internal(
+                    "a transaction was used before it began",
+                ));
+            }
         }
-    };
+    }};
 }
 pub(crate) use with_tx;
 
@@ -122,6 +130,12 @@ pub struct Store {
     write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
     /// Certificate counts of recent list queries (see `certificates::CountCache`).
     pub(crate) counts: Arc<certificates::CountCache>,
+    /// Principals of recently presented keys (see `principals::PrincipalCache`).
+    pub(crate) principals: Arc<principals::PrincipalCache>,
+    /// Agents' open work (see `work::WorkCache`).
+    pub(crate) work: Arc<work::WorkCache>,
+    /// Recent certificate pages (see `certificates::PageCache`).
+    pub(crate) pages: Arc<certificates::PageCache>,
 }
 
 impl std::fmt::Debug for Store {
@@ -187,10 +201,18 @@ impl Store {
             .pragma("cache_size", "-65536")
             // Reads map the file instead of copying pages through read().
             .pragma("mmap_size", "268435456")
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // A page of 50 certificates plus its look-ahead row fits without
+            // the connection's thread blocking on a full channel half-way.
+            .row_buffer_size(256);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
+            // The database is a local file: a connection cannot have been
+            // dropped by a peer while idle, so the liveness ping sqlx sends
+            // before handing out a connection is one more round trip to the
+            // connection's thread for nothing.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         // Two processes starting on one file must not both apply migrations:
@@ -214,6 +236,9 @@ impl Store {
             db: Db::Sqlite(pool),
             write_gate: Some(Arc::new(tokio::sync::Mutex::new(()))),
             counts: Default::default(),
+            principals: Default::default(),
+            work: Default::default(),
+            pages: Default::default(),
         })
     }
 
@@ -230,6 +255,9 @@ impl Store {
             db: Db::Postgres(pool),
             write_gate: None,
             counts: Default::default(),
+            principals: Default::default(),
+            work: Default::default(),
+            pages: Default::default(),
         })
     }
 
@@ -266,25 +294,34 @@ impl Store {
             writable: true,
             _gate: gate,
             counts: Some(self.counts.clone()),
+            principals: Some(self.principals.clone()),
             touched_certificates: false,
+            touched_principals: false,
+            work: Some(self.work.clone()),
+            pages: Some(self.pages.clone()),
+            audit_only: false,
         })
     }
 
-    /// Starts a read-only transaction (a consistent snapshot).
+    /// Starts a read-only transaction (a consistent snapshot). It begins on
+    /// the database when first used: many reads (certificate lists, agent
+    /// work) read through the pool and never touch it, and an unused
+    /// transaction would cost a connection and two round trips for nothing.
+    /// Neither database takes the snapshot before the first statement anyway
+    /// (SQLite's deferred `BEGIN`, PostgreSQL's first query).
     pub async fn begin_read(&self) -> Result<Tx> {
-        let inner = match &self.db {
-            Db::Sqlite(p) => TxInner::Sqlite(p.begin().await?),
-            Db::Postgres(p) => {
-                TxInner::Postgres(p.begin_with("BEGIN TRANSACTION READ ONLY").await?)
-            }
-        };
         Ok(Tx {
-            inner,
+            inner: TxInner::NotBegun(self.db.clone()),
             backend: self.backend(),
             writable: false,
             _gate: None,
             counts: None,
+            principals: None,
             touched_certificates: false,
+            touched_principals: false,
+            work: None,
+            pages: None,
+            audit_only: false,
         })
     }
 
@@ -305,6 +342,8 @@ impl Store {
 pub(crate) enum TxInner {
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    /// A read transaction that has not needed the database yet.
+    NotBegun(Db),
 }
 
 /// A database transaction. Dropped without [`Tx::commit`], it rolls back.
@@ -318,20 +357,68 @@ pub struct Tx {
     /// Told on commit when this transaction wrote certificates.
     counts: Option<Arc<certificates::CountCache>>,
     touched_certificates: bool,
+    /// Told on commit when this transaction changed principals.
+    principals: Option<Arc<principals::PrincipalCache>>,
+    touched_principals: bool,
+    /// Cleared on commit of any write transaction that is not `audit_only`:
+    /// jobs change in many places, and a rule that needs no bookkeeping at
+    /// each of them cannot be forgotten by the next one.
+    work: Option<Arc<work::WorkCache>>,
+    pages: Option<Arc<certificates::PageCache>>,
+    audit_only: bool,
 }
 
 impl Tx {
+    /// Begins a read transaction on the database if it has not yet.
+    pub(crate) async fn open(&mut self) -> Result<()> {
+        if let TxInner::NotBegun(db) = &self.inner {
+            self.inner = match db {
+                Db::Sqlite(p) => TxInner::Sqlite(p.begin().await?),
+                Db::Postgres(p) => {
+                    TxInner::Postgres(p.begin_with("BEGIN TRANSACTION READ ONLY").await?)
+                }
+            };
+        }
+        Ok(())
+    }
+
     pub async fn commit(self) -> Result<()> {
         match self.inner {
             TxInner::Sqlite(t) => t.commit().await?,
             TxInner::Postgres(t) => t.commit().await?,
+            TxInner::NotBegun(_) => {}
         }
         if self.touched_certificates
             && let Some(c) = &self.counts
         {
             c.invalidate();
         }
+        if self.touched_principals
+            && let Some(c) = &self.principals
+        {
+            c.invalidate();
+        }
+        if !self.audit_only {
+            if let Some(c) = &self.work {
+                c.invalidate();
+            }
+            if let Some(c) = &self.pages {
+                c.invalidate();
+            }
+        }
         Ok(())
+    }
+
+    /// Marks this write transaction as one that only appends audit events
+    /// (the group commits of reads and of API requests), so its commit
+    /// leaves the read caches (agents' work, certificate pages) alone.
+    pub(crate) fn audit_only(&mut self) {
+        self.audit_only = true;
+    }
+
+    /// Marks this transaction as one that changes principals.
+    pub(crate) fn touch_principals(&mut self) {
+        self.touched_principals = true;
     }
 
     /// Marks this transaction as one that changes certificates.
@@ -343,6 +430,7 @@ impl Tx {
         match self.inner {
             TxInner::Sqlite(t) => t.rollback().await?,
             TxInner::Postgres(t) => t.rollback().await?,
+            TxInner::NotBegun(_) => {}
         }
         Ok(())
     }

@@ -1,10 +1,65 @@
 //! Reads for agents and dashboards: an agent's open work (polled by every
-//! agent, so one indexed query) and the time series behind the statistics
-//! routes (one grouped query each).
+//! agent, so one indexed query, and a cache in front of it) and the time
+//! series behind the statistics routes (one grouped query each).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use super::{Store, json_col, safe, with_db};
 use crate::clock::UnixTime;
 use crate::error::Result;
+
+/// How long an agent's open work is served from memory, in seconds of the
+/// engine's clock: work read at second `t` serves while the clock still
+/// reads `t`. Every write transaction this process commits (other than
+/// audit appends) clears the cache, so this process's own job changes show
+/// at once; another replica's show here within this bound. Agents poll
+/// every few seconds and act through the job state machine, which refuses a
+/// job that is no longer open, so a poll a second late changes nothing.
+pub const WORK_CACHE_SECONDS: i64 = 1;
+
+/// Most agents remembered at once; past it the cache starts over.
+const WORK_CACHE_ENTRIES: usize = 10_000;
+
+/// When an agent's work was read, and what it was.
+type CachedWork = (UnixTime, Arc<Vec<WorkItem>>);
+
+/// Recent answers of [`Store::agent_work`], by agent id.
+#[derive(Debug, Default)]
+pub(crate) struct WorkCache {
+    entries: RwLock<HashMap<String, CachedWork>>,
+    /// Bumped by every invalidation: a read that started before a write
+    /// committed must not store what it read.
+    generation: AtomicU64,
+}
+
+impl WorkCache {
+    pub(crate) fn invalidate(&self) {
+        if let Ok(mut e) = self.entries.write() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            e.clear();
+        }
+    }
+
+    fn get(&self, agent_id: &str, now: UnixTime) -> Option<Arc<Vec<WorkItem>>> {
+        let e = self.entries.read().ok()?;
+        let (at, work) = e.get(agent_id)?;
+        (*at == now).then(|| work.clone())
+    }
+
+    fn put(&self, agent_id: &str, now: UnixTime, work: Arc<Vec<WorkItem>>, generation: u64) {
+        if let Ok(mut e) = self.entries.write() {
+            if self.generation.load(Ordering::SeqCst) != generation {
+                return;
+            }
+            if e.len() >= WORK_CACHE_ENTRIES {
+                e.clear();
+            }
+            e.insert(agent_id.to_owned(), (now, work));
+        }
+    }
+}
 
 /// One job an agent must act on, with the names its CSR must carry.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -40,6 +95,19 @@ struct WorkRow {
 const WORK_LIMIT: i64 = 100;
 
 impl Store {
+    /// [`Store::agent_work`] through the cache (see [`WORK_CACHE_SECONDS`]
+    /// for how fresh it is); `now` is the engine's clock.
+    pub async fn agent_work_cached(&self, agent_id: &str, now: UnixTime) -> Result<Vec<WorkItem>> {
+        if let Some(work) = self.work.get(agent_id, now) {
+            return Ok(work.as_ref().clone());
+        }
+        let generation = self.work.generation.load(Ordering::SeqCst);
+        let work = self.agent_work(agent_id).await?;
+        self.work
+            .put(agent_id, now, Arc::new(work.clone()), generation);
+        Ok(work)
+    }
+
     /// Open jobs of one agent, oldest first (index `jobs_agent`).
     pub async fn agent_work(&self, agent_id: &str) -> Result<Vec<WorkItem>> {
         let rows: Vec<WorkRow> = with_db!(&self.db, |p| {

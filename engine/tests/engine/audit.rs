@@ -6,7 +6,10 @@ use certctl_engine::ops;
 use super::support::{Db, Harness};
 use crate::backend_tests;
 
-backend_tests!(audit_is_append_only_and_tamper_evident);
+backend_tests!(
+    audit_is_append_only_and_tamper_evident,
+    batched_appends_keep_one_unbroken_chain
+);
 
 async fn audit_is_append_only_and_tamper_evident(h: &Harness) {
     h.issued_cert("a.example.com").await;
@@ -47,4 +50,78 @@ async fn audit_is_append_only_and_tamper_evident(h: &Harness) {
     assert!(!v.valid);
     assert_eq!(v.first_broken_seq, Some(3), "{v:?}");
     assert_eq!(v.checked, 2);
+}
+
+/// Concurrent reads share group commits and API requests are written in
+/// batches (one statement per batch): every event lands once, in one chain
+/// that verifies, with its fields intact.
+async fn batched_appends_keep_one_unbroken_chain(h: &Harness) {
+    use certctl_engine::request_audit::{API_REQUEST_ACTION, ApiRequestRecord};
+
+    let admin = h.admin();
+    let reads = (0..40).map(|_| {
+        h.engine
+            .call::<ops::ListCertificates>(&admin, Default::default())
+    });
+    for r in futures_util::future::join_all(reads).await {
+        r.expect("read");
+    }
+    let records: Vec<ApiRequestRecord> = (0..300)
+        .map(|i| ApiRequestRecord {
+            at: h.engine.now(),
+            request_id: format!("req-{i}"),
+            method: "GET".into(),
+            path: format!("/api/v1/certificates/mc-{i}"),
+            principal: (i % 2 == 0).then(|| admin.clone()),
+            body_sha256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into(),
+            status: if i % 3 == 0 { 404 } else { 200 },
+            latency_ms: 1.5,
+        })
+        .collect();
+    let (a, b) = records.split_at(150);
+    let (ra, rb) = tokio::join!(
+        h.engine.record_api_requests(a),
+        h.engine.record_api_requests(b)
+    );
+    ra.expect("first batch");
+    rb.expect("second batch");
+
+    let actions = h.audit_actions().await;
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|(a, _, _)| a == "list_certificates")
+            .count(),
+        40
+    );
+    let events = h
+        .done::<ops::GetAuditLog>(
+            &admin,
+            serde_json::from_value(serde_json::json!({
+                "action": API_REQUEST_ACTION, "per_page": 1000
+            }))
+            .expect("input"),
+        )
+        .await
+        .data;
+    assert_eq!(events.len(), 300);
+    let e7 = events
+        .iter()
+        .find(|e| e.details["request_id"] == "req-7")
+        .expect("req-7");
+    assert_eq!(e7.actor, "anonymous");
+    assert_eq!(e7.details["path"], "/api/v1/certificates/mc-7");
+    assert_eq!(e7.details["status"], 200);
+    assert_eq!(e7.resource_id, None);
+    let e6 = events
+        .iter()
+        .find(|e| e.details["request_id"] == "req-6")
+        .expect("req-6");
+    assert_eq!(e6.actor, admin.id);
+    assert_eq!(e6.details["status"], 404);
+    let v = h
+        .done::<ops::VerifyAuditLog>(&admin, Default::default())
+        .await;
+    assert!(v.valid, "{v:?}");
+    assert!(v.checked >= 340, "{v:?}");
 }

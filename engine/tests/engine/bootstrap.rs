@@ -11,7 +11,8 @@ use crate::backend_tests;
 
 backend_tests!(
     concurrent_start_bootstraps_once,
-    api_keys_authenticate_and_revoke
+    api_keys_authenticate_and_revoke,
+    a_key_revoked_on_another_replica_stops_within_the_cache_bound
 );
 
 async fn concurrent_start_bootstraps_once(h: &Harness) {
@@ -152,4 +153,59 @@ async fn api_keys_authenticate_and_revoke(h: &Harness) {
         .await
         .expect_err("unbound agent");
     assert!(matches!(err, Error::InvalidInput(_)));
+}
+
+/// Keys are answered from a per-process cache; a revocation committed by
+/// another replica is seen once the cached entry is older than
+/// `PRINCIPAL_CACHE_SECONDS` of the clock.
+async fn a_key_revoked_on_another_replica_stops_within_the_cache_bound(h: &Harness) {
+    assert_eq!(certctl_engine::store::PRINCIPAL_CACHE_SECONDS, 1);
+    let mut config = EngineConfig::default();
+    config.approvals.gate_destructive = false;
+    let other = Harness::engine_on(&h.db, &h.clock, config, &h.master).await;
+    let admin = h.admin();
+    let created = h
+        .done::<ops::CreatePrincipal>(
+            &admin,
+            ops::CreatePrincipalInput {
+                name: "ci".into(),
+                role: Role::Operator,
+                agent_id: None,
+            },
+        )
+        .await;
+    // Both replicas have seen the key this second.
+    h.engine.authenticate(&created.api_key).await.expect("here");
+    other.authenticate(&created.api_key).await.expect("there");
+    match other
+        .call::<ops::RevokePrincipal>(
+            &admin,
+            ops::IdInput {
+                id: created.principal.id.clone(),
+            },
+        )
+        .await
+        .expect("revoke")
+    {
+        ops::Outcome::Completed { .. } => {}
+        gated => panic!("revocation gated: {gated:?}"),
+    }
+    // The revoking replica refuses the key at once ...
+    assert!(matches!(
+        other.authenticate(&created.api_key).await,
+        Err(Error::Unauthenticated)
+    ));
+    // ... this one may serve it from its cache for the rest of the second ...
+    h.engine
+        .authenticate(&created.api_key)
+        .await
+        .expect("still cached within the bound");
+    // ... and refuses it once the clock has moved on.
+    h.clock
+        .advance(certctl_engine::store::PRINCIPAL_CACHE_SECONDS);
+    assert!(matches!(
+        h.engine.authenticate(&created.api_key).await,
+        Err(Error::Unauthenticated)
+    ));
+    other.store().close().await;
 }
