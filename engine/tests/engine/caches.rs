@@ -29,7 +29,7 @@ async fn agent_work_polls_see_job_changes_here_at_once_and_elsewhere_within_the_
     let mut agent = principal("pr-web-1", Role::Agent);
     agent.agent_id = Some(agent_id.clone());
     let t = h
-        .done::<ops::CreateTarget>(
+        .done::<ops::SaveTarget>(
             &admin,
             input(json!({"name": "t1", "kind": "nginx", "agent_id": agent_id,
                 "config": {"cert_path": "/etc/nginx/a.pem", "key_path": "/etc/nginx/a.key"}})),
