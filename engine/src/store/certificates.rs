@@ -92,27 +92,14 @@ impl CountCache {
 /// so this process's own changes show at once; another replica's show
 /// within that second. Only the `list_certificates` operation reads through
 /// it; engine-internal selections (bulk operations) read the store directly.
-#[derive(Debug, Default)]
-pub(crate) struct PageCache {
-    entries: std::sync::RwLock<std::collections::HashMap<String, CachedPage>>,
-    /// Bumped by every invalidation: a read that started before a write
-    /// committed must not store what it read.
-    generation: std::sync::atomic::AtomicU64,
-}
-
-type CachedPage = (UnixTime, std::sync::Arc<Page<ManagedCertificate>>);
+pub(crate) type PageCache =
+    super::second_cache::SecondCache<std::sync::Arc<Page<ManagedCertificate>>>;
 
 /// Most pages remembered at once; past it the cache starts over.
 const PAGE_CACHE_ENTRIES: usize = 1_000;
 
-impl PageCache {
-    pub(crate) fn invalidate(&self) {
-        if let Ok(mut e) = self.entries.write() {
-            self.generation
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            e.clear();
-        }
-    }
+pub(crate) fn page_cache() -> PageCache {
+    PageCache::new(PAGE_CACHE_ENTRIES)
 }
 
 /// How "now" turns stored statuses into effective ones.
@@ -414,27 +401,21 @@ impl Store {
         limit: i64,
         view: StatusView,
     ) -> Result<Page<ManagedCertificate>> {
-        use std::sync::atomic::Ordering;
         let key = serde_json::json!([filter, sort, cursor, offset, limit, view.expiring_window])
             .to_string();
-        if let Ok(e) = self.pages.entries.read()
-            && let Some((at, page)) = e.get(&key)
-            && *at == view.now
-        {
+        if let Some(page) = self.pages.get(&key, view.now) {
             return Ok(page.as_ref().clone());
         }
-        let generation = self.pages.generation.load(Ordering::SeqCst);
+        let generation = self.pages.generation();
         let page = self
             .list_certificates_at(filter, sort, cursor, offset, limit, view)
             .await?;
-        if let Ok(mut e) = self.pages.entries.write()
-            && self.pages.generation.load(Ordering::SeqCst) == generation
-        {
-            if e.len() >= PAGE_CACHE_ENTRIES {
-                e.clear();
-            }
-            e.insert(key, (view.now, std::sync::Arc::new(page.clone())));
-        }
+        self.pages.put(
+            &key,
+            view.now,
+            std::sync::Arc::new(page.clone()),
+            generation,
+        );
         Ok(page)
     }
 

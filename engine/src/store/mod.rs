@@ -32,6 +32,7 @@ mod profiles;
 mod query;
 mod renewal_info;
 mod revocations;
+mod second_cache;
 mod violations;
 mod work;
 
@@ -236,9 +237,9 @@ impl Store {
             db: Db::Sqlite(pool),
             write_gate: Some(Arc::new(tokio::sync::Mutex::new(()))),
             counts: Default::default(),
-            principals: Default::default(),
-            work: Default::default(),
-            pages: Default::default(),
+            principals: Arc::new(principals::principal_cache()),
+            work: Arc::new(work::work_cache()),
+            pages: Arc::new(certificates::page_cache()),
         })
     }
 
@@ -255,9 +256,9 @@ impl Store {
             db: Db::Postgres(pool),
             write_gate: None,
             counts: Default::default(),
-            principals: Default::default(),
-            work: Default::default(),
-            pages: Default::default(),
+            principals: Arc::new(principals::principal_cache()),
+            work: Arc::new(work::work_cache()),
+            pages: Arc::new(certificates::page_cache()),
         })
     }
 

@@ -1,10 +1,6 @@
 //! API principals. Keys are stored as SHA-256 hashes: they are long random
 //! secrets, so a fast hash is enough and lookups stay O(1).
 
-use std::collections::HashMap;
-use std::sync::RwLock;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use super::{Store, Tx, enum_col, safe, with_db, with_tx};
 use crate::clock::UnixTime;
 use crate::domain::{ApiPrincipal, Role};
@@ -12,7 +8,8 @@ use crate::error::Result;
 
 /// How long a looked-up key is trusted without asking the database again,
 /// in seconds of the engine's clock: an entry read at second `t` serves
-/// while the clock still reads `t`. A key revoked through this process stops
+/// while the clock still reads `t`, and never longer than one second of real
+/// time (see `second_cache`). A key revoked through this process stops
 /// working at once (its commit clears the cache); one revoked through
 /// another replica stops working here within this bound.
 pub const PRINCIPAL_CACHE_SECONDS: i64 = 1;
@@ -23,39 +20,10 @@ const PRINCIPAL_CACHE_ENTRIES: usize = 10_000;
 /// Principals of recently presented keys, by key hash. Every API request
 /// authenticates; without the cache that is a database round trip per
 /// request for a row that almost never changes.
-#[derive(Debug, Default)]
-pub(crate) struct PrincipalCache {
-    entries: RwLock<HashMap<String, (UnixTime, ApiPrincipal)>>,
-    /// Bumped by every invalidation. A lookup that started before a
-    /// revocation committed must not store what it read afterwards.
-    generation: AtomicU64,
-}
+pub(crate) type PrincipalCache = super::second_cache::SecondCache<ApiPrincipal>;
 
-impl PrincipalCache {
-    pub(crate) fn invalidate(&self) {
-        if let Ok(mut e) = self.entries.write() {
-            self.generation.fetch_add(1, Ordering::SeqCst);
-            e.clear();
-        }
-    }
-
-    fn get(&self, key_hash: &str, now: UnixTime) -> Option<ApiPrincipal> {
-        let e = self.entries.read().ok()?;
-        let (at, p) = e.get(key_hash)?;
-        (*at == now).then(|| p.clone())
-    }
-
-    fn put(&self, key_hash: &str, now: UnixTime, p: &ApiPrincipal, generation: u64) {
-        if let Ok(mut e) = self.entries.write() {
-            if self.generation.load(Ordering::SeqCst) != generation {
-                return;
-            }
-            if e.len() >= PRINCIPAL_CACHE_ENTRIES {
-                e.clear();
-            }
-            e.insert(key_hash.to_owned(), (now, p.clone()));
-        }
-    }
+pub(crate) fn principal_cache() -> PrincipalCache {
+    PrincipalCache::new(PRINCIPAL_CACHE_ENTRIES)
 }
 
 #[derive(sqlx::FromRow)]
@@ -111,10 +79,10 @@ impl Store {
         if let Some(p) = self.principals.get(key_hash, now) {
             return Ok(Some(p));
         }
-        let generation = self.principals.generation.load(Ordering::SeqCst);
+        let generation = self.principals.generation();
         let p = self.principal_by_key_hash(key_hash).await?;
         if let Some(p) = &p {
-            self.principals.put(key_hash, now, p, generation);
+            self.principals.put(key_hash, now, p.clone(), generation);
         }
         Ok(p)
     }
@@ -183,9 +151,9 @@ mod tests {
 
     #[test]
     fn entries_serve_within_their_second_and_die_on_invalidation() {
-        let c = PrincipalCache::default();
-        let g = c.generation.load(Ordering::SeqCst);
-        c.put("h", 100, &principal("pr-a"), g);
+        let c = principal_cache();
+        let g = c.generation();
+        c.put("h", 100, principal("pr-a"), g);
         assert_eq!(c.get("h", 100).map(|p| p.id), Some("pr-a".into()));
         assert!(c.get("h", 101).is_none(), "older than the bound");
         c.invalidate();
@@ -194,11 +162,11 @@ mod tests {
 
     #[test]
     fn a_lookup_that_raced_an_invalidation_is_not_stored() {
-        let c = PrincipalCache::default();
+        let c = principal_cache();
         // The lookup read the row, then a revocation committed.
-        let g = c.generation.load(Ordering::SeqCst);
+        let g = c.generation();
         c.invalidate();
-        c.put("h", 100, &principal("pr-a"), g);
+        c.put("h", 100, principal("pr-a"), g);
         assert!(c.get("h", 100).is_none());
     }
 }

@@ -2,9 +2,7 @@
 //! agent, so one indexed query, and a cache in front of it) and the time
 //! series behind the statistics routes (one grouped query each).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use super::{Store, json_col, safe, with_db};
 use crate::clock::UnixTime;
@@ -12,7 +10,8 @@ use crate::error::Result;
 
 /// How long an agent's open work is served from memory, in seconds of the
 /// engine's clock: work read at second `t` serves while the clock still
-/// reads `t`. Every write transaction this process commits (other than
+/// reads `t`, and never longer than one second of real time. Every write
+/// transaction this process commits (other than
 /// audit appends) clears the cache, so this process's own job changes show
 /// at once; another replica's show here within this bound. Agents poll
 /// every few seconds and act through the job state machine, which refuses a
@@ -22,43 +21,11 @@ pub const WORK_CACHE_SECONDS: i64 = 1;
 /// Most agents remembered at once; past it the cache starts over.
 const WORK_CACHE_ENTRIES: usize = 10_000;
 
-/// When an agent's work was read, and what it was.
-type CachedWork = (UnixTime, Arc<Vec<WorkItem>>);
-
 /// Recent answers of [`Store::agent_work`], by agent id.
-#[derive(Debug, Default)]
-pub(crate) struct WorkCache {
-    entries: RwLock<HashMap<String, CachedWork>>,
-    /// Bumped by every invalidation: a read that started before a write
-    /// committed must not store what it read.
-    generation: AtomicU64,
-}
+pub(crate) type WorkCache = super::second_cache::SecondCache<Arc<Vec<WorkItem>>>;
 
-impl WorkCache {
-    pub(crate) fn invalidate(&self) {
-        if let Ok(mut e) = self.entries.write() {
-            self.generation.fetch_add(1, Ordering::SeqCst);
-            e.clear();
-        }
-    }
-
-    fn get(&self, agent_id: &str, now: UnixTime) -> Option<Arc<Vec<WorkItem>>> {
-        let e = self.entries.read().ok()?;
-        let (at, work) = e.get(agent_id)?;
-        (*at == now).then(|| work.clone())
-    }
-
-    fn put(&self, agent_id: &str, now: UnixTime, work: Arc<Vec<WorkItem>>, generation: u64) {
-        if let Ok(mut e) = self.entries.write() {
-            if self.generation.load(Ordering::SeqCst) != generation {
-                return;
-            }
-            if e.len() >= WORK_CACHE_ENTRIES {
-                e.clear();
-            }
-            e.insert(agent_id.to_owned(), (now, work));
-        }
-    }
+pub(crate) fn work_cache() -> WorkCache {
+    WorkCache::new(WORK_CACHE_ENTRIES)
 }
 
 /// One job an agent must act on, with the names its CSR must carry.
@@ -101,7 +68,7 @@ impl Store {
         if let Some(work) = self.work.get(agent_id, now) {
             return Ok(work.as_ref().clone());
         }
-        let generation = self.work.generation.load(Ordering::SeqCst);
+        let generation = self.work.generation();
         let work = self.agent_work(agent_id).await?;
         self.work
             .put(agent_id, now, Arc::new(work.clone()), generation);
