@@ -376,6 +376,21 @@ async fn bench_backend(
         target: Some(DUE_TARGET),
         note: format!("{found} rows"),
     });
+    // The expiry-warning pass alone (nothing due in the steady state: an
+    // index range on `(status, next_warn_at)`).
+    let mut samples = Samples::default();
+    for _ in 0..sizes.due_runs {
+        let (n, t) = timed(certctl_engine::notify::warn_expiring(&engine, engine.now())).await;
+        anyhow::ensure!(n? == 0, "the steady state has no warning due");
+        samples.push(t);
+    }
+    rows.push(Row {
+        label: "expiry-warning pass, nothing due [next_warn_at]".into(),
+        path: "engine",
+        samples,
+        target: None,
+        note: String::new(),
+    });
     let scheduler = certctl_engine::scheduler::Scheduler::new(engine.clone(), "bench");
     for note in ["due renewed", "nothing due (idle check)"] {
         let (o, t) = timed(async {
@@ -412,11 +427,18 @@ async fn bench_backend(
 /// precomputed renewal time and has had the expiry warnings it is due
 /// (as if the scheduler had been running), and `due` of them come due now.
 async fn steady_renewal_state(conn: &mut RawConn, now: i64, due: usize) -> anyhow::Result<()> {
+    // `next_warn_at`: when the next threshold below the one warned comes
+    // (never after the 1-day warning or past expiry), as the warning pass
+    // leaves it.
     conn.exec(format!(
         "UPDATE certificates SET renew_after = {later}, expiry_warned_days = CASE \
          WHEN not_after - {now} <= {d1} THEN 1 WHEN not_after - {now} <= {d7} THEN 7 \
          WHEN not_after - {now} <= {d14} THEN 14 WHEN not_after - {now} <= {d30} THEN 30 \
-         ELSE NULL END WHERE status = 'active'",
+         ELSE NULL END, next_warn_at = CASE \
+         WHEN not_after - {now} <= {d1} THEN {never} WHEN not_after - {now} <= {d7} THEN not_after - {d1} \
+         WHEN not_after - {now} <= {d14} THEN not_after - {d7} WHEN not_after - {now} <= {d30} THEN not_after - {d14} \
+         ELSE not_after - {d30} END WHERE status = 'active'",
+        never = i64::MAX,
         later = now + 400 * DAY,
         d1 = DAY,
         d7 = 7 * DAY,

@@ -80,9 +80,17 @@ pub(crate) async fn start(
     };
     let principal =
         serde_json::to_value(ctx.principal).map_err(|e| Error::internal(e.to_string()))?;
-    let lease_until = ctx.now + lease_seconds(ctx.engine);
+    // The call runs the chunks itself once it committed, so it holds the
+    // lease from the start; otherwise the jobs loop takes it at once.
+    let owner = call_owner(&b.id);
+    let lease = ctx
+        .engine
+        .config()
+        .scheduler
+        .bulk_runs_in_call
+        .then(|| (owner.as_str(), ctx.now + lease_seconds(ctx.engine)));
     ctx.tx
-        .insert_bulk_run(&b, &ids, &principal, &call_owner(&b.id), lease_until)
+        .insert_bulk_run(&b, &ids, &principal, lease)
         .await?;
     ctx.note("bulk_operation_id", b.id.clone());
     ctx.note("total", b.total);

@@ -103,14 +103,13 @@ impl Store {
 impl Tx {
     /// Stores a bulk operation that runs in chunks: `b` (status `running`,
     /// no results yet), the ids to do, the principal it runs as, and its
-    /// first holder's lease.
+    /// first holder's lease (none: any process may take it at once).
     pub async fn insert_bulk_run(
         &mut self,
         b: &BulkOperation,
         pending: &[String],
         principal: &serde_json::Value,
-        lease_owner: &str,
-        lease_expires_at: i64,
+        lease: Option<(&str, i64)>,
     ) -> Result<()> {
         self.insert_bulk_operation(b).await?;
         let pending = to_json(&pending)?;
@@ -122,8 +121,8 @@ impl Tx {
             )
             .bind(&pending)
             .bind(&principal)
-            .bind(lease_owner)
-            .bind(lease_expires_at)
+            .bind(lease.map(|l| l.0))
+            .bind(lease.map(|l| l.1))
             .bind(&b.id)
             .execute(c)
             .await?;
