@@ -8,7 +8,7 @@ ALTER TABLE bulk_operations ADD COLUMN lease_expires_at BIGINT;
 CREATE INDEX bulk_operations_running ON bulk_operations(status, lease_expires_at);
 
 -- When the expiry-warning pass next has something to say about a certificate
--- (the next threshold it crosses; NULL: not computed yet, so the pass reads
--- it once). The pass reads only rows whose time has come (issue 6).
-ALTER TABLE certificates ADD COLUMN next_warn_at BIGINT;
+-- (the next threshold it crosses; 0: not computed yet, so the pass reads it
+-- once). The pass reads only rows whose time has come (issue 6).
+ALTER TABLE certificates ADD COLUMN next_warn_at BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX certificates_next_warn ON certificates(status, next_warn_at);

@@ -364,14 +364,14 @@ impl Store {
     }
 
     /// Active certificates whose expiry-warning time (`next_warn_at`) has
-    /// come or was never computed: an index range on `(status,
+    /// come, or was never computed (0): one index range on `(status,
     /// next_warn_at)`, empty in a steady state however large the fleet.
     pub async fn certificates_warn_due(&self, now: UnixTime, limit: i64) -> Result<Vec<ExpiringRow>> {
         let rows: Vec<ExpiringRow> = with_db!(&self.db, |p| {
             sqlx::query_as(
                 "SELECT id, common_name, owner_id, team_id, profile_id, renewal_policy_id, \
                  current_version_id, serial, not_after, expiry_warned_days FROM certificates \
-                 WHERE status = 'active' AND (next_warn_at IS NULL OR next_warn_at <= $1) \
+                 WHERE status = 'active' AND next_warn_at <= $1 \
                  AND not_after IS NOT NULL LIMIT $2",
             )
             .bind(now)
@@ -754,7 +754,7 @@ impl Tx {
         with_tx!(self, |c| {
             sqlx::query(
                 "UPDATE certificates SET renew_after = $1, expiry_warned_days = NULL, \
-                 next_warn_at = NULL WHERE id = $2",
+                 next_warn_at = 0 WHERE id = $2",
             )
             .bind(renew_after)
             .bind(certificate_id)
