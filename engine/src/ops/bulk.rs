@@ -205,7 +205,12 @@ impl Operation for BulkRenewCertificates {
         for id in ids {
             let item = match ctx.tx.certificate(&id, view).await? {
                 None => skipped(id.clone(), format!("certificate {id} not found")),
-                Some(c) if matches!(c.status, EffectiveStatus::Archived | EffectiveStatus::Pending) => {
+                Some(c)
+                    if matches!(
+                        c.status,
+                        EffectiveStatus::Archived | EffectiveStatus::Pending
+                    ) =>
+                {
                     skipped(
                         id,
                         format!(

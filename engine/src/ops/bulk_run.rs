@@ -89,9 +89,7 @@ pub(crate) async fn start(
         .scheduler
         .bulk_runs_in_call
         .then(|| (owner.as_str(), ctx.now + lease_seconds(ctx.engine)));
-    ctx.tx
-        .insert_bulk_run(&b, &ids, &principal, lease)
-        .await?;
+    ctx.tx.insert_bulk_run(&b, &ids, &principal, lease).await?;
     ctx.note("bulk_operation_id", b.id.clone());
     ctx.note("total", b.total);
     Ok(b.id)

@@ -171,10 +171,7 @@ impl Tx {
             request: json_col(&row.request, "bulk request")?,
             pending: json_col(&row.pending, "bulk pending ids")?,
             results: json_col(&row.results, "bulk results")?,
-            principal: json_col(
-                row.principal.as_deref().unwrap_or("null"),
-                "bulk principal",
-            )?,
+            principal: json_col(row.principal.as_deref().unwrap_or("null"), "bulk principal")?,
             succeeded: row.succeeded,
             skipped: row.skipped,
         }))
@@ -183,12 +180,7 @@ impl Tx {
     /// Saves the progress of one chunk: what is left, the results so far and
     /// the counts; with nothing left the operation is `completed` and its
     /// lease is dropped.
-    pub async fn save_bulk_progress(
-        &mut self,
-        id: &str,
-        run: &BulkRun,
-        now: i64,
-    ) -> Result<()> {
+    pub async fn save_bulk_progress(&mut self, id: &str, run: &BulkRun, now: i64) -> Result<()> {
         let pending = to_json(&run.pending)?;
         let results = to_json(&run.results)?;
         let done = run.pending.is_empty();

@@ -366,7 +366,11 @@ impl Store {
     /// Active certificates whose expiry-warning time (`next_warn_at`) has
     /// come, or was never computed (0): one index range on `(status,
     /// next_warn_at)`, empty in a steady state however large the fleet.
-    pub async fn certificates_warn_due(&self, now: UnixTime, limit: i64) -> Result<Vec<ExpiringRow>> {
+    pub async fn certificates_warn_due(
+        &self,
+        now: UnixTime,
+        limit: i64,
+    ) -> Result<Vec<ExpiringRow>> {
         let rows: Vec<ExpiringRow> = with_db!(&self.db, |p| {
             sqlx::query_as(
                 "SELECT id, common_name, owner_id, team_id, profile_id, renewal_policy_id, \
@@ -811,8 +815,8 @@ impl Tx {
             .bind(warned_days)
             .bind(next_warn_at)
             .bind(certificate_id)
-                .execute(c)
-                .await?;
+            .execute(c)
+            .await?;
         });
         Ok(())
     }

@@ -289,10 +289,19 @@ async fn chunks_show_progress_and_a_restart_resumes_without_duplicates(h: &Harne
     // proc-a holds the lease: another process leaves it alone meanwhile.
     let other = Harness::engine_on(&h.db, &h.clock, cfg, &h.master).await;
     assert_eq!(
-        other.run_bulk_chunk(&bulk_id, "proc-b").await.expect("chunk"),
+        other
+            .run_bulk_chunk(&bulk_id, "proc-b")
+            .await
+            .expect("chunk"),
         BulkStep::NotHeld
     );
-    assert_eq!(other.resume_bulk_operations("proc-b").await.expect("resume"), 0);
+    assert_eq!(
+        other
+            .resume_bulk_operations("proc-b")
+            .await
+            .expect("resume"),
+        0
+    );
     assert_eq!(
         a.run_bulk_chunk(&bulk_id, "proc-a").await.expect("chunk"),
         BulkStep::Progressed
@@ -337,6 +346,10 @@ async fn chunks_show_progress_and_a_restart_resumes_without_duplicates(h: &Harne
         .filter(|(a, _, _)| a == "bulk_operation.chunk")
         .collect();
     assert_eq!(chunks.len(), 4, "{chunks:?}");
-    assert!(chunks.iter().all(|(_, o, who)| o == "success" && who == "pr-approver"));
+    assert!(
+        chunks
+            .iter()
+            .all(|(_, o, who)| o == "success" && who == "pr-approver")
+    );
     other.store().close().await;
 }

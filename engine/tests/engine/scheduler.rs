@@ -572,7 +572,12 @@ async fn a_refused_renewal_does_not_hold_up_its_batch(h: &Harness) {
         .await;
     let admin = Principal::system("test");
     let mut ids = Vec::new();
-    for cn in ["a.example.com", "b.example.com", "c.example.org", "d.example.com"] {
+    for cn in [
+        "a.example.com",
+        "b.example.com",
+        "c.example.org",
+        "d.example.com",
+    ] {
         let c = srv
             .call::<ops::CreateCertificate>(
                 &admin,
