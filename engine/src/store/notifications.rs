@@ -365,7 +365,10 @@ impl Store {
 
     /// Active certificates whose expiry-warning time (`next_warn_at`) has
     /// come, or was never computed (0): one index range on `(status,
-    /// next_warn_at)`, empty in a steady state however large the fleet.
+    /// next_warn_at)`, empty in a steady state however large the fleet. The
+    /// ORDER BY keeps PostgreSQL on that index: with a generic plan for the
+    /// prepared statement and a bare LIMIT it chose a sequential scan
+    /// (384 ms at a million certificates).
     pub async fn certificates_warn_due(
         &self,
         now: UnixTime,
@@ -376,7 +379,7 @@ impl Store {
                 "SELECT id, common_name, owner_id, team_id, profile_id, renewal_policy_id, \
                  current_version_id, serial, not_after, expiry_warned_days FROM certificates \
                  WHERE status = 'active' AND next_warn_at <= $1 \
-                 AND not_after IS NOT NULL LIMIT $2",
+                 AND not_after IS NOT NULL ORDER BY next_warn_at LIMIT $2",
             )
             .bind(now)
             .bind(limit)
