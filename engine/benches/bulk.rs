@@ -167,8 +167,10 @@ async fn run(n: usize) -> anyhow::Result<()> {
         gate_time.as_secs_f64()
     );
     println!(
-        "  bulk_revoke: {n} revoked once approved in {secs:.2} s ({:.0} per s), per-item results recorded; target {n_target} in < {TARGET_SECONDS:.0} s: {}",
+        "  bulk_revoke: {n} revoked once approved in {secs:.2} s ({:.0} per s) in {} committed chunks of {}, per-item results recorded; target {n_target} in < {TARGET_SECONDS:.0} s: {}",
         n as f64 / secs,
+        n.div_ceil(engine.config().scheduler.bulk_chunk_size.max(1)),
+        engine.config().scheduler.bulk_chunk_size,
         if n >= 10_000 && secs < TARGET_SECONDS {
             "met"
         } else if n >= 10_000 {

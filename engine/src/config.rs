@@ -126,6 +126,13 @@ pub struct SchedulerConfig {
     pub loop_lease_margin_seconds: i64,
     /// Enabled network scan targets are scanned this often (6 h).
     pub network_scan_interval_seconds: i64,
+    /// Certificates one bulk operation changes per transaction (500): its
+    /// record shows progress after each chunk, a crash loses at most one.
+    pub bulk_chunk_size: usize,
+    /// Whether a bulk call runs its chunks before it answers (the default).
+    /// Off, it answers at once with its record `running`, and the jobs
+    /// loop runs the chunks (tests drive them one by one this way).
+    pub bulk_runs_in_call: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -147,6 +154,8 @@ impl Default for SchedulerConfig {
             job_lease_seconds: crate::issuers::runner::LEASE_SECONDS,
             loop_lease_margin_seconds: 30,
             network_scan_interval_seconds: 6 * 3600,
+            bulk_chunk_size: 500,
+            bulk_runs_in_call: true,
         }
     }
 }

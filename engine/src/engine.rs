@@ -184,11 +184,7 @@ impl Engine {
             return Err(e);
         }
         // Held until the call's transaction ends (see `call_slots`).
-        let _slot = self
-            .call_slots
-            .acquire()
-            .await
-            .map_err(|_| crate::Error::internal("the engine is shutting down"))?;
+        let slot = self.call_slot().await?;
         let mut tx = if meta.risk == Risk::Read {
             self.store.begin_read().await?
         } else {
@@ -246,6 +242,10 @@ impl Engine {
                 )
                 .await?;
                 w.commit().await?;
+                drop(slot);
+                // Work the operation left for after its commit (the chunks
+                // of a bulk operation, each with its own transaction).
+                let output = O::after_commit(self, output).await;
                 Ok((Outcome::Completed { result: output }, server_key))
             }
             Ok(Step::Gated(ticket)) => {
@@ -268,6 +268,88 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// A slot for a transaction (see `call_slots`): held by engine work that
+    /// runs its own transactions outside [`Engine::call`] (bulk chunks).
+    pub(crate) async fn call_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        self.call_slots
+            .acquire()
+            .await
+            .map_err(|_| crate::Error::internal("the engine is shutting down"))
+    }
+
+    /// Runs one operation for many inputs in one write transaction, each
+    /// through the same steps as [`Engine::call`]: the principal is
+    /// authorized, every input passes the approval gate (a gated one stores
+    /// its approval and changes nothing else), executes, and gets its own
+    /// audit event. One commit instead of one per input is what makes the
+    /// scheduler's renewal check cheap at a large fleet.
+    ///
+    /// All or nothing: when an input fails, the transaction is rolled back
+    /// and the answer names that input and its error (nothing of the batch
+    /// is kept or audited); the caller runs it alone through
+    /// [`Engine::call`], which audits the failure, and retries the rest.
+    /// Operations that reach outside certctl (`outside_tx`) are not batched.
+    pub(crate) async fn call_batch<O: Operation>(
+        &self,
+        principal: &Principal,
+        inputs: Vec<O::Input>,
+    ) -> Result<std::result::Result<Vec<Outcome<O::Output>>, (usize, Error)>> {
+        let meta = &O::META;
+        if meta.risk == Risk::Read {
+            return Err(Error::internal("read operations are not batched"));
+        }
+        let now = self.clock.now();
+        self.authorize_call(principal, meta, now).await?;
+        let mut prepared = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.into_iter().enumerate() {
+            let mut memo = crate::ops::Memo::default();
+            if let Err(e) = O::prepare(&input, &mut memo) {
+                return Ok(Err((i, e)));
+            }
+            prepared.push((input, memo));
+        }
+        let _slot = self.call_slot().await?;
+        let mut tx = self.store.begin_write().await?;
+        let mut outcomes = Vec::with_capacity(prepared.len());
+        for (i, (input, memo)) in prepared.into_iter().enumerate() {
+            let mut ctx = Ctx {
+                engine: self,
+                principal,
+                tx: &mut tx,
+                now,
+                audit_details: serde_json::Map::new(),
+                audit_resource_id: None,
+                followup: None,
+                refusals: Vec::new(),
+                operation: meta.name,
+                memo,
+            };
+            match run_gated::<O>(&mut ctx, input).await {
+                Ok(Step::Done(output, subject)) => {
+                    let resource_id = ctx.audit_resource_id.take().or(subject.resource_id);
+                    let details = std::mem::take(&mut ctx.audit_details);
+                    self.append(
+                        ctx.tx,
+                        principal,
+                        meta.name,
+                        meta.resource,
+                        resource_id,
+                        AuditOutcome::Success,
+                        details,
+                        now,
+                    )
+                    .await?;
+                    outcomes.push(Outcome::Completed { result: output });
+                }
+                Ok(Step::Gated(ticket)) => outcomes.push(Outcome::ApprovalRequired(ticket)),
+                // Dropping the transaction rolls the whole batch back.
+                Err(e) => return Ok(Err((i, e))),
+            }
+        }
+        tx.commit().await?;
+        Ok(Ok(outcomes))
     }
 
     /// Checks the principal's role against an operation's permission and

@@ -17,6 +17,9 @@ use crate::domain::Principal;
 use crate::error::Result;
 use crate::ops::{self, Outcome};
 
+/// Renewals the renewal loop queues per transaction.
+const RENEWAL_BATCH: usize = 200;
+
 /// A periodic loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Loop {
@@ -27,7 +30,8 @@ pub enum Loop {
     /// Mark approvals past their deadline as expired (1 min).
     ApprovalExpiry,
     /// Run due issuer jobs: issuance, renewal and revocation at external CAs
-    /// (30 s). Not a singleton: every process claims jobs (skip-locked).
+    /// (30 s), and resume bulk operations nobody holds. Not a singleton:
+    /// every process claims jobs (skip-locked) and bulk chunks (leases).
     Jobs,
     /// Re-sign CRLs that are behind or half-way to nextUpdate, and OCSP
     /// responses before they leave the cache (1 min).
@@ -298,6 +302,9 @@ impl Scheduler {
                         "ran issuer jobs"
                     );
                 }
+                // Bulk operations whose caller stopped before their last
+                // chunk (a crash, a restart) finish here, on one process.
+                self.engine.resume_bulk_operations(&self.owner).await?;
             }
             Loop::ApprovalExpiry => {
                 self.engine
@@ -423,7 +430,6 @@ impl Scheduler {
         if warned > 0 {
             tracing::info!(events = warned, "expiry warnings queued");
         }
-        let system = Principal::system("scheduler");
         // Pages through everything due with a keyset cursor, so each
         // certificate is looked at once per run however large the backlog.
         let mut cursor: Option<(i64, String)> = None;
@@ -441,43 +447,89 @@ impl Scheduler {
                 break;
             };
             cursor = Some((last.1, last.0.clone()));
+            let mut todo = Vec::with_capacity(due.len());
             for (id, _) in due {
-                if self
+                if !self
                     .engine
                     .store()
                     .has_pending_approval("renew_certificate", &id, now)
                     .await?
                 {
-                    continue;
+                    todo.push(id);
                 }
-                // Through the engine: a profile that requires approval
-                // gates scheduled renewals like manual ones.
-                let input = ops::RenewCertificateInput {
-                    id: id.clone(),
-                    csr_pem: None,
-                };
+            }
+            for batch in todo.chunks(RENEWAL_BATCH) {
+                self.renew_batch(batch, now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues the renewals of `ids` through the engine, many per
+    /// transaction ([`Engine::call_batch`]: the same authorization, approval
+    /// gate, policy checks and audit event per certificate as a single
+    /// call). A certificate whose renewal fails is taken out and run alone
+    /// through [`Engine::call`], which audits the failure; the others commit
+    /// in batches around it, so each is queued once.
+    async fn renew_batch(&self, ids: &[String], now: i64) -> Result<()> {
+        let system = Principal::system("scheduler");
+        let mut start = 0;
+        while start < ids.len() {
+            // The longest run from `start` that goes through in one transaction.
+            let mut end = ids.len();
+            while end > start {
+                let inputs = ids[start..end]
+                    .iter()
+                    .map(|id| ops::RenewCertificateInput {
+                        id: id.clone(),
+                        csr_pem: None,
+                    })
+                    .collect();
                 match self
                     .engine
-                    .call::<ops::RenewCertificate>(&system, input)
-                    .await
+                    .call_batch::<ops::RenewCertificate>(&system, inputs)
+                    .await?
                 {
-                    Ok(Outcome::Completed { .. }) | Ok(Outcome::ApprovalRequired(_)) => {}
-                    Err(e) => {
-                        tracing::warn!(certificate = %id, error = %e, "renewal could not be queued");
-                        // Once per certificate and day: the loop retries
-                        // every hour, the owners need not hear it hourly.
-                        let mut tx = self.engine.store().begin_write().await?;
-                        crate::notify::renewal_failed(
-                            &mut tx,
-                            now,
-                            &id,
-                            &e.to_string(),
-                            format!("renewal_failed:{id}:{}", now / 86400),
-                        )
-                        .await?;
-                        tx.commit().await?;
-                    }
+                    Ok(_) => break,
+                    Err((i, _)) => end = start + i,
                 }
+            }
+            if end == ids.len() {
+                break;
+            }
+            self.renew_one(&system, &ids[end], now).await?;
+            start = end + 1;
+        }
+        Ok(())
+    }
+
+    /// One renewal through [`Engine::call`] (a profile that requires
+    /// approval gates it like a manual one); a refusal notifies the owners.
+    async fn renew_one(&self, system: &Principal, id: &str, now: i64) -> Result<()> {
+        let input = ops::RenewCertificateInput {
+            id: id.to_owned(),
+            csr_pem: None,
+        };
+        match self
+            .engine
+            .call::<ops::RenewCertificate>(system, input)
+            .await
+        {
+            Ok(Outcome::Completed { .. }) | Ok(Outcome::ApprovalRequired(_)) => {}
+            Err(e) => {
+                tracing::warn!(certificate = %id, error = %e, "renewal could not be queued");
+                // Once per certificate and day: the loop retries
+                // every hour, the owners need not hear it hourly.
+                let mut tx = self.engine.store().begin_write().await?;
+                crate::notify::renewal_failed(
+                    &mut tx,
+                    now,
+                    id,
+                    &e.to_string(),
+                    format!("renewal_failed:{id}:{}", now / 86400),
+                )
+                .await?;
+                tx.commit().await?;
             }
         }
         Ok(())

@@ -61,7 +61,7 @@ pub struct BulkOperation {
     /// `bulk-...`
     pub id: String,
     pub kind: BulkKind,
-    /// `completed`: the whole batch ran in one transaction.
+    /// `running` while its chunks run (`succeeded` + `skipped` of `total` are done so far), then `completed`.
     pub status: String,
     /// The principal that ran it: the approver, when it passed the gate
     /// (the approval names the requester).

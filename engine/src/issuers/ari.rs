@@ -9,8 +9,9 @@
 //! re-check of the same window picks the same time). Checks follow the CA's
 //! `Retry-After`, clamped to between a minute and a day; a CA without ARI is
 //! asked again a day later, and a failed check an hour later. Checks run
-//! outside any transaction; each outcome is written in a short one, and only
-//! for the version it was made for.
+//! outside any transaction; their outcomes are written together in one short
+//! transaction after them (one commit per run, not one per certificate), each
+//! only for the version it was made for.
 
 use std::collections::HashMap;
 
@@ -48,6 +49,7 @@ pub async fn refresh_due(engine: &Engine, now: i64) -> Result<usize> {
     }
     let mut connectors: HashMap<String, Option<Box<dyn Connector>>> = HashMap::new();
     let mut moved = 0;
+    let mut checked = Vec::with_capacity(due.len());
     for d in due {
         if !connectors.contains_key(&d.issuer_id) {
             let c = match engine.store().issuer(&d.issuer_id).await? {
@@ -79,12 +81,15 @@ pub async fn refresh_due(engine: &Engine, now: i64) -> Result<usize> {
         let renew_at = window
             .as_ref()
             .map(|w| renewal_time(&d.certificate_id, w, now));
-        let mut tx = engine.store().begin_write().await?;
+        checked.push((d, window, renew_at, next));
+    }
+    let mut tx = engine.store().begin_write().await?;
+    for (d, window, renew_at, next) in checked {
         if !tx
             .record_ari_check(&d.certificate_id, &d.version_id, renew_at, next)
             .await?
         {
-            tx.rollback().await?;
+            // A new version was recorded meanwhile: this check is stale.
             continue;
         }
         if let (Some(w), Some(at)) = (&window, renew_at)
@@ -113,8 +118,8 @@ pub async fn refresh_due(engine: &Engine, now: i64) -> Result<usize> {
                 )
                 .await?;
         }
-        tx.commit().await?;
     }
+    tx.commit().await?;
     Ok(moved)
 }
 

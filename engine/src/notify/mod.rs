@@ -406,23 +406,36 @@ pub(crate) async fn reschedule(
 
 // ---------------------------------------------------------------- expiry warnings
 
+/// `next_warn_at` of a certificate with nothing more to be warned about.
+pub(crate) const NEVER: UnixTime = i64::MAX;
+
 /// Announces certificates entering an expiry threshold: one event per
 /// version and threshold, and only the smallest threshold crossed (a
 /// certificate found 5 days before expiry gets the 7-day warning, not
 /// three at once). Returns how many events were stored.
+///
+/// Each certificate carries `next_warn_at`, the time it crosses its next
+/// threshold not warned yet, so the pass reads only the certificates whose
+/// time has come (and those never looked at: a new version resets it).
 pub async fn warn_expiring(engine: &Engine, now: UnixTime) -> Result<u64> {
     let mut thresholds = engine.config().notifications.expiry_thresholds_days.clone();
+    thresholds.retain(|d| *d > 0);
     thresholds.sort_unstable();
     thresholds.dedup();
     let mut stored = 0;
-    for days in thresholds.iter().copied().filter(|d| *d > 0) {
-        loop {
-            let rows = engine.store().certificates_to_warn(now, days, 500).await?;
-            if rows.is_empty() {
-                break;
-            }
-            let mut tx = engine.store().begin_write().await?;
-            for r in &rows {
+    loop {
+        let rows = engine.store().certificates_warn_due(now, 500).await?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut tx = engine.store().begin_write().await?;
+        for r in &rows {
+            let left = r.not_after - now;
+            // The smallest threshold crossed and not warned yet.
+            let crossed = thresholds.iter().copied().find(|d| {
+                left > 0 && left <= d * 86400 && r.expiry_warned_days.is_none_or(|w| w > *d)
+            });
+            if let Some(days) = crossed {
                 let version = r.current_version_id.clone().unwrap_or_default();
                 let facts = CertFacts {
                     id: r.id.clone(),
@@ -432,7 +445,6 @@ pub async fn warn_expiring(engine: &Engine, now: UnixTime) -> Result<u64> {
                     profile_id: Some(r.profile_id.clone()),
                     renewal_policy_id: r.renewal_policy_id.clone(),
                 };
-                let left = (r.not_after - now).max(0);
                 if emit(
                     &mut tx,
                     now,
@@ -464,16 +476,41 @@ pub async fn warn_expiring(engine: &Engine, now: UnixTime) -> Result<u64> {
                 {
                     stored += 1;
                 }
-                // Larger thresholds are passed too: never warn for them later.
-                tx.mark_expiry_warned(&r.id, days).await?;
             }
-            tx.commit().await?;
-            if rows.len() < 500 {
-                break;
-            }
+            // Larger thresholds are passed too: never warn for them later.
+            let warned = crossed.or(r.expiry_warned_days);
+            let next = next_warn_at(r.not_after, warned, &thresholds, now);
+            tx.set_expiry_warning(&r.id, warned, next).await?;
+        }
+        tx.commit().await?;
+        if rows.len() < 500 {
+            break;
         }
     }
     Ok(stored)
+}
+
+/// When a certificate crosses the next threshold below the smallest one
+/// already warned about (`thresholds` ascending): [`NEVER`] when none is
+/// left or it has expired, and never earlier than the next second (so one
+/// pass does not read the same row twice).
+fn next_warn_at(
+    not_after: UnixTime,
+    warned: Option<i64>,
+    thresholds: &[i64],
+    now: UnixTime,
+) -> UnixTime {
+    if not_after <= now {
+        return NEVER;
+    }
+    match thresholds
+        .iter()
+        .rev()
+        .find(|d| warned.is_none_or(|w| **d < w))
+    {
+        Some(d) => (not_after - d * 86400).max(now + 1),
+        None => NEVER,
+    }
 }
 
 // ---------------------------------------------------------------- routing
@@ -697,6 +734,21 @@ pub(crate) fn secret_context(channel_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_warning_is_the_next_threshold_below_the_warned_one() {
+        let day = 86400;
+        let t = [1, 7, 14, 30];
+        let exp = 100 * day;
+        assert_eq!(next_warn_at(exp, None, &t, 0), 70 * day);
+        assert_eq!(next_warn_at(exp, Some(30), &t, 71 * day), 86 * day);
+        assert_eq!(next_warn_at(exp, Some(7), &t, 94 * day), 99 * day);
+        assert_eq!(next_warn_at(exp, Some(1), &t, 99 * day), NEVER);
+        // Expired: nothing more to say.
+        assert_eq!(next_warn_at(exp, None, &t, exp), NEVER);
+        // Never earlier than the next second.
+        assert_eq!(next_warn_at(exp, None, &t, 80 * day), 80 * day + 1);
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

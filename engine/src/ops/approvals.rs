@@ -259,6 +259,29 @@ impl Operation for ApproveRequest {
         let approval = load(ctx, &a.id).await?;
         Ok(DecisionOutput { approval })
     }
+
+    /// An approved bulk operation runs its chunks once the approval has
+    /// committed; its final answer becomes the approval's result.
+    async fn after_commit(engine: &crate::Engine, mut out: Self::Output) -> Self::Output {
+        let Some(result) = out.approval.result.as_ref() else {
+            return out;
+        };
+        let Some(done) =
+            super::bulk_run::finish_approved(engine, &out.approval.operation, result).await
+        else {
+            return out;
+        };
+        let saved = async {
+            let mut tx = engine.store().begin_write().await?;
+            tx.set_approval_result(&out.approval.id, &done).await?;
+            tx.commit().await
+        };
+        if let Err(e) = saved.await {
+            tracing::warn!(approval = %out.approval.id, error = %e, "could not record the bulk operation's final result");
+        }
+        out.approval.result = Some(done);
+        out
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

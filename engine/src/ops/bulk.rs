@@ -1,8 +1,9 @@
 //! Bulk renew and reassign (bulk revoke lives with revocation), and the
 //! records every bulk operation leaves. Each bulk call is one operation: one
-//! approval covers the whole batch, it runs in one transaction, and it
-//! answers with a result per certificate. `dry_run: true` lists what would
-//! change, changes nothing and is not gated.
+//! approval covers the whole batch, which then runs in committed chunks
+//! (`bulk_run.rs`) with its progress and a result per certificate in its
+//! record; the call answers once it completed. `dry_run: true` lists what
+//! would change, changes nothing and is not gated.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -88,38 +89,6 @@ pub struct BulkOutput {
     pub skipped: i64,
     /// One result per certificate, in selection order.
     pub items: Vec<BulkItem>,
-}
-
-/// Stores the record of a bulk run in the call's transaction and returns its id.
-pub(crate) async fn record(
-    ctx: &mut Ctx<'_>,
-    kind: BulkKind,
-    request: serde_json::Value,
-    items: &[BulkItem],
-) -> Result<String> {
-    let succeeded = items
-        .iter()
-        .filter(|i| i.outcome == BulkItemOutcome::Done)
-        .count() as i64;
-    let b = BulkOperation {
-        id: ctx.new_id("bulk"),
-        kind,
-        status: "completed".into(),
-        run_by: ctx.principal.id.clone(),
-        total: items.len() as i64,
-        succeeded,
-        skipped: items.len() as i64 - succeeded,
-        request,
-        results: items.to_vec(),
-        created_at: ctx.now,
-        finished_at: Some(ctx.now),
-    };
-    ctx.tx.insert_bulk_operation(&b).await?;
-    ctx.note("bulk_operation_id", b.id.clone());
-    ctx.note("total", b.total);
-    ctx.note("succeeded", b.succeeded);
-    ctx.note("skipped", b.skipped);
-    Ok(b.id)
 }
 
 fn output(id: Option<String>, dry_run: bool, items: Vec<BulkItem>) -> BulkOutput {
@@ -217,63 +186,82 @@ impl Operation for BulkRenewCertificates {
 
     async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
         let ids = select(ctx, &input.filter, &input.ids, input.limit).await?;
+        if !input.dry_run {
+            let request =
+                serde_json::to_value(&input).map_err(|e| Error::internal(e.to_string()))?;
+            let total = ids.len() as i64;
+            let id = super::bulk_run::start(ctx, BulkKind::Renew, request, ids).await?;
+            return Ok(BulkOutput {
+                bulk_operation_id: Some(id),
+                dry_run: false,
+                total,
+                succeeded: 0,
+                skipped: 0,
+                items: Vec::new(),
+            });
+        }
         let view = ctx.engine.status_view(ctx.now);
         let mut items = Vec::with_capacity(ids.len());
         for id in ids {
-            if input.dry_run {
-                let item = match ctx.tx.certificate(&id, view).await? {
-                    None => skipped(id.clone(), format!("certificate {id} not found")),
-                    Some(c)
-                        if matches!(
-                            c.status,
-                            EffectiveStatus::Archived | EffectiveStatus::Pending
-                        ) =>
-                    {
-                        skipped(
-                            id,
-                            format!(
-                                "it is {}; only issued certificates are renewed",
-                                c.status.as_str()
-                            ),
-                        )
-                    }
-                    Some(_) => BulkItem {
+            let item = match ctx.tx.certificate(&id, view).await? {
+                None => skipped(id.clone(), format!("certificate {id} not found")),
+                Some(c)
+                    if matches!(
+                        c.status,
+                        EffectiveStatus::Archived | EffectiveStatus::Pending
+                    ) =>
+                {
+                    skipped(
                         id,
-                        outcome: BulkItemOutcome::WouldChange,
-                        detail: None,
-                    },
-                };
-                items.push(item);
-                continue;
-            }
-            let one = RenewCertificateInput {
-                id: id.clone(),
-                csr_pem: None,
-            };
-            match renew(ctx, one).await {
-                Ok(out) => items.push(BulkItem {
-                    id,
-                    outcome: BulkItemOutcome::Done,
-                    detail: Some(match out.version {
-                        Some(v) => format!("issued serial {}", v.serial),
-                        None => format!("job {} ({})", out.job.id, out.job.status.as_str()),
-                    }),
-                }),
-                Err(e) if skips(&e) => {
-                    keep_refusals(ctx).await?;
-                    items.push(skipped(id, e.to_string()));
+                        format!(
+                            "it is {}; only issued certificates are renewed",
+                            c.status.as_str()
+                        ),
+                    )
                 }
-                Err(e) => return Err(e),
-            }
+                Some(_) => BulkItem {
+                    id,
+                    outcome: BulkItemOutcome::WouldChange,
+                    detail: None,
+                },
+            };
+            items.push(item);
         }
-        let id = if input.dry_run {
-            None
-        } else {
-            let request =
-                serde_json::to_value(&input).map_err(|e| Error::internal(e.to_string()))?;
-            Some(record(ctx, BulkKind::Renew, request, &items).await?)
-        };
-        Ok(output(id, input.dry_run, items))
+        Ok(output(None, true, items))
+    }
+
+    async fn after_commit(engine: &crate::Engine, out: Self::Output) -> Self::Output {
+        match &out.bulk_operation_id {
+            Some(id) => match super::bulk_run::finish(engine, id).await {
+                Some(b) => super::bulk_run::bulk_output(b),
+                None => out,
+            },
+            None => out,
+        }
+    }
+}
+
+/// One certificate of a bulk renewal, through the same rules as
+/// renew_certificate; refusals skip it with the reason.
+pub(crate) async fn renew_item(ctx: &mut Ctx<'_>, id: String) -> Result<BulkItem> {
+    let one = RenewCertificateInput {
+        id: id.clone(),
+        csr_pem: None,
+    };
+    match renew(ctx, one).await {
+        Ok(out) => Ok(BulkItem {
+            id,
+            outcome: BulkItemOutcome::Done,
+            detail: Some(match out.version {
+                Some(v) => format!("issued serial {}", v.serial),
+                None => format!("job {} ({})", out.job.id, out.job.status.as_str()),
+            }),
+        }),
+        Err(e) if skips(&e) => {
+            keep_refusals(ctx).await?;
+            Ok(skipped(id, e.to_string()))
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -345,17 +333,8 @@ impl Operation for BulkReassignCertificates {
     }
 
     async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
-        if input.owner_id.is_none() && input.team_id.is_none() {
-            return Err(Error::invalid("give owner_id, team_id or both"));
-        }
-        let owner = input
-            .owner_id
-            .clone()
-            .map(|s| if s.is_empty() { None } else { Some(s) });
-        let team = input
-            .team_id
-            .clone()
-            .map(|s| if s.is_empty() { None } else { Some(s) });
+        let request = serde_json::to_value(&input).map_err(|e| Error::internal(e.to_string()))?;
+        let (owner, team) = reassign_targets(&request)?;
         check_refs(
             ctx,
             owner.clone().flatten().as_deref(),
@@ -364,60 +343,107 @@ impl Operation for BulkReassignCertificates {
         )
         .await?;
         let ids = select(ctx, &input.filter, &input.ids, input.limit).await?;
+        if !input.dry_run {
+            let total = ids.len() as i64;
+            let id = super::bulk_run::start(ctx, BulkKind::Reassign, request, ids).await?;
+            return Ok(BulkOutput {
+                bulk_operation_id: Some(id),
+                dry_run: false,
+                total,
+                succeeded: 0,
+                skipped: 0,
+                items: Vec::new(),
+            });
+        }
         let view = ctx.engine.status_view(ctx.now);
         let mut items = Vec::with_capacity(ids.len());
         for id in ids {
-            let Some(mut c) = ctx.tx.certificate(&id, view).await? else {
+            let Some(c) = ctx.tx.certificate(&id, view).await? else {
                 items.push(skipped(id.clone(), format!("certificate {id} not found")));
                 continue;
             };
             let same_owner = owner.as_ref().is_none_or(|o| *o == c.owner_id);
             let same_team = team.as_ref().is_none_or(|t| *t == c.team_id);
-            if same_owner && same_team {
-                items.push(skipped(id, "already assigned so".into()));
-                continue;
-            }
-            if input.dry_run {
-                items.push(BulkItem {
+            items.push(if same_owner && same_team {
+                skipped(id, "already assigned so".into())
+            } else {
+                BulkItem {
                     id,
                     outcome: BulkItemOutcome::WouldChange,
                     detail: None,
-                });
-                continue;
-            }
-            if let Some(o) = &owner {
-                c.owner_id = o.clone();
-            }
-            if let Some(t) = &team {
-                c.team_id = t.clone();
-            }
-            // The metadata rules, before anything is written for this one.
-            let candidate = crate::policy::candidate_of(ctx, &c, None, None).await?;
-            if let Some(refused) = crate::policy::check_item(ctx, &candidate, true).await? {
-                items.push(skipped(id, refused));
-                continue;
-            }
-            let patch = CertificatePatch {
-                owner_id: owner.clone(),
-                team_id: team.clone(),
-                ..Default::default()
-            };
-            ctx.tx.update_certificate(&id, &patch, ctx.now).await?;
-            items.push(BulkItem {
-                id,
-                outcome: BulkItemOutcome::Done,
-                detail: None,
+                }
             });
         }
-        let id = if input.dry_run {
-            None
-        } else {
-            let request =
-                serde_json::to_value(&input).map_err(|e| Error::internal(e.to_string()))?;
-            Some(record(ctx, BulkKind::Reassign, request, &items).await?)
-        };
-        Ok(output(id, input.dry_run, items))
+        Ok(output(None, true, items))
     }
+
+    async fn after_commit(engine: &crate::Engine, out: Self::Output) -> Self::Output {
+        match &out.bulk_operation_id {
+            Some(id) => match super::bulk_run::finish(engine, id).await {
+                Some(b) => super::bulk_run::bulk_output(b),
+                None => out,
+            },
+            None => out,
+        }
+    }
+}
+
+/// The new owner and team of a reassignment request: `None` keeps each
+/// certificate's, `Some(None)` clears it.
+#[allow(clippy::type_complexity)] // the two optional changes, spelled out
+pub(crate) fn reassign_targets(
+    request: &serde_json::Value,
+) -> Result<(Option<Option<String>>, Option<Option<String>>)> {
+    let input: BulkReassignInput = super::registry::parse_input(request.clone())?;
+    if input.owner_id.is_none() && input.team_id.is_none() {
+        return Err(Error::invalid("give owner_id, team_id or both"));
+    }
+    let clear_empty = |s: String| if s.is_empty() { None } else { Some(s) };
+    Ok((
+        input.owner_id.map(clear_empty),
+        input.team_id.map(clear_empty),
+    ))
+}
+
+/// One certificate of a bulk reassignment: skipped when it already has the
+/// owner and team or a metadata rule refuses the change.
+pub(crate) async fn reassign_item(
+    ctx: &mut Ctx<'_>,
+    id: String,
+    owner: &Option<Option<String>>,
+    team: &Option<Option<String>>,
+) -> Result<BulkItem> {
+    let view = ctx.engine.status_view(ctx.now);
+    let Some(mut c) = ctx.tx.certificate(&id, view).await? else {
+        return Ok(skipped(id.clone(), format!("certificate {id} not found")));
+    };
+    let same_owner = owner.as_ref().is_none_or(|o| *o == c.owner_id);
+    let same_team = team.as_ref().is_none_or(|t| *t == c.team_id);
+    if same_owner && same_team {
+        return Ok(skipped(id, "already assigned so".into()));
+    }
+    if let Some(o) = owner {
+        c.owner_id = o.clone();
+    }
+    if let Some(t) = team {
+        c.team_id = t.clone();
+    }
+    // The metadata rules, before anything is written for this one.
+    let candidate = crate::policy::candidate_of(ctx, &c, None, None).await?;
+    if let Some(refused) = crate::policy::check_item(ctx, &candidate, true).await? {
+        return Ok(skipped(id, refused));
+    }
+    let patch = CertificatePatch {
+        owner_id: owner.clone(),
+        team_id: team.clone(),
+        ..Default::default()
+    };
+    ctx.tx.update_certificate(&id, &patch, ctx.now).await?;
+    Ok(BulkItem {
+        id,
+        outcome: BulkItemOutcome::Done,
+        detail: None,
+    })
 }
 
 // ---------------------------------------------------------------- records

@@ -75,6 +75,7 @@ pub(crate) mod agent_groups;
 mod agents_work;
 mod approvals;
 mod bulk;
+mod bulk_run;
 mod certificates;
 mod deployments;
 mod discovery;
@@ -95,6 +96,7 @@ pub use agent_groups::*;
 pub use agents_work::*;
 pub use approvals::*;
 pub use bulk::*;
+pub use bulk_run::BulkStep;
 pub use certificates::*;
 pub use deployments::*;
 pub use discovery::*;
@@ -326,6 +328,18 @@ pub trait Operation: Send + Sync + 'static {
                 ..Subject::default()
             })
         }
+    }
+
+    /// Work after the call's transaction committed, in transactions of its
+    /// own (a bulk operation's chunks); returns what the caller gets. What
+    /// committed stays committed: failures here are logged and left for
+    /// the loops to pick up, not returned.
+    fn after_commit(
+        engine: &Engine,
+        output: Self::Output,
+    ) -> impl Future<Output = Self::Output> + Send {
+        let _ = engine;
+        async { output }
     }
 
     /// Does the work inside `ctx.tx`.

@@ -6,7 +6,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::bulk::{record, select, summary};
+use super::bulk::{select, summary};
 use super::certificates::load;
 use super::{Ctx, OpMeta, Operation, Risk, Subject};
 use crate::domain::{
@@ -292,7 +292,8 @@ impl Operation for BulkRevokeCertificates {
 
     async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
         let ids = select(ctx, &input.filter, &input.ids, input.limit).await?;
-        let view = ctx.engine.status_view(ctx.now);
+        ctx.note("reason", input.reason.as_str());
+        ctx.note("dry_run", input.dry_run);
         let mut out = BulkRevokeOutput {
             revoked: Vec::new(),
             skipped: Vec::new(),
@@ -300,54 +301,73 @@ impl Operation for BulkRevokeCertificates {
             dry_run: input.dry_run,
             bulk_operation_id: None,
         };
-        let mut items = Vec::with_capacity(ids.len());
+        if !input.dry_run {
+            // Revoked in chunks once this call committed (`bulk_run.rs`).
+            let request =
+                serde_json::to_value(&input).map_err(|e| Error::internal(e.to_string()))?;
+            out.bulk_operation_id =
+                Some(super::bulk_run::start(ctx, BulkKind::Revoke, request, ids).await?);
+            return Ok(out);
+        }
+        let view = ctx.engine.status_view(ctx.now);
         for id in ids {
             let Some(c) = ctx.tx.certificate(&id, view).await? else {
                 let reason = format!("certificate {id} not found");
-                items.push(BulkItem {
-                    id: id.clone(),
-                    outcome: BulkItemOutcome::Skipped,
-                    detail: Some(reason.clone()),
-                });
                 out.skipped.push(SkippedRevocation { reason, id });
                 continue;
             };
-            let result = if input.dry_run {
-                revocable(ctx, &c).await
-            } else {
-                revoke(ctx, &c, input.reason).await
-            };
-            match result {
-                Ok(()) if input.dry_run => out.would_revoke.push(id),
-                Ok(()) => {
-                    items.push(BulkItem {
-                        id: id.clone(),
-                        outcome: BulkItemOutcome::Done,
-                        detail: None,
-                    });
-                    out.revoked.push(id);
-                }
+            match revocable(ctx, &c).await {
+                Ok(()) => out.would_revoke.push(id),
                 Err(e @ (Error::Conflict(_) | Error::PolicyViolation(_))) => {
-                    let reason = e.to_string();
-                    items.push(BulkItem {
-                        id: id.clone(),
-                        outcome: BulkItemOutcome::Skipped,
-                        detail: Some(reason.clone()),
-                    });
-                    out.skipped.push(SkippedRevocation { id, reason })
+                    out.skipped.push(SkippedRevocation {
+                        id,
+                        reason: e.to_string(),
+                    })
                 }
                 Err(e) => return Err(e),
             }
         }
-        ctx.note("reason", input.reason.as_str());
-        ctx.note("dry_run", input.dry_run);
-        if !input.dry_run {
-            let request =
-                serde_json::to_value(&input).map_err(|e| Error::internal(e.to_string()))?;
-            out.bulk_operation_id = Some(record(ctx, BulkKind::Revoke, request, &items).await?);
-        }
-        ctx.note("revoked", out.revoked.len());
         ctx.note("skipped", out.skipped.len());
         Ok(out)
+    }
+
+    async fn after_commit(engine: &crate::Engine, out: Self::Output) -> Self::Output {
+        match &out.bulk_operation_id {
+            Some(id) => match super::bulk_run::finish(engine, id).await {
+                Some(b) => super::bulk_run::revoke_output(b),
+                None => out,
+            },
+            None => out,
+        }
+    }
+}
+
+/// One certificate of a bulk revocation: revoked, or skipped with the
+/// reason (not found, already revoked, never issued, short-lived).
+pub(crate) async fn revoke_item(
+    ctx: &mut Ctx<'_>,
+    id: String,
+    reason: RevocationReason,
+) -> Result<BulkItem> {
+    let view = ctx.engine.status_view(ctx.now);
+    let Some(c) = ctx.tx.certificate(&id, view).await? else {
+        return Ok(BulkItem {
+            detail: Some(format!("certificate {id} not found")),
+            id,
+            outcome: BulkItemOutcome::Skipped,
+        });
+    };
+    match revoke(ctx, &c, reason).await {
+        Ok(()) => Ok(BulkItem {
+            id,
+            outcome: BulkItemOutcome::Done,
+            detail: None,
+        }),
+        Err(e @ (Error::Conflict(_) | Error::PolicyViolation(_))) => Ok(BulkItem {
+            id,
+            outcome: BulkItemOutcome::Skipped,
+            detail: Some(e.to_string()),
+        }),
+        Err(e) => Err(e),
     }
 }

@@ -201,4 +201,22 @@ impl Tx {
         });
         Ok(n == 1)
     }
+
+    /// Replaces the recorded result of an executed approval (a bulk
+    /// operation's final counts once its chunks have run).
+    pub async fn set_approval_result(
+        &mut self,
+        id: &str,
+        result: &serde_json::Value,
+    ) -> Result<()> {
+        let result = to_json(result)?;
+        with_tx!(self, |c| {
+            sqlx::query("UPDATE approvals SET result = $1 WHERE id = $2 AND status = 'executed'")
+                .bind(&result)
+                .bind(id)
+                .execute(c)
+                .await?;
+        });
+        Ok(())
+    }
 }

@@ -2,8 +2,12 @@
 //! (one approval covers the batch), a result per certificate, a record with
 //! counts, and dry runs that change nothing and are not gated.
 
-use certctl_engine::domain::{BulkItemOutcome, BulkKind, Role};
-use certctl_engine::ops::{self, Outcome};
+use std::sync::Arc;
+
+use certctl_engine::config::EngineConfig;
+use certctl_engine::domain::{BulkItemOutcome, BulkKind, BulkOperation, Role};
+use certctl_engine::ops::{self, BulkStep, Outcome};
+use certctl_engine::scheduler::{Loop, Scheduler, TickOutcome};
 
 use super::support::{Harness, principal};
 use crate::backend_tests;
@@ -11,6 +15,7 @@ use crate::backend_tests;
 backend_tests!(
     dry_runs_list_what_would_change_and_change_nothing,
     one_approval_covers_each_batch_with_a_record,
+    chunks_show_progress_and_a_restart_resumes_without_duplicates,
 );
 
 fn from<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
@@ -223,4 +228,128 @@ async fn one_approval_covers_each_batch_with_a_record(h: &Harness) {
         .done::<ops::ListApprovals>(&h.admin(), from(serde_json::json!({})))
         .await;
     assert_eq!(approvals.data.len(), 4, "one approval per batch");
+}
+
+async fn bulk_record(h: &Harness, id: &str) -> BulkOperation {
+    h.done::<ops::GetBulkOperation>(&h.admin(), from(serde_json::json!({ "id": id })))
+        .await
+}
+
+/// After its one approval a bulk operation runs in committed chunks: its
+/// record shows status, counts and per-item results after each; a process
+/// that stops mid-way holds a lease until it runs out, then the jobs loop of
+/// another process finishes the rest, and no certificate is done twice.
+async fn chunks_show_progress_and_a_restart_resumes_without_duplicates(h: &Harness) {
+    let (ids, pending) = fleet(h, "batch").await;
+    let mut cfg = EngineConfig::default();
+    cfg.scheduler.bulk_chunk_size = 1;
+    cfg.scheduler.bulk_runs_in_call = false;
+    let a = Harness::engine_on(&h.db, &h.clock, cfg.clone(), &h.master).await;
+    let approver = principal("pr-approver", Role::Approver);
+    let out = a
+        .call::<ops::BulkRevokeCertificates>(
+            &principal("pr-op", Role::Operator),
+            from(serde_json::json!({ "filter": { "environment": "batch" } })),
+        )
+        .await
+        .expect("call");
+    let Outcome::ApprovalRequired(t) = out else {
+        panic!("bulk revocation must be gated")
+    };
+    let decided = a
+        .call::<ops::ApproveRequest>(
+            &approver,
+            from(serde_json::json!({ "approval_id": t.approval_id })),
+        )
+        .await
+        .expect("approve")
+        .completed()
+        .expect("approved");
+    let started: ops::BulkRevokeOutput =
+        serde_json::from_value(decided.approval.result.clone().expect("executed")).expect("out");
+    let bulk_id = started.bulk_operation_id.expect("a record");
+    assert!(started.revoked.is_empty() && started.skipped.is_empty());
+    let b = bulk_record(h, &bulk_id).await;
+    assert_eq!(
+        (b.status.as_str(), b.total, b.succeeded + b.skipped),
+        ("running", 4, 0)
+    );
+    assert!(b.results.is_empty());
+
+    // One chunk at a time: each commit shows.
+    assert_eq!(
+        a.run_bulk_chunk(&bulk_id, "proc-a").await.expect("chunk"),
+        BulkStep::Progressed
+    );
+    let b = bulk_record(h, &bulk_id).await;
+    assert_eq!(
+        (b.status.as_str(), b.succeeded + b.skipped, b.results.len()),
+        ("running", 1, 1)
+    );
+    // proc-a holds the lease: another process leaves it alone meanwhile.
+    let other = Harness::engine_on(&h.db, &h.clock, cfg, &h.master).await;
+    assert_eq!(
+        other
+            .run_bulk_chunk(&bulk_id, "proc-b")
+            .await
+            .expect("chunk"),
+        BulkStep::NotHeld
+    );
+    assert_eq!(
+        other
+            .resume_bulk_operations("proc-b")
+            .await
+            .expect("resume"),
+        0
+    );
+    assert_eq!(
+        a.run_bulk_chunk(&bulk_id, "proc-a").await.expect("chunk"),
+        BulkStep::Progressed
+    );
+    assert_eq!(bulk_record(h, &bulk_id).await.results.len(), 2);
+    // proc-a stops for good; once its lease ran out, proc-b's jobs loop
+    // finishes the operation.
+    a.store().close().await;
+    drop(a);
+    h.clock
+        .advance(EngineConfig::default().scheduler.job_lease_seconds + 1);
+    let s = Arc::new(Scheduler::new(other.clone(), "proc-b"));
+    assert_eq!(s.run_once(Loop::Jobs, other.now()).await, TickOutcome::Ran);
+    let b = bulk_record(h, &bulk_id).await;
+    assert_eq!(b.status, "completed");
+    assert!(b.finished_at.is_some());
+    assert_eq!((b.total, b.succeeded, b.skipped), (4, 3, 1));
+    let mut done: Vec<String> = b.results.iter().map(|i| i.id.clone()).collect();
+    done.sort();
+    let mut want: Vec<String> = ids.iter().cloned().chain([pending.clone()]).collect();
+    want.sort();
+    assert_eq!(done, want, "each certificate once, none twice");
+    for i in &b.results {
+        let expect = if i.id == pending {
+            BulkItemOutcome::Skipped
+        } else {
+            BulkItemOutcome::Done
+        };
+        assert_eq!(i.outcome, expect, "{i:?}");
+    }
+    for id in &ids {
+        let c = h
+            .done::<ops::GetCertificate>(&h.admin(), from(serde_json::json!({ "id": id })))
+            .await;
+        assert_eq!(c.certificate.status.as_str(), "revoked");
+    }
+    // One audit event per chunk, by the approver, plus the approval's.
+    let chunks: Vec<(String, String, String)> = h
+        .audit_actions()
+        .await
+        .into_iter()
+        .filter(|(a, _, _)| a == "bulk_operation.chunk")
+        .collect();
+    assert_eq!(chunks.len(), 4, "{chunks:?}");
+    assert!(
+        chunks
+            .iter()
+            .all(|(_, o, who)| o == "success" && who == "pr-approver")
+    );
+    other.store().close().await;
 }

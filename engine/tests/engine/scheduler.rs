@@ -26,6 +26,7 @@ backend_tests!(
     short_lived_certificates_expire_without_revocation,
     renewal_policy_fraction_decides_when_renewal_is_due,
     three_processes_renew_each_certificate_once,
+    a_refused_renewal_does_not_hold_up_its_batch,
 );
 
 async fn issue(h: &Harness, cn: &str, days: i64, profile: Option<&str>) -> String {
@@ -550,4 +551,101 @@ async fn three_processes_renew_each_certificate_once(h: &Harness) {
     for e in engines {
         e.store().close().await;
     }
+}
+
+/// Renewals are queued many per transaction; one that an enforce-mode rule
+/// refuses is taken out, audited as a failure and notified, and the rest of
+/// its batch commits, each renewed once with its own audit event.
+async fn a_refused_renewal_does_not_hold_up_its_batch(h: &Harness) {
+    use certctl_engine::domain::{KeygenMode, Principal};
+    let cfg = EngineConfig {
+        keygen_mode: KeygenMode::Server,
+        ..Default::default()
+    };
+    let srv = Harness::engine_on(&h.db, &h.clock, cfg, &h.master).await;
+    let profile = h
+        .done::<ops::SaveProfile>(
+            &h.admin(),
+            serde_json::from_value(serde_json::json!({ "name": "demo", "keygen_mode": "server" }))
+                .expect("input"),
+        )
+        .await;
+    let admin = Principal::system("test");
+    let mut ids = Vec::new();
+    for cn in [
+        "a.example.com",
+        "b.example.com",
+        "c.example.org",
+        "d.example.com",
+    ] {
+        let c = srv
+            .call::<ops::CreateCertificate>(
+                &admin,
+                serde_json::from_value(
+                    serde_json::json!({ "common_name": cn, "profile_id": profile.id }),
+                )
+                .expect("input"),
+            )
+            .await
+            .expect("create")
+            .completed()
+            .expect("done");
+        srv.call::<ops::IssueCertificate>(
+            &admin,
+            ops::IssueCertificateInput {
+                id: c.id.clone(),
+                csr_pem: None,
+                ttl_seconds: Some(20 * 86400),
+            },
+        )
+        .await
+        .expect("issue")
+        .completed()
+        .expect("issued");
+        ids.push(c.id);
+    }
+    // From now on only example.com names may be issued.
+    h.done::<ops::SavePolicy>(
+        &h.admin(),
+        serde_json::from_value(serde_json::json!({
+            "name": "corp", "kind": "allowed_domains", "severity": "high", "mode": "enforce",
+            "params": { "domains": ["*.example.com"] },
+        }))
+        .expect("input"),
+    )
+    .await;
+    let s = Scheduler::new(srv.clone(), "proc-srv");
+    assert_eq!(s.run_once(Loop::Renewal, srv.now()).await, TickOutcome::Ran);
+    for (i, id) in ids.iter().enumerate() {
+        let d = h
+            .done::<ops::GetCertificate>(
+                &h.admin(),
+                serde_json::from_value(serde_json::json!({ "id": id })).expect("input"),
+            )
+            .await;
+        let want = if i == 2 { 1 } else { 2 };
+        assert_eq!(d.versions.len(), want, "{id}");
+    }
+    let renews: Vec<(String, String, String)> = h
+        .audit_actions()
+        .await
+        .into_iter()
+        .filter(|(a, _, who)| a == "renew_certificate" && who == "system:scheduler")
+        .collect();
+    let ok = renews.iter().filter(|(_, o, _)| o == "success").count();
+    let failed = renews.iter().filter(|(_, o, _)| o == "failure").count();
+    assert_eq!((ok, failed), (3, 1), "{renews:?}");
+    // Nothing more is due: a second run renews nothing twice.
+    h.clock.advance(3600);
+    assert_eq!(s.run_once(Loop::Renewal, srv.now()).await, TickOutcome::Ran);
+    for (i, id) in ids.iter().enumerate() {
+        let d = h
+            .done::<ops::GetCertificate>(
+                &h.admin(),
+                serde_json::from_value(serde_json::json!({ "id": id })).expect("input"),
+            )
+            .await;
+        assert_eq!(d.versions.len(), if i == 2 { 1 } else { 2 }, "{id}");
+    }
+    srv.store().close().await;
 }
