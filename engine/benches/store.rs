@@ -6,6 +6,7 @@
 //! cargo bench -p certctl-engine --bench store
 //! CERTCTL_BENCH_SMOKE=1 cargo bench -p certctl-engine --bench store   # seconds, for CI
 //! CERTCTL_BENCH_N=1000000 cargo bench -p certctl-engine --bench store # a million
+//! CERTCTL_BENCH_STORE=postgres ...                                      # one store only
 //! ```
 //!
 //! Seeding writes realistic rows straight into the schema with multi-row
@@ -91,18 +92,26 @@ async fn run(sizes: Sizes) -> anyhow::Result<()> {
         sizes.certificates, sizes.cursor_pages, sizes.first_pages, sizes.due_runs
     );
 
+    // CERTCTL_BENCH_STORE=sqlite or =postgres measures one store only (a
+    // million rows take minutes to seed on each).
+    let only = std::env::var("CERTCTL_BENCH_STORE").unwrap_or_default();
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("certctl.db");
-    let sqlite = format!("SQLite {} (file, WAL)", common::sqlite_version().await);
-    bench_backend(
-        &sqlite,
-        &StoreLocation::SqliteFile(path.clone()),
-        Raw::Sqlite(path),
-        &sizes,
-    )
-    .await
-    .context("SQLite")?;
+    if only.is_empty() || only == "sqlite" {
+        let sqlite = format!("SQLite {} (file, WAL)", common::sqlite_version().await);
+        bench_backend(
+            &sqlite,
+            &StoreLocation::SqliteFile(path.clone()),
+            Raw::Sqlite(path),
+            &sizes,
+        )
+        .await
+        .context("SQLite")?;
+    }
 
+    if only == "sqlite" {
+        return Ok(());
+    }
     if let Some(pg) = PgScratch::create("store").await? {
         let label = format!("PostgreSQL {} (database {})", pg.server_version, pg.name);
         let result = bench_backend(
