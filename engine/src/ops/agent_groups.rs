@@ -112,26 +112,20 @@ pub struct AgentGroupInput {
     pub criteria: AgentCriteria,
 }
 
-async fn save(
-    ctx: &mut super::Ctx<'_>,
-    input: AgentGroupInput,
-    create: bool,
-) -> Result<AgentGroup> {
+async fn save(ctx: &mut super::Ctx<'_>, input: AgentGroupInput) -> Result<AgentGroup> {
     let name = input.name.trim().to_owned();
     if name.is_empty() || name.len() > 200 {
         return Err(Error::invalid("name must be 1 to 200 characters"));
     }
     input.criteria.validate().map_err(Error::invalid)?;
-    let existing = match (&input.id, create) {
-        (Some(_), true) => return Err(Error::invalid("id is assigned by certctl; omit it")),
-        (None, false) => return Err(Error::invalid("id is required")),
-        (Some(id), false) => Some(
+    let existing = match &input.id {
+        Some(id) => Some(
             ctx.tx
                 .agent_group(id)
                 .await?
                 .ok_or_else(|| Error::not_found("agent_group", id))?,
         ),
-        (None, true) => None,
+        None => None,
     };
     let g = AgentGroup {
         id: existing
@@ -171,8 +165,7 @@ operation! {
         }),
     }
     |ctx, input| {
-        let create = input.id.is_none();
-        save(ctx, input, create).await
+        save(ctx, input).await
     }
 }
 

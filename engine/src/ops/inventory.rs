@@ -110,7 +110,7 @@ pub struct TargetInput {
     pub config: serde_json::Map<String, serde_json::Value>,
 }
 
-async fn save_target(ctx: &mut super::Ctx<'_>, input: TargetInput, create: bool) -> Result<Target> {
+async fn save_target(ctx: &mut super::Ctx<'_>, input: TargetInput) -> Result<Target> {
     let name = non_empty("name", &input.name)?;
     let config = serde_json::Value::Object(input.config);
     crate::domain::TargetConfig::parse(input.kind, &config)?;
@@ -127,16 +127,14 @@ async fn save_target(ctx: &mut super::Ctx<'_>, input: TargetInput, create: bool)
             return Err(Error::invalid(format!("unknown agent_group_id '{g}'")));
         }
     }
-    let existing = match (&input.id, create) {
-        (Some(_), true) => return Err(Error::invalid("id is assigned by certctl; omit it")),
-        (None, false) => return Err(Error::invalid("id is required")),
-        (Some(id), false) => Some(
+    let existing = match &input.id {
+        Some(id) => Some(
             ctx.tx
                 .target(id)
                 .await?
                 .ok_or_else(|| Error::not_found("target", id))?,
         ),
-        (None, true) => None,
+        None => None,
     };
     let t = Target {
         id: existing
@@ -173,8 +171,7 @@ operation! {
         }),
     }
     |ctx, input| {
-        let create = input.id.is_none();
-        save_target(ctx, input, create).await
+        save_target(ctx, input).await
     }
 }
 
@@ -447,7 +444,7 @@ pub struct OwnerInput {
     pub team_id: Option<String>,
 }
 
-async fn save_owner(ctx: &mut super::Ctx<'_>, input: OwnerInput, create: bool) -> Result<Owner> {
+async fn save_owner(ctx: &mut super::Ctx<'_>, input: OwnerInput) -> Result<Owner> {
     let name = non_empty("name", &input.name)?;
     let email = input.email.trim().to_owned();
     if !email.is_empty() && (!email.contains('@') || email.len() > 254) {
@@ -460,7 +457,7 @@ async fn save_owner(ctx: &mut super::Ctx<'_>, input: OwnerInput, create: bool) -
     {
         return Err(Error::invalid(format!("unknown team_id '{t}'")));
     }
-    let existing = existing(ctx, input.id.as_deref(), create, "owner").await?;
+    let existing = existing(ctx, input.id.as_deref(), "owner").await?;
     let created_at = match existing.as_deref() {
         Some(id) => ctx
             .tx
@@ -483,18 +480,15 @@ async fn save_owner(ctx: &mut super::Ctx<'_>, input: OwnerInput, create: bool) -
     Ok(o)
 }
 
-/// Checks the id rules shared by create and update, returning the id to update.
+/// The id to update (after checking it exists), or `None` to create.
 async fn existing(
     ctx: &mut super::Ctx<'_>,
     id: Option<&str>,
-    create: bool,
     kind: &'static str,
 ) -> Result<Option<String>> {
-    match (id, create) {
-        (Some(_), true) => Err(Error::invalid("id is assigned by certctl; omit it")),
-        (None, false) => Err(Error::invalid("id is required")),
-        (None, true) => Ok(None),
-        (Some(id), false) => {
+    match id {
+        None => Ok(None),
+        Some(id) => {
             let found = match kind {
                 "owner" => ctx.tx.owner(id).await?.is_some(),
                 "team" => ctx.tx.team(id).await?.is_some(),
@@ -529,8 +523,7 @@ operation! {
         }),
     }
     |ctx, input| {
-        let create = input.id.is_none();
-        save_owner(ctx, input, create).await
+        save_owner(ctx, input).await
     }
 }
 
@@ -598,9 +591,9 @@ pub struct TeamInput {
     pub description: String,
 }
 
-async fn save_team(ctx: &mut super::Ctx<'_>, input: TeamInput, create: bool) -> Result<Team> {
+async fn save_team(ctx: &mut super::Ctx<'_>, input: TeamInput) -> Result<Team> {
     let name = non_empty("name", &input.name)?;
-    let existing = existing(ctx, input.id.as_deref(), create, "team").await?;
+    let existing = existing(ctx, input.id.as_deref(), "team").await?;
     let created_at = match existing.as_deref() {
         Some(id) => ctx
             .tx
@@ -639,8 +632,7 @@ operation! {
         }),
     }
     |ctx, input| {
-        let create = input.id.is_none();
-        save_team(ctx, input, create).await
+        save_team(ctx, input).await
     }
 }
 
@@ -735,13 +727,9 @@ pub struct ProfileInput {
     pub short_lived: bool,
 }
 
-async fn save_profile(
-    ctx: &mut super::Ctx<'_>,
-    input: ProfileInput,
-    create: bool,
-) -> Result<Profile> {
+async fn save_profile(ctx: &mut super::Ctx<'_>, input: ProfileInput) -> Result<Profile> {
     let name = non_empty("name", &input.name)?;
-    let existing = existing(ctx, input.id.as_deref(), create, "profile").await?;
+    let existing = existing(ctx, input.id.as_deref(), "profile").await?;
     let created_at = match existing.as_deref() {
         Some(id) => ctx
             .tx
@@ -824,8 +812,7 @@ operation! {
         }),
     }
     |ctx, input| {
-        let create = input.id.is_none();
-        save_profile(ctx, input, create).await
+        save_profile(ctx, input).await
     }
 }
 
@@ -895,7 +882,6 @@ pub struct RenewalPolicyInput {
 async fn save_renewal(
     ctx: &mut super::Ctx<'_>,
     input: RenewalPolicyInput,
-    create: bool,
 ) -> Result<RenewalPolicy> {
     let name = non_empty("name", &input.name)?;
     if input.renew_before_days.is_none() == input.renew_at_fraction.is_none() {
@@ -923,7 +909,8 @@ async fn save_renewal(
     if !(0..=100).contains(&retries) {
         return Err(Error::invalid("max_retries must be between 0 and 100"));
     }
-    let existing = existing(ctx, input.id.as_deref(), create, "renewal_policy").await?;
+    let existing = existing(ctx, input.id.as_deref(), "renewal_policy").await?;
+    let updating = existing.is_some();
     let created_at = match existing.as_deref() {
         Some(id) => ctx
             .tx
@@ -944,7 +931,7 @@ async fn save_renewal(
         updated_at: ctx.now,
     };
     ctx.tx.upsert_renewal_policy(&r).await?;
-    if !create {
+    if updating {
         // Certificates under the policy renew by its new timing.
         let n = crate::notify::reschedule(ctx, None, Some(&r.id)).await?;
         ctx.note("certificates_rescheduled", n);
@@ -970,8 +957,7 @@ operation! {
         }),
     }
     |ctx, input| {
-        let create = input.id.is_none();
-        save_renewal(ctx, input, create).await
+        save_renewal(ctx, input).await
     }
 }
 
@@ -1051,15 +1037,11 @@ fn yes() -> bool {
     true
 }
 
-async fn save_policy(
-    ctx: &mut super::Ctx<'_>,
-    input: PolicyInput,
-    create: bool,
-) -> Result<PolicyRule> {
+async fn save_policy(ctx: &mut super::Ctx<'_>, input: PolicyInput) -> Result<PolicyRule> {
     let name = non_empty("name", &input.name)?;
     let params = serde_json::Value::Object(input.params);
     crate::policy::validate(input.kind, &params)?;
-    let existing = existing(ctx, input.id.as_deref(), create, "policy").await?;
+    let existing = existing(ctx, input.id.as_deref(), "policy").await?;
     let created_at = match existing.as_deref() {
         Some(id) => ctx
             .tx
@@ -1102,8 +1084,7 @@ operation! {
         }),
     }
     |ctx, input| {
-        let create = input.id.is_none();
-        save_policy(ctx, input, create).await
+        save_policy(ctx, input).await
     }
 }
 

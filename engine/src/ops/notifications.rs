@@ -144,14 +144,11 @@ pub struct NotificationChannelInput {
 async fn save_channel(
     ctx: &mut Ctx<'_>,
     input: NotificationChannelInput,
-    create: bool,
 ) -> Result<NotificationChannel> {
     let name = name_of("name", &input.name)?;
-    let existing = match (&input.id, create) {
-        (Some(_), true) => return Err(Error::invalid("id is assigned by certctl; omit it")),
-        (None, false) => return Err(Error::invalid("id is required")),
-        (None, true) => None,
-        (Some(id), false) => Some(
+    let existing = match &input.id {
+        None => None,
+        Some(id) => Some(
             ctx.tx
                 .channel_record(id)
                 .await?
@@ -226,8 +223,7 @@ operation! {
         }),
     }
     |ctx, input| {
-        let create = input.id.is_none();
-        save_channel(ctx, input, create).await
+        save_channel(ctx, input).await
     }
 }
 
@@ -312,17 +308,11 @@ pub struct NotificationRuleInput {
     pub enabled: Option<bool>,
 }
 
-async fn save_rule(
-    ctx: &mut Ctx<'_>,
-    input: NotificationRuleInput,
-    create: bool,
-) -> Result<NotificationRule> {
+async fn save_rule(ctx: &mut Ctx<'_>, input: NotificationRuleInput) -> Result<NotificationRule> {
     let name = name_of("name", &input.name)?;
-    let existing = match (&input.id, create) {
-        (Some(_), true) => return Err(Error::invalid("id is assigned by certctl; omit it")),
-        (None, false) => return Err(Error::invalid("id is required")),
-        (None, true) => None,
-        (Some(id), false) => Some(
+    let existing = match &input.id {
+        None => None,
+        Some(id) => Some(
             ctx.tx
                 .notification_rule(id)
                 .await?
@@ -398,8 +388,7 @@ operation! {
         }),
     }
     |ctx, input| {
-        let create = input.id.is_none();
-        save_rule(ctx, input, create).await
+        save_rule(ctx, input).await
     }
 }
 
