@@ -10,100 +10,20 @@
 //! job, the agent puts the token in place, Pebble fetches it from nginx,
 //! the certificate is issued, deployed, verified, and the token removed.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 
 use certctl_api::client::Client;
 use serde_json::{Value, json};
 
 use super::issuers::{pebble, peer, served_chain_verifies};
 use super::{Proc, bootstrap_cert, call, free_port, require_peer, spawn, until, wait_tls};
+use crate::agent_restart::Relay;
 use crate::{BIN, Server, wait_healthy};
 
 /// The request line of the agent's job reports.
 const REPORT_CALL: &[u8] = b"/api/v1/operations/report_agent_job ";
-
-/// A TCP relay from the agent to the current server that can hold the
-/// agent's job reports (the deterministic point in the middle of an order).
-struct Relay {
-    port: u16,
-    upstream: Arc<Mutex<String>>,
-    hold: Arc<AtomicBool>,
-    held: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Relay {
-    fn start(base: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let relay = Self {
-            port: listener.local_addr().expect("addr").port(),
-            upstream: Arc::default(),
-            hold: Arc::default(),
-            held: Arc::default(),
-        };
-        relay.point_to(base);
-        let (upstream, hold, held) = (
-            relay.upstream.clone(),
-            relay.hold.clone(),
-            relay.held.clone(),
-        );
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut client) = conn else { break };
-                let to = upstream.lock().unwrap().clone();
-                let Ok(mut server) = TcpStream::connect(&to) else {
-                    continue;
-                };
-                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let (hold, held) = (hold.clone(), held.clone());
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 16384];
-                    while let Ok(n @ 1..) = c2.read(&mut buf) {
-                        let chunk = &buf[..n];
-                        if hold.load(Ordering::SeqCst)
-                            && chunk.windows(REPORT_CALL.len()).any(|w| w == REPORT_CALL)
-                        {
-                            held.lock().unwrap().push(c2);
-                            return;
-                        }
-                        if s2.write_all(chunk).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = s2.shutdown(std::net::Shutdown::Write);
-                });
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut server, &mut client);
-                    let _ = client.shutdown(std::net::Shutdown::Both);
-                });
-            }
-        });
-        relay
-    }
-
-    fn point_to(&self, base: &str) {
-        *self.upstream.lock().unwrap() = base
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned();
-    }
-
-    fn held(&self) -> usize {
-        self.held.lock().unwrap().len()
-    }
-
-    /// Stops holding and closes the held requests unanswered.
-    fn release(&self) {
-        self.hold.store(false, Ordering::SeqCst);
-        for c in self.held.lock().unwrap().drain(..) {
-            let _ = c.shutdown(std::net::Shutdown::Both);
-        }
-    }
-}
 
 /// nginx with the target's TLS server and, on Pebble's HTTP-01 port, plain
 /// HTTP from the web root (access log kept, to see Pebble's request).
@@ -212,7 +132,7 @@ async fn acme_http01_answered_by_the_agent_through_nginx_across_a_restart() {
     .await;
     let cert = c["id"].as_str().unwrap().to_owned();
 
-    let relay = Relay::start(&server.base);
+    let relay = Relay::start(&server.base, REPORT_CALL);
     relay.hold.store(true, Ordering::SeqCst);
     let _agent = Proc(
         Command::new(BIN)

@@ -28,16 +28,18 @@ use super::{BIN, Server, wait_healthy};
 /// The request line of the agent's CSR call.
 const CSR_CALL: &[u8] = b"/api/v1/operations/submit_agent_csr ";
 
-/// A TCP relay to the current server that can hold CSR requests.
-struct Relay {
-    port: u16,
+/// A TCP relay from the agent to the current server that can hold the
+/// agent's requests to one operation (`call`, its request path), a
+/// deterministic point in the middle of the agent's work.
+pub(super) struct Relay {
+    pub(super) port: u16,
     upstream: Arc<Mutex<String>>,
-    hold: Arc<AtomicBool>,
+    pub(super) hold: Arc<AtomicBool>,
     held: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Relay {
-    fn start(base: &str) -> Self {
+    pub(super) fn start(base: &str, call: &'static [u8]) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let relay = Self {
@@ -61,7 +63,7 @@ impl Relay {
                 };
                 let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let (hold, held) = (hold.clone(), held.clone());
-                // Agent to server: a CSR request is held while `hold` is set.
+                // Agent to server: a `call` request is held while `hold` is set.
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 16384];
                     loop {
@@ -70,7 +72,7 @@ impl Relay {
                             Ok(n) => {
                                 let chunk = &buf[..n];
                                 if hold.load(Ordering::SeqCst)
-                                    && chunk.windows(CSR_CALL.len()).any(|w| w == CSR_CALL)
+                                    && chunk.windows(call.len()).any(|w| w == call)
                                 {
                                     held.lock().unwrap().push(c2);
                                     return;
@@ -92,20 +94,20 @@ impl Relay {
         relay
     }
 
-    fn point_to(&self, base: &str) {
+    pub(super) fn point_to(&self, base: &str) {
         *self.upstream.lock().unwrap() = base
             .trim_start_matches("http://")
             .trim_end_matches('/')
             .to_owned();
     }
 
-    fn held(&self) -> usize {
+    pub(super) fn held(&self) -> usize {
         self.held.lock().unwrap().len()
     }
 
     /// Stops holding, and drops the held requests unanswered (the agent
     /// sees its connection close).
-    fn release(&self) {
+    pub(super) fn release(&self) {
         self.hold.store(false, Ordering::SeqCst);
         for c in self.held.lock().unwrap().drain(..) {
             let _ = c.shutdown(std::net::Shutdown::Both);
@@ -134,7 +136,7 @@ impl Setup {
         let admin = admin_client(dir.path(), &server);
         wait_healthy(&admin).await;
         let reg = call(&admin, "register_agent", json!({"name": "web-1"})).await;
-        let relay = Relay::start(&server.base);
+        let relay = Relay::start(&server.base, CSR_CALL);
         let www = dir.path().join("nginx");
         std::fs::create_dir_all(www.join("tmp")).unwrap();
         let (cert_path, key_path) = bootstrap_cert(&www);
