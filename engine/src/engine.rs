@@ -155,21 +155,12 @@ impl Engine {
         let now = self.clock.now();
         self.authorize_call(principal, meta, now).await?;
         let mut memo = crate::ops::Memo::default();
-        if let Err(e) = O::prepare(&input, &mut memo) {
-            self.audit_failure(
-                principal,
-                meta,
-                None,
-                Default::default(),
-                &e,
-                None,
-                now,
-                Vec::new(),
-            )
-            .await?;
-            return Err(e);
-        }
-        if let Err(e) = O::outside_tx(self, &input, &mut memo).await {
+        // Checks and work before the transaction; a failure is audited alike.
+        let early = match O::prepare(&input, &mut memo) {
+            Ok(()) => O::outside_tx(self, &input, &mut memo).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = early {
             self.audit_failure(
                 principal,
                 meta,
