@@ -55,6 +55,15 @@ pub(super) fn free_port() -> u16 {
         .port()
 }
 
+/// `N` distinct free loopback ports, all held until the last is bound (two
+/// separate [`free_port`] calls can return the same released port).
+pub(super) fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("free port"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("free port").port())
+}
+
 /// Waits until `f` returns Some, or panics after the deadline with `what`.
 pub(super) async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     let start = Instant::now();

@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 mod stepca_double;
 
 use super::{
-    Proc, Rig, bootstrap_cert, call, free_port, nginx_conf, require_peer, spawn, wait_tls,
+    Proc, Rig, bootstrap_cert, call, free_port, free_ports, nginx_conf, require_peer, spawn,
+    wait_tls,
 };
 
 /// An nginx on a free port with a bootstrap certificate, under `dir`.
@@ -252,13 +253,7 @@ pub(super) async fn pebble(
             "cert.pem",
         ],
     );
-    let (dns, chall_mgmt, listen, mgmt, http01) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
+    let [dns, chall_mgmt, listen, mgmt, http01] = free_ports();
     let chall = Proc(
         Command::new(chall_bin)
             .args([

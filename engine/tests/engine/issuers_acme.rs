@@ -15,7 +15,7 @@ use certctl_engine::domain::{Issuer, JobStatus, KeyAlgorithm};
 use certctl_engine::ops::{self, Outcome};
 
 use super::support::{
-    Harness, Peer, csr, free_port, peer_binary, principal, run_jobs, sh, wait_for_port,
+    Harness, Peer, csr, free_port, free_ports, peer_binary, principal, run_jobs, sh, wait_for_port,
 };
 use crate::backend_tests;
 
@@ -121,14 +121,7 @@ impl Pebble {
         let challtestsrv = peer_binary("CERTCTL_TEST_CHALLTESTSRV", "pebble-challtestsrv")?;
         let dir = tempfile::tempdir().expect("tempdir");
         tls_material(dir.path());
-        let (dns, chall_mgmt, listen, mgmt, http01, tls) = (
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-        );
+        let [dns, chall_mgmt, listen, mgmt, http01, tls] = free_ports();
         let chall = tokio::process::Command::new(challtestsrv)
             .args([
                 "-defaultIPv6",

@@ -314,6 +314,16 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// `N` distinct free loopback ports: all are held until the last is bound,
+/// so two of them can never be the same port (separate [`free_port`] calls
+/// can return a port twice once it is released).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("free port"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("free port").port())
+}
+
 /// Waits until something accepts TCP connections on `port` (bounded).
 pub async fn wait_for_port(port: u16, what: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
