@@ -141,20 +141,25 @@ pub async fn prometheus(
     State(state): State<AppState>,
     Caller(p): Caller,
 ) -> Result<Response, ApiError> {
-    let counts: StatusCounts = read(&state, &p, "get_certificates_by_status", json!({})).await?;
+    let counts: StatusCounts = read(&state, &p, "get_stats", json!({ "view": "by_status" })).await?;
     let timeline: TimeSeries = read(
         &state,
         &p,
-        "get_expiration_timeline",
-        json!({ "days": 90, "bucket_days": 1 }),
+        "get_stats",
+        json!({ "view": "expiration_timeline", "days": 90, "bucket_days": 1 }),
     )
     .await?;
-    let issued: TimeSeries = read(&state, &p, "get_issuance_rate", json!({ "days": 30 })).await?;
+    let issued: TimeSeries = read(
+        &state,
+        &p,
+        "get_stats",
+        json!({ "view": "issuance_rate", "days": 30 }),
+    ).await?;
     let jobs: TimeSeries = read(
         &state,
         &p,
-        "get_job_trends",
-        json!({ "days": 30, "bucket_days": 30 }),
+        "get_stats",
+        json!({ "view": "job_trends", "days": 30, "bucket_days": 30 }),
     )
     .await?;
 

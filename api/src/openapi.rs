@@ -231,6 +231,19 @@ fn sparse_items(schemas: &mut Schemas, output_ref: &str) -> Option<String> {
     Some(format!("{SCHEMAS}{page_name}"))
 }
 
+/// A unique operationId per route: the operation's name, with the fixed
+/// kind or view for routes that set one (`get_object_owner`), and `_update`
+/// for the `PUT` of a `save_` operation whose `POST` creates.
+fn operation_id(route: &Route, name: &str) -> String {
+    match route.fixed {
+        Some((_, value)) => format!("{name}_{value}"),
+        None if route.method == crate::routes::Verb::Put && name.starts_with("save_") => {
+            format!("{name}_update")
+        }
+        None => name.to_owned(),
+    }
+}
+
 fn operation_for(
     route: &Route,
     op: &dyn DynOperation,
@@ -239,10 +252,22 @@ fn operation_for(
     let m = op.meta();
     let p = pascal(m.name);
     let input_ref = schemas.root(&format!("{p}Input"), op.input_schema());
-    let mut output_ref = schemas.root(&format!("{p}Output"), op.output_schema());
+    // A route that fixes an operation's `kind` (or `view`) answers with that
+    // kind's own schema.
+    let fixed = route.fixed.map(|(field, _)| field);
+    let mut output_ref = match route
+        .fixed
+        .and_then(|(_, value)| ops::fixed_output_schema(m.name, value).map(|s| (value, s)))
+    {
+        Some((value, schema)) => schemas.root(&format!("{p}{}Output", pascal(value)), schema),
+        None => schemas.root(&format!("{p}Output"), op.output_schema()),
+    };
     let mut b = OperationBuilder::new()
-        .operation_id(Some(m.name))
-        .summary(Some(m.title))
+        .operation_id(Some(operation_id(route, m.name)))
+        .summary(Some(match route.fixed {
+            Some((_, value)) => format!("{} ({})", m.title, value.replace('_', " ")),
+            None => m.title.to_owned(),
+        }))
         .description(Some(format!(
             "{} (operation `{}`, risk `{}`, permission `{:?}`)",
             m.description,
@@ -278,7 +303,7 @@ fn operation_for(
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
             for (name, prop) in &props {
-                if Some(name.as_str()) == route.id_field {
+                if Some(name.as_str()) == route.id_field || Some(name.as_str()) == fixed {
                     continue;
                 }
                 let kind = shape.fields.get(name).copied().unwrap_or(Kind::Text);
@@ -319,12 +344,13 @@ fn operation_for(
             let body_ref = match route.id_field {
                 Some(id) => {
                     let mut body = input.clone();
+                    let set_by_route = [Some(id), fixed];
                     if let Some(m) = body.as_object_mut() {
                         if let Some(Value::Object(props)) = m.get_mut("properties") {
-                            props.remove(id);
+                            props.retain(|k, _| !set_by_route.contains(&Some(k.as_str())));
                         }
                         if let Some(Value::Array(req)) = m.get_mut("required") {
-                            req.retain(|r| r != id);
+                            req.retain(|r| !set_by_route.contains(&r.as_str()));
                         }
                         m.insert("title".into(), format!("{p}Body").into());
                     }

@@ -75,6 +75,20 @@ pub struct Route {
     pub done: StatusCode,
     /// OpenAPI tag.
     pub tag: &'static str,
+    /// An input field the route sets itself: the `kind` of an operation over
+    /// several kinds (`GET /owners/{id}` is `get_object` with `kind: owner`),
+    /// or the `view` of `get_stats`. The caller may not give it.
+    pub fixed: Option<(&'static str, &'static str)>,
+}
+
+impl Route {
+    /// This route with `field` set to `value` by the route.
+    const fn with(self, field: &'static str, value: &'static str) -> Self {
+        Self {
+            fixed: Some((field, value)),
+            ..self
+        }
+    }
 }
 
 const fn r(
@@ -94,6 +108,7 @@ const fn r(
         source,
         done,
         tag,
+        fixed: None,
     }
 }
 
@@ -115,6 +130,41 @@ macro_rules! crud {
             r(Delete, concat!($base, "/{id}"), $delete, ID, Body, OK, $tag),
         ]
     };
+}
+
+/// List, create, get, update and delete of a kind that `list_objects`,
+/// `get_object` and `delete_object` serve, saved by its own `save_` operation.
+macro_rules! crud_kind {
+    ($base:literal, $tag:literal, $kind:literal, $save:literal) => {
+        [
+            r(Get, $base, "list_objects", None, Query, OK, $tag).with("kind", $kind),
+            r(Post, $base, $save, None, Body, CREATED, $tag),
+            r(Get, concat!($base, "/{id}"), "get_object", ID, Query, OK, $tag).with("kind", $kind),
+            r(Put, concat!($base, "/{id}"), $save, ID, Body, OK, $tag),
+            r(Delete, concat!($base, "/{id}"), "delete_object", ID, Body, OK, $tag)
+                .with("kind", $kind),
+        ]
+    };
+}
+
+/// `GET` of one object of a kind through `get_object`.
+const fn get_kind(path: &'static str, kind: &'static str, tag: &'static str) -> Route {
+    r(Get, path, "get_object", ID, Query, OK, tag).with("kind", kind)
+}
+
+/// `GET` of a kind's list through `list_objects`.
+const fn list_kind(path: &'static str, kind: &'static str, tag: &'static str) -> Route {
+    r(Get, path, "list_objects", None, Query, OK, tag).with("kind", kind)
+}
+
+/// `DELETE` of one object of a kind through `delete_object`.
+const fn delete_kind(path: &'static str, kind: &'static str, tag: &'static str) -> Route {
+    r(Delete, path, "delete_object", ID, Body, OK, tag).with("kind", kind)
+}
+
+/// `GET` of one statistics view through `get_stats`.
+const fn stats(path: &'static str, view: &'static str) -> Route {
+    r(Get, path, "get_stats", None, Query, OK, "stats").with("view", view)
 }
 
 /// Every resource route, grouped by resource.
@@ -159,98 +209,28 @@ pub fn routes() -> Vec<Route> {
             "certificates",
         ),
     ]);
-    v.extend(crud!(
-        "/issuers",
-        "issuers",
-        "list_issuers",
-        "create_issuer",
-        "get_issuer",
-        "update_issuer",
-        "delete_issuer"
-    ));
-    v.extend(crud!(
-        "/targets",
-        "targets",
-        "list_targets",
-        "save_target",
-        "get_target",
-        "save_target",
-        "delete_target"
-    ));
-    v.extend(crud!(
-        "/owners",
-        "owners",
-        "list_owners",
-        "save_owner",
-        "get_owner",
-        "save_owner",
-        "delete_owner"
-    ));
-    v.extend(crud!(
-        "/teams",
-        "teams",
-        "list_teams",
-        "save_team",
-        "get_team",
-        "save_team",
-        "delete_team"
-    ));
-    v.extend(crud!(
-        "/profiles",
-        "profiles",
-        "list_profiles",
-        "save_profile",
-        "get_profile",
-        "save_profile",
-        "delete_profile"
-    ));
-    v.extend(crud!(
-        "/policies",
-        "policies",
-        "list_policies",
-        "save_policy",
-        "get_policy",
-        "save_policy",
-        "delete_policy"
-    ));
     v.extend([
-        r(
-            Get,
-            "/renewal-policies",
-            "list_renewal_policies",
-            None,
-            Query,
-            OK,
-            "renewal-policies",
-        ),
-        r(
-            Post,
-            "/renewal-policies",
-            "save_renewal_policy",
-            None,
-            Body,
-            CREATED,
-            "renewal-policies",
-        ),
-        r(
-            Put,
-            "/renewal-policies/{id}",
-            "save_renewal_policy",
-            ID,
-            Body,
-            OK,
-            "renewal-policies",
-        ),
-        r(
-            Delete,
-            "/renewal-policies/{id}",
-            "delete_renewal_policy",
-            ID,
-            Body,
-            OK,
-            "renewal-policies",
-        ),
+        r(Get, "/issuers", "list_issuers", None, Query, OK, "issuers"),
+        r(Post, "/issuers", "create_issuer", None, Body, CREATED, "issuers"),
+        get_kind("/issuers/{id}", "issuer", "issuers"),
+        r(Put, "/issuers/{id}", "update_issuer", ID, Body, OK, "issuers"),
+        delete_kind("/issuers/{id}", "issuer", "issuers"),
+        r(Get, "/targets", "list_targets", None, Query, OK, "targets"),
+        r(Post, "/targets", "save_target", None, Body, CREATED, "targets"),
+        get_kind("/targets/{id}", "target", "targets"),
+        r(Put, "/targets/{id}", "save_target", ID, Body, OK, "targets"),
+        delete_kind("/targets/{id}", "target", "targets"),
     ]);
+    v.extend(crud_kind!("/owners", "owners", "owner", "save_owner"));
+    v.extend(crud_kind!("/teams", "teams", "team", "save_team"));
+    v.extend(crud_kind!("/profiles", "profiles", "profile", "save_profile"));
+    v.extend(crud_kind!("/policies", "policies", "policy", "save_policy"));
+    v.extend(crud_kind!(
+        "/renewal-policies",
+        "renewal-policies",
+        "renewal_policy",
+        "save_renewal_policy"
+    ));
     // Agents: registration by admins; heartbeat, work and CSRs by the agent itself.
     v.extend([
         r(Get, "/agents", "list_agents", None, Query, OK, "agents"),
@@ -263,7 +243,7 @@ pub fn routes() -> Vec<Route> {
             CREATED,
             "agents",
         ),
-        r(Get, "/agents/{id}", "get_agent", ID, Query, OK, "agents"),
+        get_kind("/agents/{id}", "agent", "agents"),
         r(
             Delete,
             "/agents/{id}",
@@ -303,7 +283,7 @@ pub fn routes() -> Vec<Route> {
     ]);
     v.extend([
         r(Get, "/jobs", "list_jobs", None, Query, OK, "jobs"),
-        r(Get, "/jobs/{id}", "get_job", ID, Query, OK, "jobs"),
+        get_kind("/jobs/{id}", "job", "jobs"),
         r(
             Post,
             "/jobs/{id}/cancel",
@@ -420,62 +400,14 @@ pub fn routes() -> Vec<Route> {
             OK,
             "stats",
         ),
-        r(
-            Get,
-            "/stats/certificates-by-status",
-            "get_certificates_by_status",
-            None,
-            Query,
-            OK,
-            "stats",
-        ),
-        r(
-            Get,
-            "/stats/certificates-by-ownership",
-            "get_certificates_by_ownership",
-            None,
-            Query,
-            OK,
-            "stats",
-        ),
-        r(
-            Get,
-            "/stats/expiration-timeline",
-            "get_expiration_timeline",
-            None,
-            Query,
-            OK,
-            "stats",
-        ),
-        r(
-            Get,
-            "/stats/job-trends",
-            "get_job_trends",
-            None,
-            Query,
-            OK,
-            "stats",
-        ),
-        r(
-            Get,
-            "/stats/issuance-rate",
-            "get_issuance_rate",
-            None,
-            Query,
-            OK,
-            "stats",
-        ),
+        stats("/stats/certificates-by-status", "by_status"),
+        stats("/stats/certificates-by-ownership", "by_ownership"),
+        stats("/stats/expiration-timeline", "expiration_timeline"),
+        stats("/stats/job-trends", "job_trends"),
+        stats("/stats/issuance-rate", "issuance_rate"),
     ]);
     v.extend([
-        r(
-            Get,
-            "/principals",
-            "list_principals",
-            None,
-            Query,
-            OK,
-            "principals",
-        ),
+        list_kind("/principals", "principal", "principals"),
         r(
             Post,
             "/principals",
@@ -524,15 +456,7 @@ pub fn routes() -> Vec<Route> {
             OK,
             "jobs",
         ),
-        r(
-            Get,
-            "/jobs/{id}/verification",
-            "get_job_verification",
-            ID,
-            Query,
-            OK,
-            "jobs",
-        ),
+        get_kind("/jobs/{id}/verification", "verification", "jobs"),
     ]);
     // Discovery on disk and on the network, and its triage (issues 5 and 9).
     v.extend([
@@ -563,13 +487,9 @@ pub fn routes() -> Vec<Route> {
             OK,
             "discovery",
         ),
-        r(
-            Get,
+        get_kind(
             "/discovered-certificates/{id}",
-            "get_discovered_certificate",
-            ID,
-            Query,
-            OK,
+            "discovered_certificate",
             "discovery",
         ),
         r(
@@ -600,24 +520,35 @@ pub fn routes() -> Vec<Route> {
             "discovery",
         ),
     ]);
-    v.extend(crud!(
-        "/network-scan-targets",
-        "discovery",
-        "list_network_scan_targets",
-        "create_network_scan_target",
-        "get_network_scan_target",
-        "update_network_scan_target",
-        "delete_network_scan_target"
-    ));
+    v.extend([
+        list_kind("/network-scan-targets", "network_scan_target", "discovery"),
+        r(
+            Post,
+            "/network-scan-targets",
+            "create_network_scan_target",
+            None,
+            Body,
+            CREATED,
+            "discovery",
+        ),
+        get_kind("/network-scan-targets/{id}", "network_scan_target", "discovery"),
+        r(
+            Put,
+            "/network-scan-targets/{id}",
+            "update_network_scan_target",
+            ID,
+            Body,
+            OK,
+            "discovery",
+        ),
+        delete_kind("/network-scan-targets/{id}", "network_scan_target", "discovery"),
+    ]);
     // Agent groups (issue 9).
-    v.extend(crud!(
+    v.extend(crud_kind!(
         "/agent-groups",
         "agents",
-        "list_agent_groups",
-        "save_agent_group",
-        "get_agent_group",
-        "save_agent_group",
-        "delete_agent_group"
+        "agent_group",
+        "save_agent_group"
     ));
     v.push(r(
         Get,
@@ -676,24 +607,8 @@ pub fn routes() -> Vec<Route> {
             OK,
             "certificates",
         ),
-        r(
-            Get,
-            "/bulk-operations",
-            "list_bulk_operations",
-            None,
-            Query,
-            OK,
-            "certificates",
-        ),
-        r(
-            Get,
-            "/bulk-operations/{id}",
-            "get_bulk_operation",
-            ID,
-            Query,
-            OK,
-            "certificates",
-        ),
+        list_kind("/bulk-operations", "bulk_operation", "certificates"),
+        get_kind("/bulk-operations/{id}", "bulk_operation", "certificates"),
         r(
             Post,
             "/certificates/{id}/export-links",
@@ -707,13 +622,9 @@ pub fn routes() -> Vec<Route> {
     // Notifications (issue 6).
     const CHANNEL: Option<&str> = Some("channel_id");
     v.extend([
-        r(
-            Get,
+        list_kind(
             "/notification-channels",
-            "list_notification_channels",
-            None,
-            Query,
-            OK,
+            "notification_channel",
             "notifications",
         ),
         r(
@@ -734,13 +645,9 @@ pub fn routes() -> Vec<Route> {
             OK,
             "notifications",
         ),
-        r(
-            Delete,
+        delete_kind(
             "/notification-channels/{id}",
-            "delete_notification_channel",
-            ID,
-            Body,
-            OK,
+            "notification_channel",
             "notifications",
         ),
         r(
@@ -752,15 +659,7 @@ pub fn routes() -> Vec<Route> {
             OK,
             "notifications",
         ),
-        r(
-            Get,
-            "/notification-rules",
-            "list_notification_rules",
-            None,
-            Query,
-            OK,
-            "notifications",
-        ),
+        list_kind("/notification-rules", "notification_rule", "notifications"),
         r(
             Post,
             "/notification-rules",
@@ -779,13 +678,9 @@ pub fn routes() -> Vec<Route> {
             OK,
             "notifications",
         ),
-        r(
-            Delete,
+        delete_kind(
             "/notification-rules/{id}",
-            "delete_notification_rule",
-            ID,
-            Body,
-            OK,
+            "notification_rule",
             "notifications",
         ),
         r(
@@ -896,6 +791,15 @@ async fn run(
     }
     if let (Some(key), Some(Path(id))) = (route.id_field, path) {
         input.insert(key.to_owned(), Value::String(id));
+    }
+    if let Some((field, value)) = route.fixed {
+        if input.contains_key(field) {
+            return Err(invalid_request(format!(
+                "`{field}` is set by this route ({value}); leave it out"
+            ))
+            .into());
+        }
+        input.insert(field.to_owned(), Value::String(value.to_owned()));
     }
     let started = std::time::Instant::now();
     let outcome = op

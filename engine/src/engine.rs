@@ -151,7 +151,13 @@ impl Engine {
         principal: &Principal,
         input: O::Input,
     ) -> Result<(Outcome<O::Output>, Option<zeroize::Zeroizing<String>>)> {
-        let meta = &O::META;
+        // The operation's facts as this input sees them: an operation over
+        // several kinds names the kind it touches and may need more of the role.
+        let meta = &crate::ops::OpMeta {
+            permission: O::permission(&input),
+            resource: O::resource(&input),
+            ..O::META
+        };
         let now = self.clock.now();
         self.authorize_call(principal, meta, now).await?;
         let mut memo = crate::ops::Memo::default();
@@ -305,6 +311,10 @@ impl Engine {
         let mut tx = self.store.begin_write().await?;
         let mut outcomes = Vec::with_capacity(prepared.len());
         for (i, (input, memo)) in prepared.into_iter().enumerate() {
+            if let Err(e) = authorize(principal, O::permission(&input)) {
+                return Ok(Err((i, e)));
+            }
+            let resource = O::resource(&input);
             let mut ctx = Ctx {
                 engine: self,
                 principal,
@@ -325,7 +335,7 @@ impl Engine {
                         ctx.tx,
                         principal,
                         meta.name,
-                        meta.resource,
+                        resource,
                         resource_id,
                         AuditOutcome::Success,
                         details,
@@ -542,7 +552,10 @@ pub(crate) fn authorize(principal: &Principal, permission: Permission) -> Result
 }
 
 async fn run_gated<O: Operation>(ctx: &mut Ctx<'_>, input: O::Input) -> Result<Step<O::Output>> {
-    let meta = &O::META;
+    let meta = &crate::ops::OpMeta {
+        resource: O::resource(&input),
+        ..O::META
+    };
     let subject = O::describe(ctx, &input).await?;
     let gate = if !meta.gateable || O::changes_nothing(&input) {
         None

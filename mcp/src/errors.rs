@@ -4,24 +4,20 @@
 
 use certctl_engine::Error;
 
-/// The list tool that shows ids of a resource kind.
-fn lister(kind: &str) -> Option<&'static str> {
+/// The list call that shows ids of a resource kind.
+fn lister(kind: &str) -> Option<String> {
     Some(match kind {
-        "certificate" => "list_certificates",
-        "issuer" => "list_issuers",
-        "target" => "list_targets",
-        "agent" => "list_agents",
-        "job" => "list_jobs",
-        "owner" => "list_owners",
-        "team" => "list_teams",
-        "profile" => "list_profiles",
-        "renewal_policy" => "list_renewal_policies",
-        "policy" => "list_policies",
-        "approval" => "list_approvals",
-        "principal" => "list_principals",
-        "notification" => "list_notifications",
-        "notification_channel" => "list_notification_channels",
-        "notification_rule" => "list_notification_rules",
+        "certificate" => "list_certificates".to_owned(),
+        "issuer" => "list_issuers".to_owned(),
+        "target" => "list_targets".to_owned(),
+        "agent" => "list_agents".to_owned(),
+        "job" => "list_jobs".to_owned(),
+        "approval" => "list_approvals".to_owned(),
+        "notification" => "list_notifications".to_owned(),
+        "discovered_certificate" => "list_discovered_certificates".to_owned(),
+        "owner" | "team" | "profile" | "renewal_policy" | "policy" | "principal"
+        | "agent_group" | "bulk_operation" | "notification_channel" | "notification_rule"
+        | "network_scan_target" => format!("list_objects with kind '{kind}'"),
         _ => return None,
     })
 }

@@ -279,7 +279,7 @@ async fn tool_list_matches_catalogue_and_snapshot() {
         );
         assert!(t.output_schema.is_some(), "{}", t.name);
     }
-    for name in ["revoke_certificate", "delete_target", "delete_issuer"] {
+    for name in ["revoke_certificate", "delete_object", "bulk_revoke_certificates"] {
         let t = tools.iter().find(|t| t.name == name).expect("tool");
         assert_eq!(
             t.annotations.as_ref().and_then(|a| a.destructive_hint),
@@ -499,47 +499,47 @@ async fn every_tool_runs() {
             json!({"id": cert, "owner_id": made["owner"], "team_id": made["team"]}),
         ),
         ("list_issuers", json!({})),
-        ("get_issuer", json!({"id": made["issuer"]})),
+        ("get_object", json!({"kind": "issuer", "id": made["issuer"]})),
         ("test_issuer", json!({"id": made["issuer"]})),
         (
             "update_issuer",
             json!({"id": made["issuer"], "name": "second-ca"}),
         ),
         ("list_targets", json!({})),
-        ("get_target", json!({"id": made["target"]})),
+        ("get_object", json!({"kind": "target", "id": made["target"]})),
         (
             "save_target",
             json!({"id": made["target"], "name": "nginx-01", "kind": "nginx"}),
         ),
         ("list_agents", json!({})),
-        ("get_agent", json!({"id": made["agent"]})),
+        ("get_object", json!({"kind": "agent", "id": made["agent"]})),
         (
             "agent_heartbeat",
             json!({"id": made["agent"], "os": "linux"}),
         ),
         ("get_agent_work", json!({"id": made["agent"]})),
         ("list_jobs", json!({})),
-        ("get_job", json!({"id": job})),
+        ("get_object", json!({"kind": "job", "id": job})),
         ("cancel_job", json!({"id": job})),
-        ("list_owners", json!({})),
-        ("get_owner", json!({"id": made["owner"]})),
+        ("list_objects", json!({"kind": "owner"})),
+        ("get_object", json!({"kind": "owner", "id": made["owner"]})),
         ("save_owner", json!({"id": made["owner"], "name": "Ada L."})),
-        ("list_teams", json!({})),
-        ("get_team", json!({"id": made["team"]})),
+        ("list_objects", json!({"kind": "team"})),
+        ("get_object", json!({"kind": "team", "id": made["team"]})),
         ("save_team", json!({"id": made["team"], "name": "platform"})),
-        ("list_profiles", json!({})),
-        ("get_profile", json!({"id": made["profile"]})),
+        ("list_objects", json!({"kind": "profile"})),
+        ("get_object", json!({"kind": "profile", "id": made["profile"]})),
         (
             "save_profile",
             json!({"id": made["profile"], "name": "short-lived", "short_lived": true}),
         ),
-        ("list_renewal_policies", json!({})),
+        ("list_objects", json!({"kind": "renewal_policy"})),
         (
             "save_renewal_policy",
             json!({"id": made["rp"], "name": "ten-days", "renew_before_days": 10}),
         ),
-        ("list_policies", json!({})),
-        ("get_policy", json!({"id": made["policy"]})),
+        ("list_objects", json!({"kind": "policy"})),
+        ("get_object", json!({"kind": "policy", "id": made["policy"]})),
         (
             "save_policy",
             json!({"id": made["policy"], "name": "domains", "kind": "allowed_domains", "severity": "low", "mode": "enforce", "params": {"domains": ["*.example.com"]}}),
@@ -549,18 +549,18 @@ async fn every_tool_runs() {
         ("get_audit_log", json!({"per_page": 5})),
         ("verify_audit_log", json!({})),
         ("get_stats_summary", json!({})),
-        ("get_certificates_by_status", json!({})),
-        ("get_certificates_by_ownership", json!({})),
-        ("get_expiration_timeline", json!({})),
-        ("get_job_trends", json!({"days": 7})),
-        ("get_issuance_rate", json!({"days": 7})),
-        ("list_principals", json!({})),
-        ("list_notification_channels", json!({})),
+        ("get_stats", json!({"view": "by_status"})),
+        ("get_stats", json!({"view": "by_ownership"})),
+        ("get_stats", json!({"view": "expiration_timeline"})),
+        ("get_stats", json!({"view": "job_trends", "days": 7})),
+        ("get_stats", json!({"view": "issuance_rate", "days": 7})),
+        ("list_objects", json!({"kind": "principal"})),
+        ("list_objects", json!({"kind": "notification_channel"})),
         (
             "save_notification_channel",
             json!({"id": made["channel"], "name": "hook2", "kind": "webhook", "settings": {"url": "http://127.0.0.1:9/hook2"}}),
         ),
-        ("list_notification_rules", json!({})),
+        ("list_objects", json!({"kind": "notification_rule"})),
         (
             "save_notification_rule",
             json!({"id": made["rule"], "name": "renewals", "channel_id": made["channel"], "events": ["renewed"]}),
@@ -571,8 +571,8 @@ async fn every_tool_runs() {
         ),
         ("list_notifications", json!({"status": "pending"})),
         ("list_policy_violations", json!({"refused": false})),
-        ("list_agent_groups", json!({})),
-        ("get_agent_group", json!({"id": made["group"]})),
+        ("list_objects", json!({"kind": "agent_group"})),
+        ("get_object", json!({"kind": "agent_group", "id": made["group"]})),
         (
             "save_agent_group",
             json!({"id": made["group"], "name": "prod", "criteria": {"os": "linux"}}),
@@ -586,10 +586,10 @@ async fn every_tool_runs() {
             "bulk_renew_certificates",
             json!({"filter": {"common_name": "nothing.example.com"}}),
         ),
-        ("delete_notification_rule", json!({"id": made["rule"]})),
+        ("delete_object", json!({"kind": "notification_rule", "id": made["rule"]})),
         (
-            "delete_notification_channel",
-            json!({"id": made["channel"]}),
+            "delete_object",
+            json!({"kind": "notification_channel", "id": made["channel"]}),
         ),
         ("export_certificate", json!({"id": cert, "format": "pem"})),
         (
@@ -609,12 +609,12 @@ async fn every_tool_runs() {
             "revoke_certificate",
             json!({"id": cert, "reason": "superseded"}),
         ),
-        ("delete_target", json!({"id": made["target"]})),
+        ("delete_object", json!({"kind": "target", "id": made["target"]})),
         ("disable_agent", json!({"id": made["agent"]})),
-        ("delete_policy", json!({"id": made["policy"]})),
-        ("delete_agent_group", json!({"id": made["group"]})),
-        ("delete_renewal_policy", json!({"id": made["rp"]})),
-        ("delete_profile", json!({"id": made["profile"]})),
+        ("delete_object", json!({"kind": "policy", "id": made["policy"]})),
+        ("delete_object", json!({"kind": "agent_group", "id": made["group"]})),
+        ("delete_object", json!({"kind": "renewal_policy", "id": made["rp"]})),
+        ("delete_object", json!({"kind": "profile", "id": made["profile"]})),
         ("revoke_principal", json!({"id": made["principal"]})),
         ("archive_certificate", json!({"id": cert})),
     ];
@@ -676,10 +676,10 @@ async fn every_tool_runs() {
         .unwrap_or_default()
         .to_owned();
     for (name, args) in [
-        ("get_certificates_by_status", json!({})),
-        ("get_expiration_timeline", json!({"days": 90})),
-        ("get_job_trends", json!({})),
-        ("get_issuance_rate", json!({})),
+        ("get_stats", json!({"view": "by_status"})),
+        ("get_stats", json!({"view": "expiration_timeline", "days": 90})),
+        ("get_stats", json!({"view": "job_trends"})),
+        ("get_stats", json!({"view": "issuance_rate"})),
         ("export_certificate", json!({"id": more})),
         ("create_export_link", json!({"id": more})),
         ("test_issuer", json!({"id": "iss-local"})),
@@ -742,21 +742,21 @@ async fn every_tool_runs() {
         .to_owned();
     for (name, args) in [
         ("list_discovered_certificates", json!({"source": "agent"})),
-        ("get_discovered_certificate", json!({"id": found(0)})),
+        ("get_object", json!({"kind": "discovered_certificate", "id": found(0)})),
         ("get_discovery_summary", json!({})),
         ("claim_discovered_certificate", json!({"id": found(0)})),
         (
             "dismiss_discovered_certificate",
             json!({"id": found(1), "reason": "lab device"}),
         ),
-        ("list_network_scan_targets", json!({})),
-        ("get_network_scan_target", json!({"id": nst})),
+        ("list_objects", json!({"kind": "network_scan_target"})),
+        ("get_object", json!({"kind": "network_scan_target", "id": nst})),
         (
             "update_network_scan_target",
             json!({"id": nst, "enabled": false}),
         ),
         ("scan_network_target", json!({"id": nst})),
-        ("delete_network_scan_target", json!({"id": nst})),
+        ("delete_object", json!({"kind": "network_scan_target", "id": nst})),
     ] {
         let r = call(&c, name, args).await;
         let v = ok(&r, name);
@@ -766,19 +766,17 @@ async fn every_tool_runs() {
     }
     // The bulk runs left records.
     let list = ok(
-        &call(&c, "list_bulk_operations", json!({})).await,
+        &call(&c, "list_objects", json!({"kind": "bulk_operation"})).await,
         "bulk list",
     );
-    check_output(&schemas, "list_bulk_operations", &list);
+    check_output(&schemas, "list_objects", &list);
     let first = list["result"]["data"][0]["id"].clone();
     assert!(first.is_string(), "{list}");
     let got = ok(
-        &call(&c, "get_bulk_operation", json!({"id": first})).await,
+        &call(&c, "get_object", json!({"kind": "bulk_operation", "id": first})).await,
         "bulk get",
     );
-    check_output(&schemas, "get_bulk_operation", &got);
-    covered.insert("list_bulk_operations".into());
-    covered.insert("get_bulk_operation".into());
+    check_output(&schemas, "get_object", &got);
 
     // Agent-only calls and decisions on unknown jobs fail
     // as tool errors that say why, never as internal errors.
@@ -809,18 +807,18 @@ async fn every_tool_runs() {
     // Deleting in-use rows and decisions on unknown approvals fail, teaching.
     for (name, args, hint) in [
         (
-            "delete_team",
-            json!({"id": made["team"]}),
+            "delete_object",
+            json!({"kind": "team", "id": made["team"]}),
             "still referenced",
         ),
         (
-            "delete_owner",
-            json!({"id": made["owner"]}),
+            "delete_object",
+            json!({"kind": "owner", "id": made["owner"]}),
             "still referenced",
         ),
         (
-            "delete_issuer",
-            json!({"id": "iss-missing"}),
+            "delete_object",
+            json!({"kind": "issuer", "id": "iss-missing"}),
             "list_issuers",
         ),
         (
@@ -871,8 +869,8 @@ async fn every_tool_runs() {
             "job-missing",
         ),
         (
-            "get_job_verification",
-            json!({"id": "job-missing"}),
+            "get_object",
+            json!({"kind": "verification", "id": "job-missing"}),
             "job-missing",
         ),
         ("approve_job", json!({"id": "job-missing"}), "list_jobs"),

@@ -444,7 +444,7 @@ pub async fn agents(
         }
         AgentsCommand::Get { id } => {
             let v: Value = client
-                .call_completed("get_agent", &json!({ "id": id }))
+                .call_completed("get_object", &json!({ "kind": "agent", "id": id }))
                 .await?;
             print_rows(global.format, std::slice::from_ref(&v), &columns, "");
         }
@@ -496,7 +496,7 @@ pub async fn jobs(
         }
         JobsCommand::Get { id } => {
             client
-                .call_completed("get_job", &json!({ "id": id }))
+                .call_completed("get_object", &json!({ "kind": "job", "id": id }))
                 .await?
         }
         JobsCommand::Cancel { id } => match run(client, "cancel_job", json!({ "id": id })).await? {
@@ -526,7 +526,7 @@ pub async fn issuers(
         global,
         client,
         cmd,
-        ("list_issuers", "get_issuer"),
+        ("list_issuers", "issuer"),
         &columns,
         "no issuers",
     )
@@ -550,7 +550,7 @@ pub async fn targets(
         global,
         client,
         cmd,
-        ("list_targets", "get_target"),
+        ("list_targets", "target"),
         &columns,
         "no targets",
     )
@@ -561,7 +561,7 @@ async fn list_or_get(
     global: &GlobalArgs,
     client: &Client,
     cmd: &ListGetCommand,
-    (list_op, get_op): (&str, &str),
+    (list_op, kind): (&str, &str),
     columns: &[Column],
     empty: &str,
 ) -> anyhow::Result<ExitCode> {
@@ -572,7 +572,9 @@ async fn list_or_get(
             more(global.format, next);
         }
         ListGetCommand::Get { id } => {
-            let v: Value = client.call_completed(get_op, &json!({ "id": id })).await?;
+            let v: Value = client
+                .call_completed("get_object", &json!({ "kind": kind, "id": id }))
+                .await?;
             print_rows(global.format, std::slice::from_ref(&v), columns, "");
         }
     }

@@ -476,8 +476,8 @@ async fn nginx_issue_deploy_verify_rollback_rotate() {
     let fp1 = rig.fingerprint(&cert).await;
     let v = call(
         &rig.admin,
-        "get_job_verification",
-        json!({"id": first["id"]}),
+        "get_object",
+        json!({"kind": "verification", "id": first["id"]}),
     )
     .await;
     assert_eq!(v["verified"], true, "{v}");
@@ -563,8 +563,8 @@ async fn issue_and_rotate(rig: &mut Rig, kind: &str, root: &Path, port: u16, con
     let fp1 = rig.fingerprint(&cert).await;
     let v = call(
         &rig.admin,
-        "get_job_verification",
-        json!({"id": first["id"]}),
+        "get_object",
+        json!({"kind": "verification", "id": first["id"]}),
     )
     .await;
     assert_eq!(v["verified"], true, "{v}");
@@ -846,10 +846,10 @@ async fn bad_targets_fail_their_jobs_and_the_agent_keeps_running() {
     let agent = rig.agent.as_mut().unwrap();
     assert!(agent.0.try_wait().unwrap().is_none(), "the agent exited");
     let before =
-        call(&rig.admin, "get_agent", json!({"id": rig.agent_id})).await["last_heartbeat_at"]
+        call(&rig.admin, "get_object", json!({"kind": "agent", "id": rig.agent_id})).await["last_heartbeat_at"]
             .clone();
     until("another heartbeat", async || {
-        let a = call(&rig.admin, "get_agent", json!({"id": rig.agent_id})).await;
+        let a = call(&rig.admin, "get_object", json!({"kind": "agent", "id": rig.agent_id})).await;
         (a["last_heartbeat_at"] != before).then_some(())
     })
     .await;
@@ -1137,7 +1137,7 @@ async fn malformed_work_items_fail_their_jobs_and_the_agent_keeps_running() {
     ];
     for (job, want) in jobs.iter().zip(expected) {
         let j = until("the malformed job to fail", async || {
-            let j = call(&rig.admin, "get_job", json!({"id": job})).await;
+            let j = call(&rig.admin, "get_object", json!({"kind": "job", "id": job})).await;
             (j["status"] == "failed").then_some(j)
         })
         .await;

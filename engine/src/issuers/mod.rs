@@ -6,7 +6,7 @@
 //! external issuer records a job; the job loop ([`runner`]) claims it, runs the
 //! connector, and records the version in one short transaction
 //! ([`runner::record_version`]). Connector settings are split in two: `config`
-//! (plain, shown by `get_issuer`) and `secrets` (sealed with the master key,
+//! (plain, shown by `get_object`) and `secrets` (sealed with the master key,
 //! never shown). Each kind parses both into typed structs, so a secret put in
 //! `config` by mistake is refused instead of stored in clear.
 

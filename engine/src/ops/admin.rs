@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{EmptyInput, IdInput};
-use super::{List, ListParams, paginate};
+use super::List;
 use crate::auth;
 use crate::domain::{ApiPrincipal, AuditEvent, ChainVerification, Role};
 use crate::error::Error;
@@ -143,22 +143,6 @@ operation! {
             pending_approvals: pending,
         })
     }
-}
-
-operation! {
-    ListPrincipals {
-        name: "list_principals",
-        title: "List API principals",
-        description: "List API principals (key holders) with their role, key prefix and whether they are revoked; keys themselves are never shown.",
-        risk: Read,
-        permission: Admin,
-        idempotent: true,
-        resource: "principal",
-        input: ListParams,
-        output: List<ApiPrincipal>,
-        subject: |_i| (None, String::new()),
-    }
-    |ctx, input| { paginate(ctx.engine.store().list_principals().await?, &input, "created_at", &["name", "role", "created_at", "id"]) }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -7,7 +7,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Deleted, IdInput, List, ListParams, paginate};
+use super::{IdInput, List};
 use crate::domain::{Agent, AgentCriteria, AgentGroup, AgentStatus, Target};
 use crate::error::{Error, Result};
 use crate::store::Tx;
@@ -64,38 +64,6 @@ pub(crate) async fn key_agent(tx: &mut Tx, targets: &[Target]) -> Result<Option<
         }
     }
     Ok(None)
-}
-
-operation! {
-    ListAgentGroups {
-        name: "list_agent_groups",
-        title: "List agent groups",
-        description: "List agent groups and the criteria (OS, architecture, IP CIDR, version, labels) that pick their members.",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "agent_group",
-        input: ListParams,
-        output: List<AgentGroup>,
-        subject: |_i| (None, String::new()),
-    }
-    |ctx, input| { paginate(ctx.engine.store().list_agent_groups().await?, &input, "name", &["name", "created_at", "updated_at"]) }
-}
-
-operation! {
-    GetAgentGroup {
-        name: "get_agent_group",
-        title: "Get an agent group",
-        description: "Get one agent group with its criteria.",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "agent_group",
-        input: IdInput,
-        output: AgentGroup,
-        subject: |i| (Some(i.id.clone()), String::new()),
-    }
-    |ctx, input| { ctx.tx.agent_group(&input.id).await?.ok_or_else(|| Error::not_found("agent_group", input.id)) }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -166,33 +134,6 @@ operation! {
     }
     |ctx, input| {
         save(ctx, input).await
-    }
-}
-
-operation! {
-    DeleteAgentGroup {
-        name: "delete_agent_group",
-        title: "Delete an agent group",
-        description: "Delete an agent group that no target points at.",
-        risk: Destructive,
-        permission: Admin,
-        idempotent: false,
-        resource: "agent_group",
-        input: IdInput,
-        output: Deleted,
-        subject: |i| (Some(i.id.clone()), format!("Delete agent group {}", i.id)),
-    }
-    |ctx, input| {
-        if ctx.tx.agent_group_in_use(&input.id).await? {
-            return Err(Error::conflict(format!(
-                "agent group {} is still referenced by targets; point them elsewhere first (list_targets)",
-                input.id
-            )));
-        }
-        if !ctx.tx.delete_agent_group(&input.id).await? {
-            return Err(Error::not_found("agent_group", input.id));
-        }
-        Ok(Deleted { id: input.id, deleted: true })
     }
 }
 

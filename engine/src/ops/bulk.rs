@@ -9,9 +9,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::certificates::{RenewCertificateInput, check_refs, renew};
-use super::{Ctx, List, ListParams, OpMeta, Operation, Risk, Subject, paginate};
+use super::{Ctx, OpMeta, Operation, Risk, Subject};
 use crate::domain::{
-    BulkItem, BulkItemOutcome, BulkKind, BulkOperation, EffectiveStatus, Permission,
+    BulkItem, BulkItemOutcome, BulkKind, EffectiveStatus, Permission,
 };
 use crate::error::{Error, Result};
 use crate::store::{CertificateFilter, CertificatePatch};
@@ -78,7 +78,7 @@ pub(crate) fn summary(verb: &str, ids: &[String], dry_run: bool) -> String {
 /// What a bulk call answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct BulkOutput {
-    /// The record of this run (get_bulk_operation); absent for a dry run.
+    /// The record of this run (get_object, kind bulk_operation); absent for a dry run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bulk_operation_id: Option<String>,
     pub dry_run: bool,
@@ -448,42 +448,6 @@ pub(crate) async fn reassign_item(
 
 // ---------------------------------------------------------------- records
 
-operation! {
-    GetBulkOperation {
-        name: "get_bulk_operation",
-        title: "Get a bulk operation",
-        description: "Get one bulk renew, revoke or reassign run with its counts and the result for each certificate.",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "bulk_operation",
-        input: super::IdInput,
-        output: BulkOperation,
-        subject: |i| (Some(i.id.clone()), String::new()),
-    }
-    |ctx, input| {
-        ctx.tx.bulk_operation(&input.id).await?.ok_or_else(|| Error::not_found("bulk_operation", input.id))
-    }
-}
-
 /// Most bulk operation records a list reads before paging.
-const MAX_LISTED: i64 = 10_000;
+pub(crate) const MAX_LISTED: i64 = 10_000;
 
-operation! {
-    ListBulkOperations {
-        name: "list_bulk_operations",
-        title: "List bulk operations",
-        description: "List bulk renew, revoke and reassign runs, newest first, with their counts (per-item results with get_bulk_operation).",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "bulk_operation",
-        input: ListParams,
-        output: List<BulkOperation>,
-        subject: |_i| (None, String::new()),
-    }
-    |ctx, input| {
-        let rows = ctx.engine.store().list_bulk_operations(MAX_LISTED).await?;
-        paginate(rows, &input, "-created_at", &["created_at"])
-    }
-}

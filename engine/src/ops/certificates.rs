@@ -665,7 +665,7 @@ pub struct IssueOutput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<CertificateVersion>,
     /// The issuance job, when an external CA signs it (ACME, step-ca, Vault,
-    /// script): `pending` until the job loop has the certificate; follow it with get_job.
+    /// script): `pending` until the job loop has the certificate; follow it with get_object (kind job).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<Job>,
 }

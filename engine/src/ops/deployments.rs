@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::agents_work::ensure_agent_self;
 use super::{Ctx, OpMeta, Operation, Risk, Subject};
-use crate::domain::{Job, JobKind, JobStatus, KeyAlgorithm, Permission, Target, TargetConfig};
+use crate::domain::{Job, JobKind, JobStatus, KeyAlgorithm, Target, TargetConfig};
 use crate::error::{Error, Result};
 use crate::store::Verification;
 
@@ -362,33 +362,6 @@ impl Operation for VerifyJob {
 pub struct VerificationInput {
     /// The deployment job (`job-...`).
     pub id: String,
-}
-
-pub struct GetJobVerification;
-
-impl Operation for GetJobVerification {
-    type Input = VerificationInput;
-    type Output = Verification;
-    const META: OpMeta = OpMeta {
-        name: "get_job_verification",
-        title: "Get a deployment's verification",
-        description: "What the target served after a deployment job: the fingerprint the agent saw, the one it deployed, and whether they match.",
-        risk: Risk::Read,
-        permission: Permission::Read,
-        idempotent: true,
-        open_world: false,
-        resource: "job",
-        gateable: false,
-    };
-
-    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
-        if ctx.tx.job(&input.id).await?.is_none() {
-            return Err(Error::not_found("job", input.id));
-        }
-        ctx.tx.verification(&input.id).await?.ok_or_else(|| {
-            Error::not_found("verification", format!("{} (not reported yet)", input.id))
-        })
-    }
 }
 
 /// Checks a target's settings are complete for a deployment (used by the agent too).

@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::agents_work::{agent_meta, ensure_agent_self};
-use super::{Ctx, IdInput, ImportCertificates, ImportCertificatesInput, ImportOutcome, List};
+use super::{Ctx, ImportCertificates, ImportCertificatesInput, ImportOutcome, List};
 use super::{OpMeta, Operation, Risk, Subject, paginate};
 use crate::error::{Error, Result};
 use crate::pki::CertificateInfo;
@@ -248,27 +248,6 @@ operation! {
         let mut page = paginate(rows, &input.list_params(), "-last_seen_at", SORT_DISCOVERED)?;
         ctx.tx.attach_sightings(&mut page.data, crate::store::LIST_SIGHTINGS).await?;
         Ok(page)
-    }
-}
-
-operation! {
-    GetDiscoveredCertificate {
-        name: "get_discovered_certificate",
-        title: "Get a discovered certificate",
-        description: "Get one discovered certificate with its PEM, its triage state and every place it was seen (agent files, network endpoints).",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "discovered_certificate",
-        input: IdInput,
-        output: DiscoveredCertificate,
-        subject: |i| (Some(i.id.clone()), String::new()),
-    }
-    |ctx, input| {
-        ctx.tx
-            .discovered_certificate(&input.id)
-            .await?
-            .ok_or_else(|| Error::not_found("discovered_certificate", input.id))
     }
 }
 

@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Deleted, IdInput, List, ListParams, paginate};
+use super::{IdInput, List, ListParams, paginate};
 use crate::auth;
 use crate::domain::{
     Agent, AgentStatus, ExtendedKeyUsage, Job, JobKind, JobStatus, KeyAlgorithm, KeygenMode, Owner,
@@ -12,7 +12,7 @@ use crate::domain::{
     Severity, Target, TargetKind, Team,
 };
 use crate::error::{Error, Result};
-use crate::store::{JobFilter, OrgTable, SimpleTable};
+use crate::store::JobFilter;
 
 fn non_empty(field: &str, v: &str) -> Result<String> {
     let v = v.trim();
@@ -42,13 +42,6 @@ list_input! {
     }
 }
 
-list_input! {
-    ListOwnersInput {
-        /// Only owners in this team.
-        team_id: Option<String>,
-    }
-}
-
 /// Fields the small inventory lists sort by.
 const SORT_NAMED: &[&str] = &["name", "created_at", "updated_at", "id"];
 
@@ -69,24 +62,6 @@ operation! {
         let mut rows = ctx.engine.store().list_targets(input.agent_id.as_deref()).await?;
         rows.retain(|t| input.kind.is_none_or(|k| t.kind == k));
         paginate(rows, &input.list_params(), "name", SORT_NAMED)
-    }
-}
-
-operation! {
-    GetTarget {
-        name: "get_target",
-        title: "Get a target",
-        description: "Get one deployment target with its connector configuration.",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "target",
-        input: IdInput,
-        output: Target,
-        subject: |i| (Some(i.id.clone()), String::new()),
-    }
-    |ctx, input| {
-        ctx.tx.target(&input.id).await?.ok_or_else(|| Error::not_found("target", input.id))
     }
 }
 
@@ -175,27 +150,6 @@ operation! {
     }
 }
 
-operation! {
-    DeleteTarget {
-        name: "delete_target",
-        title: "Delete a target",
-        description: "Remove a deployment target; certificates stop being deployed there (nothing is removed from the server).",
-        risk: Destructive,
-        permission: Write,
-        idempotent: false,
-        resource: "target",
-        input: IdInput,
-        output: Deleted,
-        subject: |i| (Some(i.id.clone()), format!("Delete target {}", i.id)),
-    }
-    |ctx, input| {
-        if !ctx.tx.delete_target(&input.id).await? {
-            return Err(Error::not_found("target", input.id));
-        }
-        Ok(Deleted { id: input.id, deleted: true })
-    }
-}
-
 // ---------------------------------------------------------------- agents
 
 operation! {
@@ -216,22 +170,6 @@ operation! {
         rows.retain(|a| input.status.is_none_or(|s| a.status == s));
         paginate(rows, &input.list_params(), "name", &["name", "hostname", "status", "last_heartbeat_at", "created_at", "updated_at", "id"])
     }
-}
-
-operation! {
-    GetAgent {
-        name: "get_agent",
-        title: "Get an agent",
-        description: "Get one agent with its host facts, labels and last heartbeat.",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "agent",
-        input: IdInput,
-        output: Agent,
-        subject: |i| (Some(i.id.clone()), String::new()),
-    }
-    |ctx, input| { ctx.tx.agent(&input.id).await?.ok_or_else(|| Error::not_found("agent", input.id)) }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -353,22 +291,6 @@ operation! {
 }
 
 operation! {
-    GetJob {
-        name: "get_job",
-        title: "Get a job",
-        description: "Get one job with its status, attempts and last error.",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "job",
-        input: IdInput,
-        output: Job,
-        subject: |i| (Some(i.id.clone()), String::new()),
-    }
-    |ctx, input| { ctx.tx.job(&input.id).await?.ok_or_else(|| Error::not_found("job", input.id)) }
-}
-
-operation! {
     CancelJob {
         name: "cancel_job",
         title: "Cancel a job",
@@ -394,42 +316,6 @@ operation! {
 }
 
 // ---------------------------------------------------------------- owners and teams
-
-operation! {
-    ListOwners {
-        name: "list_owners",
-        title: "List owners",
-        description: "List the people certificates belong to, with their e-mail and team.",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "owner",
-        input: ListOwnersInput,
-        output: List<Owner>,
-        subject: |_i| (None, String::new()),
-    }
-    |ctx, input| {
-        let mut rows = ctx.engine.store().list_owners().await?;
-        rows.retain(|o| input.team_id.is_none() || o.team_id == input.team_id);
-        paginate(rows, &input.list_params(), "name", &["name", "email", "created_at", "updated_at", "id"])
-    }
-}
-
-operation! {
-    GetOwner {
-        name: "get_owner",
-        title: "Get an owner",
-        description: "Get one certificate owner with their e-mail address and team.",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "owner",
-        input: IdInput,
-        output: Owner,
-        subject: |i| (Some(i.id.clone()), String::new()),
-    }
-    |ctx, input| { ctx.tx.owner(&input.id).await?.ok_or_else(|| Error::not_found("owner", input.id)) }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -527,59 +413,6 @@ operation! {
     }
 }
 
-operation! {
-    DeleteOwner {
-        name: "delete_owner",
-        title: "Delete an owner",
-        description: "Delete an owner that no certificate refers to.",
-        risk: Destructive,
-        permission: Write,
-        idempotent: false,
-        resource: "owner",
-        input: IdInput,
-        output: Deleted,
-        subject: |i| (Some(i.id.clone()), format!("Delete owner {}", i.id)),
-    }
-    |ctx, input| {
-        if !ctx.tx.delete_org(OrgTable::Owner, &input.id).await? {
-            return Err(Error::not_found("owner", input.id));
-        }
-        Ok(Deleted { id: input.id, deleted: true })
-    }
-}
-
-operation! {
-    ListTeams {
-        name: "list_teams",
-        title: "List teams",
-        description: "List the teams certificates and owners belong to.",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "team",
-        input: ListParams,
-        output: List<Team>,
-        subject: |_i| (None, String::new()),
-    }
-    |ctx, input| { paginate(ctx.engine.store().list_teams().await?, &input, "name", SORT_NAMED) }
-}
-
-operation! {
-    GetTeam {
-        name: "get_team",
-        title: "Get a team",
-        description: "Get one team with its name and description.",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "team",
-        input: IdInput,
-        output: Team,
-        subject: |i| (Some(i.id.clone()), String::new()),
-    }
-    |ctx, input| { ctx.tx.team(&input.id).await?.ok_or_else(|| Error::not_found("team", input.id)) }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TeamInput {
@@ -636,60 +469,7 @@ operation! {
     }
 }
 
-operation! {
-    DeleteTeam {
-        name: "delete_team",
-        title: "Delete a team",
-        description: "Delete a team that no certificate or owner refers to.",
-        risk: Destructive,
-        permission: Write,
-        idempotent: false,
-        resource: "team",
-        input: IdInput,
-        output: Deleted,
-        subject: |i| (Some(i.id.clone()), format!("Delete team {}", i.id)),
-    }
-    |ctx, input| {
-        if !ctx.tx.delete_org(OrgTable::Team, &input.id).await? {
-            return Err(Error::not_found("team", input.id));
-        }
-        Ok(Deleted { id: input.id, deleted: true })
-    }
-}
-
 // ---------------------------------------------------------------- profiles
-
-operation! {
-    ListProfiles {
-        name: "list_profiles",
-        title: "List profiles",
-        description: "List certificate profiles: allowed key types, lifetimes, EKUs, name rules and whether issuance needs approval.",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "profile",
-        input: ListParams,
-        output: List<Profile>,
-        subject: |_i| (None, String::new()),
-    }
-    |ctx, input| { paginate(ctx.engine.store().list_profiles().await?, &input, "name", SORT_NAMED) }
-}
-
-operation! {
-    GetProfile {
-        name: "get_profile",
-        title: "Get a profile",
-        description: "Get one certificate profile with all its rules.",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "profile",
-        input: IdInput,
-        output: Profile,
-        subject: |i| (Some(i.id.clone()), String::new()),
-    }
-    |ctx, input| { ctx.tx.profile(&input.id).await?.ok_or_else(|| Error::not_found("profile", input.id)) }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -816,47 +596,7 @@ operation! {
     }
 }
 
-operation! {
-    DeleteProfile {
-        name: "delete_profile",
-        title: "Delete a profile",
-        description: "Delete a profile that no certificate uses.",
-        risk: Destructive,
-        permission: Admin,
-        idempotent: false,
-        resource: "profile",
-        input: IdInput,
-        output: Deleted,
-        subject: |i| (Some(i.id.clone()), format!("Delete profile {}", i.id)),
-    }
-    |ctx, input| {
-        if ctx.tx.profile_in_use(&input.id).await? {
-            return Err(Error::conflict(format!("profile {} is used by certificates", input.id)));
-        }
-        if !ctx.tx.delete_profile(&input.id).await? {
-            return Err(Error::not_found("profile", input.id));
-        }
-        Ok(Deleted { id: input.id, deleted: true })
-    }
-}
-
 // ---------------------------------------------------------------- renewal policies
-
-operation! {
-    ListRenewalPolicies {
-        name: "list_renewal_policies",
-        title: "List renewal policies",
-        description: "List renewal policies: when certificates renew (days before expiry or fraction of lifetime) and with how much jitter.",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "renewal_policy",
-        input: ListParams,
-        output: List<RenewalPolicy>,
-        subject: |_i| (None, String::new()),
-    }
-    |ctx, input| { paginate(ctx.engine.store().list_renewal_policies().await?, &input, "name", SORT_NAMED) }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -961,60 +701,7 @@ operation! {
     }
 }
 
-operation! {
-    DeleteRenewalPolicy {
-        name: "delete_renewal_policy",
-        title: "Delete a renewal policy",
-        description: "Delete a renewal policy; its certificates fall back to their profile's renewal timing.",
-        risk: Destructive,
-        permission: Write,
-        idempotent: false,
-        resource: "renewal_policy",
-        input: IdInput,
-        output: Deleted,
-        subject: |i| (Some(i.id.clone()), format!("Delete renewal policy {}", i.id)),
-    }
-    |ctx, input| {
-        if !ctx.tx.delete_simple(SimpleTable::RenewalPolicy, &input.id).await? {
-            return Err(Error::not_found("renewal_policy", input.id));
-        }
-        Ok(Deleted { id: input.id, deleted: true })
-    }
-}
-
 // ---------------------------------------------------------------- policy rules
-
-operation! {
-    ListPolicies {
-        name: "list_policies",
-        title: "List policy rules",
-        description: "List policy rules (allowed issuers, domains, environments, lifetimes, key strength) with their severity and mode (warn or enforce).",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "policy",
-        input: ListParams,
-        output: List<PolicyRule>,
-        subject: |_i| (None, String::new()),
-    }
-    |ctx, input| { paginate(ctx.engine.store().list_policy_rules().await?, &input, "name", SORT_NAMED) }
-}
-
-operation! {
-    GetPolicy {
-        name: "get_policy",
-        title: "Get a policy rule",
-        description: "Get one policy rule with its parameters.",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "policy",
-        input: IdInput,
-        output: PolicyRule,
-        subject: |i| (Some(i.id.clone()), String::new()),
-    }
-    |ctx, input| { ctx.tx.policy_rule(&input.id).await?.ok_or_else(|| Error::not_found("policy", input.id)) }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -1085,27 +772,6 @@ operation! {
     }
     |ctx, input| {
         save_policy(ctx, input).await
-    }
-}
-
-operation! {
-    DeletePolicy {
-        name: "delete_policy",
-        title: "Delete a policy rule",
-        description: "Delete a policy rule; operations are no longer checked against it.",
-        risk: Destructive,
-        permission: Admin,
-        idempotent: false,
-        resource: "policy",
-        input: IdInput,
-        output: Deleted,
-        subject: |i| (Some(i.id.clone()), format!("Delete policy rule {}", i.id)),
-    }
-    |ctx, input| {
-        if !ctx.tx.delete_simple(SimpleTable::PolicyRule, &input.id).await? {
-            return Err(Error::not_found("policy", input.id));
-        }
-        Ok(Deleted { id: input.id, deleted: true })
     }
 }
 

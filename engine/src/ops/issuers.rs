@@ -66,33 +66,6 @@ pub struct IdInput {
     pub id: String,
 }
 
-pub struct GetIssuer;
-
-impl Operation for GetIssuer {
-    type Input = IdInput;
-    type Output = Issuer;
-    const META: OpMeta = OpMeta {
-        name: "get_issuer",
-        title: "Get an issuer",
-        description: "Get one issuer with its configuration and, for local CAs, the CA certificate and chain (PEM).",
-        risk: Risk::Read,
-        permission: Permission::Read,
-        idempotent: true,
-        open_world: false,
-        resource: "issuer",
-        gateable: false,
-    };
-
-    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
-        ctx.audit_resource_id = Some(input.id.clone());
-        ctx.tx
-            .issuer(&input.id)
-            .await?
-            .map(|r| r.issuer)
-            .ok_or_else(|| Error::not_found("issuer", input.id))
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateIssuerInput {
@@ -288,52 +261,6 @@ impl Operation for UpdateIssuer {
 pub struct Deleted {
     pub id: String,
     pub deleted: bool,
-}
-
-pub struct DeleteIssuer;
-
-impl Operation for DeleteIssuer {
-    type Input = IdInput;
-    type Output = Deleted;
-    const META: OpMeta = OpMeta {
-        name: "delete_issuer",
-        title: "Delete an issuer",
-        description: "Delete an issuer that no certificate uses; its CA key is destroyed with it.",
-        risk: Risk::Destructive,
-        permission: Permission::Admin,
-        idempotent: false,
-        open_world: false,
-        resource: "issuer",
-        gateable: true,
-    };
-
-    async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
-        let r = load(ctx, &input.id).await?;
-        Ok(Subject {
-            resource_id: Some(r.issuer.id.clone()),
-            summary: format!(
-                "Delete issuer {} ({}) and destroy its CA key",
-                r.issuer.id, r.issuer.name
-            ),
-            profile_requires_approval: false,
-        })
-    }
-
-    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
-        if ctx.tx.issuer_in_use(&input.id).await? {
-            return Err(Error::conflict(format!(
-                "issuer {} still has certificates; archive or move them first",
-                input.id
-            )));
-        }
-        if !ctx.tx.delete_issuer(&input.id).await? {
-            return Err(Error::not_found("issuer", input.id));
-        }
-        Ok(Deleted {
-            id: input.id,
-            deleted: true,
-        })
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

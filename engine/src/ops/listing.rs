@@ -93,6 +93,15 @@ pub struct List<T> {
 }
 
 impl<T> List<T> {
+    /// The same page with each item converted.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> List<U> {
+        List {
+            data: self.data.into_iter().map(f).collect(),
+            total: self.total,
+            next_cursor: self.next_cursor,
+        }
+    }
+
     /// A complete list, unpaged.
     pub fn all(data: Vec<T>) -> Self {
         let total = Some(data.len() as i64);
@@ -213,10 +222,19 @@ pub fn paginate<T: Serialize>(
 /// Declares a list operation's input: the [`ListParams`] fields inline
 /// (so unknown fields are still refused) plus the resource's own filters.
 macro_rules! list_input {
-    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $f:ident : $t:ty),* $(,)? }) => {
+    // A list with a required field (`kind`), hence no `Default`.
+    (required $(#[$m:meta])* $name:ident { $($body:tt)* }) => {
+        list_input!(@emit [] $(#[$m])* $name { $($body)* });
+    };
+    ($(#[$m:meta])* $name:ident { $($body:tt)* }) => {
+        list_input!(@emit [Default] $(#[$m])* $name { $($body)* });
+    };
+    (@emit [$($extra:ident)?] $(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $f:ident : $t:ty),* $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-        #[serde(default, deny_unknown_fields)]
+        // No container `default`, so a required field can be declared; the
+        // optional ones are `Option`s, which serde and schemars leave optional.
+        #[derive(Debug, Clone, $($extra,)? serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+        #[serde(deny_unknown_fields)]
         pub struct $name {
             /// 1-based page (offset paging; not with `cursor`).
             pub page: Option<i64>,

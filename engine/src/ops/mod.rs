@@ -87,6 +87,7 @@ mod issuers;
 mod job_decisions;
 mod network_scan;
 mod notifications;
+mod objects;
 mod registry;
 mod revocation;
 mod stats;
@@ -109,6 +110,7 @@ pub use job_decisions::*;
 pub use listing::*;
 pub use network_scan::*;
 pub use notifications::*;
+pub use objects::*;
 pub use registry::{DynOperation, catalogue, find};
 pub use revocation::*;
 pub use stats::*;
@@ -287,6 +289,21 @@ pub trait Operation: Send + Sync + 'static {
     type Input: DeserializeOwned + Serialize + JsonSchema + Send + Sync;
     type Output: Serialize + JsonSchema + Send;
     const META: OpMeta;
+
+    /// What the caller's role must allow for this input, when it asks more
+    /// than [`OpMeta::permission`] (deleting an issuer needs an admin where
+    /// deleting a target needs write). Checked by the entry point.
+    fn permission(input: &Self::Input) -> Permission {
+        let _ = input;
+        Self::META.permission
+    }
+
+    /// The kind of resource this input acts on (audit `resource_type`), for
+    /// operations over several kinds.
+    fn resource(input: &Self::Input) -> &'static str {
+        let _ = input;
+        Self::META.resource
+    }
 
     /// Pure work done before the transaction starts (parsing, signature
     /// checks), so it does not hold the database's write lock.

@@ -7,7 +7,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Ctx, Deleted, IdInput, List, OpMeta, Operation, Risk, Subject, paginate};
+use super::{Ctx, IdInput, OpMeta, Operation, Risk, Subject};
 use crate::domain::{Permission, Role};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -34,54 +34,6 @@ fn check_name(name: &str) -> Result<()> {
         return Err(Error::invalid("name must be 1 to 200 characters"));
     }
     Ok(())
-}
-
-list_input! {
-    ListScanTargetsInput {
-        /// Only enabled (or only disabled) targets.
-        enabled: Option<bool>,
-    }
-}
-
-operation! {
-    ListNetworkScanTargets {
-        name: "list_network_scan_targets",
-        title: "List network scan targets",
-        description: "List the CIDR ranges and ports the network scanner visits, with each one's last scan figures.",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "network_scan_target",
-        input: ListScanTargetsInput,
-        output: List<NetworkScanTarget>,
-        subject: |_i| (None, String::new()),
-    }
-    |ctx, input| {
-        let mut rows = ctx.tx.scan_targets().await?;
-        rows.retain(|t| input.enabled.is_none_or(|e| t.enabled == e));
-        paginate(rows, &input.list_params(), "name", &["name", "created_at", "updated_at", "last_scan_at", "id"])
-    }
-}
-
-operation! {
-    GetNetworkScanTarget {
-        name: "get_network_scan_target",
-        title: "Get a network scan target",
-        description: "Get one network scan target: its networks, ports, SNI names and last scan figures.",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "network_scan_target",
-        input: IdInput,
-        output: NetworkScanTarget,
-        subject: |i| (Some(i.id.clone()), String::new()),
-    }
-    |ctx, input| {
-        ctx.tx
-            .scan_target(&input.id)
-            .await?
-            .ok_or_else(|| Error::not_found("network_scan_target", input.id))
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -220,27 +172,6 @@ operation! {
         t.updated_at = ctx.now;
         ctx.tx.save_scan_target(&t).await?;
         Ok(t)
-    }
-}
-
-operation! {
-    DeleteNetworkScanTarget {
-        name: "delete_network_scan_target",
-        title: "Delete a network scan target",
-        description: "Stop scanning a range; certificates it found stay in the discovered list.",
-        risk: Destructive,
-        permission: Write,
-        idempotent: false,
-        resource: "network_scan_target",
-        input: IdInput,
-        output: Deleted,
-        subject: |i| (Some(i.id.clone()), format!("Delete network scan target {}", i.id)),
-    }
-    |ctx, input| {
-        if !ctx.tx.delete_scan_target(&input.id).await? {
-            return Err(Error::not_found("network_scan_target", input.id));
-        }
-        Ok(Deleted { id: input.id, deleted: true })
     }
 }
 

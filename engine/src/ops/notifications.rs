@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::List;
-use super::{Ctx, Deleted, EmptyInput, IdInput, OpMeta, Operation, Risk, Subject};
+use super::{Ctx, IdInput, OpMeta, Operation, Risk, Subject};
 use crate::domain::{
     ChannelKind, ChannelSettings, EventKind, Notification, NotificationChannel, NotificationRule,
     NotificationStatus, Permission, SmtpSecurity,
@@ -103,22 +103,6 @@ fn check_settings(kind: ChannelKind, s: &ChannelSettings, has_secret: bool) -> R
 }
 
 // ---------------------------------------------------------------- channels
-
-operation! {
-    ListNotificationChannels {
-        name: "list_notification_channels",
-        title: "List notification channels",
-        description: "List notification channels (email, webhook, Slack, Teams, PagerDuty, OpsGenie) with their settings; secrets are never shown, only whether one is set.",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "notification_channel",
-        input: EmptyInput,
-        output: List<NotificationChannel>,
-        subject: |_i| (None, String::new()),
-    }
-    |ctx, _input| { Ok(List::all(ctx.engine.store().list_notification_channels().await?)) }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -227,51 +211,7 @@ operation! {
     }
 }
 
-operation! {
-    DeleteNotificationChannel {
-        name: "delete_notification_channel",
-        title: "Delete a notification channel",
-        description: "Delete a notification channel that no rule uses any more; queued deliveries to it will fail.",
-        risk: Destructive,
-        permission: Admin,
-        idempotent: false,
-        resource: "notification_channel",
-        input: IdInput,
-        output: Deleted,
-        subject: |i| (Some(i.id.clone()), format!("Delete notification channel {}", i.id)),
-    }
-    |ctx, input| {
-        let rules = ctx.tx.rules_using_channel(&input.id).await?;
-        if rules > 0 {
-            return Err(Error::conflict(format!(
-                "{rules} notification rule(s) still send to channel {}; delete or change them first",
-                input.id
-            )));
-        }
-        if !ctx.tx.delete_notification_channel(&input.id).await? {
-            return Err(Error::not_found("notification_channel", input.id));
-        }
-        Ok(Deleted { id: input.id, deleted: true })
-    }
-}
-
 // ---------------------------------------------------------------- rules
-
-operation! {
-    ListNotificationRules {
-        name: "list_notification_rules",
-        title: "List notification rules",
-        description: "List notification rules: which events (expiring soon, renewed, renewal failed, revoked, deployment failed, approval requested) go to which channel, for which owner, team, profile or renewal policy.",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "notification_rule",
-        input: EmptyInput,
-        output: List<NotificationRule>,
-        subject: |_i| (None, String::new()),
-    }
-    |ctx, _input| { Ok(List::all(ctx.engine.store().list_notification_rules().await?)) }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -389,27 +329,6 @@ operation! {
     }
     |ctx, input| {
         save_rule(ctx, input).await
-    }
-}
-
-operation! {
-    DeleteNotificationRule {
-        name: "delete_notification_rule",
-        title: "Delete a notification rule",
-        description: "Delete a notification rule; its events are no longer sent to its channel.",
-        risk: Destructive,
-        permission: Write,
-        idempotent: false,
-        resource: "notification_rule",
-        input: IdInput,
-        output: Deleted,
-        subject: |i| (Some(i.id.clone()), format!("Delete notification rule {}", i.id)),
-    }
-    |ctx, input| {
-        if !ctx.tx.delete_notification_rule(&input.id).await? {
-            return Err(Error::not_found("notification_rule", input.id));
-        }
-        Ok(Deleted { id: input.id, deleted: true })
     }
 }
 

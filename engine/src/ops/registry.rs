@@ -3,6 +3,8 @@
 //! input by operation name.
 
 use std::future::Future;
+
+use serde::Deserialize;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::OnceLock;
@@ -21,6 +23,10 @@ pub trait DynOperation: Send + Sync {
     fn input_schema(&self) -> serde_json::Value;
     /// JSON Schema of the output (the `result` of a completed call).
     fn output_schema(&self) -> serde_json::Value;
+    /// The permission this input needs (more than the operation's own for
+    /// some kinds of an operation over several kinds); the operation's own
+    /// when the input does not parse.
+    fn permission_of(&self, input: &serde_json::Value) -> crate::domain::Permission;
     /// Runs through the full entry point (authorize, gate, execute, audit).
     fn call_json<'a>(
         &'a self,
@@ -49,7 +55,7 @@ fn to_value<T: serde::Serialize>(v: &T) -> Result<serde_json::Value> {
     serde_json::to_value(v).map_err(|e| Error::internal(e.to_string()))
 }
 
-fn schema_of<T: schemars::JsonSchema>() -> serde_json::Value {
+pub(crate) fn schema_of<T: schemars::JsonSchema>() -> serde_json::Value {
     let settings = schemars::generate::SchemaSettings::draft2020_12();
     settings
         .into_generator()
@@ -68,6 +74,13 @@ impl<O: Operation> DynOperation for Op<O> {
 
     fn output_schema(&self) -> serde_json::Value {
         schema_of::<O::Output>()
+    }
+
+    fn permission_of(&self, input: &serde_json::Value) -> crate::domain::Permission {
+        match O::Input::deserialize(input) {
+            Ok(i) => O::permission(&i),
+            Err(_) => O::META.permission,
+        }
     }
 
     fn call_json<'a>(
@@ -131,46 +144,23 @@ pub fn catalogue() -> &'static [Box<dyn DynOperation>] {
             RevokeCertificate,
             ImportCertificates,
             ListIssuers,
-            GetIssuer,
             CreateIssuer,
             UpdateIssuer,
-            DeleteIssuer,
             TestIssuer,
             ListTargets,
-            GetTarget,
             SaveTarget,
-            DeleteTarget,
             ListAgents,
-            GetAgent,
             RegisterAgent,
             DisableAgent,
-            ListAgentGroups,
-            GetAgentGroup,
             SaveAgentGroup,
-            DeleteAgentGroup,
             ListAgentGroupMembers,
             ListJobs,
-            GetJob,
             CancelJob,
-            ListOwners,
-            GetOwner,
             SaveOwner,
-            DeleteOwner,
-            ListTeams,
-            GetTeam,
             SaveTeam,
-            DeleteTeam,
-            ListProfiles,
-            GetProfile,
             SaveProfile,
-            DeleteProfile,
-            ListRenewalPolicies,
             SaveRenewalPolicy,
-            DeleteRenewalPolicy,
-            ListPolicies,
-            GetPolicy,
             SavePolicy,
-            DeletePolicy,
             ListPolicyViolations,
             ListApprovals,
             GetApproval,
@@ -181,7 +171,6 @@ pub fn catalogue() -> &'static [Box<dyn DynOperation>] {
             GetAuditLog,
             VerifyAuditLog,
             GetStatsSummary,
-            ListPrincipals,
             CreatePrincipal,
             RevokePrincipal,
             AgentHeartbeat,
@@ -189,45 +178,33 @@ pub fn catalogue() -> &'static [Box<dyn DynOperation>] {
             SubmitAgentCsr,
             ApproveJob,
             RejectJob,
-            GetCertificatesByStatus,
-            GetCertificatesByOwnership,
-            GetExpirationTimeline,
-            GetJobTrends,
-            GetIssuanceRate,
+            GetStats,
             BulkRevokeCertificates,
             BulkRenewCertificates,
             BulkReassignCertificates,
-            GetBulkOperation,
-            ListBulkOperations,
             ExportCertificate,
             CreateExportLink,
             EnrollCertificate,
             ReenrollCertificate,
-            ListNotificationChannels,
             SaveNotificationChannel,
-            DeleteNotificationChannel,
-            ListNotificationRules,
             SaveNotificationRule,
-            DeleteNotificationRule,
             ListNotifications,
             RetryNotification,
             SendTestNotification,
             GetAgentJob,
             ReportAgentJob,
             VerifyJob,
-            GetJobVerification,
             ReportAgentDiscoveries,
             ListDiscoveredCertificates,
-            GetDiscoveredCertificate,
             ClaimDiscoveredCertificate,
             DismissDiscoveredCertificate,
             GetDiscoverySummary,
-            ListNetworkScanTargets,
-            GetNetworkScanTarget,
             CreateNetworkScanTarget,
             UpdateNetworkScanTarget,
-            DeleteNetworkScanTarget,
             ScanNetworkTarget,
+            GetObject,
+            ListObjects,
+            DeleteObject,
         ]
     })
 }

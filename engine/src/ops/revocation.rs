@@ -251,7 +251,7 @@ pub struct BulkRevokeOutput {
     pub would_revoke: Vec<String>,
     #[serde(default)]
     pub dry_run: bool,
-    /// The record of this run (get_bulk_operation); absent for a dry run.
+    /// The record of this run (get_object, kind bulk_operation); absent for a dry run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bulk_operation_id: Option<String>,
 }

@@ -4,7 +4,6 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::EmptyInput;
 use crate::clock::UnixTime;
 use crate::error::{Error, Result};
 
@@ -113,97 +112,40 @@ pub(crate) async fn status_counts(ctx: &mut super::Ctx<'_>) -> Result<StatusCoun
     Ok(StatusCounts { total, by_status })
 }
 
-operation! {
-    GetCertificatesByStatus {
-        name: "get_certificates_by_status",
-        title: "Certificates by status",
-        description: "Count certificates by effective status (pending, valid, expiring, expired, revoked, failed, archived).",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "stats",
-        input: EmptyInput,
-        output: StatusCounts,
-        subject: |_i| (None, String::new()),
-    }
-    |ctx, _input| { status_counts(ctx).await }
+
+async fn expiration_timeline(ctx: &mut super::Ctx<'_>, input: &WindowInput) -> Result<TimeSeries> {
+    let (days, bucket, n) = input.resolve(90, 7)?;
+    let (from, to) = (ctx.now, ctx.now + days * DAY);
+    let counts = ctx.engine.store().expiry_histogram(from, to, bucket).await?;
+    Ok(series(from, bucket, n, to, &counts))
 }
 
-operation! {
-    GetExpirationTimeline {
-        name: "get_expiration_timeline",
-        title: "Expiration timeline",
-        description: "How many active certificates expire in each coming period (default: 90 days in weekly buckets); use it to see renewal waves ahead.",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "stats",
-        input: WindowInput,
-        output: TimeSeries,
-        subject: |_i| (None, String::new()),
-    }
-    |ctx, input| {
-        let (days, bucket, n) = input.resolve(90, 7)?;
-        let (from, to) = (ctx.now, ctx.now + days * DAY);
-        let counts = ctx.engine.store().expiry_histogram(from, to, bucket).await?;
-        Ok(series(from, bucket, n, to, &counts))
-    }
-}
-
-operation! {
-    GetJobTrends {
-        name: "get_job_trends",
-        title: "Job trends",
-        description: "Jobs created in each past period (default: 30 days, daily) with their current status: spot failing renewals and deployment backlogs.",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "stats",
-        input: WindowInput,
-        output: TimeSeries,
-        subject: |_i| (None, String::new()),
-    }
-    |ctx, input| {
-        let (days, bucket, n) = input.resolve(30, 1)?;
-        let to = ctx.now + 1; // the current second included
-        let from = to - days * DAY;
-        let rows = ctx.engine.store().job_histogram(from, to, bucket).await?;
-        let totals: Vec<(i64, i64)> = (0..n)
-            .map(|i| (i, rows.iter().filter(|r| r.0 == i).map(|r| r.2).sum()))
+async fn job_trends(ctx: &mut super::Ctx<'_>, input: &WindowInput) -> Result<TimeSeries> {
+    let (days, bucket, n) = input.resolve(30, 1)?;
+    let to = ctx.now + 1; // the current second included
+    let from = to - days * DAY;
+    let rows = ctx.engine.store().job_histogram(from, to, bucket).await?;
+    let totals: Vec<(i64, i64)> = (0..n)
+        .map(|i| (i, rows.iter().filter(|r| r.0 == i).map(|r| r.2).sum()))
+        .collect();
+    let mut s = series(from, bucket, n, to, &totals);
+    for (i, b) in s.buckets.iter_mut().enumerate() {
+        let m = rows
+            .iter()
+            .filter(|r| r.0 == i as i64)
+            .map(|r| (r.1.clone(), serde_json::Value::from(r.2)))
             .collect();
-        let mut s = series(from, bucket, n, to, &totals);
-        for (i, b) in s.buckets.iter_mut().enumerate() {
-            let m = rows
-                .iter()
-                .filter(|r| r.0 == i as i64)
-                .map(|r| (r.1.clone(), serde_json::Value::from(r.2)))
-                .collect();
-            b.by_status = Some(m);
-        }
-        Ok(s)
+        b.by_status = Some(m);
     }
+    Ok(s)
 }
 
-operation! {
-    GetIssuanceRate {
-        name: "get_issuance_rate",
-        title: "Issuance rate",
-        description: "Certificate versions issued (issuances and renewals) in each past period (default: 30 days, daily).",
-        risk: Read,
-        permission: Read,
-        idempotent: true,
-        resource: "stats",
-        input: WindowInput,
-        output: TimeSeries,
-        subject: |_i| (None, String::new()),
-    }
-    |ctx, input| {
-        let (days, bucket, n) = input.resolve(30, 1)?;
-        let to = ctx.now + 1; // the current second included
-        let from = to - days * DAY;
-        let counts = ctx.engine.store().issuance_histogram(from, to, bucket).await?;
-        Ok(series(from, bucket, n, to, &counts))
-    }
+async fn issuance_rate(ctx: &mut super::Ctx<'_>, input: &WindowInput) -> Result<TimeSeries> {
+    let (days, bucket, n) = input.resolve(30, 1)?;
+    let to = ctx.now + 1; // the current second included
+    let from = to - days * DAY;
+    let counts = ctx.engine.store().issuance_histogram(from, to, bucket).await?;
+    Ok(series(from, bucket, n, to, &counts))
 }
 
 /// Certificates of one owner or team (`id` absent: none assigned).
@@ -241,25 +183,80 @@ fn fold(rows: impl Iterator<Item = (Option<String>, [i64; 4])>) -> Vec<Ownership
     v
 }
 
+async fn by_ownership(ctx: &mut super::Ctx<'_>) -> Result<OwnershipStats> {
+    let view = ctx.engine.status_view(ctx.now);
+    let rows = ctx.engine.store().ownership_counts(view).await?;
+    Ok(OwnershipStats {
+        by_owner: fold(rows.iter().map(|r| (r.0.clone(), [r.2, r.3, r.4, r.5]))),
+        by_team: fold(rows.iter().map(|r| (r.1.clone(), [r.2, r.3, r.4, r.5]))),
+    })
+}
+
+/// Which statistics `get_stats` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StatsView {
+    /// Certificates per effective status.
+    ByStatus,
+    /// Certificates per owner and per team (total, expiring, expired, revoked), unassigned included.
+    ByOwnership,
+    /// Active certificates expiring in each coming period (default 90 days, weekly).
+    ExpirationTimeline,
+    /// Jobs created in each past period with their status (default 30 days, daily).
+    JobTrends,
+    /// Certificate versions issued in each past period (default 30 days, daily).
+    IssuanceRate,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatsInput {
+    pub view: StatsView,
+    /// Time series only: days covered (default 30, or 90 for the timeline; at most 730).
+    #[serde(default)]
+    pub days: Option<i64>,
+    /// Time series only: bucket width in days (default 1, or 7 for the timeline).
+    #[serde(default)]
+    pub bucket_days: Option<i64>,
+}
+
+/// What `get_stats` returns, by view.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Stats {
+    Counts(StatusCounts),
+    Ownership(OwnershipStats),
+    Series(TimeSeries),
+}
+
 operation! {
-    GetCertificatesByOwnership {
-        name: "get_certificates_by_ownership",
-        title: "Certificates by owner and team",
-        description: "Count certificates per owner and per team (total, expiring, expired, revoked), including those with no owner or team, to find who holds what and what is unassigned.",
+    GetStats {
+        name: "get_stats",
+        title: "Certificate and job statistics",
+        description: "Dashboard statistics by `view`: by_status, by_ownership (find who holds what and what is unassigned), expiration_timeline (renewal waves ahead), job_trends (failing renewals, deployment backlogs), issuance_rate. The inventory summary is get_stats_summary.",
         risk: Read,
         permission: Read,
         idempotent: true,
         resource: "stats",
-        input: EmptyInput,
-        output: OwnershipStats,
+        input: StatsInput,
+        output: Stats,
         subject: |_i| (None, String::new()),
     }
-    |ctx, _input| {
-        let view = ctx.engine.status_view(ctx.now);
-        let rows = ctx.engine.store().ownership_counts(view).await?;
-        Ok(OwnershipStats {
-            by_owner: fold(rows.iter().map(|r| (r.0.clone(), [r.2, r.3, r.4, r.5]))),
-            by_team: fold(rows.iter().map(|r| (r.1.clone(), [r.2, r.3, r.4, r.5]))),
+    |ctx, input| {
+        let window = WindowInput { days: input.days, bucket_days: input.bucket_days };
+        let series_view = matches!(
+            input.view,
+            StatsView::ExpirationTimeline | StatsView::JobTrends | StatsView::IssuanceRate
+        );
+        if !series_view && (input.days.is_some() || input.bucket_days.is_some()) {
+            return Err(Error::invalid("days and bucket_days apply to the time series views only"));
+        }
+        Ok(match input.view {
+            StatsView::ByStatus => Stats::Counts(status_counts(ctx).await?),
+            StatsView::ByOwnership => Stats::Ownership(by_ownership(ctx).await?),
+            StatsView::ExpirationTimeline => Stats::Series(expiration_timeline(ctx, &window).await?),
+            StatsView::JobTrends => Stats::Series(job_trends(ctx, &window).await?),
+            StatsView::IssuanceRate => Stats::Series(issuance_rate(ctx, &window).await?),
         })
     }
 }
