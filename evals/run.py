@@ -39,6 +39,7 @@ from mcpkit import (  # noqa: E402
     remove_dir,
     stdio_mcp_client,
     tools_list_bytes,
+    tools_model_bytes,
 )
 
 REF = re.compile(r"\$\{([^}]+)\}")
@@ -306,7 +307,7 @@ async def run_scenario(binary: str, path: Path, mode: str, keep: bool) -> tuple[
     return ok, why, calls
 
 
-async def tool_list_size(binary: str, mode: str) -> tuple[int, int]:
+async def tool_list_size(binary: str, mode: str) -> tuple[int, int, int]:
     root = fresh_dir("certctl-eval-size-")
     try:
         with open(root / "mcp-stderr.log", "w") as errlog:
@@ -314,7 +315,7 @@ async def tool_list_size(binary: str, mode: str) -> tuple[int, int]:
                 listing = await c.list_tools()
                 if listing.next_cursor:
                     raise Failure("tools/list is paginated; the size covers the first page only")
-                return len(listing.tools), tools_list_bytes(listing)
+                return len(listing.tools), tools_list_bytes(listing), tools_model_bytes(listing)
     finally:
         remove_dir(root)
 
@@ -352,8 +353,12 @@ async def main() -> int:
     print(f"pass rate: {passed}/{len(files)} ({rate:.0f}%)")
     for mode in ("auto", "legacy"):
         try:
-            n, size = await tool_list_size(binary, mode)
-            print(f"tools/list ({'2026-07-28' if mode == 'auto' else '2025-11-25'}): {n} tools, {size} bytes, ~{size // 4} tokens")
+            n, size, model = await tool_list_size(binary, mode)
+            print(
+                f"tools/list ({'2026-07-28' if mode == 'auto' else '2025-11-25'}): {n} tools, {size} bytes, "
+                f"~{size // 4} tokens; names, descriptions and input schemas (what a model reads): "
+                f"{model} bytes, ~{model // 4} tokens"
+            )
         except Exception as e:
             print(f"tools/list ({mode}): could not measure: {type(e).__name__}: {e}")
             passed = -1

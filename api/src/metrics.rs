@@ -141,7 +141,8 @@ pub async fn prometheus(
     State(state): State<AppState>,
     Caller(p): Caller,
 ) -> Result<Response, ApiError> {
-    let counts: StatusCounts = read(&state, &p, "get_stats", json!({ "view": "by_status" })).await?;
+    let counts: StatusCounts =
+        read(&state, &p, "get_stats", json!({ "view": "by_status" })).await?;
     let timeline: TimeSeries = read(
         &state,
         &p,
@@ -154,7 +155,8 @@ pub async fn prometheus(
         &p,
         "get_stats",
         json!({ "view": "issuance_rate", "days": 30 }),
-    ).await?;
+    )
+    .await?;
     let jobs: TimeSeries = read(
         &state,
         &p,

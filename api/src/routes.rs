@@ -139,10 +139,27 @@ macro_rules! crud_kind {
         [
             r(Get, $base, "list_objects", None, Query, OK, $tag).with("kind", $kind),
             r(Post, $base, $save, None, Body, CREATED, $tag),
-            r(Get, concat!($base, "/{id}"), "get_object", ID, Query, OK, $tag).with("kind", $kind),
+            r(
+                Get,
+                concat!($base, "/{id}"),
+                "get_object",
+                ID,
+                Query,
+                OK,
+                $tag,
+            )
+            .with("kind", $kind),
             r(Put, concat!($base, "/{id}"), $save, ID, Body, OK, $tag),
-            r(Delete, concat!($base, "/{id}"), "delete_object", ID, Body, OK, $tag)
-                .with("kind", $kind),
+            r(
+                Delete,
+                concat!($base, "/{id}"),
+                "delete_object",
+                ID,
+                Body,
+                OK,
+                $tag,
+            )
+            .with("kind", $kind),
         ]
     };
 }
@@ -211,19 +228,48 @@ pub fn routes() -> Vec<Route> {
     ]);
     v.extend([
         r(Get, "/issuers", "list_issuers", None, Query, OK, "issuers"),
-        r(Post, "/issuers", "create_issuer", None, Body, CREATED, "issuers"),
+        r(
+            Post,
+            "/issuers",
+            "create_issuer",
+            None,
+            Body,
+            CREATED,
+            "issuers",
+        ),
         get_kind("/issuers/{id}", "issuer", "issuers"),
-        r(Put, "/issuers/{id}", "update_issuer", ID, Body, OK, "issuers"),
+        r(
+            Put,
+            "/issuers/{id}",
+            "update_issuer",
+            ID,
+            Body,
+            OK,
+            "issuers",
+        ),
         delete_kind("/issuers/{id}", "issuer", "issuers"),
         r(Get, "/targets", "list_targets", None, Query, OK, "targets"),
-        r(Post, "/targets", "save_target", None, Body, CREATED, "targets"),
+        r(
+            Post,
+            "/targets",
+            "save_target",
+            None,
+            Body,
+            CREATED,
+            "targets",
+        ),
         get_kind("/targets/{id}", "target", "targets"),
         r(Put, "/targets/{id}", "save_target", ID, Body, OK, "targets"),
         delete_kind("/targets/{id}", "target", "targets"),
     ]);
     v.extend(crud_kind!("/owners", "owners", "owner", "save_owner"));
     v.extend(crud_kind!("/teams", "teams", "team", "save_team"));
-    v.extend(crud_kind!("/profiles", "profiles", "profile", "save_profile"));
+    v.extend(crud_kind!(
+        "/profiles",
+        "profiles",
+        "profile",
+        "save_profile"
+    ));
     v.extend(crud_kind!("/policies", "policies", "policy", "save_policy"));
     v.extend(crud_kind!(
         "/renewal-policies",
@@ -531,7 +577,11 @@ pub fn routes() -> Vec<Route> {
             CREATED,
             "discovery",
         ),
-        get_kind("/network-scan-targets/{id}", "network_scan_target", "discovery"),
+        get_kind(
+            "/network-scan-targets/{id}",
+            "network_scan_target",
+            "discovery",
+        ),
         r(
             Put,
             "/network-scan-targets/{id}",
@@ -541,7 +591,11 @@ pub fn routes() -> Vec<Route> {
             OK,
             "discovery",
         ),
-        delete_kind("/network-scan-targets/{id}", "network_scan_target", "discovery"),
+        delete_kind(
+            "/network-scan-targets/{id}",
+            "network_scan_target",
+            "discovery",
+        ),
     ]);
     // Agent groups (issue 9).
     v.extend(crud_kind!(

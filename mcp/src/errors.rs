@@ -15,8 +15,16 @@ fn lister(kind: &str) -> Option<String> {
         "approval" => "list_approvals".to_owned(),
         "notification" => "list_notifications".to_owned(),
         "discovered_certificate" => "list_discovered_certificates".to_owned(),
-        "owner" | "team" | "profile" | "renewal_policy" | "policy" | "principal"
-        | "agent_group" | "bulk_operation" | "notification_channel" | "notification_rule"
+        "owner"
+        | "team"
+        | "profile"
+        | "renewal_policy"
+        | "policy"
+        | "principal"
+        | "agent_group"
+        | "bulk_operation"
+        | "notification_channel"
+        | "notification_rule"
         | "network_scan_target" => format!("list_objects with kind '{kind}'"),
         _ => return None,
     })

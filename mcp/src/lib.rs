@@ -41,7 +41,9 @@ yes: certctl asks in chat when your client supports it; otherwise the result has
 approval_id that a person decides with the certctl CLI or REST API; poll it with get_approval. Tool results carry \
 structuredContent.status: completed (result holds the output), approval_required (nothing ran yet), declined (the human \
 said no; the request was withdrawn) or cancelled (the question was dismissed; the request stays pending). \
-List tools page alike: pass a page's next_cursor as cursor for the next one (or page/per_page), sort by a field \
+Owners, teams, profiles, policies, agent groups, jobs and the other kinds without tools of their own are read, \
+listed and deleted with get_object, list_objects and delete_object, naming the kind; dashboard figures come from \
+get_stats with a view. List tools page alike: pass a page's next_cursor as cursor for the next one (or page/per_page), sort by a field \
 (a - prefix descends), and times are Unix seconds.";
 
 /// The MCP server for one connection (stdio) or one HTTP session.

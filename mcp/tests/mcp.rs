@@ -279,7 +279,11 @@ async fn tool_list_matches_catalogue_and_snapshot() {
         );
         assert!(t.output_schema.is_some(), "{}", t.name);
     }
-    for name in ["revoke_certificate", "delete_object", "bulk_revoke_certificates"] {
+    for name in [
+        "revoke_certificate",
+        "delete_object",
+        "bulk_revoke_certificates",
+    ] {
         let t = tools.iter().find(|t| t.name == name).expect("tool");
         assert_eq!(
             t.annotations.as_ref().and_then(|a| a.destructive_hint),
@@ -499,14 +503,20 @@ async fn every_tool_runs() {
             json!({"id": cert, "owner_id": made["owner"], "team_id": made["team"]}),
         ),
         ("list_issuers", json!({})),
-        ("get_object", json!({"kind": "issuer", "id": made["issuer"]})),
+        (
+            "get_object",
+            json!({"kind": "issuer", "id": made["issuer"]}),
+        ),
         ("test_issuer", json!({"id": made["issuer"]})),
         (
             "update_issuer",
             json!({"id": made["issuer"], "name": "second-ca"}),
         ),
         ("list_targets", json!({})),
-        ("get_object", json!({"kind": "target", "id": made["target"]})),
+        (
+            "get_object",
+            json!({"kind": "target", "id": made["target"]}),
+        ),
         (
             "save_target",
             json!({"id": made["target"], "name": "nginx-01", "kind": "nginx"}),
@@ -528,7 +538,10 @@ async fn every_tool_runs() {
         ("get_object", json!({"kind": "team", "id": made["team"]})),
         ("save_team", json!({"id": made["team"], "name": "platform"})),
         ("list_objects", json!({"kind": "profile"})),
-        ("get_object", json!({"kind": "profile", "id": made["profile"]})),
+        (
+            "get_object",
+            json!({"kind": "profile", "id": made["profile"]}),
+        ),
         (
             "save_profile",
             json!({"id": made["profile"], "name": "short-lived", "short_lived": true}),
@@ -539,7 +552,10 @@ async fn every_tool_runs() {
             json!({"id": made["rp"], "name": "ten-days", "renew_before_days": 10}),
         ),
         ("list_objects", json!({"kind": "policy"})),
-        ("get_object", json!({"kind": "policy", "id": made["policy"]})),
+        (
+            "get_object",
+            json!({"kind": "policy", "id": made["policy"]}),
+        ),
         (
             "save_policy",
             json!({"id": made["policy"], "name": "domains", "kind": "allowed_domains", "severity": "low", "mode": "enforce", "params": {"domains": ["*.example.com"]}}),
@@ -572,7 +588,10 @@ async fn every_tool_runs() {
         ("list_notifications", json!({"status": "pending"})),
         ("list_policy_violations", json!({"refused": false})),
         ("list_objects", json!({"kind": "agent_group"})),
-        ("get_object", json!({"kind": "agent_group", "id": made["group"]})),
+        (
+            "get_object",
+            json!({"kind": "agent_group", "id": made["group"]}),
+        ),
         (
             "save_agent_group",
             json!({"id": made["group"], "name": "prod", "criteria": {"os": "linux"}}),
@@ -586,7 +605,10 @@ async fn every_tool_runs() {
             "bulk_renew_certificates",
             json!({"filter": {"common_name": "nothing.example.com"}}),
         ),
-        ("delete_object", json!({"kind": "notification_rule", "id": made["rule"]})),
+        (
+            "delete_object",
+            json!({"kind": "notification_rule", "id": made["rule"]}),
+        ),
         (
             "delete_object",
             json!({"kind": "notification_channel", "id": made["channel"]}),
@@ -609,12 +631,27 @@ async fn every_tool_runs() {
             "revoke_certificate",
             json!({"id": cert, "reason": "superseded"}),
         ),
-        ("delete_object", json!({"kind": "target", "id": made["target"]})),
+        (
+            "delete_object",
+            json!({"kind": "target", "id": made["target"]}),
+        ),
         ("disable_agent", json!({"id": made["agent"]})),
-        ("delete_object", json!({"kind": "policy", "id": made["policy"]})),
-        ("delete_object", json!({"kind": "agent_group", "id": made["group"]})),
-        ("delete_object", json!({"kind": "renewal_policy", "id": made["rp"]})),
-        ("delete_object", json!({"kind": "profile", "id": made["profile"]})),
+        (
+            "delete_object",
+            json!({"kind": "policy", "id": made["policy"]}),
+        ),
+        (
+            "delete_object",
+            json!({"kind": "agent_group", "id": made["group"]}),
+        ),
+        (
+            "delete_object",
+            json!({"kind": "renewal_policy", "id": made["rp"]}),
+        ),
+        (
+            "delete_object",
+            json!({"kind": "profile", "id": made["profile"]}),
+        ),
         ("revoke_principal", json!({"id": made["principal"]})),
         ("archive_certificate", json!({"id": cert})),
     ];
@@ -677,7 +714,10 @@ async fn every_tool_runs() {
         .to_owned();
     for (name, args) in [
         ("get_stats", json!({"view": "by_status"})),
-        ("get_stats", json!({"view": "expiration_timeline", "days": 90})),
+        (
+            "get_stats",
+            json!({"view": "expiration_timeline", "days": 90}),
+        ),
         ("get_stats", json!({"view": "job_trends"})),
         ("get_stats", json!({"view": "issuance_rate"})),
         ("export_certificate", json!({"id": more})),
@@ -742,7 +782,10 @@ async fn every_tool_runs() {
         .to_owned();
     for (name, args) in [
         ("list_discovered_certificates", json!({"source": "agent"})),
-        ("get_object", json!({"kind": "discovered_certificate", "id": found(0)})),
+        (
+            "get_object",
+            json!({"kind": "discovered_certificate", "id": found(0)}),
+        ),
         ("get_discovery_summary", json!({})),
         ("claim_discovered_certificate", json!({"id": found(0)})),
         (
@@ -750,13 +793,19 @@ async fn every_tool_runs() {
             json!({"id": found(1), "reason": "lab device"}),
         ),
         ("list_objects", json!({"kind": "network_scan_target"})),
-        ("get_object", json!({"kind": "network_scan_target", "id": nst})),
+        (
+            "get_object",
+            json!({"kind": "network_scan_target", "id": nst}),
+        ),
         (
             "update_network_scan_target",
             json!({"id": nst, "enabled": false}),
         ),
         ("scan_network_target", json!({"id": nst})),
-        ("delete_object", json!({"kind": "network_scan_target", "id": nst})),
+        (
+            "delete_object",
+            json!({"kind": "network_scan_target", "id": nst}),
+        ),
     ] {
         let r = call(&c, name, args).await;
         let v = ok(&r, name);
@@ -773,7 +822,12 @@ async fn every_tool_runs() {
     let first = list["result"]["data"][0]["id"].clone();
     assert!(first.is_string(), "{list}");
     let got = ok(
-        &call(&c, "get_object", json!({"kind": "bulk_operation", "id": first})).await,
+        &call(
+            &c,
+            "get_object",
+            json!({"kind": "bulk_operation", "id": first}),
+        )
+        .await,
         "bulk get",
     );
     check_output(&schemas, "get_object", &got);

@@ -213,7 +213,12 @@ async fn acme_http01_answered_by_the_agent_through_nginx_across_a_restart() {
     )
     .await;
     assert_eq!(v["verified"], true, "{v}");
-    let j = call(&admin, "get_object", json!({"kind": "job", "id": issuer_job["id"]})).await;
+    let j = call(
+        &admin,
+        "get_object",
+        json!({"kind": "job", "id": issuer_job["id"]}),
+    )
+    .await;
     assert_eq!(j["status"], "completed", "{j}");
     assert_eq!(j["attempts"], 2, "one attempt died with the process: {j}");
     assert_eq!(
@@ -289,7 +294,12 @@ async fn acme_http01_answered_by_the_agent_through_nginx_across_a_restart() {
     )
     .await;
     assert_eq!(renewed["status"], "completed", "{renewed}");
-    let v2 = call(&admin, "get_object", json!({"kind": "verification", "id": renewed["id"]})).await;
+    let v2 = call(
+        &admin,
+        "get_object",
+        json!({"kind": "verification", "id": renewed["id"]}),
+    )
+    .await;
     assert_eq!(v2["verified"], true, "{v2}");
     assert_ne!(v2["served_fingerprint"], fp1.as_str(), "a new certificate");
     // No count of challenge jobs here: Pebble reuses a valid authorization

@@ -845,11 +845,20 @@ async fn bad_targets_fail_their_jobs_and_the_agent_keeps_running() {
     // Still alive and still heartbeating.
     let agent = rig.agent.as_mut().unwrap();
     assert!(agent.0.try_wait().unwrap().is_none(), "the agent exited");
-    let before =
-        call(&rig.admin, "get_object", json!({"kind": "agent", "id": rig.agent_id})).await["last_heartbeat_at"]
-            .clone();
+    let before = call(
+        &rig.admin,
+        "get_object",
+        json!({"kind": "agent", "id": rig.agent_id}),
+    )
+    .await["last_heartbeat_at"]
+        .clone();
     until("another heartbeat", async || {
-        let a = call(&rig.admin, "get_object", json!({"kind": "agent", "id": rig.agent_id})).await;
+        let a = call(
+            &rig.admin,
+            "get_object",
+            json!({"kind": "agent", "id": rig.agent_id}),
+        )
+        .await;
         (a["last_heartbeat_at"] != before).then_some(())
     })
     .await;

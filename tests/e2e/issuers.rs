@@ -360,7 +360,12 @@ async fn next_deployment(rig: &Rig, cert: &str, known: &[String]) -> (String, Va
     let job = rig.deployment_after(cert, known).await;
     assert_eq!(job["status"], "completed", "{job}");
     let id = job["id"].as_str().unwrap().to_owned();
-    let v = call(&rig.admin, "get_object", json!({"kind": "verification", "id": id})).await;
+    let v = call(
+        &rig.admin,
+        "get_object",
+        json!({"kind": "verification", "id": id}),
+    )
+    .await;
     assert_eq!(v["verified"], true, "{v}");
     (id, v)
 }
@@ -445,7 +450,12 @@ async fn every_issuer_deploys_and_renews() {
     rig.start_agent(&root);
 
     // The local CA: it signs at once.
-    let local = call(&rig.admin, "get_object", json!({"kind": "issuer", "id": "iss-local"})).await;
+    let local = call(
+        &rig.admin,
+        "get_object",
+        json!({"kind": "issuer", "id": "iss-local"}),
+    )
+    .await;
     let local_root = root.join("local-root.pem");
     std::fs::write(&local_root, local["ca_chain_pem"].as_str().unwrap()).unwrap();
     let n = nginx(&root.join("local")).await;

@@ -314,6 +314,18 @@ def tools_list_bytes(result: types.ListToolsResult) -> int:
     return len(json.dumps(body, separators=(",", ":")).encode())
 
 
+def tools_model_bytes(result: types.ListToolsResult) -> int:
+    """The part of tools/list a client hands the model: each tool's name,
+    description and input schema (titles, annotations and output schemas
+    drive the client, not the prompt). This is what a tool list without
+    annotations or output schemas costs in full, so it compares like with like."""
+    body = [
+        {"name": t.name, "description": t.description, "inputSchema": t.input_schema}
+        for t in result.tools
+    ]
+    return len(json.dumps(body, separators=(",", ":")).encode())
+
+
 def fresh_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 

@@ -16,7 +16,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mcpkit import fresh_dir, remove_dir, stdio_mcp_client, tools_list_bytes  # noqa: E402
+from mcpkit import fresh_dir, remove_dir, stdio_mcp_client, tools_list_bytes, tools_model_bytes  # noqa: E402
 
 BEGIN, END = "<!-- generated:begin -->", "<!-- generated:end -->"
 
@@ -53,17 +53,18 @@ async def generate(binary: str) -> str:
             with open(root / f"{mode}.log", "w") as errlog:
                 async with stdio_mcp_client(binary, root / f"data-{mode}", mode=mode, errlog=errlog) as c:
                     listing = await c.list_tools()
-                    sizes[mode] = (len(listing.tools), tools_list_bytes(listing))
+                    sizes[mode] = (len(listing.tools), tools_list_bytes(listing), tools_model_bytes(listing))
                     if mode == "auto":
                         tools = listing.tools
                         resources = (await c.list_resources()).resources
                         templates = (await c.list_resource_templates()).resource_templates
                         prompts = (await c.list_prompts()).prompts
-        n, legacy = sizes["legacy"]
-        _, modern = sizes["auto"]
+        n, legacy, model = sizes["legacy"]
+        _, modern, _ = sizes["auto"]
         lines.append(
             f"**Size of `tools/list`:** {n} tools, {legacy} bytes of JSON on 2025-11-25 "
-            f"(~{legacy // 4} tokens at 4 bytes per token); {modern} bytes (~{modern // 4} tokens) on 2026-07-28."
+            f"(~{legacy // 4} tokens at 4 bytes per token); {modern} bytes (~{modern // 4} tokens) on 2026-07-28. "
+            f"Names, descriptions and input schemas, the part a model reads: {model} bytes (~{model // 4} tokens)."
         )
         lines.append("")
         lines.append("### Tools")

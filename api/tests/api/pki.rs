@@ -77,7 +77,9 @@ impl Server {
 }
 
 async fn write_ca(rig: &Rig, dir: &Path) {
-    let issuer = rig.op("get_object", json!({ "kind": "issuer", "id": "iss-local" })).await;
+    let issuer = rig
+        .op("get_object", json!({ "kind": "issuer", "id": "iss-local" }))
+        .await;
     std::fs::write(
         dir.join("issuing.pem"),
         issuer["ca_cert_pem"].as_str().unwrap(),

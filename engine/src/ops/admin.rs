@@ -3,8 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{EmptyInput, IdInput};
 use super::List;
+use super::{EmptyInput, IdInput};
 use crate::auth;
 use crate::domain::{ApiPrincipal, AuditEvent, ChainVerification, Role};
 use crate::error::Error;

@@ -10,9 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::certificates::{RenewCertificateInput, check_refs, renew};
 use super::{Ctx, OpMeta, Operation, Risk, Subject};
-use crate::domain::{
-    BulkItem, BulkItemOutcome, BulkKind, EffectiveStatus, Permission,
-};
+use crate::domain::{BulkItem, BulkItemOutcome, BulkKind, EffectiveStatus, Permission};
 use crate::error::{Error, Result};
 use crate::store::{CertificateFilter, CertificatePatch};
 
@@ -450,4 +448,3 @@ pub(crate) async fn reassign_item(
 
 /// Most bulk operation records a list reads before paging.
 pub(crate) const MAX_LISTED: i64 = 10_000;
-

@@ -14,11 +14,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Ctx, Deleted, List, OpMeta, Operation, Risk, Subject, paginate};
+use crate::domain::BulkOperation;
 use crate::domain::{
     Agent, AgentGroup, ApiPrincipal, Issuer, Job, NotificationChannel, NotificationRule, Owner,
     Permission, PolicyRule, Profile, RenewalPolicy, Target, Team,
 };
-use crate::domain::BulkOperation;
 use crate::error::{Error, Result};
 use crate::store::{DiscoveredCertificate, NetworkScanTarget, OrgTable, SimpleTable, Verification};
 
@@ -252,9 +252,11 @@ impl Operation for GetObject {
             K::NetworkScanTarget => {
                 Object::NetworkScanTarget(Box::new(found(kind, id, tx.scan_target(id).await?)?))
             }
-            K::NotificationRule => {
-                Object::NotificationRule(Box::new(found(kind, id, tx.notification_rule(id).await?)?))
-            }
+            K::NotificationRule => Object::NotificationRule(Box::new(found(
+                kind,
+                id,
+                tx.notification_rule(id).await?,
+            )?)),
         })
     }
 }
@@ -306,14 +308,23 @@ impl Operation for ListObjects {
             K::Owner => {
                 let mut rows = store.list_owners().await?;
                 rows.retain(|o| input.team_id.is_none() || o.team_id == input.team_id);
-                paginate(rows, &p, "name", &["name", "email", "created_at", "updated_at", "id"])?
-                    .map(Object::Owner)
+                paginate(
+                    rows,
+                    &p,
+                    "name",
+                    &["name", "email", "created_at", "updated_at", "id"],
+                )?
+                .map(Object::Owner)
             }
-            K::Team => paginate(store.list_teams().await?, &p, "name", SORT_NAMED)?.map(Object::Team),
+            K::Team => {
+                paginate(store.list_teams().await?, &p, "name", SORT_NAMED)?.map(Object::Team)
+            }
             K::Profile => paginate(store.list_profiles().await?, &p, "name", SORT_NAMED)?
                 .map(|r| Object::Profile(Box::new(r))),
-            K::RenewalPolicy => paginate(store.list_renewal_policies().await?, &p, "name", SORT_NAMED)?
-                .map(Object::RenewalPolicy),
+            K::RenewalPolicy => {
+                paginate(store.list_renewal_policies().await?, &p, "name", SORT_NAMED)?
+                    .map(Object::RenewalPolicy)
+            }
             K::Policy => paginate(store.list_policy_rules().await?, &p, "name", SORT_NAMED)?
                 .map(Object::Policy),
             K::Principal => paginate(
@@ -330,14 +341,20 @@ impl Operation for ListObjects {
                 &["created_at"],
             )?
             .map(|r| Object::BulkOperation(Box::new(r))),
-            K::NotificationChannel => {
-                paginate(store.list_notification_channels().await?, &p, "name", SORT_NAMED)?
-                    .map(|r| Object::NotificationChannel(Box::new(r)))
-            }
-            K::NotificationRule => {
-                paginate(store.list_notification_rules().await?, &p, "name", SORT_NAMED)?
-                    .map(|r| Object::NotificationRule(Box::new(r)))
-            }
+            K::NotificationChannel => paginate(
+                store.list_notification_channels().await?,
+                &p,
+                "name",
+                SORT_NAMED,
+            )?
+            .map(|r| Object::NotificationChannel(Box::new(r))),
+            K::NotificationRule => paginate(
+                store.list_notification_rules().await?,
+                &p,
+                "name",
+                SORT_NAMED,
+            )?
+            .map(|r| Object::NotificationRule(Box::new(r))),
             K::NetworkScanTarget => {
                 let mut rows = ctx.tx.scan_targets().await?;
                 rows.retain(|t| input.enabled.is_none_or(|e| t.enabled == e));
@@ -391,7 +408,10 @@ impl Operation for DeleteObject {
         let summary = match input.kind {
             DeleteKind::Issuer => {
                 let r = found(kind, id, ctx.tx.issuer(id).await?)?;
-                format!("Delete issuer {id} ({}) and destroy its CA key", r.issuer.name)
+                format!(
+                    "Delete issuer {id} ({}) and destroy its CA key",
+                    r.issuer.name
+                )
             }
             DeleteKind::NotificationChannel => {
                 found(kind, id, ctx.tx.channel_record(id).await?)?;

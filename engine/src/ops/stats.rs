@@ -112,11 +112,14 @@ pub(crate) async fn status_counts(ctx: &mut super::Ctx<'_>) -> Result<StatusCoun
     Ok(StatusCounts { total, by_status })
 }
 
-
 async fn expiration_timeline(ctx: &mut super::Ctx<'_>, input: &WindowInput) -> Result<TimeSeries> {
     let (days, bucket, n) = input.resolve(90, 7)?;
     let (from, to) = (ctx.now, ctx.now + days * DAY);
-    let counts = ctx.engine.store().expiry_histogram(from, to, bucket).await?;
+    let counts = ctx
+        .engine
+        .store()
+        .expiry_histogram(from, to, bucket)
+        .await?;
     Ok(series(from, bucket, n, to, &counts))
 }
 
@@ -144,7 +147,11 @@ async fn issuance_rate(ctx: &mut super::Ctx<'_>, input: &WindowInput) -> Result<
     let (days, bucket, n) = input.resolve(30, 1)?;
     let to = ctx.now + 1; // the current second included
     let from = to - days * DAY;
-    let counts = ctx.engine.store().issuance_histogram(from, to, bucket).await?;
+    let counts = ctx
+        .engine
+        .store()
+        .issuance_histogram(from, to, bucket)
+        .await?;
     Ok(series(from, bucket, n, to, &counts))
 }
 

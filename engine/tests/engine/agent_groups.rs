@@ -187,9 +187,7 @@ async fn a_group_target_deploys_through_members_only(h: &Harness) {
     assert_eq!(deployments.len(), 1, "{work:?}");
     assert_eq!(deployments[0].target_id.as_deref(), Some(t.id.as_str()));
     // A group in use is not deleted.
-    let err = h
-        .call::<ops::DeleteAgentGroup>(&h.admin(), input(json!({ "id": group.id })))
-        .await;
+    let err = h.delete(&h.admin(), "agent_group", &group.id).await;
     assert!(
         matches!(err, Err(Error::Conflict(_)))
             || matches!(err, Ok(ops::Outcome::ApprovalRequired(_))),

@@ -37,7 +37,7 @@ async fn concurrent_start_bootstraps_once(h: &Harness) {
         .await;
     assert_eq!(issuers.data.len(), 1);
     let profiles = h
-        .done::<ops::ListProfiles>(&h.admin(), Default::default())
+        .list::<certctl_engine::domain::Profile>(&h.admin(), "profile", serde_json::json!({}))
         .await;
     assert_eq!(profiles.data.len(), 1);
     // All three engines can sign with the one CA (same master key).
@@ -102,7 +102,7 @@ async fn api_keys_authenticate_and_revoke(h: &Harness) {
     assert_eq!(op.role, Role::Operator);
     // The key itself is not stored anywhere readable.
     let listed = serde_json::to_string(
-        &h.done::<ops::ListPrincipals>(&admin, Default::default())
+        &h.list::<certctl_engine::domain::ApiPrincipal>(&admin, "principal", serde_json::json!({}))
             .await,
     )
     .expect("json");

@@ -134,7 +134,11 @@ async fn dry_runs_list_what_would_change_and_change_nothing(h: &Harness) {
         assert_eq!(c.versions.len(), 1);
     }
     let records = h
-        .done::<ops::ListBulkOperations>(&h.admin(), from(serde_json::json!({})))
+        .list::<certctl_engine::domain::BulkOperation>(
+            &h.admin(),
+            "bulk_operation",
+            serde_json::json!({}),
+        )
         .await;
     assert_eq!(records.data.len(), 0);
     let approvals = h
@@ -164,9 +168,10 @@ async fn one_approval_covers_each_batch_with_a_record(h: &Harness) {
         .await;
     assert_eq!(listed.data.len(), 4);
     let rec = h
-        .done::<ops::GetBulkOperation>(
+        .get::<certctl_engine::domain::BulkOperation>(
             &h.admin(),
-            from(serde_json::json!({ "id": out.bulk_operation_id.clone().unwrap() })),
+            "bulk_operation",
+            &out.bulk_operation_id.clone().unwrap(),
         )
         .await;
     assert_eq!(rec.kind, BulkKind::Reassign);
@@ -207,9 +212,10 @@ async fn one_approval_covers_each_batch_with_a_record(h: &Harness) {
     .await;
     assert_eq!(out.revoked.len(), 3);
     let rec = h
-        .done::<ops::GetBulkOperation>(
+        .get::<certctl_engine::domain::BulkOperation>(
             &h.admin(),
-            from(serde_json::json!({ "id": out.bulk_operation_id.unwrap() })),
+            "bulk_operation",
+            &out.bulk_operation_id.unwrap(),
         )
         .await;
     assert_eq!(
@@ -217,7 +223,11 @@ async fn one_approval_covers_each_batch_with_a_record(h: &Harness) {
         (BulkKind::Revoke, 4, 3, 1)
     );
     let all = h
-        .done::<ops::ListBulkOperations>(&h.admin(), from(serde_json::json!({})))
+        .list::<certctl_engine::domain::BulkOperation>(
+            &h.admin(),
+            "bulk_operation",
+            serde_json::json!({}),
+        )
         .await;
     assert_eq!(all.data.len(), 4);
     assert!(
@@ -231,7 +241,7 @@ async fn one_approval_covers_each_batch_with_a_record(h: &Harness) {
 }
 
 async fn bulk_record(h: &Harness, id: &str) -> BulkOperation {
-    h.done::<ops::GetBulkOperation>(&h.admin(), from(serde_json::json!({ "id": id })))
+    h.get::<certctl_engine::domain::BulkOperation>(&h.admin(), "bulk_operation", &id)
         .await
 }
 

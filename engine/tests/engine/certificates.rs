@@ -257,15 +257,7 @@ async fn update_archive_and_renew(h: &Harness) {
     assert!(matches!(err, Error::InvalidInput(_)));
     // The team cannot be deleted while in use: the (gated) delete is
     // confirmed, fails when it runs, and its approval is marked failed.
-    let out = h
-        .call::<ops::DeleteTeam>(
-            &h.admin(),
-            ops::IdInput {
-                id: team.id.clone(),
-            },
-        )
-        .await
-        .expect("gated");
+    let out = h.delete(&h.admin(), "team", &team.id).await.expect("gated");
     let certctl_engine::ops::Outcome::ApprovalRequired(t) = out else {
         panic!("delete is gated")
     };
@@ -291,14 +283,10 @@ async fn update_archive_and_renew(h: &Harness) {
             .contains("still referenced")
     );
     assert!(
-        h.done::<ops::GetTeam>(
-            &h.admin(),
-            ops::IdInput {
-                id: team.id.clone()
-            }
-        )
-        .await
-        .id == team.id
+        h.get::<certctl_engine::domain::Team>(&h.admin(), "team", &team.id)
+            .await
+            .id
+            == team.id
     );
 
     // Renewal without a CSR queues a job for the agent; with one, it issues now.

@@ -134,7 +134,7 @@ async fn agent_csr_queues_deployments_reported_and_verified(h: &Harness) {
         .await;
     assert_eq!(j.status, JobStatus::Completed);
     let read = h
-        .done::<ops::GetJobVerification>(&admin, input(json!({"id": job})))
+        .get::<certctl_engine::store::Verification>(&admin, "verification", &job)
         .await;
     assert_eq!(read, verified);
 

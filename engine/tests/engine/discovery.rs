@@ -126,7 +126,11 @@ async fn agent_reports_are_deduplicated_and_triaged(h: &Harness) {
     let all = list(h, json!({})).await;
     assert_eq!(all.total, Some(3));
     let a = h
-        .done::<ops::GetDiscoveredCertificate>(&h.admin(), input(json!({"id": r1.ids[0]})))
+        .get::<certctl_engine::store::DiscoveredCertificate>(
+            &h.admin(),
+            "discovered_certificate",
+            &r1.ids[0],
+        )
         .await;
     assert_eq!(a.fingerprint, fingerprint(&a_der));
     assert_eq!(a.common_name.as_deref(), Some("a.example.com"));
@@ -379,9 +383,10 @@ async fn network_scan_of_loopback_finds_each_server(h: &Harness) {
             .all(|f| !f.new && f.server_name.as_deref() == Some("www.scan.test"))
     );
     let d = h
-        .done::<ops::GetDiscoveredCertificate>(
+        .get::<certctl_engine::store::DiscoveredCertificate>(
             &h.admin(),
-            input(json!({"id": report.findings[0].discovered_id})),
+            "discovered_certificate",
+            &report.findings[0].discovered_id,
         )
         .await;
     assert_eq!(d.sightings.len(), 2, "{:?}", d.sightings);
@@ -393,7 +398,7 @@ async fn network_scan_of_loopback_finds_each_server(h: &Harness) {
         TickOutcome::Ran
     );
     let t = h
-        .done::<ops::GetNetworkScanTarget>(&viewer, input(json!({"id": target.id})))
+        .get::<certctl_engine::store::NetworkScanTarget>(&viewer, "network_scan_target", &target.id)
         .await;
     assert!(t.last_scan_at.is_some());
     assert_eq!(
@@ -457,7 +462,7 @@ async fn scan_targets_guard_rails_and_roles(h: &Harness) {
         .await;
     assert!(allowed.allow_restricted && !allowed.enabled);
     let del = h
-        .call::<ops::DeleteNetworkScanTarget>(&h.admin(), input(json!({"id": allowed.id})))
+        .delete(&h.admin(), "network_scan_target", &allowed.id)
         .await
         .expect("delete");
     if let certctl_engine::ops::Outcome::ApprovalRequired(t) = del {
@@ -513,7 +518,11 @@ async fn scan_targets_guard_rails_and_roles(h: &Harness) {
         .await;
     assert_eq!(u.ports, vec![443, 8443]);
     let listed = h
-        .done::<ops::ListNetworkScanTargets>(&viewer, input(json!({"enabled": false})))
+        .list::<certctl_engine::store::NetworkScanTarget>(
+            &viewer,
+            "network_scan_target",
+            serde_json::json!({"enabled": false}),
+        )
         .await;
     assert_eq!(listed.data.len(), 1);
     assert_eq!(listed.data[0].id, t.id);

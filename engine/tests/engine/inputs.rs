@@ -34,12 +34,7 @@ async fn bad_input_is_typed_and_atomic(h: &Harness) {
         .expect_err("unknown");
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
     let err = h
-        .call::<ops::DeleteTarget>(
-            &h.admin(),
-            ops::IdInput {
-                id: "tgt-nope".into(),
-            },
-        )
+        .delete(&h.admin(), "target", "tgt-nope")
         .await
         .expect_err("unknown");
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");

@@ -62,12 +62,7 @@ async fn csr_issuance_verifies_with_openssl(h: &Harness) {
         )
         .await;
     let issuer = h
-        .done::<ops::GetIssuer>(
-            &h.admin(),
-            ops::IdInput {
-                id: "iss-local".into(),
-            },
-        )
+        .get::<certctl_engine::domain::Issuer>(&h.admin(), "issuer", "iss-local")
         .await;
     let root = issuer.ca_chain_pem.expect("chain");
     let inter = issuer.ca_cert_pem.expect("ca cert");

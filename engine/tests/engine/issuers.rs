@@ -100,11 +100,8 @@ async fn issue(h: &Harness, id: &str, csr_pem: String) -> ops::IssueOutput {
 }
 
 async fn job(h: &Harness, id: &str) -> certctl_engine::domain::Job {
-    h.done::<ops::GetJob>(
-        &h.admin(),
-        serde_json::from_value(serde_json::json!({ "id": id })).expect("input"),
-    )
-    .await
+    h.get::<certctl_engine::domain::Job>(&h.admin(), "job", &id)
+        .await
 }
 
 async fn details(h: &Harness, id: &str) -> ops::CertificateDetails {
@@ -296,12 +293,7 @@ async fn issuer_secrets_are_sealed_and_never_returned(h: &Harness) {
     .await;
     assert_eq!(issuer.secret_fields, vec!["token".to_owned()]);
     let got = h
-        .done::<ops::GetIssuer>(
-            &h.admin(),
-            ops::IdInput {
-                id: issuer.id.clone(),
-            },
-        )
+        .get::<certctl_engine::domain::Issuer>(&h.admin(), "issuer", &issuer.id)
         .await;
     let listed = h
         .done::<ops::ListIssuers>(&h.admin(), Default::default())

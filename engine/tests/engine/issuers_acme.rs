@@ -295,11 +295,8 @@ async fn issue_via(h: &Harness, issuer: &str, cn: &str, sans: &[&str]) -> (Strin
 }
 
 pub(super) async fn job(h: &Harness, id: &str) -> certctl_engine::domain::Job {
-    h.done::<ops::GetJob>(
-        &h.admin(),
-        serde_json::from_value(serde_json::json!({ "id": id })).expect("input"),
-    )
-    .await
+    h.get::<certctl_engine::domain::Job>(&h.admin(), "job", &id)
+        .await
 }
 
 pub(super) async fn versions(

@@ -56,11 +56,7 @@ async fn issue(h: &Harness, issuer: &str, cn: &str) -> (String, certctl_engine::
         .await;
     run_jobs(h).await;
     let job = h
-        .done::<ops::GetJob>(
-            &h.admin(),
-            serde_json::from_value(serde_json::json!({ "id": out.job.expect("job").id }))
-                .expect("input"),
-        )
+        .get::<certctl_engine::domain::Job>(&h.admin(), "job", &out.job.expect("job").id)
         .await;
     (c.id, job)
 }

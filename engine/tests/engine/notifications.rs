@@ -613,7 +613,11 @@ async fn secrets_are_sealed_and_never_shown(h: &Harness) {
     .await;
     assert!(c.secret_set);
     let listed = h
-        .done::<ops::ListNotificationChannels>(&h.admin(), ops::EmptyInput {})
+        .list::<certctl_engine::domain::NotificationChannel>(
+            &h.admin(),
+            "notification_channel",
+            serde_json::json!({}),
+        )
         .await;
     let text = serde_json::to_string(&listed).expect("json");
     assert!(text.contains("\"secret_set\":true"));
@@ -725,7 +729,7 @@ async fn bad_channel_input_is_refused(h: &Harness) {
     assert_eq!(err.code(), "not-found");
     rule(h, "r", &c.id, serde_json::json!({})).await;
     let err = h
-        .call::<ops::DeleteNotificationChannel>(&h.admin(), ops::IdInput { id: c.id.clone() })
+        .delete(&h.admin(), "notification_channel", &c.id.clone())
         .await;
     // Deletion is destructive: gated by default, and refused once approved.
     match err {
@@ -733,10 +737,14 @@ async fn bad_channel_input_is_refused(h: &Harness) {
         other => panic!("expected the gate: {other:?}"),
     }
     assert_eq!(
-        h.done::<ops::ListNotificationRules>(&h.admin(), ops::EmptyInput {})
-            .await
-            .data
-            .len(),
+        h.list::<certctl_engine::domain::NotificationRule>(
+            &h.admin(),
+            "notification_rule",
+            serde_json::json!({})
+        )
+        .await
+        .data
+        .len(),
         1
     );
 }

@@ -336,7 +336,7 @@ async fn rule_params_are_checked_when_saved(h: &Harness) {
         );
     }
     let rules = h
-        .done::<ops::ListPolicies>(&h.admin(), from(serde_json::json!({})))
+        .list::<certctl_engine::domain::PolicyRule>(&h.admin(), "policy", serde_json::json!({}))
         .await;
     assert_eq!(rules.data.len(), 0, "nothing half-saved");
 }
@@ -414,8 +414,14 @@ async fn smime_and_code_signing_profiles_and_stats_by_owner_and_team(h: &Harness
     }
     h.create_cert("nobody.example.com", &[]).await;
     let stats = h
-        .done::<ops::GetCertificatesByOwnership>(&h.admin(), from(serde_json::json!({})))
+        .done::<ops::GetStats>(
+            &h.admin(),
+            from(serde_json::json!({"view": "by_ownership"})),
+        )
         .await;
+    let ops::Stats::Ownership(stats) = stats else {
+        panic!("by_ownership answers ownership stats: {stats:?}")
+    };
     let ada = stats
         .by_owner
         .iter()

@@ -287,7 +287,7 @@ async fn silent_agents_go_offline(h: &Harness) {
     let s = Scheduler::new(h.engine.clone(), "proc-agents");
     assert_eq!(s.run_once(Loop::AgentHealth, now).await, TickOutcome::Ran);
     let status = |id: String| async move {
-        h.done::<ops::GetAgent>(&h.admin(), ops::IdInput { id })
+        h.get::<certctl_engine::domain::Agent>(&h.admin(), "agent", &id)
             .await
             .status
     };

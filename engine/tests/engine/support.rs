@@ -190,6 +190,51 @@ impl Harness {
         }
     }
 
+    /// Reads one object of `kind` through `get_object`, typed.
+    pub async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        who: &Principal,
+        kind: &str,
+        id: &str,
+    ) -> T {
+        let input = serde_json::from_value(serde_json::json!({ "kind": kind, "id": id }))
+            .expect("get_object input");
+        let out = self
+            .done::<certctl_engine::ops::GetObject>(who, input)
+            .await;
+        serde_json::from_value(serde_json::to_value(out).expect("json")).expect("typed object")
+    }
+
+    /// Lists objects of `kind` through `list_objects` (with more input, such
+    /// as filters, from `extra`), typed.
+    pub async fn list<T: serde::de::DeserializeOwned>(
+        &self,
+        who: &Principal,
+        kind: &str,
+        extra: serde_json::Value,
+    ) -> certctl_engine::ops::List<T> {
+        let mut input = extra;
+        input["kind"] = kind.into();
+        let input = serde_json::from_value(input).expect("list_objects input");
+        let out = self
+            .done::<certctl_engine::ops::ListObjects>(who, input)
+            .await;
+        serde_json::from_value(serde_json::to_value(out).expect("json")).expect("typed list")
+    }
+
+    /// `delete_object` of one object of `kind`.
+    pub async fn delete(
+        &self,
+        who: &Principal,
+        kind: &str,
+        id: &str,
+    ) -> certctl_engine::Result<Outcome<certctl_engine::ops::Deleted>> {
+        let input = serde_json::from_value(serde_json::json!({ "kind": kind, "id": id }))
+            .expect("delete_object input");
+        self.call::<certctl_engine::ops::DeleteObject>(who, input)
+            .await
+    }
+
     /// Creates a certificate with the given names under the default profile.
     pub async fn create_cert(
         &self,
