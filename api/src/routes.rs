@@ -637,30 +637,33 @@ pub fn routes() -> Vec<Route> {
         r(
             Post,
             "/certificates/bulk-revoke",
-            "bulk_revoke_certificates",
+            "bulk_certificates",
             None,
             Body,
             OK,
             "certificates",
-        ),
+        )
+        .with("action", "revoke"),
         r(
             Post,
             "/certificates/bulk-renew",
-            "bulk_renew_certificates",
+            "bulk_certificates",
             None,
             Body,
             OK,
             "certificates",
-        ),
+        )
+        .with("action", "renew"),
         r(
             Post,
             "/certificates/bulk-reassign",
-            "bulk_reassign_certificates",
+            "bulk_certificates",
             None,
             Body,
             OK,
             "certificates",
-        ),
+        )
+        .with("action", "reassign"),
         list_kind("/bulk-operations", "bulk_operation", "certificates"),
         get_kind("/bulk-operations/{id}", "bulk_operation", "certificates"),
         r(

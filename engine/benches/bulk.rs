@@ -1,5 +1,5 @@
 //! Bulk revocation benchmark: 10,000 issued certificates selected by a
-//! filter, revoked by one `bulk_revoke_certificates` request once it is
+//! filter, revoked by one `bulk_certificates` revoke request once it is
 //! approved (one approval covers the batch), on SQLite.
 //!
 //! ```text
@@ -91,24 +91,27 @@ async fn run(n: usize) -> anyhow::Result<()> {
     );
 
     // One request by an operator, gated; an approver approves it once.
-    let input: ops::BulkRevokeInput = serde_json::from_value(serde_json::json!({
-        "filter": { "team_id": bulk_team }, "reason": "cessationOfOperation",
+    let input: ops::BulkCertificatesInput = serde_json::from_value(serde_json::json!({
+        "action": "revoke", "filter": { "team_id": bulk_team }, "reason": "cessationOfOperation",
     }))?;
     let t = Instant::now();
     let dry = engine
-        .call::<ops::BulkRevokeCertificates>(
+        .call::<ops::BulkCertificates>(
             &principal("pr-op", Role::Operator),
-            ops::BulkRevokeInput {
+            ops::BulkCertificatesInput {
                 dry_run: true,
                 ..input.clone()
             },
         )
         .await?
         .completed()?;
+    let ops::BulkCertificatesOutput::Revoke(dry) = dry else {
+        anyhow::bail!("a revocation answers revoked and skipped ids");
+    };
     let dry_time = t.elapsed();
     let t = Instant::now();
     let Outcome::ApprovalRequired(ticket) = engine
-        .call::<ops::BulkRevokeCertificates>(&principal("pr-op", Role::Operator), input)
+        .call::<ops::BulkCertificates>(&principal("pr-op", Role::Operator), input)
         .await?
     else {
         anyhow::bail!("bulk revocation must be gated");
@@ -135,14 +138,17 @@ async fn run(n: usize) -> anyhow::Result<()> {
         dry.would_revoke.len()
     );
     let record = engine
-        .call::<ops::GetBulkOperation>(
+        .call::<ops::GetObject>(
             &admin,
-            ops::IdInput {
-                id: out.bulk_operation_id.clone().unwrap_or_default(),
-            },
+            serde_json::from_value(serde_json::json!({
+                "kind": "bulk_operation", "id": out.bulk_operation_id.clone().unwrap_or_default(),
+            }))?,
         )
         .await?
         .completed()?;
+    let ops::Object::BulkOperation(record) = record else {
+        anyhow::bail!("get_object kind bulk_operation answers a bulk operation");
+    };
     anyhow::ensure!(record.results.len() == n && record.succeeded == n as i64);
     // The other team's certificates are untouched.
     let others = engine

@@ -279,11 +279,7 @@ async fn tool_list_matches_catalogue_and_snapshot() {
         );
         assert!(t.output_schema.is_some(), "{}", t.name);
     }
-    for name in [
-        "revoke_certificate",
-        "delete_object",
-        "bulk_revoke_certificates",
-    ] {
+    for name in ["revoke_certificate", "delete_object", "bulk_certificates"] {
         let t = tools.iter().find(|t| t.name == name).expect("tool");
         assert_eq!(
             t.annotations.as_ref().and_then(|a| a.destructive_hint),
@@ -598,12 +594,12 @@ async fn every_tool_runs() {
         ),
         ("list_agent_group_members", json!({"id": made["group"]})),
         (
-            "bulk_reassign_certificates",
-            json!({"ids": [cert], "team_id": made["team"], "dry_run": true}),
+            "bulk_certificates",
+            json!({"action": "reassign", "ids": [cert], "team_id": made["team"], "dry_run": true}),
         ),
         (
-            "bulk_renew_certificates",
-            json!({"filter": {"common_name": "nothing.example.com"}}),
+            "bulk_certificates",
+            json!({"action": "renew", "filter": {"common_name": "nothing.example.com"}}),
         ),
         (
             "delete_object",
@@ -624,8 +620,8 @@ async fn every_tool_runs() {
         ),
         // Destructive ones: confirmed in chat by this client.
         (
-            "bulk_revoke_certificates",
-            json!({"filter": {"common_name": "nothing.example.com"}}),
+            "bulk_certificates",
+            json!({"action": "revoke", "filter": {"common_name": "nothing.example.com"}}),
         ),
         (
             "revoke_certificate",
@@ -729,8 +725,8 @@ async fn every_tool_runs() {
             json!({"current_cert_pem": enrolled_pem, "csr_pem": csr("device.example.com")}),
         ),
         (
-            "bulk_revoke_certificates",
-            json!({"ids": [spare], "reason": "cessationOfOperation"}),
+            "bulk_certificates",
+            json!({"action": "revoke", "ids": [spare], "reason": "cessationOfOperation"}),
         ),
     ] {
         let r = call(&c, name, args).await;

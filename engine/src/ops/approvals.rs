@@ -188,7 +188,7 @@ impl Operation for ApproveRequest {
         if ctx.principal.role == Role::Agent {
             return Err(Error::forbidden("agents cannot approve requests"));
         }
-        let op = super::find(&a.operation)
+        let (op, stored_input) = super::registry::stored(&a.operation, &a.input)
             .ok_or_else(|| Error::internal(format!("approval {} names unknown operation", a.id)))?;
         ctx.note("operation", a.operation.clone());
         ctx.note("requested_by", a.requested_by.clone());
@@ -210,7 +210,7 @@ impl Operation for ApproveRequest {
             operation: op.meta().name,
             memo: Default::default(),
         };
-        let result = op.execute_approved(&mut inner, a.input.clone()).await;
+        let result = op.execute_approved(&mut inner, stored_input).await;
         let mut details = std::mem::take(&mut inner.audit_details);
         let resource_id = inner.audit_resource_id.take().or(a.resource_id.clone());
         let output = match result {

@@ -9,8 +9,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::certificates::{RenewCertificateInput, check_refs, renew};
-use super::{Ctx, OpMeta, Operation, Risk, Subject};
-use crate::domain::{BulkItem, BulkItemOutcome, BulkKind, EffectiveStatus, Permission};
+use super::{Ctx, Subject};
+use crate::domain::{BulkItem, BulkItemOutcome, BulkKind, EffectiveStatus};
 use crate::error::{Error, Result};
 use crate::store::{CertificateFilter, CertificatePatch};
 
@@ -151,29 +151,11 @@ pub struct BulkRenewInput {
     pub dry_run: bool,
 }
 
-pub struct BulkRenewCertificates;
+/// One of `bulk_certificates`' actions (see `bulk_certificates.rs`).
+pub(crate) struct BulkRenew;
 
-impl Operation for BulkRenewCertificates {
-    type Input = BulkRenewInput;
-    type Output = BulkOutput;
-    const META: OpMeta = OpMeta {
-        name: "bulk_renew_certificates",
-        title: "Renew many certificates",
-        description: "Renew every certificate matching a filter or list of ids (server-generated keys are issued now; agent-keyed ones get a renewal job for their agent); one approval covers the batch; dry_run lists what would be renewed.",
-        // Gated like other changes to many certificates at once.
-        risk: Risk::Destructive,
-        permission: Permission::Write,
-        idempotent: false,
-        open_world: false,
-        resource: "certificate",
-        gateable: true,
-    };
-
-    fn changes_nothing(input: &Self::Input) -> bool {
-        input.dry_run
-    }
-
-    async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
+impl BulkRenew {
+    pub(crate) async fn describe(ctx: &mut Ctx<'_>, input: &BulkRenewInput) -> Result<Subject> {
         let ids = select(ctx, &input.filter, &input.ids, input.limit).await?;
         Ok(Subject {
             resource_id: None,
@@ -182,7 +164,7 @@ impl Operation for BulkRenewCertificates {
         })
     }
 
-    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+    pub(crate) async fn execute(ctx: &mut Ctx<'_>, input: BulkRenewInput) -> Result<BulkOutput> {
         let ids = select(ctx, &input.filter, &input.ids, input.limit).await?;
         if !input.dry_run {
             let request =
@@ -227,15 +209,17 @@ impl Operation for BulkRenewCertificates {
         }
         Ok(output(None, true, items))
     }
+}
 
-    async fn after_commit(engine: &crate::Engine, out: Self::Output) -> Self::Output {
-        match &out.bulk_operation_id {
-            Some(id) => match super::bulk_run::finish(engine, id).await {
-                Some(b) => super::bulk_run::bulk_output(b),
-                None => out,
-            },
+/// After a renewal or reassignment committed: runs its chunks and answers
+/// with every per-item result.
+pub(crate) async fn finish_items(engine: &crate::Engine, out: BulkOutput) -> BulkOutput {
+    match &out.bulk_operation_id {
+        Some(id) => match super::bulk_run::finish(engine, id).await {
+            Some(b) => super::bulk_run::bulk_output(b),
             None => out,
-        }
+        },
+        None => out,
     }
 }
 
@@ -288,29 +272,11 @@ pub struct BulkReassignInput {
     pub dry_run: bool,
 }
 
-pub struct BulkReassignCertificates;
+/// One of `bulk_certificates`' actions (see `bulk_certificates.rs`).
+pub(crate) struct BulkReassign;
 
-impl Operation for BulkReassignCertificates {
-    type Input = BulkReassignInput;
-    type Output = BulkOutput;
-    const META: OpMeta = OpMeta {
-        name: "bulk_reassign_certificates",
-        title: "Reassign many certificates",
-        description: "Give every certificate matching a filter or list of ids a new owner and/or team (a team leaving, an owner changing role); one approval covers the batch; dry_run lists what would change.",
-        // Gated like other changes to many certificates at once.
-        risk: Risk::Destructive,
-        permission: Permission::Write,
-        idempotent: true,
-        open_world: false,
-        resource: "certificate",
-        gateable: true,
-    };
-
-    fn changes_nothing(input: &Self::Input) -> bool {
-        input.dry_run
-    }
-
-    async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
+impl BulkReassign {
+    pub(crate) async fn describe(ctx: &mut Ctx<'_>, input: &BulkReassignInput) -> Result<Subject> {
         if input.owner_id.is_none() && input.team_id.is_none() {
             return Err(Error::invalid("give owner_id, team_id or both"));
         }
@@ -330,7 +296,7 @@ impl Operation for BulkReassignCertificates {
         })
     }
 
-    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+    pub(crate) async fn execute(ctx: &mut Ctx<'_>, input: BulkReassignInput) -> Result<BulkOutput> {
         let request = serde_json::to_value(&input).map_err(|e| Error::internal(e.to_string()))?;
         let (owner, team) = reassign_targets(&request)?;
         check_refs(
@@ -373,16 +339,6 @@ impl Operation for BulkReassignCertificates {
             });
         }
         Ok(output(None, true, items))
-    }
-
-    async fn after_commit(engine: &crate::Engine, out: Self::Output) -> Self::Output {
-        match &out.bulk_operation_id {
-            Some(id) => match super::bulk_run::finish(engine, id).await {
-                Some(b) => super::bulk_run::bulk_output(b),
-                None => out,
-            },
-            None => out,
-        }
     }
 }
 

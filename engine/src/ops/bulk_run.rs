@@ -43,13 +43,8 @@ fn lease_seconds(engine: &Engine) -> i64 {
     engine.config().scheduler.job_lease_seconds.max(1)
 }
 
-fn operation_name(kind: BulkKind) -> &'static str {
-    match kind {
-        BulkKind::Renew => "bulk_renew_certificates",
-        BulkKind::Revoke => "bulk_revoke_certificates",
-        BulkKind::Reassign => "bulk_reassign_certificates",
-    }
-}
+/// The operation every bulk run belongs to (its kind is the action).
+const OPERATION: &str = "bulk_certificates";
 
 /// Stores the record of a bulk run that is about to start, in the call's
 /// transaction, and returns its id. With nothing selected it is completed
@@ -124,7 +119,7 @@ impl Engine {
             audit_resource_id: None,
             followup: None,
             refusals: Vec::new(),
-            operation: operation_name(run.kind),
+            operation: OPERATION,
             memo: Default::default(),
         };
         let items = run_items(&mut ctx, &run.kind, &run.request, chunk).await?;
@@ -138,7 +133,8 @@ impl Engine {
         ctx.tx.save_bulk_progress(bulk_id, &run, now).await?;
         let completed = run.pending.is_empty();
         let mut details = serde_json::Map::new();
-        details.insert("operation".into(), operation_name(run.kind).into());
+        details.insert("operation".into(), OPERATION.into());
+        details.insert("action".into(), run.kind.as_str().into());
         details.insert("from".into(), first.into());
         details.insert("to".into(), run.results.len().into());
         details.insert(
@@ -303,9 +299,13 @@ pub(crate) async fn finish_approved(
     operation: &str,
     result: &serde_json::Value,
 ) -> Option<serde_json::Value> {
+    // Approvals requested before the three actions were one operation name them.
     if !matches!(
         operation,
-        "bulk_renew_certificates" | "bulk_revoke_certificates" | "bulk_reassign_certificates"
+        OPERATION
+            | "bulk_renew_certificates"
+            | "bulk_revoke_certificates"
+            | "bulk_reassign_certificates"
     ) {
         return None;
     }

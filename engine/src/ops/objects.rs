@@ -176,6 +176,10 @@ pub fn fixed_output_schema(op: &str, value: &str) -> Option<serde_json::Value> {
             "notification_rule" => NotificationRule,
             "network_scan_target" => NetworkScanTarget,
         ),
+        "bulk_certificates" => one_of!(Plain;
+            "revoke" => super::BulkRevokeOutput, "renew" => super::BulkOutput,
+            "reassign" => super::BulkOutput,
+        ),
         "get_stats" => one_of!(Plain;
             "by_status" => StatusCounts, "by_ownership" => OwnershipStats,
             "expiration_timeline" => TimeSeries, "job_trends" => TimeSeries,

@@ -179,9 +179,7 @@ pub fn catalogue() -> &'static [Box<dyn DynOperation>] {
             ApproveJob,
             RejectJob,
             GetStats,
-            BulkRevokeCertificates,
-            BulkRenewCertificates,
-            BulkReassignCertificates,
+            BulkCertificates,
             ExportCertificate,
             CreateExportLink,
             EnrollCertificate,
@@ -207,6 +205,80 @@ pub fn catalogue() -> &'static [Box<dyn DynOperation>] {
             DeleteObject,
         ]
     })
+}
+
+/// Operations of earlier releases that an operation over several kinds now
+/// serves: (old name, new name, the field and value the old name implied).
+/// Reads and lists never wait for approval; deletes and bulk runs may, and
+/// an approval requested before the change must still run as asked.
+const RETIRED: &[(&str, &str, &str, &str)] = &[
+    ("delete_issuer", "delete_object", "kind", "issuer"),
+    ("delete_target", "delete_object", "kind", "target"),
+    ("delete_agent_group", "delete_object", "kind", "agent_group"),
+    ("delete_owner", "delete_object", "kind", "owner"),
+    ("delete_team", "delete_object", "kind", "team"),
+    ("delete_profile", "delete_object", "kind", "profile"),
+    (
+        "delete_renewal_policy",
+        "delete_object",
+        "kind",
+        "renewal_policy",
+    ),
+    ("delete_policy", "delete_object", "kind", "policy"),
+    (
+        "delete_notification_channel",
+        "delete_object",
+        "kind",
+        "notification_channel",
+    ),
+    (
+        "delete_notification_rule",
+        "delete_object",
+        "kind",
+        "notification_rule",
+    ),
+    (
+        "delete_network_scan_target",
+        "delete_object",
+        "kind",
+        "network_scan_target",
+    ),
+    (
+        "bulk_renew_certificates",
+        "bulk_certificates",
+        "action",
+        "renew",
+    ),
+    (
+        "bulk_revoke_certificates",
+        "bulk_certificates",
+        "action",
+        "revoke",
+    ),
+    (
+        "bulk_reassign_certificates",
+        "bulk_certificates",
+        "action",
+        "reassign",
+    ),
+];
+
+/// The operation a stored approval names, and the input to run: the stored
+/// one, or for an operation since folded into a broader one, the stored
+/// input with the field the old name implied.
+pub(crate) fn stored(
+    name: &str,
+    input: &serde_json::Value,
+) -> Option<(&'static dyn DynOperation, serde_json::Value)> {
+    if let Some(op) = find(name) {
+        return Some((op, input.clone()));
+    }
+    let (_, new, field, value) = RETIRED.iter().find(|r| r.0 == name)?;
+    let mut input = input.clone();
+    input
+        .as_object_mut()?
+        .insert((*field).into(), (*value).into());
+    Some((find(new)?, input))
 }
 
 /// The operation with this name.

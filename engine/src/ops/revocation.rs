@@ -256,28 +256,11 @@ pub struct BulkRevokeOutput {
     pub bulk_operation_id: Option<String>,
 }
 
-pub struct BulkRevokeCertificates;
+/// One of `bulk_certificates`' actions (see `bulk_certificates.rs`).
+pub(crate) struct BulkRevoke;
 
-impl Operation for BulkRevokeCertificates {
-    type Input = BulkRevokeInput;
-    type Output = BulkRevokeOutput;
-    const META: OpMeta = OpMeta {
-        name: "bulk_revoke_certificates",
-        title: "Revoke many certificates",
-        description: "Revoke every certificate matching a filter or list of ids (for a key compromise or a decommissioned team) with one RFC 5280 reason; already-revoked and short-lived ones are skipped and listed; one approval covers the batch; dry_run lists what would be revoked.",
-        risk: Risk::Destructive,
-        permission: Permission::Write,
-        idempotent: false,
-        open_world: false,
-        resource: "certificate",
-        gateable: true,
-    };
-
-    fn changes_nothing(input: &Self::Input) -> bool {
-        input.dry_run
-    }
-
-    async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
+impl BulkRevoke {
+    pub(crate) async fn describe(ctx: &mut Ctx<'_>, input: &BulkRevokeInput) -> Result<Subject> {
         let ids = select(ctx, &input.filter, &input.ids, input.limit).await?;
         Ok(Subject {
             resource_id: None,
@@ -290,7 +273,10 @@ impl Operation for BulkRevokeCertificates {
         })
     }
 
-    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+    pub(crate) async fn execute(
+        ctx: &mut Ctx<'_>,
+        input: BulkRevokeInput,
+    ) -> Result<BulkRevokeOutput> {
         let ids = select(ctx, &input.filter, &input.ids, input.limit).await?;
         ctx.note("reason", input.reason.as_str());
         ctx.note("dry_run", input.dry_run);
@@ -331,7 +317,10 @@ impl Operation for BulkRevokeCertificates {
         Ok(out)
     }
 
-    async fn after_commit(engine: &crate::Engine, out: Self::Output) -> Self::Output {
+    pub(crate) async fn after_commit(
+        engine: &crate::Engine,
+        out: BulkRevokeOutput,
+    ) -> BulkRevokeOutput {
         match &out.bulk_operation_id {
             Some(id) => match super::bulk_run::finish(engine, id).await {
                 Some(b) => super::bulk_run::revoke_output(b),

@@ -14,6 +14,7 @@ backend_tests!(
     reject_cancel_and_expiry_never_execute,
     profile_approval_needs_another_person,
     in_chat_confirmation_by_requester,
+    approval_of_a_retired_operation_runs_as_asked,
 );
 
 fn revoke(id: &str) -> ops::RevokeCertificateInput {
@@ -321,4 +322,48 @@ async fn in_chat_confirmation_by_requester(h: &Harness) {
             .await
             .is_err()
     );
+}
+
+/// An approval stored before `delete_owner` became `delete_object` with
+/// `kind: owner` still runs, exactly as asked, after an upgrade.
+async fn approval_of_a_retired_operation_runs_as_asked(h: &Harness) {
+    let owner = h
+        .done::<ops::SaveOwner>(
+            &h.admin(),
+            serde_json::from_value(serde_json::json!({ "name": "Grace" })).expect("input"),
+        )
+        .await;
+    let Outcome::ApprovalRequired(t) = h
+        .delete(
+            &principal("pr-operator", Role::Operator),
+            "owner",
+            &owner.id,
+        )
+        .await
+        .expect("gated")
+    else {
+        panic!("a delete waits for approval")
+    };
+    // The row as an earlier release wrote it.
+    h.db.raw(&format!(
+        "UPDATE approvals SET operation = 'delete_owner', input = '{{\"id\":\"{}\"}}' WHERE id = '{}'",
+        owner.id, t.approval_id
+    ))
+    .await
+    .expect("rewrite");
+    let decided = h
+        .done::<ops::ApproveRequest>(
+            &principal("pr-approver", Role::Approver),
+            approve(&t.approval_id),
+        )
+        .await;
+    assert_eq!(decided.approval.status, ApprovalStatus::Executed);
+    let gone = h
+        .call::<ops::GetObject>(
+            &h.admin(),
+            serde_json::from_value(serde_json::json!({ "kind": "owner", "id": owner.id }))
+                .expect("input"),
+        )
+        .await;
+    assert!(matches!(gone, Err(Error::NotFound { .. })), "{gone:?}");
 }

@@ -61,6 +61,22 @@ async fn fleet(h: &Harness, env: &str) -> (Vec<String>, String) {
 
 /// Calls a gated bulk operation as an operator and has an approver approve
 /// it once; returns the executed result.
+/// The answer of a revoke action.
+fn rv(out: ops::BulkCertificatesOutput) -> ops::BulkRevokeOutput {
+    match out {
+        ops::BulkCertificatesOutput::Revoke(r) => r,
+        other => panic!("a revocation answers revoked and skipped ids: {other:?}"),
+    }
+}
+
+/// The answer of a renew or reassign action.
+fn items(out: ops::BulkCertificatesOutput) -> ops::BulkOutput {
+    match out {
+        ops::BulkCertificatesOutput::Items(r) => r,
+        other => panic!("a renewal or reassignment answers per-item results: {other:?}"),
+    }
+}
+
 async fn approved<O: ops::Operation>(h: &Harness, input: O::Input) -> O::Output
 where
     O::Output: serde::de::DeserializeOwned,
@@ -85,11 +101,12 @@ async fn dry_runs_list_what_would_change_and_change_nothing(h: &Harness) {
     let (ids, pending) = fleet(h, "stage").await;
     let op = principal("pr-op", Role::Operator);
     let out = h
-        .done::<ops::BulkRevokeCertificates>(
+        .done::<ops::BulkCertificates>(
             &op,
-            from(serde_json::json!({ "filter": { "environment": "stage" }, "dry_run": true })),
+            from(serde_json::json!({ "action": "revoke", "filter": { "environment": "stage" }, "dry_run": true })),
         )
         .await;
+    let out = rv(out);
     assert!(out.dry_run && out.revoked.is_empty() && out.bulk_operation_id.is_none());
     let mut would = out.would_revoke.clone();
     would.sort();
@@ -103,13 +120,14 @@ async fn dry_runs_list_what_would_change_and_change_nothing(h: &Harness) {
         .done::<ops::SaveTeam>(&h.admin(), from(serde_json::json!({ "name": "platform" })))
         .await;
     let out = h
-        .done::<ops::BulkReassignCertificates>(
+        .done::<ops::BulkCertificates>(
             &op,
             from(
-                serde_json::json!({ "ids": [ids[0], ids[1]], "team_id": team.id, "dry_run": true }),
+                serde_json::json!({ "action": "reassign", "ids": [ids[0], ids[1]], "team_id": team.id, "dry_run": true }),
             ),
         )
         .await;
+    let out = items(out);
     assert_eq!((out.total, out.succeeded, out.skipped), (2, 2, 0));
     assert!(
         out.items
@@ -117,12 +135,26 @@ async fn dry_runs_list_what_would_change_and_change_nothing(h: &Harness) {
             .all(|i| i.outcome == BulkItemOutcome::WouldChange)
     );
     let out = h
-        .done::<ops::BulkRenewCertificates>(
+        .done::<ops::BulkCertificates>(
             &op,
-            from(serde_json::json!({ "filter": { "environment": "stage" }, "dry_run": true })),
+            from(serde_json::json!({ "action": "renew", "filter": { "environment": "stage" }, "dry_run": true })),
         )
         .await;
+    let out = items(out);
     assert_eq!((out.total, out.succeeded, out.skipped), (4, 3, 1));
+
+    // A field of another action is refused, not ignored.
+    let err = h
+        .call::<ops::BulkCertificates>(
+            &op,
+            from(serde_json::json!({ "action": "renew", "ids": [ids[0]], "reason": "keyCompromise" })),
+        )
+        .await
+        .expect_err("reason is for revoke");
+    assert!(
+        matches!(&err, certctl_engine::Error::InvalidInput(m) if m.contains("reason")),
+        "{err:?}"
+    );
 
     // Nothing changed, nothing recorded.
     for id in &ids {
@@ -154,11 +186,12 @@ async fn one_approval_covers_each_batch_with_a_record(h: &Harness) {
         .await;
 
     // Reassign by filter: one approval, every certificate, one record.
-    let out = approved::<ops::BulkReassignCertificates>(
+    let out = approved::<ops::BulkCertificates>(
         h,
-        from(serde_json::json!({ "filter": { "environment": "prod" }, "owner_id": owner.id })),
+        from(serde_json::json!({ "action": "reassign", "filter": { "environment": "prod" }, "owner_id": owner.id })),
     )
     .await;
+    let out = items(out);
     assert_eq!((out.total, out.succeeded, out.skipped), (4, 4, 0));
     let listed = h
         .done::<ops::ListCertificates>(
@@ -179,19 +212,23 @@ async fn one_approval_covers_each_batch_with_a_record(h: &Harness) {
     assert_eq!(rec.results.len(), 4);
     assert_eq!(rec.run_by, "pr-approver");
     // Again: already so, skipped one by one.
-    let again = approved::<ops::BulkReassignCertificates>(
+    let again = approved::<ops::BulkCertificates>(
         h,
-        from(serde_json::json!({ "filter": { "environment": "prod" }, "owner_id": owner.id })),
+        from(serde_json::json!({ "action": "reassign", "filter": { "environment": "prod" }, "owner_id": owner.id })),
     )
     .await;
+    let again = items(again);
     assert_eq!((again.succeeded, again.skipped), (0, 4));
 
     // Renew by ids: issued ones get a renewal, the pending one is skipped with the reason.
     let mut renew_ids = ids.clone();
     renew_ids.push(pending.clone());
-    let out =
-        approved::<ops::BulkRenewCertificates>(h, from(serde_json::json!({ "ids": renew_ids })))
-            .await;
+    let out = approved::<ops::BulkCertificates>(
+        h,
+        from(serde_json::json!({ "action": "renew", "ids": renew_ids })),
+    )
+    .await;
+    let out = items(out);
     assert_eq!((out.total, out.succeeded, out.skipped), (4, 3, 1));
     let skipped = out
         .items
@@ -205,11 +242,12 @@ async fn one_approval_covers_each_batch_with_a_record(h: &Harness) {
     );
 
     // Revoke by filter: the record lists every certificate.
-    let out = approved::<ops::BulkRevokeCertificates>(
+    let out = approved::<ops::BulkCertificates>(
         h,
-        from(serde_json::json!({ "filter": { "owner_id": owner.id }, "reason": "cessationOfOperation" })),
+        from(serde_json::json!({ "action": "revoke", "filter": { "owner_id": owner.id }, "reason": "cessationOfOperation" })),
     )
     .await;
+    let out = rv(out);
     assert_eq!(out.revoked.len(), 3);
     let rec = h
         .get::<certctl_engine::domain::BulkOperation>(
@@ -257,9 +295,9 @@ async fn chunks_show_progress_and_a_restart_resumes_without_duplicates(h: &Harne
     let a = Harness::engine_on(&h.db, &h.clock, cfg.clone(), &h.master).await;
     let approver = principal("pr-approver", Role::Approver);
     let out = a
-        .call::<ops::BulkRevokeCertificates>(
+        .call::<ops::BulkCertificates>(
             &principal("pr-op", Role::Operator),
-            from(serde_json::json!({ "filter": { "environment": "batch" } })),
+            from(serde_json::json!({ "action": "revoke", "filter": { "environment": "batch" } })),
         )
         .await
         .expect("call");

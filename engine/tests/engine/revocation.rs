@@ -304,21 +304,21 @@ async fn bulk_revocation_by_filter_is_gated_and_skips(h: &Harness) {
 
     // No filter at all is refused.
     let err = h
-        .call::<ops::BulkRevokeCertificates>(
+        .call::<ops::BulkCertificates>(
             &h.admin(),
-            serde_json::from_value(serde_json::json!({})).unwrap(),
+            serde_json::from_value(serde_json::json!({ "action": "revoke" })).unwrap(),
         )
         .await
         .expect_err("needs a filter");
     assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
 
-    let input: ops::BulkRevokeInput = serde_json::from_value(serde_json::json!({
-        "filter": { "environment": "staging" }, "reason": "cessationOfOperation",
+    let input: ops::BulkCertificatesInput = serde_json::from_value(serde_json::json!({
+        "action": "revoke", "filter": { "environment": "staging" }, "reason": "cessationOfOperation",
     }))
     .unwrap();
     let operator = principal("pr-op", Role::Operator);
     let out = h
-        .call::<ops::BulkRevokeCertificates>(&operator, input.clone())
+        .call::<ops::BulkCertificates>(&operator, input.clone())
         .await
         .expect("gated");
     let Outcome::ApprovalRequired(t) = out else {
