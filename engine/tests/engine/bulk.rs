@@ -279,7 +279,7 @@ async fn one_approval_covers_each_batch_with_a_record(h: &Harness) {
 }
 
 async fn bulk_record(h: &Harness, id: &str) -> BulkOperation {
-    h.get::<certctl_engine::domain::BulkOperation>(&h.admin(), "bulk_operation", &id)
+    h.get::<certctl_engine::domain::BulkOperation>(&h.admin(), "bulk_operation", id)
         .await
 }
 

@@ -100,7 +100,7 @@ async fn issue(h: &Harness, id: &str, csr_pem: String) -> ops::IssueOutput {
 }
 
 async fn job(h: &Harness, id: &str) -> certctl_engine::domain::Job {
-    h.get::<certctl_engine::domain::Job>(&h.admin(), "job", &id)
+    h.get::<certctl_engine::domain::Job>(&h.admin(), "job", id)
         .await
 }
 

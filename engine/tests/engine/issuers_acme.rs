@@ -295,7 +295,7 @@ async fn issue_via(h: &Harness, issuer: &str, cn: &str, sans: &[&str]) -> (Strin
 }
 
 pub(super) async fn job(h: &Harness, id: &str) -> certctl_engine::domain::Job {
-    h.get::<certctl_engine::domain::Job>(&h.admin(), "job", &id)
+    h.get::<certctl_engine::domain::Job>(&h.admin(), "job", id)
         .await
 }
 

@@ -64,7 +64,7 @@ pub fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
 /// Writes the local CA's issuing certificate and root into `dir`.
 async fn write_ca(h: &Harness, dir: &Path) {
     let issuer = h
-        .get::<certctl_engine::domain::Issuer>(&h.admin(), "issuer", &LOCAL_ISSUER_ID)
+        .get::<certctl_engine::domain::Issuer>(&h.admin(), "issuer", LOCAL_ISSUER_ID)
         .await;
     std::fs::write(dir.join("issuing.pem"), issuer.ca_cert_pem.unwrap()).unwrap();
     std::fs::write(dir.join("root.pem"), issuer.ca_chain_pem.unwrap()).unwrap();
