@@ -92,8 +92,49 @@ impl CountCache {
 /// so this process's own changes show at once; another replica's show
 /// within that second. Only the `list_certificates` operation reads through
 /// it; engine-internal selections (bulk operations) read the store directly.
-pub(crate) type PageCache =
-    super::second_cache::SecondCache<std::sync::Arc<Page<ManagedCertificate>>>;
+pub(crate) type PageCache = super::second_cache::SecondCache<std::sync::Arc<CachedPage>>;
+
+/// A certificate page as the page cache keeps it: the page, and each of its
+/// certificates as the JSON object a list answers with, made once for all
+/// the calls the entry serves rather than once per call.
+#[derive(Debug)]
+pub(crate) struct CachedPage {
+    pub page: Page<ManagedCertificate>,
+    objects: std::sync::OnceLock<Vec<CertificateObject>>,
+}
+
+/// A certificate as a JSON object, shared.
+pub(crate) type CertificateObject = std::sync::Arc<serde_json::Map<String, serde_json::Value>>;
+
+impl CachedPage {
+    fn new(page: Page<ManagedCertificate>) -> Self {
+        Self {
+            page,
+            objects: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The page's certificates as JSON objects (serialized on first use).
+    pub(crate) fn objects(&self) -> Result<&[CertificateObject]> {
+        if let Some(o) = self.objects.get() {
+            return Ok(o);
+        }
+        let objects = self
+            .page
+            .data
+            .iter()
+            .map(|c| match serde_json::to_value(c) {
+                Ok(serde_json::Value::Object(m)) => Ok(std::sync::Arc::new(m)),
+                Ok(_) => Err(Error::internal(
+                    "certificate did not serialize to an object",
+                )),
+                Err(e) => Err(Error::internal(e.to_string())),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // A concurrent caller may have won the race: same content either way.
+        Ok(self.objects.get_or_init(|| objects))
+    }
+}
 
 /// Most pages remembered at once; past it the cache starts over.
 const PAGE_CACHE_ENTRIES: usize = 1_000;
@@ -391,8 +432,9 @@ impl Store {
     }
 
     /// [`Store::list_certificates_at`] through the page cache (see
-    /// `PageCache` for how fresh it is).
-    pub async fn list_certificates_cached(
+    /// `PageCache` for how fresh it is). Shared, not copied: callers read
+    /// the page to build their own answer.
+    pub(crate) async fn list_certificates_cached(
         &self,
         filter: &CertificateFilter,
         sort: CertificateSort,
@@ -400,22 +442,23 @@ impl Store {
         offset: i64,
         limit: i64,
         view: StatusView,
-    ) -> Result<Page<ManagedCertificate>> {
-        let key = serde_json::json!([filter, sort, cursor, offset, limit, view.expiring_window])
-            .to_string();
+    ) -> Result<std::sync::Arc<CachedPage>> {
+        let key =
+            serde_json::to_string(&(filter, sort, cursor, offset, limit, view.expiring_window))
+                .map_err(|e| Error::internal(e.to_string()))?;
         if let Some(page) = self.pages.get(&key, view.now) {
-            return Ok(page.as_ref().clone());
+            return Ok(page);
+        }
+        let _fill = self.pages.fill_lock(&key).lock().await;
+        if let Some(page) = self.pages.get(&key, view.now) {
+            return Ok(page);
         }
         let generation = self.pages.generation();
-        let page = self
-            .list_certificates_at(filter, sort, cursor, offset, limit, view)
-            .await?;
-        self.pages.put(
-            &key,
-            view.now,
-            std::sync::Arc::new(page.clone()),
-            generation,
-        );
+        let page = std::sync::Arc::new(CachedPage::new(
+            self.list_certificates_at(filter, sort, cursor, offset, limit, view)
+                .await?,
+        ));
+        self.pages.put(&key, view.now, page.clone(), generation);
         Ok(page)
     }
 
