@@ -53,10 +53,17 @@ struct CertRow {
 /// the page itself, so a total is reused for up to `COUNT_TTL` seconds of the
 /// engine's clock. Certificate writes of this process clear the cache on
 /// commit, so its own changes show at once; other replicas' changes show
-/// within the TTL.
+/// within the TTL. A total used in a later second than it was counted in is
+/// counted again in the background (once at a time per query), so a busy
+/// list keeps a fresh total without its callers waiting for the scan every
+/// `COUNT_TTL` seconds; a count that raced a clear is not stored.
 #[derive(Debug, Default)]
 pub(crate) struct CountCache {
     entries: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
+    /// Bumped by every clear.
+    generation: std::sync::atomic::AtomicU64,
+    /// Queries being counted again in the background.
+    refreshing: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 const COUNT_TTL: i64 = 2;
@@ -64,22 +71,46 @@ const COUNT_TTL: i64 = 2;
 impl CountCache {
     pub(crate) fn invalidate(&self) {
         if let Ok(mut e) = self.entries.lock() {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             e.clear();
         }
     }
 
-    fn get(&self, key: &str, now: i64) -> Option<i64> {
-        let e = self.entries.lock().ok()?;
-        let (at, n) = e.get(key)?;
-        ((now - at).abs() < COUNT_TTL).then_some(*n)
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn put(&self, key: String, now: i64, n: i64) {
+    /// The total, and whether it was counted in an earlier second.
+    fn get(&self, key: &str, now: i64) -> Option<(i64, bool)> {
+        let e = self.entries.lock().ok()?;
+        let (at, n) = e.get(key)?;
+        ((now - at).abs() < COUNT_TTL).then_some((*n, *at != now))
+    }
+
+    fn put(&self, key: String, now: i64, n: i64, generation: u64) {
         if let Ok(mut e) = self.entries.lock() {
+            if self.generation() != generation {
+                return;
+            }
             if e.len() > 1000 {
                 e.clear();
             }
             e.insert(key, (now, n));
+        }
+    }
+
+    /// Claims the background recount of `key`; false when one is running.
+    fn begin_refresh(&self, key: &str) -> bool {
+        self.refreshing
+            .lock()
+            .map(|mut r| r.insert(key.to_owned()))
+            .unwrap_or(false)
+    }
+
+    fn end_refresh(&self, key: &str) {
+        if let Ok(mut r) = self.refreshing.lock() {
+            r.remove(key);
         }
     }
 }
@@ -462,6 +493,34 @@ impl Store {
         Ok(page)
     }
 
+    async fn count_rows(&self, sql: &str, args: &[Arg]) -> Result<i64> {
+        Ok(with_db!(&self.db, |p| {
+            bind_args!(sqlx::query_scalar(safe(sql)), args)
+                .fetch_one(p)
+                .await?
+        }))
+    }
+
+    /// Counts a list's total again off the caller's path (see `CountCache`).
+    fn recount_in_background(&self, sql: String, args: Vec<Arg>, key: String, now: UnixTime) {
+        if !self.counts.begin_refresh(&key) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.counts.end_refresh(&key);
+            return;
+        };
+        let store = self.clone();
+        rt.spawn(async move {
+            let generation = store.counts.generation();
+            match store.count_rows(&sql, &args).await {
+                Ok(n) => store.counts.put(key.clone(), now, n, generation),
+                Err(e) => tracing::warn!(error = ?e, "could not count certificates again"),
+            }
+            store.counts.end_refresh(&key);
+        });
+    }
+
     /// One page of certificates, skipping `offset` rows first (offset pages;
     /// keyset `cursor` pages are the fast way through a long list).
     pub async fn list_certificates_at(
@@ -479,14 +538,16 @@ impl Store {
             let sql = format!("SELECT COUNT(*) FROM certificates{}", w.sql());
             let key = format!("{sql}|{:?}", w.args);
             match self.counts.get(&key, view.now) {
-                Some(n) => Some(n),
+                Some((n, older)) => {
+                    if older {
+                        self.recount_in_background(sql, w.args.clone(), key, view.now);
+                    }
+                    Some(n)
+                }
                 None => {
-                    let n: i64 = with_db!(&self.db, |p| {
-                        bind_args!(sqlx::query_scalar(safe(&sql)), &w.args)
-                            .fetch_one(p)
-                            .await?
-                    });
-                    self.counts.put(key, view.now, n);
+                    let generation = self.counts.generation();
+                    let n = self.count_rows(&sql, &w.args).await?;
+                    self.counts.put(key, view.now, n, generation);
                     Some(n)
                 }
             }
