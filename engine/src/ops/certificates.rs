@@ -42,19 +42,32 @@ pub struct ListCertificatesInput {
 
 /// A certificate in a list; with `fields`, only the requested fields are
 /// present. Shared: a list page served from the page cache hands out the
-/// cached objects instead of copying them for every call.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SparseCertificate(pub Arc<serde_json::Map<String, serde_json::Value>>);
+/// cached objects instead of copying them for every call, and writes a whole
+/// certificate out as the JSON text the cache made once (the same object).
+#[derive(Debug, Clone)]
+pub struct SparseCertificate(
+    pub Arc<serde_json::Map<String, serde_json::Value>>,
+    Option<Arc<serde_json::value::RawValue>>,
+);
+
+impl PartialEq for SparseCertificate {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
 
 impl Serialize for SparseCertificate {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        match &self.1 {
+            Some(text) => text.as_ref().serialize(s),
+            None => self.0.serialize(s),
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for SparseCertificate {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        serde_json::Map::deserialize(d).map(|m| Self(Arc::new(m)))
+        serde_json::Map::deserialize(d).map(|m| Self(Arc::new(m), None))
     }
 }
 
@@ -160,16 +173,22 @@ impl Operation for ListCertificates {
             .await?;
         let objects = page.objects()?;
         let data = match &input.fields {
-            None => objects.iter().cloned().map(SparseCertificate).collect(),
+            None => objects
+                .iter()
+                .map(|(m, text)| SparseCertificate(m.clone(), Some(text.clone())))
+                .collect(),
             Some(fields) => objects
                 .iter()
-                .map(|m| {
-                    SparseCertificate(Arc::new(
-                        m.iter()
-                            .filter(|(k, _)| *k == "id" || fields.iter().any(|f| f == *k))
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect(),
-                    ))
+                .map(|(m, _)| {
+                    SparseCertificate(
+                        Arc::new(
+                            m.iter()
+                                .filter(|(k, _)| *k == "id" || fields.iter().any(|f| f == *k))
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect(),
+                        ),
+                        None,
+                    )
                 })
                 .collect::<Vec<_>>(),
         };

@@ -134,8 +134,11 @@ pub(crate) struct CachedPage {
     objects: std::sync::OnceLock<Vec<CertificateObject>>,
 }
 
-/// A certificate as a JSON object, shared.
-pub(crate) type CertificateObject = std::sync::Arc<serde_json::Map<String, serde_json::Value>>;
+/// A certificate as a JSON object, shared, and the same object as JSON text.
+pub(crate) type CertificateObject = (
+    std::sync::Arc<serde_json::Map<String, serde_json::Value>>,
+    std::sync::Arc<serde_json::value::RawValue>,
+);
 
 impl CachedPage {
     fn new(page: Page<ManagedCertificate>) -> Self {
@@ -154,12 +157,18 @@ impl CachedPage {
             .page
             .data
             .iter()
-            .map(|c| match serde_json::to_value(c) {
-                Ok(serde_json::Value::Object(m)) => Ok(std::sync::Arc::new(m)),
-                Ok(_) => Err(Error::internal(
-                    "certificate did not serialize to an object",
-                )),
-                Err(e) => Err(Error::internal(e.to_string())),
+            .map(|c| {
+                let text = serde_json::value::to_raw_value(c)
+                    .map_err(|e| Error::internal(e.to_string()))?;
+                match serde_json::to_value(c) {
+                    Ok(serde_json::Value::Object(m)) => {
+                        Ok((std::sync::Arc::new(m), std::sync::Arc::from(text)))
+                    }
+                    Ok(_) => Err(Error::internal(
+                        "certificate did not serialize to an object",
+                    )),
+                    Err(e) => Err(Error::internal(e.to_string())),
+                }
             })
             .collect::<Result<Vec<_>>>()?;
         // A concurrent caller may have won the race: same content either way.
