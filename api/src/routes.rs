@@ -859,26 +859,56 @@ async fn run(
         input.insert(field.to_owned(), Value::String(value.to_owned()));
     }
     let started = std::time::Instant::now();
-    let outcome = op
-        .call_json(&state.engine, &principal, Value::Object(input))
-        .await;
+    // Without a face-applied fieldset the result goes out as the engine
+    // serialized it (no `serde_json::Value` copy of a whole list page).
+    let outcome = match &fields {
+        None => op
+            .call_json_text(&state.engine, &principal, Value::Object(input))
+            .await
+            .map(Answer::Text),
+        Some(_) => op
+            .call_json(&state.engine, &principal, Value::Object(input))
+            .await
+            .map(Answer::Value),
+    };
     let label = match &outcome {
-        Ok(Outcome::Completed { .. }) => "completed",
-        Ok(Outcome::ApprovalRequired(_)) => "approval_required",
+        Ok(Answer::Text(Outcome::Completed { .. }) | Answer::Value(Outcome::Completed { .. })) => {
+            "completed"
+        }
+        Ok(_) => "approval_required",
         Err(_) => "error",
     };
     state
         .extras
         .metrics
         .observe_op(route.op, label, started.elapsed());
-    let outcome = outcome?;
-    Ok(match outcome {
-        Outcome::Completed { mut result } => {
+    Ok(match outcome? {
+        Answer::Text(Outcome::Completed { result }) => (
+            route.done,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            )],
+            result,
+        )
+            .into_response(),
+        Answer::Value(Outcome::Completed { mut result }) => {
             if let Some(f) = &fields {
                 query::retain_fields(&mut result, f);
             }
             (route.done, Json(result)).into_response()
         }
-        gated @ Outcome::ApprovalRequired(_) => (StatusCode::ACCEPTED, Json(gated)).into_response(),
+        Answer::Text(Outcome::ApprovalRequired(t))
+        | Answer::Value(Outcome::ApprovalRequired(t)) => (
+            StatusCode::ACCEPTED,
+            Json(Outcome::<Value>::ApprovalRequired(t)),
+        )
+            .into_response(),
     })
+}
+
+/// A call's outcome as JSON text or as a value (when the face trims fields).
+enum Answer {
+    Text(Outcome<Vec<u8>>),
+    Value(Outcome<Value>),
 }

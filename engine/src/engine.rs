@@ -214,6 +214,11 @@ impl Engine {
                 // their own transaction.
                 if meta.risk == Risk::Read {
                     tx.commit().await?;
+                    // The call's transaction has ended: its slot goes back
+                    // before the audit wait, so more reads than slots can
+                    // share one group commit (the leader writes on a
+                    // connection of its own, not on a slot).
+                    drop(slot);
                     let event = self.event(
                         principal,
                         meta.name,

@@ -6,6 +6,11 @@
 //! while it waited returns without touching the gate. Under load this turns
 //! thousands of tiny transactions on the hash-chained log into a few large
 //! ones; alone, a read costs one transaction as before.
+//!
+//! The faces' `api_request` events (see `request_audit`) go through the same
+//! queue, so under load a read's event and the request events written after
+//! earlier responses share one transaction instead of taking turns at
+//! SQLite's single writer.
 
 use std::sync::Mutex;
 
@@ -19,19 +24,28 @@ type Waiter = oneshot::Sender<bool>;
 
 #[derive(Default)]
 pub(crate) struct ReadAudit {
-    queue: Mutex<Vec<(NewAuditEvent, Waiter)>>,
+    queue: Mutex<Vec<(Vec<NewAuditEvent>, Waiter)>>,
     gate: tokio::sync::Mutex<()>,
 }
 
 impl Engine {
     /// Appends a read's audit event; returns once it is committed.
     pub(crate) async fn append_read_audit(&self, event: NewAuditEvent) -> Result<()> {
+        self.append_grouped(vec![event]).await
+    }
+
+    /// Appends events (in this order, together) through the group commit;
+    /// returns once they are committed.
+    pub(crate) async fn append_grouped(&self, events: Vec<NewAuditEvent>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
         let (done, mut wait) = oneshot::channel();
         let a = self.read_audit();
         a.queue
             .lock()
             .map_err(|_| Error::internal("audit queue poisoned"))?
-            .push((event, done));
+            .push((events, done));
         let written = tokio::select! {
             biased;
             answer = &mut wait => answer.unwrap_or(false),
@@ -46,7 +60,8 @@ impl Engine {
                         .map_err(|_| Error::internal("audit queue poisoned"))?,
                 );
                 if !batch.is_empty() {
-                    let (events, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                    let (groups, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                    let events: Vec<NewAuditEvent> = groups.into_iter().flatten().collect();
                     let written = self.write_batch(&events).await;
                     if let Err(e) = &written {
                         tracing::error!(error = ?e, events = events.len(), "could not write read audit events");

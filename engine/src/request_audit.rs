@@ -34,7 +34,8 @@ pub struct ApiRequestRecord {
 }
 
 impl Engine {
-    /// Appends one `api_request` event per record, in one transaction.
+    /// Appends one `api_request` event per record, in one transaction
+    /// (shared with concurrent reads' events, see `read_audit`).
     pub async fn record_api_requests(&self, batch: &[ApiRequestRecord]) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
@@ -70,9 +71,8 @@ impl Engine {
             };
             events.push(event);
         }
-        let mut tx = self.store().begin_write().await?;
-        tx.audit_only();
-        tx.append_audit_batch(&events).await?;
-        tx.commit().await
+        // Through the reads' group commit: one transaction for these and
+        // whatever read events are waiting at the same time.
+        self.append_grouped(events).await
     }
 }

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
@@ -39,10 +40,36 @@ pub struct ListCertificatesInput {
     pub fields: Option<Vec<String>>,
 }
 
-/// A certificate in a list; with `fields`, only the requested fields are present.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SparseCertificate(pub serde_json::Map<String, serde_json::Value>);
+/// A certificate in a list; with `fields`, only the requested fields are
+/// present. Shared: a list page served from the page cache hands out the
+/// cached objects instead of copying them for every call, and writes a whole
+/// certificate out as the JSON text the cache made once (the same object).
+#[derive(Debug, Clone)]
+pub struct SparseCertificate(
+    pub Arc<serde_json::Map<String, serde_json::Value>>,
+    Option<Arc<serde_json::value::RawValue>>,
+);
+
+impl PartialEq for SparseCertificate {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Serialize for SparseCertificate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match &self.1 {
+            Some(text) => text.as_ref().serialize(s),
+            None => self.0.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SparseCertificate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        serde_json::Map::deserialize(d).map(|m| Self(Arc::new(m), None))
+    }
+}
 
 impl JsonSchema for SparseCertificate {
     fn schema_name() -> Cow<'static, str> {
@@ -144,28 +171,32 @@ impl Operation for ListCertificates {
                 ctx.engine.status_view(ctx.now),
             )
             .await?;
-        let data = page
-            .data
-            .into_iter()
-            .map(|c| {
-                let serde_json::Value::Object(mut m) =
-                    serde_json::to_value(c).map_err(|e| Error::internal(e.to_string()))?
-                else {
-                    return Err(Error::internal(
-                        "certificate did not serialize to an object",
-                    ));
-                };
-                if let Some(fields) = &input.fields {
-                    m.retain(|k, _| k == "id" || fields.iter().any(|f| f == k));
-                }
-                Ok(SparseCertificate(m))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let objects = page.objects()?;
+        let data = match &input.fields {
+            None => objects
+                .iter()
+                .map(|(m, text)| SparseCertificate(m.clone(), Some(text.clone())))
+                .collect(),
+            Some(fields) => objects
+                .iter()
+                .map(|(m, _)| {
+                    SparseCertificate(
+                        Arc::new(
+                            m.iter()
+                                .filter(|(k, _)| *k == "id" || fields.iter().any(|f| f == *k))
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect(),
+                        ),
+                        None,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        };
         ctx.note("returned", data.len());
         Ok(CertificatePage {
             data,
-            total: page.total,
-            next_cursor: page.next_cursor,
+            total: page.page.total,
+            next_cursor: page.page.next_cursor.clone(),
         })
     }
 }

@@ -34,6 +34,15 @@ pub trait DynOperation: Send + Sync {
         principal: &'a Principal,
         input: serde_json::Value,
     ) -> BoxFuture<'a, Result<Outcome<serde_json::Value>>>;
+    /// [`DynOperation::call_json`] with the completed output serialized
+    /// straight to JSON text, for faces that send it on as it is: a list
+    /// page is not copied into a `serde_json::Value` tree first.
+    fn call_json_text<'a>(
+        &'a self,
+        engine: &'a Engine,
+        principal: &'a Principal,
+        input: serde_json::Value,
+    ) -> BoxFuture<'a, Result<Outcome<Vec<u8>>>>;
     /// Runs an already-approved input inside an existing transaction.
     fn execute_approved<'a, 'c>(
         &'a self,
@@ -100,6 +109,28 @@ impl<O: Operation> DynOperation for Op<O> {
             Ok(match out {
                 Outcome::Completed { result } => Outcome::Completed {
                     result: to_value(&result)?,
+                },
+                Outcome::ApprovalRequired(t) => Outcome::ApprovalRequired(t),
+            })
+        })
+    }
+
+    fn call_json_text<'a>(
+        &'a self,
+        engine: &'a Engine,
+        principal: &'a Principal,
+        input: serde_json::Value,
+    ) -> BoxFuture<'a, Result<Outcome<Vec<u8>>>> {
+        Box::pin(async move {
+            engine
+                .authorize_call(principal, &O::META, engine.now())
+                .await?;
+            let input: O::Input = parse_input(input)?;
+            let out = engine.call::<O>(principal, input).await?;
+            Ok(match out {
+                Outcome::Completed { result } => Outcome::Completed {
+                    result: serde_json::to_vec(&result)
+                        .map_err(|e| Error::internal(e.to_string()))?,
                 },
                 Outcome::ApprovalRequired(t) => Outcome::ApprovalRequired(t),
             })

@@ -243,33 +243,38 @@ impl Tx {
             TxInner::Sqlite(t) => {
                 // One JSON array of rows, unpacked by json_each: a fixed
                 // statement (prepared once) whatever the batch size.
-                let rows: Vec<serde_json::Value> = rows
-                    .into_iter()
+                // Serialized straight from the rows (no `Value` per field).
+                let rows: Vec<_> = rows
+                    .iter()
                     .map(|r| {
-                        serde_json::json!([
+                        (
                             r.seq,
-                            r.id,
+                            &r.id,
                             r.at,
-                            r.actor,
-                            r.actor_role,
-                            r.action,
-                            r.resource_type,
-                            r.resource_id,
-                            r.outcome,
-                            r.details,
-                            r.prev_hash,
-                            r.hash
-                        ])
+                            &r.actor,
+                            &r.actor_role,
+                            &r.action,
+                            &r.resource_type,
+                            &r.resource_id,
+                            &r.outcome,
+                            &r.details,
+                            &r.prev_hash,
+                            &r.hash,
+                        )
                     })
                     .collect();
-                let json = serde_json::Value::Array(rows).to_string();
+                let json = serde_json::to_string(&rows)
+                    .map_err(|e| crate::Error::internal(e.to_string()))?;
+                // Each row's array is taken out of the batch once (json_each
+                // turns an element back into JSON text every time `value`
+                // is read, and twelve columns read it twelve times); the
+                // twelve `->>` then share SQLite's parse of that one text.
                 sqlx::query(
-                    "INSERT INTO audit_events (seq, id, at, actor, actor_role, action, \
+                    "WITH r(v) AS MATERIALIZED (SELECT value FROM json_each($1)) \
+                         INSERT INTO audit_events (seq, id, at, actor, actor_role, action, \
                          resource_type, resource_id, outcome, details, prev_hash, hash) \
-                         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
-                           value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, \
-                           value ->> 10, value ->> 11 \
-                         FROM json_each($1)",
+                         SELECT v ->> 0, v ->> 1, v ->> 2, v ->> 3, v ->> 4, v ->> 5, v ->> 6, \
+                           v ->> 7, v ->> 8, v ->> 9, v ->> 10, v ->> 11 FROM r",
                 )
                 .bind(json)
                 .execute(&mut **t)

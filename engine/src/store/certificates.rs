@@ -53,10 +53,17 @@ struct CertRow {
 /// the page itself, so a total is reused for up to `COUNT_TTL` seconds of the
 /// engine's clock. Certificate writes of this process clear the cache on
 /// commit, so its own changes show at once; other replicas' changes show
-/// within the TTL.
+/// within the TTL. A total used in a later second than it was counted in is
+/// counted again in the background (once at a time per query), so a busy
+/// list keeps a fresh total without its callers waiting for the scan every
+/// `COUNT_TTL` seconds; a count that raced a clear is not stored.
 #[derive(Debug, Default)]
 pub(crate) struct CountCache {
     entries: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
+    /// Bumped by every clear.
+    generation: std::sync::atomic::AtomicU64,
+    /// Queries being counted again in the background.
+    refreshing: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 const COUNT_TTL: i64 = 2;
@@ -64,22 +71,46 @@ const COUNT_TTL: i64 = 2;
 impl CountCache {
     pub(crate) fn invalidate(&self) {
         if let Ok(mut e) = self.entries.lock() {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             e.clear();
         }
     }
 
-    fn get(&self, key: &str, now: i64) -> Option<i64> {
-        let e = self.entries.lock().ok()?;
-        let (at, n) = e.get(key)?;
-        ((now - at).abs() < COUNT_TTL).then_some(*n)
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn put(&self, key: String, now: i64, n: i64) {
+    /// The total, and whether it was counted in an earlier second.
+    fn get(&self, key: &str, now: i64) -> Option<(i64, bool)> {
+        let e = self.entries.lock().ok()?;
+        let (at, n) = e.get(key)?;
+        ((now - at).abs() < COUNT_TTL).then_some((*n, *at != now))
+    }
+
+    fn put(&self, key: String, now: i64, n: i64, generation: u64) {
         if let Ok(mut e) = self.entries.lock() {
+            if self.generation() != generation {
+                return;
+            }
             if e.len() > 1000 {
                 e.clear();
             }
             e.insert(key, (now, n));
+        }
+    }
+
+    /// Claims the background recount of `key`; false when one is running.
+    fn begin_refresh(&self, key: &str) -> bool {
+        self.refreshing
+            .lock()
+            .map(|mut r| r.insert(key.to_owned()))
+            .unwrap_or(false)
+    }
+
+    fn end_refresh(&self, key: &str) {
+        if let Ok(mut r) = self.refreshing.lock() {
+            r.remove(key);
         }
     }
 }
@@ -92,8 +123,58 @@ impl CountCache {
 /// so this process's own changes show at once; another replica's show
 /// within that second. Only the `list_certificates` operation reads through
 /// it; engine-internal selections (bulk operations) read the store directly.
-pub(crate) type PageCache =
-    super::second_cache::SecondCache<std::sync::Arc<Page<ManagedCertificate>>>;
+pub(crate) type PageCache = super::second_cache::SecondCache<std::sync::Arc<CachedPage>>;
+
+/// A certificate page as the page cache keeps it: the page, and each of its
+/// certificates as the JSON object a list answers with, made once for all
+/// the calls the entry serves rather than once per call.
+#[derive(Debug)]
+pub(crate) struct CachedPage {
+    pub page: Page<ManagedCertificate>,
+    objects: std::sync::OnceLock<Vec<CertificateObject>>,
+}
+
+/// A certificate as a JSON object, shared, and the same object as JSON text.
+pub(crate) type CertificateObject = (
+    std::sync::Arc<serde_json::Map<String, serde_json::Value>>,
+    std::sync::Arc<serde_json::value::RawValue>,
+);
+
+impl CachedPage {
+    fn new(page: Page<ManagedCertificate>) -> Self {
+        Self {
+            page,
+            objects: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The page's certificates as JSON objects (serialized on first use).
+    pub(crate) fn objects(&self) -> Result<&[CertificateObject]> {
+        if let Some(o) = self.objects.get() {
+            return Ok(o);
+        }
+        let objects = self
+            .page
+            .data
+            .iter()
+            .map(|c| {
+                let text = serde_json::value::to_raw_value(c)
+                    .map_err(|e| Error::internal(e.to_string()))?;
+                match serde_json::to_value(c) {
+                    Ok(serde_json::Value::Object(m)) => {
+                        Ok((std::sync::Arc::new(m), std::sync::Arc::from(text)))
+                    }
+                    Ok(_) => Err(Error::internal(
+                        "certificate did not serialize to an object",
+                    )),
+                    Err(e) => Err(Error::internal(e.to_string())),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // A concurrent caller may have won the race: same content either way.
+        Ok(self.objects.get_or_init(|| objects))
+    }
+}
 
 /// Most pages remembered at once; past it the cache starts over.
 const PAGE_CACHE_ENTRIES: usize = 1_000;
@@ -391,8 +472,9 @@ impl Store {
     }
 
     /// [`Store::list_certificates_at`] through the page cache (see
-    /// `PageCache` for how fresh it is).
-    pub async fn list_certificates_cached(
+    /// `PageCache` for how fresh it is). Shared, not copied: callers read
+    /// the page to build their own answer.
+    pub(crate) async fn list_certificates_cached(
         &self,
         filter: &CertificateFilter,
         sort: CertificateSort,
@@ -400,23 +482,52 @@ impl Store {
         offset: i64,
         limit: i64,
         view: StatusView,
-    ) -> Result<Page<ManagedCertificate>> {
-        let key = serde_json::json!([filter, sort, cursor, offset, limit, view.expiring_window])
-            .to_string();
+    ) -> Result<std::sync::Arc<CachedPage>> {
+        let key =
+            serde_json::to_string(&(filter, sort, cursor, offset, limit, view.expiring_window))
+                .map_err(|e| Error::internal(e.to_string()))?;
         if let Some(page) = self.pages.get(&key, view.now) {
-            return Ok(page.as_ref().clone());
+            return Ok(page);
+        }
+        let _fill = self.pages.fill_lock(&key).lock().await;
+        if let Some(page) = self.pages.get(&key, view.now) {
+            return Ok(page);
         }
         let generation = self.pages.generation();
-        let page = self
-            .list_certificates_at(filter, sort, cursor, offset, limit, view)
-            .await?;
-        self.pages.put(
-            &key,
-            view.now,
-            std::sync::Arc::new(page.clone()),
-            generation,
-        );
+        let page = std::sync::Arc::new(CachedPage::new(
+            self.list_certificates_at(filter, sort, cursor, offset, limit, view)
+                .await?,
+        ));
+        self.pages.put(&key, view.now, page.clone(), generation);
         Ok(page)
+    }
+
+    async fn count_rows(&self, sql: &str, args: &[Arg]) -> Result<i64> {
+        Ok(with_db!(&self.db, |p| {
+            bind_args!(sqlx::query_scalar(safe(sql)), args)
+                .fetch_one(p)
+                .await?
+        }))
+    }
+
+    /// Counts a list's total again off the caller's path (see `CountCache`).
+    fn recount_in_background(&self, sql: String, args: Vec<Arg>, key: String, now: UnixTime) {
+        if !self.counts.begin_refresh(&key) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.counts.end_refresh(&key);
+            return;
+        };
+        let store = self.clone();
+        rt.spawn(async move {
+            let generation = store.counts.generation();
+            match store.count_rows(&sql, &args).await {
+                Ok(n) => store.counts.put(key.clone(), now, n, generation),
+                Err(e) => tracing::warn!(error = ?e, "could not count certificates again"),
+            }
+            store.counts.end_refresh(&key);
+        });
     }
 
     /// One page of certificates, skipping `offset` rows first (offset pages;
@@ -436,14 +547,16 @@ impl Store {
             let sql = format!("SELECT COUNT(*) FROM certificates{}", w.sql());
             let key = format!("{sql}|{:?}", w.args);
             match self.counts.get(&key, view.now) {
-                Some(n) => Some(n),
+                Some((n, older)) => {
+                    if older {
+                        self.recount_in_background(sql, w.args.clone(), key, view.now);
+                    }
+                    Some(n)
+                }
                 None => {
-                    let n: i64 = with_db!(&self.db, |p| {
-                        bind_args!(sqlx::query_scalar(safe(&sql)), &w.args)
-                            .fetch_one(p)
-                            .await?
-                    });
-                    self.counts.put(key, view.now, n);
+                    let generation = self.counts.generation();
+                    let n = self.count_rows(&sql, &w.args).await?;
+                    self.counts.put(key, view.now, n, generation);
                     Some(n)
                 }
             }

@@ -130,6 +130,8 @@ pub struct Store {
     /// writers under contention (seconds of tail latency in the issuance
     /// benchmark). Other processes on the same file still meet the busy timeout.
     write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// SQLite's WAL checkpoints, off the commit path (see `Checkpointer`).
+    checkpointer: Option<Arc<Checkpointer>>,
     /// Certificate counts of recent list queries (see `certificates::CountCache`).
     pub(crate) counts: Arc<certificates::CountCache>,
     /// Principals of recently presented keys (see `principals::PrincipalCache`).
@@ -204,6 +206,12 @@ impl Store {
             // Reads map the file instead of copying pages through read().
             .pragma("mmap_size", "268435456")
             .pragma("temp_store", "memory")
+            // No checkpoint on commit: SQLite's automatic one runs inside the
+            // committing call, while this process's write gate is held, so
+            // every writer queued behind it waited for the copy of the WAL
+            // into the database (and its fsync). `Checkpointer` runs the same
+            // PASSIVE checkpoint on another connection after commits instead.
+            .pragma("wal_autocheckpoint", "0")
             // A page of 50 certificates plus its look-ahead row fits without
             // the connection's thread blocking on a full channel half-way.
             .row_buffer_size(256);
@@ -235,6 +243,7 @@ impl Store {
         drop(lock);
         migrated?;
         Ok(Self {
+            checkpointer: Some(Arc::new(Checkpointer::new(pool.clone()))),
             db: Db::Sqlite(pool),
             write_gate: Some(Arc::new(tokio::sync::Mutex::new(()))),
             counts: Default::default(),
@@ -256,6 +265,7 @@ impl Store {
         Ok(Self {
             db: Db::Postgres(pool),
             write_gate: None,
+            checkpointer: None,
             counts: Default::default(),
             principals: Arc::new(principals::principal_cache()),
             work: Arc::new(work::work_cache()),
@@ -295,6 +305,7 @@ impl Store {
             backend: self.backend(),
             writable: true,
             _gate: gate,
+            checkpointer: self.checkpointer.clone(),
             counts: Some(self.counts.clone()),
             principals: Some(self.principals.clone()),
             touched_certificates: false,
@@ -317,6 +328,7 @@ impl Store {
             backend: self.backend(),
             writable: false,
             _gate: None,
+            checkpointer: None,
             counts: None,
             principals: None,
             touched_certificates: false,
@@ -341,6 +353,63 @@ impl Store {
     }
 }
 
+/// Runs SQLite's WAL checkpoints on a connection of their own, after
+/// commits, instead of inside the committing call (`wal_autocheckpoint` is
+/// off). The checkpoint is the same PASSIVE one SQLite runs itself: it copies
+/// committed pages from the WAL into the database without blocking readers or
+/// writers, and changes nothing about durability (a commit is in the WAL, with
+/// `synchronous = NORMAL`, before and after). At most one runs at a time, and
+/// one starts at most every `CHECKPOINT_EVERY`, so the WAL stays a fraction
+/// of a second of writes long and is reused from its start.
+struct Checkpointer {
+    pool: SqlitePool,
+    running: std::sync::atomic::AtomicBool,
+    last: std::sync::Mutex<std::time::Instant>,
+}
+
+/// Least time between two checkpoints started after commits.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+impl Checkpointer {
+    fn new(pool: SqlitePool) -> Self {
+        Self {
+            pool,
+            running: Default::default(),
+            last: std::sync::Mutex::new(std::time::Instant::now()),
+        }
+    }
+
+    fn after_commit(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        let due = self
+            .last
+            .lock()
+            .map(|l| l.elapsed() >= CHECKPOINT_EVERY)
+            .unwrap_or(true);
+        if !due || self.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.running.store(false, Ordering::Release);
+            return;
+        };
+        let this = self.clone();
+        rt.spawn(async move {
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&this.pool)
+                .await
+                && !this.pool.is_closed()
+            {
+                tracing::warn!(error = %e, "WAL checkpoint failed; the next commit retries");
+            }
+            if let Ok(mut l) = this.last.lock() {
+                *l = std::time::Instant::now();
+            }
+            this.running.store(false, Ordering::Release);
+        });
+    }
+}
+
 pub(crate) enum TxInner {
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
@@ -356,6 +425,8 @@ pub struct Tx {
     pub(crate) writable: bool,
     /// Held for the whole write transaction on SQLite (see `Store::write_gate`).
     _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// Told after the commit of a SQLite write transaction.
+    checkpointer: Option<Arc<Checkpointer>>,
     /// Told on commit when this transaction wrote certificates.
     counts: Option<Arc<certificates::CountCache>>,
     touched_certificates: bool,
@@ -389,6 +460,9 @@ impl Tx {
             TxInner::Sqlite(t) => t.commit().await?,
             TxInner::Postgres(t) => t.commit().await?,
             TxInner::NotBegun(_) => {}
+        }
+        if let Some(c) = &self.checkpointer {
+            c.after_commit();
         }
         if self.touched_certificates
             && let Some(c) = &self.counts

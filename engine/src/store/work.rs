@@ -68,6 +68,10 @@ impl Store {
         if let Some(work) = self.work.get(agent_id, now) {
             return Ok(work.as_ref().clone());
         }
+        let _fill = self.work.fill_lock(agent_id).lock().await;
+        if let Some(work) = self.work.get(agent_id, now) {
+            return Ok(work.as_ref().clone());
+        }
         let generation = self.work.generation();
         let work = self.agent_work(agent_id).await?;
         self.work

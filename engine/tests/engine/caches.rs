@@ -12,7 +12,8 @@ use crate::backend_tests;
 
 backend_tests!(
     agent_work_polls_see_job_changes_here_at_once_and_elsewhere_within_the_bound,
-    certificate_pages_see_writes_here_at_once_and_elsewhere_within_the_bound
+    certificate_pages_see_writes_here_at_once_and_elsewhere_within_the_bound,
+    a_cached_page_written_as_text_is_the_page_as_a_value
 );
 
 fn input<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
@@ -149,4 +150,42 @@ async fn certificate_pages_see_writes_here_at_once_and_elsewhere_within_the_boun
     h.clock.advance(2);
     assert_eq!(list(&h.engine).await, (Some(3), 3));
     other.store().close().await;
+}
+
+/// Pages served from the cache go out as the JSON text the cache made once;
+/// it must be the same JSON as the page through `serde_json::Value`, with and
+/// without sparse fields, on the first call and on a cache hit.
+async fn a_cached_page_written_as_text_is_the_page_as_a_value(h: &Harness) {
+    let admin = h.admin();
+    h.create_cert("a.example.com", &["b.example.com"]).await;
+    h.create_cert("c.example.com", &[]).await;
+    let op = ops::find("list_certificates").expect("op");
+    for query in [
+        json!({"sort": "-not_after"}),
+        json!({"sort": "-not_after"}),
+        json!({"sort": "-not_after", "fields": ["common_name", "sans"]}),
+        json!({"per_page": 1}),
+    ] {
+        let text = match op
+            .call_json_text(&h.engine, &admin, query.clone())
+            .await
+            .expect("list as text")
+        {
+            ops::Outcome::Completed { result } => result,
+            other => panic!("gated: {other:?}"),
+        };
+        let value = match op
+            .call_json(&h.engine, &admin, query.clone())
+            .await
+            .expect("list as value")
+        {
+            ops::Outcome::Completed { result } => result,
+            other => panic!("gated: {other:?}"),
+        };
+        let parsed: serde_json::Value = serde_json::from_slice(&text).expect("valid JSON");
+        assert_eq!(parsed, value, "{query}");
+        assert!(value["data"].as_array().is_some_and(|d| !d.is_empty()));
+        let page: ops::CertificatePage = serde_json::from_slice(&text).expect("typed page");
+        assert_eq!(serde_json::to_value(&page).expect("value"), value);
+    }
 }
