@@ -8,6 +8,12 @@ mod files;
 
 use std::process::ExitCode;
 
+/// mimalloc instead of the system allocator: the API's hot paths (request
+/// parsing, JSON, audit batches) allocate and free many small objects, and
+/// glibc malloc/free was 10 to 15 % of the CPU in the REST profiles.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 fn main() -> ExitCode {
