@@ -15,7 +15,8 @@ use certctl_engine::domain::{Issuer, JobStatus, KeyAlgorithm};
 use certctl_engine::ops::{self, Outcome};
 
 use super::support::{
-    Harness, Peer, csr, free_port, free_ports, peer_binary, principal, run_jobs, sh, wait_for_port,
+    Harness, Peer, child_listens, csr, free_port, free_ports, peer_binary, principal, run_jobs, sh,
+    wait_for_port,
 };
 use crate::backend_tests;
 
@@ -119,6 +120,32 @@ impl Pebble {
     async fn start_with(eab_required: bool, dns_server: Option<String>) -> Option<Pebble> {
         let pebble = peer_binary("CERTCTL_TEST_PEBBLE", "pebble")?;
         let challtestsrv = peer_binary("CERTCTL_TEST_CHALLTESTSRV", "pebble-challtestsrv")?;
+        // A free port can be taken before the peer binds it; a peer that
+        // exits instead of listening is started again on new ports.
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            if let Some(p) = Self::try_start(
+                &pebble,
+                &challtestsrv,
+                eab_required,
+                &dns_server,
+                &mut last_log,
+            )
+            .await
+            {
+                return Some(p);
+            }
+        }
+        panic!("pebble did not start in three attempts; its last log:\n{last_log}");
+    }
+
+    async fn try_start(
+        pebble: &std::path::Path,
+        challtestsrv: &std::path::Path,
+        eab_required: bool,
+        dns_server: &Option<String>,
+        last_log: &mut String,
+    ) -> Option<Pebble> {
         let dir = tempfile::tempdir().expect("tempdir");
         tls_material(dir.path());
         let [dns, chall_mgmt, listen, mgmt, http01, tls] = free_ports();
@@ -144,7 +171,7 @@ impl Pebble {
             .kill_on_drop(true)
             .spawn()
             .expect("start pebble-challtestsrv");
-        let chall = Peer(chall);
+        let mut chall = Peer(chall);
         let mut config = serde_json::json!({ "pebble": {
             "listenAddress": format!("127.0.0.1:{listen}"),
             "managementListenAddress": format!("127.0.0.1:{mgmt}"),
@@ -160,14 +187,18 @@ impl Pebble {
         }
         let config_path = dir.path().join("pebble.json");
         std::fs::write(&config_path, config.to_string()).expect("config");
-        wait_for_port(chall_mgmt, "pebble-challtestsrv").await;
+        if !child_listens(&mut chall, chall_mgmt, "pebble-challtestsrv").await {
+            return None;
+        }
         let log = std::fs::File::create(dir.path().join("pebble.log")).expect("log");
         let child = tokio::process::Command::new(pebble)
             .args([
                 "-config",
                 config_path.to_str().expect("path"),
                 "-dnsserver",
-                &dns_server.unwrap_or_else(|| format!("127.0.0.1:{dns}")),
+                &dns_server
+                    .clone()
+                    .unwrap_or_else(|| format!("127.0.0.1:{dns}")),
             ])
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", "0")
@@ -176,9 +207,13 @@ impl Pebble {
             .kill_on_drop(true)
             .spawn()
             .expect("start pebble");
-        let child = Peer(child);
-        wait_for_port(listen, "pebble").await;
-        wait_for_port(mgmt, "pebble management").await;
+        let mut child = Peer(child);
+        if !child_listens(&mut child, listen, "pebble").await
+            || !child_listens(&mut child, mgmt, "pebble management").await
+        {
+            *last_log = std::fs::read_to_string(dir.path().join("pebble.log")).unwrap_or_default();
+            return None;
+        }
         let ca_pem = std::fs::read_to_string(dir.path().join("ca.pem")).expect("ca");
         Some(Pebble {
             _challtestsrv: chall,

@@ -387,6 +387,29 @@ pub async fn wait_for_port(port: u16, what: &str) {
     }
 }
 
+/// Waits until `child` accepts TCP connections on `port`; `false` when it
+/// exited first (a port it was given was taken meanwhile, say by another
+/// test's outgoing connection: free ports come from the ephemeral range).
+pub async fn child_listens(child: &mut Peer, port: u16, what: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        if let Ok(Some(_)) = child.0.try_wait() {
+            return false;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not start listening on port {port}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// A child process killed when the test ends.
 pub struct Peer(pub tokio::process::Child);
 
