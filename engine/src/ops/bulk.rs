@@ -104,6 +104,26 @@ fn output(id: Option<String>, dry_run: bool, items: Vec<BulkItem>) -> BulkOutput
     }
 }
 
+/// Stores a run's record and answers with it, before its chunks run
+/// (`finish_items` fills in the results once the call committed).
+async fn started(
+    ctx: &mut Ctx<'_>,
+    kind: BulkKind,
+    request: serde_json::Value,
+    ids: Vec<String>,
+) -> Result<BulkOutput> {
+    let total = ids.len() as i64;
+    let id = super::bulk_run::start(ctx, kind, request, ids).await?;
+    Ok(BulkOutput {
+        bulk_operation_id: Some(id),
+        dry_run: false,
+        total,
+        succeeded: 0,
+        skipped: 0,
+        items: Vec::new(),
+    })
+}
+
 fn skipped(id: String, why: String) -> BulkItem {
     BulkItem {
         id,
@@ -169,16 +189,7 @@ impl BulkRenew {
         if !input.dry_run {
             let request =
                 serde_json::to_value(&input).map_err(|e| Error::internal(e.to_string()))?;
-            let total = ids.len() as i64;
-            let id = super::bulk_run::start(ctx, BulkKind::Renew, request, ids).await?;
-            return Ok(BulkOutput {
-                bulk_operation_id: Some(id),
-                dry_run: false,
-                total,
-                succeeded: 0,
-                skipped: 0,
-                items: Vec::new(),
-            });
+            return started(ctx, BulkKind::Renew, request, ids).await;
         }
         let view = ctx.engine.status_view(ctx.now);
         let mut items = Vec::with_capacity(ids.len());
@@ -308,16 +319,7 @@ impl BulkReassign {
         .await?;
         let ids = select(ctx, &input.filter, &input.ids, input.limit).await?;
         if !input.dry_run {
-            let total = ids.len() as i64;
-            let id = super::bulk_run::start(ctx, BulkKind::Reassign, request, ids).await?;
-            return Ok(BulkOutput {
-                bulk_operation_id: Some(id),
-                dry_run: false,
-                total,
-                succeeded: 0,
-                skipped: 0,
-                items: Vec::new(),
-            });
+            return started(ctx, BulkKind::Reassign, request, ids).await;
         }
         let view = ctx.engine.status_view(ctx.now);
         let mut items = Vec::with_capacity(ids.len());
