@@ -125,3 +125,84 @@ async fn batched_appends_keep_one_unbroken_chain(h: &Harness) {
     assert!(v.valid, "{v:?}");
     assert!(v.checked >= 340, "{v:?}");
 }
+
+/// A caller that goes away while it leads a group commit (an HTTP client
+/// that disconnects mid-request) takes no one else's event with it. On one
+/// thread, so the order is exact: SQLite's write gate is held while A leads
+/// a commit of its own event and B to E queue theirs; A goes away, B takes
+/// the lead with the batch B to E in hand, and goes away too. C, D and E
+/// stayed, so each must be answered and its event be in the chain. (The
+/// group commit is the same code on PostgreSQL, which has no such gate to
+/// hold the writer with.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_caller_that_goes_away_takes_no_other_event_with_it() {
+    use certctl_engine::request_audit::{API_REQUEST_ACTION, ApiRequestRecord};
+
+    let h = Harness::new(None, Default::default())
+        .await
+        .expect("harness");
+    let record = |name: &str| ApiRequestRecord {
+        at: h.engine.now(),
+        request_id: name.to_owned(),
+        method: "GET".into(),
+        path: "/api/v1/certificates".into(),
+        principal: None,
+        body_sha256: String::new(),
+        status: 200,
+        latency_ms: 0.1,
+    };
+    let call = |name: &str| {
+        let engine = h.engine.clone();
+        let r = record(name);
+        tokio::spawn(async move { engine.record_api_requests(&[r]).await })
+    };
+    let writer = h
+        .engine
+        .store()
+        .begin_write()
+        .await
+        .expect("hold the writer");
+    let a = call("req-a");
+    tokio::task::yield_now().await;
+    let others: Vec<_> = ["req-b", "req-c", "req-d", "req-e"]
+        .into_iter()
+        .map(call)
+        .collect();
+    tokio::task::yield_now().await;
+    a.abort();
+    tokio::task::yield_now().await;
+    others[0].abort();
+    tokio::task::yield_now().await;
+    drop(writer);
+    for (name, call) in ["req-c", "req-d", "req-e"]
+        .iter()
+        .zip(others.into_iter().skip(1))
+    {
+        call.await
+            .expect("stayed")
+            .unwrap_or_else(|e| panic!("{name} stayed but its event was not written: {e}"));
+    }
+    let admin = h.admin();
+    let written: Vec<String> = h
+        .done::<ops::GetAuditLog>(
+            &admin,
+            serde_json::from_value(serde_json::json!({ "action": API_REQUEST_ACTION }))
+                .expect("input"),
+        )
+        .await
+        .data
+        .into_iter()
+        .filter_map(|e| e.details["request_id"].as_str().map(str::to_owned))
+        .collect();
+    for name in ["req-c", "req-d", "req-e"] {
+        assert!(
+            written.iter().any(|w| w == name),
+            "{name} is not in {written:?}"
+        );
+    }
+    let v = h
+        .done::<ops::VerifyAuditLog>(&admin, Default::default())
+        .await;
+    assert!(v.valid, "{v:?}");
+    h.finish().await;
+}
