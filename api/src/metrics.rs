@@ -62,6 +62,8 @@ pub struct Metrics {
     http: Mutex<BTreeMap<(String, String, u16), Histogram>>,
     ops: Mutex<BTreeMap<(String, &'static str), Histogram>>,
     audit_dropped: AtomicU64,
+    /// Shared with the request-audit writer, which counts its failed writes.
+    audit_write_failures: std::sync::Arc<AtomicU64>,
 }
 
 fn escape(v: &str) -> String {
@@ -91,6 +93,16 @@ impl Metrics {
         self.audit_dropped.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Failed attempts to write a batch of `api_request` events (each is
+    /// retried until it is written).
+    pub fn audit_write_failures(&self) -> u64 {
+        self.audit_write_failures.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn audit_write_failure_counter(&self) -> std::sync::Arc<AtomicU64> {
+        self.audit_write_failures.clone()
+    }
+
     fn render(&self, out: &mut String) {
         out.push_str("# HELP certctl_http_request_duration_seconds HTTP request latency by method, route template and status.\n");
         out.push_str("# TYPE certctl_http_request_duration_seconds histogram\n");
@@ -118,6 +130,13 @@ impl Metrics {
             out,
             "certctl_api_audit_dropped_total {}",
             self.audit_dropped.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP certctl_api_audit_write_failures_total Failed attempts to write a batch of api_request audit events; each batch is retried until it is written.\n");
+        out.push_str("# TYPE certctl_api_audit_write_failures_total counter\n");
+        let _ = writeln!(
+            out,
+            "certctl_api_audit_write_failures_total {}",
+            self.audit_write_failures()
         );
     }
 }

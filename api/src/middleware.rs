@@ -59,14 +59,19 @@ pub struct Extras {
 impl Extras {
     /// Starts the request-audit writer (on the current tokio runtime).
     pub fn new(engine: Arc<Engine>, options: ApiOptions) -> Self {
+        let metrics = Metrics::default();
         let audit = options.audit_requests.then(|| {
             let (tx, rx) = mpsc::channel(16_384);
-            tokio::spawn(audit_writer(engine, rx));
+            tokio::spawn(audit_writer(
+                engine,
+                rx,
+                metrics.audit_write_failure_counter(),
+            ));
             tx
         });
         Self {
             limiter: RateLimiter::new(options.rate_limit_rps, options.rate_limit_burst),
-            metrics: Metrics::default(),
+            metrics,
             options,
             audit,
         }
@@ -107,8 +112,22 @@ enum AuditMsg {
     Flush(oneshot::Sender<()>),
 }
 
-/// Writes request events in batches: one transaction per batch.
-async fn audit_writer(engine: Arc<Engine>, mut rx: mpsc::Receiver<AuditMsg>) {
+/// The first wait before a failed batch of request events is written
+/// again; it doubles after each failure, up to [`AUDIT_RETRY_MAX`].
+const AUDIT_RETRY_FIRST: Duration = Duration::from_millis(50);
+const AUDIT_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Writes request events in batches: one transaction per batch. A batch
+/// that cannot be written (the database is restarting, a lock timed out) is
+/// retried until it is, with a growing wait, rather than dropped: requests
+/// were answered before their events were written, so the trail is the
+/// only record they have. Meanwhile the queue fills and new requests wait
+/// for room (see [`Extras::record`]).
+async fn audit_writer(
+    engine: Arc<Engine>,
+    mut rx: mpsc::Receiver<AuditMsg>,
+    failures: Arc<std::sync::atomic::AtomicU64>,
+) {
     let mut batch = Vec::with_capacity(512);
     let mut waiters = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -122,8 +141,17 @@ async fn audit_writer(engine: Arc<Engine>, mut rx: mpsc::Receiver<AuditMsg>) {
                 next = rx.try_recv().ok();
             }
         }
-        if let Err(e) = engine.record_api_requests(&batch).await {
-            tracing::error!(error = ?e, events = batch.len(), "could not write api_request audit events");
+        let mut wait = AUDIT_RETRY_FIRST;
+        while let Err(e) = engine.record_api_requests(&batch).await {
+            failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(
+                error = ?e,
+                events = batch.len(),
+                retry_in_ms = wait.as_millis() as u64,
+                "could not write api_request audit events; retrying"
+            );
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(AUDIT_RETRY_MAX);
         }
         batch.clear();
         for w in waiters.drain(..) {

@@ -400,7 +400,20 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<Exit
         None => certctl_api::run(listener, router, shutdown).await,
     }
     .context("the HTTP server failed")?;
-    state.flush_request_audit().await;
+    // The request audit writer retries a batch it cannot write; if the
+    // database stays unreachable, shutdown still ends (after the same
+    // timeout as the scheduler's), and says what it could not keep.
+    if tokio::time::timeout(grace, state.flush_request_audit())
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            "api_request audit events could not be written before the shutdown timeout; those still queued are lost"
+        );
+        eprintln!(
+            "certctl: api_request audit events still queued at shutdown could not be written"
+        );
+    }
     // In-flight loop runs finish (up to the shutdown timeout) before the
     // store closes; past it, leases hand their work to another process.
     if let Ok(Err(timeout)) = scheduler.await {

@@ -14,6 +14,7 @@ use crate::support::Rig;
 
 backend_tests!(
     every_call_is_audited_once_with_its_body_hash,
+    a_request_event_that_cannot_be_written_is_retried_until_it_is,
     metrics_exposition
 );
 
@@ -381,4 +382,76 @@ async fn metrics_exposition(rig: &Rig) {
         text.contains("certctl_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/metrics/prometheus\",status=\"200\"} 1"),
         "{text}"
     );
+}
+
+/// The request audit writer does not drop a batch the database refuses: a
+/// trigger makes every audit insert fail, a request is answered, its event
+/// fails to be written (counted in the metrics), the trigger goes, and the
+/// event is written by a later attempt.
+async fn a_request_event_that_cannot_be_written_is_retried_until_it_is(rig: &Rig) {
+    let postgres = rig.engine.store().backend() == certctl_engine::store::Backend::Postgres;
+    if postgres {
+        rig.sql(&[
+            "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'audit writes refused by the test'; END $$",
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events \
+             FOR EACH STATEMENT EXECUTE FUNCTION refuse_audit()",
+        ])
+        .await;
+    } else {
+        rig.sql(
+            &["CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events \
+             BEGIN SELECT RAISE(ABORT, 'audit writes refused by the test'); END"],
+        )
+        .await;
+    }
+    let before = rig.state.extras.metrics.audit_write_failures();
+    // Unauthenticated: answered 401 with no operation, so the request's own
+    // event is the only write it causes.
+    let r = rig
+        .send_via(
+            &rig.router,
+            req(
+                Method::GET,
+                "/api/v1/teams",
+                &[("x-request-id", "refused-at-first")],
+                "",
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while rig.state.extras.metrics.audit_write_failures() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never tried to write the event"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    if postgres {
+        rig.sql(&[
+            "DROP TRIGGER refuse_audit ON audit_events",
+            "DROP FUNCTION refuse_audit()",
+        ])
+        .await;
+    } else {
+        rig.sql(&["DROP TRIGGER refuse_audit"]).await;
+    }
+    rig.state.flush_request_audit().await;
+    let events = rig
+        .get(
+            "/api/v1/audit?action=api_request&per_page=100",
+            Some(&rig.admin_key),
+        )
+        .await;
+    let e = events.body["data"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["details"]["request_id"] == "refused-at-first")
+        .cloned()
+        .unwrap_or_else(|| panic!("the refused event was never written: {events:?}"));
+    assert_eq!(e["details"]["status"], 401);
+    let v = rig.get("/api/v1/audit/verify", Some(&rig.admin_key)).await;
+    assert_eq!(v.body["valid"], true, "{v:?}");
 }

@@ -27,6 +27,7 @@ pub struct Rig {
     pub admin_key: String,
     pub admin: Principal,
     pg: Option<(String, String)>,
+    location: StoreLocation,
     _dir: tempfile::TempDir,
 }
 
@@ -134,6 +135,7 @@ impl Rig {
             }
         };
         let store = Store::open(&location).await.expect("store");
+        let rig_location = location.clone();
         let engine = Engine::start(
             store.clone(),
             Arc::new(SystemClock),
@@ -161,8 +163,32 @@ impl Rig {
             admin_key: key.key.to_string(),
             admin,
             pg,
+            location: rig_location,
             _dir: dir,
         })
+    }
+
+    /// Runs SQL on a connection of the test's own, outside the engine (to
+    /// break the database on purpose, for example).
+    pub async fn sql(&self, statements: &[&'static str]) {
+        use sqlx::Connection;
+        match &self.location {
+            StoreLocation::SqliteFile(path) => {
+                let url = format!("sqlite://{}", path.display());
+                let mut c = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
+                for s in statements {
+                    sqlx::raw_sql(*s).execute(&mut c).await.expect(s);
+                }
+                c.close().await.expect("close");
+            }
+            StoreLocation::Postgres(url) => {
+                let mut c = sqlx::PgConnection::connect(url).await.expect("postgres");
+                for s in statements {
+                    sqlx::raw_sql(*s).execute(&mut c).await.expect(s);
+                }
+                c.close().await.expect("close");
+            }
+        }
     }
 
     /// Closes the store and drops a PostgreSQL test database.
