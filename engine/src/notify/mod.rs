@@ -429,6 +429,7 @@ pub async fn warn_expiring(engine: &Engine, now: UnixTime) -> Result<u64> {
             break;
         }
         let mut tx = engine.store().begin_write().await?;
+        tx.shows_in_no_cached_read();
         for r in &rows {
             let left = r.not_after - now;
             // The smallest threshold crossed and not warned yet.

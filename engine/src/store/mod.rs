@@ -312,7 +312,7 @@ impl Store {
             touched_principals: false,
             work: Some(self.work.clone()),
             pages: Some(self.pages.clone()),
-            audit_only: false,
+            keeps_read_caches: false,
         })
     }
 
@@ -335,7 +335,7 @@ impl Store {
             touched_principals: false,
             work: None,
             pages: None,
-            audit_only: false,
+            keeps_read_caches: false,
         })
     }
 
@@ -433,12 +433,13 @@ pub struct Tx {
     /// Told on commit when this transaction changed principals.
     principals: Option<Arc<principals::PrincipalCache>>,
     touched_principals: bool,
-    /// Cleared on commit of any write transaction that is not `audit_only`:
-    /// jobs change in many places, and a rule that needs no bookkeeping at
-    /// each of them cannot be forgotten by the next one.
+    /// Cleared on commit of any write transaction unless it keeps the read
+    /// caches (audit appends, the expiry-warning pass): jobs change in many
+    /// places, and a rule that needs no bookkeeping at each of them cannot
+    /// be forgotten by the next one.
     work: Option<Arc<work::WorkCache>>,
     pages: Option<Arc<certificates::PageCache>>,
-    audit_only: bool,
+    keeps_read_caches: bool,
 }
 
 impl Tx {
@@ -474,7 +475,7 @@ impl Tx {
         {
             c.invalidate();
         }
-        if !self.audit_only {
+        if !self.keeps_read_caches {
             if let Some(c) = &self.work {
                 c.invalidate();
             }
@@ -489,7 +490,16 @@ impl Tx {
     /// (the group commits of reads and of API requests), so its commit
     /// leaves the read caches (agents' work, certificate pages) alone.
     pub(crate) fn audit_only(&mut self) {
-        self.audit_only = true;
+        self.keeps_read_caches = true;
+    }
+
+    /// Marks this write transaction as one that changes nothing a cached
+    /// read shows (the expiry-warning pass: its bookkeeping columns and the
+    /// notification events it queues), so its commit leaves the read caches
+    /// alone like an audit append. A pass over a large backlog otherwise
+    /// empties them at every one of its transactions.
+    pub(crate) fn shows_in_no_cached_read(&mut self) {
+        self.keeps_read_caches = true;
     }
 
     /// Marks this transaction as one that changes principals.
