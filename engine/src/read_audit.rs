@@ -6,9 +6,9 @@
 //! the batch holds other callers' events, and a leader whose caller goes
 //! away (an HTTP client that disconnects) must not take them with it. A
 //! caller whose event a leader wrote while it waited returns without
-//! touching the gate. Under load this turns
-//! thousands of tiny transactions on the hash-chained log into a few large
-//! ones; alone, a read costs one transaction as before.
+//! touching the gate. Under load this turns thousands of tiny transactions
+//! on the hash-chained log into a few large ones; alone, a read costs one
+//! transaction as before.
 //!
 //! The faces' `api_request` events (see `request_audit`) go through the same
 //! queue, so under load a read's event and the request events written after
