@@ -18,6 +18,25 @@ backend_tests!(
     metrics_exposition
 );
 
+/// The `api_request` event of the request with this id, once every finished
+/// request's event is written.
+async fn request_event(rig: &Rig, request_id: &str) -> serde_json::Value {
+    rig.state.flush_request_audit().await;
+    let events = rig
+        .get(
+            "/api/v1/audit?action=api_request&per_page=100",
+            Some(&rig.admin_key),
+        )
+        .await;
+    events.body["data"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["details"]["request_id"] == request_id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no api_request event for {request_id}: {events:?}"))
+}
+
 fn req(method: Method, uri: &str, headers: &[(&str, &str)], body: &str) -> Request<Body> {
     let mut b = Request::builder().method(method).uri(uri);
     for (k, v) in headers {
@@ -310,23 +329,7 @@ async fn every_call_is_audited_once_with_its_body_hash(rig: &Rig) {
         )
         .await;
     assert_eq!(anon.status, 401);
-    rig.state.flush_request_audit().await;
-    let events = rig
-        .get(
-            "/api/v1/audit?action=api_request&per_page=100",
-            Some(&rig.admin_key),
-        )
-        .await;
-    let find = |id: &str| {
-        events.body["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["details"]["request_id"] == id)
-            .cloned()
-            .unwrap_or_else(|| panic!("no api_request event for {id}: {events:?}"))
-    };
-    let e = find("audit-1");
+    let e = request_event(rig, "audit-1").await;
     assert_eq!(e["actor"], rig.admin.id.as_str());
     assert_eq!(e["details"]["method"], "POST");
     assert_eq!(e["details"]["path"], "/api/v1/teams");
@@ -337,7 +340,7 @@ async fn every_call_is_audited_once_with_its_body_hash(rig: &Rig) {
     ));
     assert_eq!(e["details"]["body_sha256"], sha.as_str());
     assert!(e["details"]["latency_ms"].as_f64().is_some());
-    let e = find("audit-2");
+    let e = request_event(rig, "audit-2").await;
     assert_eq!(
         (e["actor"].as_str(), e["outcome"].as_str()),
         (Some("anonymous"), Some("denied"))
@@ -437,20 +440,7 @@ async fn a_request_event_that_cannot_be_written_is_retried_until_it_is(rig: &Rig
     } else {
         rig.sql(&["DROP TRIGGER refuse_audit"]).await;
     }
-    rig.state.flush_request_audit().await;
-    let events = rig
-        .get(
-            "/api/v1/audit?action=api_request&per_page=100",
-            Some(&rig.admin_key),
-        )
-        .await;
-    let e = events.body["data"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .find(|e| e["details"]["request_id"] == "refused-at-first")
-        .cloned()
-        .unwrap_or_else(|| panic!("the refused event was never written: {events:?}"));
+    let e = request_event(rig, "refused-at-first").await;
     assert_eq!(e["details"]["status"], 401);
     let v = rig.get("/api/v1/audit/verify", Some(&rig.admin_key)).await;
     assert_eq!(v.body["valid"], true, "{v:?}");

@@ -64,6 +64,27 @@ fn to_value<T: serde::Serialize>(v: &T) -> Result<serde_json::Value> {
     serde_json::to_value(v).map_err(|e| Error::internal(e.to_string()))
 }
 
+/// Calls `O` with a JSON input and turns a completed result into what the
+/// face writes out (a `Value`, or JSON text). Authorization comes first: a
+/// refused caller gets 403, not a lesson in the input's schema.
+async fn call_mapped<O: Operation, T>(
+    engine: &Engine,
+    principal: &Principal,
+    input: serde_json::Value,
+    map: impl FnOnce(&O::Output) -> Result<T>,
+) -> Result<Outcome<T>> {
+    engine
+        .authorize_call(principal, &O::META, engine.now())
+        .await?;
+    let input: O::Input = parse_input(input)?;
+    Ok(match engine.call::<O>(principal, input).await? {
+        Outcome::Completed { result } => Outcome::Completed {
+            result: map(&result)?,
+        },
+        Outcome::ApprovalRequired(t) => Outcome::ApprovalRequired(t),
+    })
+}
+
 pub(crate) fn schema_of<T: schemars::JsonSchema>() -> serde_json::Value {
     let settings = schemars::generate::SchemaSettings::draft2020_12();
     settings
@@ -98,21 +119,7 @@ impl<O: Operation> DynOperation for Op<O> {
         principal: &'a Principal,
         input: serde_json::Value,
     ) -> BoxFuture<'a, Result<Outcome<serde_json::Value>>> {
-        Box::pin(async move {
-            // Authorization first: a refused caller gets 403, not a lesson
-            // in the input's schema.
-            engine
-                .authorize_call(principal, &O::META, engine.now())
-                .await?;
-            let input: O::Input = parse_input(input)?;
-            let out = engine.call::<O>(principal, input).await?;
-            Ok(match out {
-                Outcome::Completed { result } => Outcome::Completed {
-                    result: to_value(&result)?,
-                },
-                Outcome::ApprovalRequired(t) => Outcome::ApprovalRequired(t),
-            })
-        })
+        Box::pin(call_mapped::<O, _>(engine, principal, input, to_value))
     }
 
     fn call_json_text<'a>(
@@ -121,20 +128,9 @@ impl<O: Operation> DynOperation for Op<O> {
         principal: &'a Principal,
         input: serde_json::Value,
     ) -> BoxFuture<'a, Result<Outcome<Vec<u8>>>> {
-        Box::pin(async move {
-            engine
-                .authorize_call(principal, &O::META, engine.now())
-                .await?;
-            let input: O::Input = parse_input(input)?;
-            let out = engine.call::<O>(principal, input).await?;
-            Ok(match out {
-                Outcome::Completed { result } => Outcome::Completed {
-                    result: serde_json::to_vec(&result)
-                        .map_err(|e| Error::internal(e.to_string()))?,
-                },
-                Outcome::ApprovalRequired(t) => Outcome::ApprovalRequired(t),
-            })
-        })
+        Box::pin(call_mapped::<O, _>(engine, principal, input, |r| {
+            serde_json::to_vec(r).map_err(|e| Error::internal(e.to_string()))
+        }))
     }
 
     fn execute_approved<'a, 'c>(
