@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::errors::teach;
+use crate::tools;
 
 /// How long the human has to answer in chat.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -65,6 +66,13 @@ pub(crate) async fn call_tool(
             "there is no tool named '{name}'; call tools/list to see the tools you can use"
         ));
     };
+    if !tools::is_tool(op) {
+        return error(format!(
+            "'{name}' is part of the agent protocol, which certctl agents call over REST with their \
+             own key; it is not an MCP tool. To follow an agent's work use list_jobs, or get_object \
+             with kind job or agent"
+        ));
+    }
     let args = Value::Object(request.arguments.clone().unwrap_or_default());
     let binding = binding(principal, &name, &args);
 

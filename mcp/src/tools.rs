@@ -4,16 +4,27 @@
 
 use std::sync::Arc;
 
-use certctl_engine::domain::{Principal, Role};
+use certctl_engine::domain::{Permission, Principal, Role};
 use certctl_engine::ops::{self, DynOperation, Risk};
 use rmcp::model::{JsonObject, Tool, ToolAnnotations};
 use serde_json::{Value, json};
 
-/// Whether the principal's role may call the operation at all (tools it may
-/// not call are not listed).
+/// Whether the operation is an MCP tool at all. The agent protocol
+/// (heartbeats, work polls, CSRs, job reports, deployment verifications,
+/// discovery reports: the `agent_self` operations) is not: agents speak it
+/// over REST with their own key, MCP refuses agent principals, and the only
+/// other role it admits, admin, would be reporting in an agent's name what
+/// that agent never saw. Listing those seven tools cost every assistant
+/// about 4 KB of context for calls it must not make.
+pub fn is_tool(op: &dyn DynOperation) -> bool {
+    op.meta().permission != Permission::AgentSelf
+}
+
+/// Whether the principal's role may call the tool at all (tools it may not
+/// call are not listed).
 pub fn visible_to(principal: &Principal, op: &dyn DynOperation) -> bool {
     // Agents reach their own endpoints over REST, not the MCP catalogue.
-    principal.role != Role::Agent && principal.role.allows(op.meta().permission)
+    is_tool(op) && principal.role != Role::Agent && principal.role.allows(op.meta().permission)
 }
 
 /// The MCP tool for one operation.
@@ -66,8 +77,9 @@ fn object(v: Value) -> JsonObject {
 /// that names them), integer `format`s, non-scalar defaults (`null`, `[]`,
 /// objects of nulls), the `null` half of optional fields (leaving a field out
 /// is how a model says "none"), a shared definition's description where
-/// every use describes itself, and one object per described enum variant.
-/// MCP clients want a plain object schema.
+/// every use describes itself, one object per described enum variant, and
+/// the `$defs`/`$ref` indirection of a definition used once. MCP clients
+/// want a plain object schema.
 fn inline(mut schema: Value) -> Value {
     strip(&mut schema);
     if let Some(obj) = schema.as_object_mut() {
@@ -80,6 +92,7 @@ fn inline(mut schema: Value) -> Value {
     }
     drop_described_def_descriptions(&mut schema);
     walk_objects(&mut schema, &mut flatten_const_choices);
+    inline_single_use_defs(&mut schema);
     schema
 }
 
@@ -233,6 +246,60 @@ fn drop_described_def_descriptions(schema: &mut Value) {
         {
             def.remove("description");
         }
+    }
+}
+
+/// Puts each definition that is referenced once in place of its `$ref`
+/// (the field's own keys, such as its description or default, win) and
+/// drops `$defs` when nothing is left in it. A definition used twice stays
+/// shared. Repeats until no single-use definition is left, since inlining
+/// one can leave another with a single reference.
+fn inline_single_use_defs(schema: &mut Value) {
+    fn count(v: &Value, name: &str) -> usize {
+        match v {
+            Value::Object(m) => {
+                let here = usize::from(m.get("$ref").and_then(Value::as_str) == Some(name));
+                here + m.values().map(|v| count(v, name)).sum::<usize>()
+            }
+            Value::Array(a) => a.iter().map(|v| count(v, name)).sum(),
+            _ => 0,
+        }
+    }
+    fn replace(v: &mut Value, reference: &str, def: &serde_json::Map<String, Value>) {
+        match v {
+            Value::Object(m) => {
+                if m.get("$ref").and_then(Value::as_str) == Some(reference) {
+                    m.remove("$ref");
+                    for (k, v) in def {
+                        m.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
+                m.values_mut().for_each(|v| replace(v, reference, def));
+            }
+            Value::Array(a) => a.iter_mut().for_each(|v| replace(v, reference, def)),
+            _ => {}
+        }
+    }
+    loop {
+        let Some(Value::Object(defs)) = schema.get("$defs") else {
+            return;
+        };
+        let single = defs.iter().find_map(|(name, def)| {
+            let reference = format!("#/$defs/{name}");
+            // A definition that refers to itself cannot be put in place.
+            (count(schema, &reference) == 1 && count(def, &reference) == 0)
+                .then(|| (name.clone(), reference, def.clone()))
+        });
+        let Some((name, reference, Value::Object(def))) = single else {
+            return;
+        };
+        if let Some(Value::Object(defs)) = schema.get_mut("$defs") {
+            defs.remove(&name);
+            if defs.is_empty() {
+                schema.as_object_mut().map(|m| m.remove("$defs"));
+            }
+        }
+        replace(schema, &reference, &def);
     }
 }
 

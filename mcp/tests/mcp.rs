@@ -11,7 +11,7 @@ use certctl_engine::domain::{KeyAlgorithm, Principal, Role};
 use certctl_engine::ops;
 use certctl_engine::pki::{self, MasterKey, SubjectNames};
 use certctl_engine::store::{Store, StoreLocation};
-use certctl_mcp::CertctlMcp;
+use certctl_mcp::{CertctlMcp, tools};
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ElicitRequestParams,
     ElicitResult, ElicitationAction, ElicitationCapability, FormElicitationCapability,
@@ -250,10 +250,27 @@ async fn tool_list_matches_catalogue_and_snapshot() {
     let s = setup().await;
     let c = connect(&s, &s.admin, None).await;
     let tools = c.list_all_tools().await.expect("tools/list");
+    let mcp_ops: Vec<_> = ops::catalogue()
+        .iter()
+        .filter(|o| tools::is_tool(o.as_ref()))
+        .collect();
     assert_eq!(
         tools.len(),
-        ops::catalogue().len(),
-        "one tool per operation"
+        mcp_ops.len(),
+        "one tool per operation outside the agent protocol"
+    );
+    // The agent protocol is exactly the agent_self operations, and no tool.
+    assert_eq!(
+        agent_protocol_ops(),
+        [
+            "agent_heartbeat",
+            "get_agent_work",
+            "submit_agent_csr",
+            "get_agent_job",
+            "report_agent_job",
+            "verify_job",
+            "report_agent_discoveries"
+        ]
     );
     for t in &tools {
         let op = ops::find(&t.name).expect("tool names match operations");
@@ -320,6 +337,15 @@ async fn tool_list_matches_catalogue_and_snapshot() {
     )
     .await;
     assert_eq!(r.is_error, Some(true));
+}
+
+/// The operations agents call over REST, which are no MCP tools.
+fn agent_protocol_ops() -> Vec<&'static str> {
+    ops::catalogue()
+        .iter()
+        .filter(|o| !tools::is_tool(o.as_ref()))
+        .map(|o| o.meta().name)
+        .collect()
 }
 
 /// Calls every tool once with a plausible input; none may fail with an
@@ -519,11 +545,6 @@ async fn every_tool_runs() {
         ),
         ("list_agents", json!({})),
         ("get_object", json!({"kind": "agent", "id": made["agent"]})),
-        (
-            "agent_heartbeat",
-            json!({"id": made["agent"], "os": "linux"}),
-        ),
-        ("get_agent_work", json!({"id": made["agent"]})),
         ("list_jobs", json!({})),
         ("get_object", json!({"kind": "job", "id": job})),
         ("cancel_job", json!({"id": job})),
@@ -735,28 +756,26 @@ async fn every_tool_runs() {
         check_output(&schemas, name, &v);
         covered.insert(name.to_owned());
     }
-    // Discovery: an (admin-made) agent report, triage, and a loopback scan
-    // of a port nothing listens on.
-    let reported = ok(
-        &call(
-            &c,
-            "report_agent_discoveries",
+    // Discovery: an agent's report (made through the engine, as the agent
+    // protocol is not on MCP), triage, and a loopback scan of a port
+    // nothing listens on.
+    let reported = match ops::find("report_agent_discoveries")
+        .expect("op")
+        .call_json(
+            &s.engine,
+            &s.admin,
             json!({"id": made["agent"], "certificates": [
                 {"path": "/etc/ssl/more.pem", "cert_pem": more_pem},
                 {"path": "/etc/ssl/device.pem", "cert_pem": enrolled_pem},
             ]}),
         )
-        .await,
-        "report_agent_discoveries",
-    );
-    check_output(&schemas, "report_agent_discoveries", &reported);
-    covered.insert("report_agent_discoveries".into());
-    let found = |i: usize| {
-        reported["result"]["ids"][i]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        .await
+        .expect("report")
+    {
+        ops::Outcome::Completed { result } => result,
+        other => panic!("report: {other:?}"),
     };
+    let found = |i: usize| reported["ids"][i].as_str().unwrap_or_default().to_owned();
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -828,15 +847,22 @@ async fn every_tool_runs() {
     );
     check_output(&schemas, "get_object", &got);
 
-    // Agent-only calls and decisions on unknown jobs fail
-    // as tool errors that say why, never as internal errors.
+    // The agent protocol is no tool, even for an admin, whose role the
+    // engine would let act as an agent: the call is refused before it
+    // reaches the engine, and the error says where it lives.
+    for name in agent_protocol_ops() {
+        let r = call(&c, name, json!({"id": made["agent"]})).await;
+        assert_eq!(r.is_error, Some(true), "{name}: {r:?}");
+        let text = format!("{:?}", r.content);
+        assert!(
+            text.contains("agent protocol") && text.contains("REST"),
+            "{name}: {text}"
+        );
+    }
+
+    // Decisions on unknown jobs fail as tool errors that say why, never as
+    // internal errors.
     for (name, args) in [
-        ("agent_heartbeat", json!({"id": made["agent"]})),
-        ("get_agent_work", json!({"id": made["agent"]})),
-        (
-            "submit_agent_csr",
-            json!({"id": made["agent"], "job_id": "job-missing", "csr_pem": csr("x.example.com")}),
-        ),
         ("approve_job", json!({"id": "job-missing"})),
         ("reject_job", json!({"id": "job-missing"})),
         ("retry_notification", json!({"id": "ntf-missing"})),
@@ -901,23 +927,6 @@ async fn every_tool_runs() {
             json!({"id": "ntf-missing"}),
             "list_notifications",
         ),
-        // The agent's own job tools, called by an admin on an unknown job.
-        (
-            "get_agent_job",
-            json!({"id": made["agent"], "job_id": "job-missing"}),
-            "job-missing",
-        ),
-        (
-            "report_agent_job",
-            json!({"id": made["agent"], "job_id": "job-missing", "status": "failed"}),
-            "job-missing",
-        ),
-        (
-            "verify_job",
-            json!({"id": "job-missing", "agent_id": made["agent"], "endpoint": "127.0.0.1:443",
-                   "expected_fingerprint": "00".repeat(32)}),
-            "job-missing",
-        ),
         (
             "get_object",
             json!({"kind": "verification", "id": "job-missing"}),
@@ -925,12 +934,6 @@ async fn every_tool_runs() {
         ),
         ("approve_job", json!({"id": "job-missing"}), "list_jobs"),
         ("reject_job", json!({"id": "job-missing"}), "list_jobs"),
-        (
-            "submit_agent_csr",
-            // The agent was disabled above: it gets no more work.
-            json!({"id": made["agent"], "job_id": "job-missing", "csr_pem": "x"}),
-            "is disabled",
-        ),
     ] {
         let r = call(&c, name, args).await;
         assert_eq!(r.is_error, Some(true), "{name}: {r:?}");
@@ -940,6 +943,7 @@ async fn every_tool_runs() {
     }
     let all: std::collections::HashSet<String> = ops::catalogue()
         .iter()
+        .filter(|o| tools::is_tool(o.as_ref()))
         .map(|o| o.meta().name.to_owned())
         .collect();
     let missing: Vec<_> = all.difference(&covered).collect();

@@ -78,9 +78,16 @@ REQUIRED_TOOLS = [
     "list_issuers",
 ]
 READ_PREFIXES = ("list_", "get_", "verify_", "test_", "export_")
-# Names that look like reads but record something: an agent's report of
-# what its target serves.
-WRITE_TOOLS = ("verify_job",)
+# What agents call over REST with their own key; no MCP tool.
+AGENT_PROTOCOL = (
+    "agent_heartbeat",
+    "get_agent_work",
+    "submit_agent_csr",
+    "get_agent_job",
+    "report_agent_job",
+    "verify_job",
+    "report_agent_discoveries",
+)
 DESTRUCTIVE_PREFIXES = ("revoke_", "delete_", "disable_", "bulk_")
 
 
@@ -194,7 +201,7 @@ async def check_tools(case: Case, client, mode: str) -> None:
         for hint in ("read_only_hint", "destructive_hint", "idempotent_hint", "open_world_hint"):
             if getattr(a, hint) is None:
                 note(t.name, f"annotation {hint} missing")
-        is_read = t.name.startswith(READ_PREFIXES) and t.name not in WRITE_TOOLS
+        is_read = t.name.startswith(READ_PREFIXES)
         if is_read and a.read_only_hint is not True:
             note(t.name, "read tool without readOnlyHint: true")
         if not is_read and a.read_only_hint is True:
@@ -202,6 +209,9 @@ async def check_tools(case: Case, client, mode: str) -> None:
         if t.name.startswith(DESTRUCTIVE_PREFIXES) and a.destructive_hint is not True:
             note(t.name, "revoke/delete/disable/bulk tool without destructiveHint: true")
     case.check(not bad, f"all {len(tools)} tools: title, annotations, hints, object input/output schemas", bad)
+    listed = {t.name for t in tools}
+    agent_protocol = [n for n in AGENT_PROTOCOL if n in listed]
+    case.check(not agent_protocol, "the agent protocol (REST only) is not listed", agent_protocol)
 
 
 async def check_read(case: Case, client) -> None:
@@ -220,6 +230,12 @@ async def check_read(case: Case, client) -> None:
         r.describe(),
     )
     print(f"       error text: {r.text[:160]!r}")
+    r = await call(client, "verify_job", {"id": "job-x"})
+    case.check(
+        r.is_error and "agent protocol" in r.text,
+        "an agent protocol call is refused with where it lives",
+        r.describe(),
+    )
 
 
 PROMPTS = ["renewal-review", "weekly-expiry-report", "key-compromise-incident", "onboard-endpoint", "review-approvals"]
