@@ -5,7 +5,8 @@
 //! the approval gate, executes and audits, so no face can skip a rule.
 
 /// Declares a simple operation: the struct, its metadata, the subject the
-/// gate and audit log see, and the body.
+/// gate and audit log see, and the body. Every write is gateable unless it
+/// says `gateable: false` (the approval decisions themselves).
 macro_rules! operation {
     (
         $(#[$doc:meta])*
@@ -17,6 +18,7 @@ macro_rules! operation {
             permission: $perm:ident,
             idempotent: $idem:literal,
             resource: $res:literal,
+            $(gateable: $gate:literal,)?
             input: $in:ty,
             output: $out:ty,
             subject: |$si:ident| ($rid:expr, $summary:expr),
@@ -38,7 +40,11 @@ macro_rules! operation {
                 idempotent: $idem,
                 open_world: false,
                 resource: $res,
-                gateable: !matches!($crate::ops::Risk::$risk, $crate::ops::Risk::Read),
+                gateable: {
+                    let gateable = !matches!($crate::ops::Risk::$risk, $crate::ops::Risk::Read);
+                    $(let gateable = gateable && $gate;)?
+                    gateable
+                },
             };
 
             async fn describe(

@@ -6,6 +6,9 @@ use certctl_engine::Error;
 use certctl_engine::domain::{ApprovalStatus, RevocationReason, Role};
 use certctl_engine::ops::{self, Outcome};
 
+use certctl_engine::config::{ApprovalConfig, EngineConfig};
+use certctl_engine::domain::Principal;
+
 use super::support::{Harness, csr, principal};
 use crate::backend_tests;
 
@@ -15,6 +18,7 @@ backend_tests!(
     profile_approval_needs_another_person,
     in_chat_confirmation_by_requester,
     approval_of_a_retired_operation_runs_as_asked,
+    decisions_are_never_gated_even_when_writes_are,
 );
 
 fn revoke(id: &str) -> ops::RevokeCertificateInput {
@@ -366,4 +370,78 @@ async fn approval_of_a_retired_operation_runs_as_asked(h: &Harness) {
         )
         .await;
     assert!(matches!(gone, Err(Error::NotFound { .. })), "{gone:?}");
+}
+
+/// With every write gated (`--approval-gate-write`), rejecting, cancelling
+/// and expiring requests still run at once: gating a decision would file
+/// a request to decide a request, and the scheduler's expiry sweep would
+/// wait for a person forever.
+async fn decisions_are_never_gated_even_when_writes_are(h: &Harness) {
+    let config = EngineConfig {
+        approvals: ApprovalConfig {
+            gate_write: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let engine = Harness::engine_on(&h.db, &h.clock, config, &h.master).await;
+    let operator = principal("pr-operator", Role::Operator);
+    let approver = principal("pr-approver", Role::Approver);
+    let cert = h.issued_cert("decide.example.com").await.certificate;
+    let request = || async {
+        match engine
+            .call::<ops::RevokeCertificate>(&operator, revoke(&cert.id))
+            .await
+            .expect("revoke")
+        {
+            Outcome::ApprovalRequired(t) => t.approval_id,
+            Outcome::Completed { .. } => panic!("revoke must be gated"),
+        }
+    };
+    let decide = |id: String| ops::DecideInput {
+        approval_id: id,
+        note: None,
+    };
+    let rejected = request().await;
+    match engine
+        .call::<ops::RejectRequest>(&approver, decide(rejected.clone()))
+        .await
+        .expect("reject")
+    {
+        Outcome::Completed { result } => {
+            assert_eq!(result.approval.status, ApprovalStatus::Rejected)
+        }
+        Outcome::ApprovalRequired(t) => panic!("a rejection was gated: {t:?}"),
+    }
+    let cancelled = request().await;
+    match engine
+        .call::<ops::CancelRequest>(&operator, decide(cancelled))
+        .await
+        .expect("cancel")
+    {
+        Outcome::Completed { result } => {
+            assert_eq!(result.approval.status, ApprovalStatus::Cancelled)
+        }
+        Outcome::ApprovalRequired(t) => panic!("a cancellation was gated: {t:?}"),
+    }
+    let stale = request().await;
+    h.clock.advance(25 * 3600);
+    match engine
+        .call::<ops::ExpireApprovals>(&Principal::system("scheduler"), Default::default())
+        .await
+        .expect("expire")
+    {
+        Outcome::Completed { result } => assert_eq!(result.expired, vec![stale]),
+        Outcome::ApprovalRequired(t) => panic!("the expiry sweep was gated: {t:?}"),
+    }
+    // Nothing but the three revocations ever asked for approval.
+    let asked: Vec<_> = h
+        .audit_actions()
+        .await
+        .into_iter()
+        .filter(|(_, outcome, _)| outcome == "approval_required")
+        .map(|(action, _, _)| action)
+        .collect();
+    assert_eq!(asked, ["revoke_certificate"; 3], "{asked:?}");
+    assert_eq!(status_of(h, &cert.id).await, "valid");
 }
