@@ -77,9 +77,9 @@ fn object(v: Value) -> JsonObject {
 /// that names them), integer `format`s, non-scalar defaults (`null`, `[]`,
 /// objects of nulls), the `null` half of optional fields (leaving a field out
 /// is how a model says "none"), a shared definition's description where
-/// every use describes itself, one object per described enum variant, and
-/// the `$defs`/`$ref` indirection of a definition used once. MCP clients
-/// want a plain object schema.
+/// every use describes itself, one object per described enum variant, the
+/// `$defs`/`$ref` indirection of a definition used once, and offset paging
+/// where a cursor pages. MCP clients want a plain object schema.
 fn inline(mut schema: Value) -> Value {
     strip(&mut schema);
     if let Some(obj) = schema.as_object_mut() {
@@ -88,6 +88,14 @@ fn inline(mut schema: Value) -> Value {
         obj.remove("additionalProperties");
         if !obj.contains_key("type") {
             obj.insert("type".into(), "object".into());
+        }
+        // Lists page by cursor here: page numbers over an inventory that
+        // changes between calls skip or repeat rows. (The engine still
+        // takes `page` from a client that sends it.)
+        if let Some(Value::Object(props)) = obj.get_mut("properties")
+            && props.contains_key("cursor")
+        {
+            props.remove("page");
         }
     }
     drop_described_def_descriptions(&mut schema);
@@ -150,7 +158,7 @@ fn strip(v: &mut Value) {
 
 /// A `oneOf` of string constants (how schemars writes an enum whose
 /// variants have doc comments) becomes one `enum`; the variants'
-/// descriptions move into the schema's description as "`a`: ...; `b`: ...".
+/// descriptions become the schema's description as "`a`: ...; `b`: ...".
 /// Each variant otherwise costs a whole object.
 fn flatten_const_choices(m: &mut serde_json::Map<String, Value>) {
     let Some(Value::Array(choices)) = m.get("oneOf") else {
@@ -178,12 +186,12 @@ fn flatten_const_choices(m: &mut serde_json::Map<String, Value>) {
     m.insert("type".into(), "string".into());
     m.insert("enum".into(), Value::Array(values));
     if !notes.is_empty() {
-        let notes = notes.join("; ");
-        let description = match m.get("description").and_then(Value::as_str) {
-            Some(d) => format!("{d} {notes}."),
-            None => format!("{notes}."),
-        };
-        m.insert("description".into(), description.into());
+        // The values' meanings replace the type's own doc comment, which
+        // speaks to Rust readers; the field's description comes first.
+        m.insert(
+            "description".into(),
+            format!("{}.", notes.join("; ")).into(),
+        );
     }
 }
 
@@ -250,7 +258,8 @@ fn drop_described_def_descriptions(schema: &mut Value) {
 }
 
 /// Puts each definition that is referenced once in place of its `$ref`
-/// (the field's own keys, such as its description or default, win) and
+/// (the field's own keys, such as its default, win; two descriptions are
+/// joined) and
 /// drops `$defs` when nothing is left in it. A definition used twice stays
 /// shared. Repeats until no single-use definition is left, since inlining
 /// one can leave another with a single reference.
@@ -271,7 +280,20 @@ fn inline_single_use_defs(schema: &mut Value) {
                 if m.get("$ref").and_then(Value::as_str) == Some(reference) {
                     m.remove("$ref");
                     for (k, v) in def {
-                        m.entry(k.clone()).or_insert_with(|| v.clone());
+                        match (m.get_mut(k), k.as_str()) {
+                            // Both say something: the field's words first,
+                            // then the definition's (its values' meanings).
+                            (Some(Value::String(own)), "description") => {
+                                if let Some(more) = v.as_str() {
+                                    own.push(' ');
+                                    own.push_str(more);
+                                }
+                            }
+                            (Some(_), _) => {}
+                            (None, _) => {
+                                m.insert(k.clone(), v.clone());
+                            }
+                        }
                     }
                 }
                 m.values_mut().for_each(|v| replace(v, reference, def));

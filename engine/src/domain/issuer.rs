@@ -11,17 +11,16 @@ use crate::clock::UnixTime;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum IssuerKind {
-    /// certctl's own CA: a root and an issuing intermediate created on first start.
+    /// A new root and issuing CA of certctl's own.
     Local,
-    /// certctl issuing under a CA certificate and key imported from an external root (sub-CA mode).
+    /// certctl issuing under a CA certificate and key signed by an external root.
     LocalSubCa,
     Acme,
     StepCa,
     Vault,
     Script,
-    /// Certificates issued by a CA certctl does not manage (imported from a
-    /// PEM bundle). Nothing can be issued or revoked through it; it only
-    /// records who issued those versions.
+    /// A CA certctl does not manage, recorded for imported certificates;
+    /// it issues and revokes nothing.
     External,
 }
 

@@ -10,11 +10,11 @@ use crate::clock::UnixTime;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
-    /// The current version expires within a warning threshold (30/14/7/1 days).
+    /// The current version is 30, 14, 7 or 1 days from expiry.
     ExpiringSoon,
     /// A new version was issued for a certificate that had one.
     Renewed,
-    /// A renewal could not be done (scheduled renewal refused, job failed for good).
+    /// A renewal was refused or its job failed for good.
     RenewalFailed,
     Revoked,
     /// A deployment job failed for good.
@@ -23,8 +23,7 @@ pub enum EventKind {
     ApprovalRequested,
     /// An agent stopped sending heartbeats.
     AgentOffline,
-    /// A policy rule did not hold: a `warn` rule let the operation go on, an
-    /// `enforce` rule refused it.
+    /// A policy rule did not hold (warned or refused).
     PolicyViolation,
     /// Sent by `send_test_notification`.
     Test,
@@ -115,19 +114,17 @@ pub enum SmtpSecurity {
     Starttls,
     /// TLS from the first byte (port 465).
     Tls,
-    /// Plain text. Only for a relay on this host or a test sink.
+    /// Plain text: only for a relay on this host or a test sink.
     InsecurePlain,
 }
 
-/// The non-secret settings of a channel. The secret (SMTP password, webhook
-/// signing secret, PagerDuty routing key, OpsGenie API key) is stored sealed
-/// apart from these and never returned.
+/// The non-secret settings of a channel (the secret is stored apart,
+/// sealed).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChannelSettings {
-    /// Endpoint URL: the webhook URL (webhook, Slack, Teams) or the API base
-    /// (PagerDuty: the Events API v2 enqueue URL; OpsGenie: the Alerts API URL).
-    /// PagerDuty and OpsGenie default to the vendors' public endpoints.
+    /// The webhook URL (webhook, Slack, Teams), or the PagerDuty Events v2 /
+    /// OpsGenie Alerts API URL (default: the vendor's public endpoint).
     pub url: Option<String>,
     /// SMTP host (email).
     pub smtp_host: Option<String>,

@@ -32,7 +32,7 @@ operation! {
     GetAuditLog {
         name: "get_audit_log",
         title: "Read the audit log",
-        description: "Read the append-only audit trail, newest first, filtered by actor, resource or action: who did what, when, and with what outcome.",
+        description: "Read the append-only audit trail, newest first: who did what, when, and with what outcome.",
         risk: Read,
         permission: Read,
         idempotent: true,
@@ -149,7 +149,6 @@ operation! {
 #[serde(deny_unknown_fields)]
 pub struct CreatePrincipalInput {
     pub name: String,
-    /// viewer, operator, approver, admin or agent.
     pub role: Role,
     /// Required for (and only for) the agent role.
     #[serde(default)]

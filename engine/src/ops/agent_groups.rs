@@ -120,7 +120,7 @@ operation! {
     SaveAgentGroup {
         name: "save_agent_group",
         title: "Create or update an agent group",
-        description: "Add an agent group chosen by criteria (OS, architecture, IP CIDR, version, labels); agents that match are members at once, and targets can point at the group; with `id`, update that one instead.",
+        description: "Add an agent group chosen by criteria (OS, architecture, IP CIDR, version, labels); agents that match are members at once, and targets can point at the group. Give `id` to update one.",
         risk: Write,
         permission: Admin,
         idempotent: false,

@@ -47,7 +47,6 @@ fn ensure_pending(a: &Approval, now: i64) -> Result<()> {
 
 list_input! {
     ListApprovalsInput {
-        /// pending, executed, failed, rejected, expired or cancelled.
         status: Option<ApprovalStatus>,
     }
 }

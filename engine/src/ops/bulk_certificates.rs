@@ -44,8 +44,7 @@ impl BulkAction {
 #[serde(deny_unknown_fields)]
 pub struct BulkCertificatesInput {
     pub action: BulkAction,
-    /// Which certificates: the same filters as list_certificates (owner_id, team_id,
-    /// issuer_id, profile_id, environment, common_name, status, expiry range...).
+    /// The same filters as list_certificates.
     #[serde(default)]
     pub filter: CertificateFilter,
     /// Explicit certificate ids; combined with `filter` (both must match).

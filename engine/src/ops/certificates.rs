@@ -27,8 +27,7 @@ use crate::store::{CertificateFilter, CertificatePatch, CertificateSort, NewVers
 pub struct ListCertificatesInput {
     #[serde(flatten)]
     pub filter: CertificateFilter,
-    /// Sort order: `not_after` (default, soonest expiry first), `-not_after`,
-    /// `created_at`, `-created_at`, `common_name`, `-common_name`.
+    /// Default `not_after` (soonest expiry first); a `-` prefix descends.
     pub sort: Option<CertificateSort>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -134,7 +133,7 @@ impl Operation for ListCertificates {
     const META: OpMeta = OpMeta {
         name: "list_certificates",
         title: "List certificates",
-        description: "List managed certificates with filters (status such as expiring or expired, owner, team, issuer, environment, expiry range), sorting and cursor pagination; use it to find certificates before acting on them.",
+        description: "List managed certificates by status (e.g. expiring), owner, team, issuer, profile, environment or expiry; use it to find certificates before acting on them.",
         risk: Risk::Read,
         permission: Permission::Read,
         idempotent: true,
@@ -709,7 +708,7 @@ impl Operation for IssueCertificate {
     const META: OpMeta = OpMeta {
         name: "issue_certificate",
         title: "Issue a certificate",
-        description: "Issue a new version of a certificate from a CSR (the key stays where it was generated), checked against the certificate's profile; may require approval. The local CA signs at once; an external CA (ACME, step-ca, Vault, script) gets a job that the job loop completes.",
+        description: "Issue a new version of a certificate from a CSR (the key stays where it was generated), checked against the certificate's profile. The local CA signs at once; an external CA (ACME, step-ca, Vault, script) gets a job that the job loop completes.",
         risk: Risk::Write,
         permission: Permission::Write,
         idempotent: false,
@@ -1050,7 +1049,7 @@ impl Operation for RenewCertificate {
     const META: OpMeta = OpMeta {
         name: "renew_certificate",
         title: "Renew a certificate",
-        description: "Renew a certificate now: issues a new version from a CSR (or server-generated key), or queues a renewal job for the certificate's agent; may require approval.",
+        description: "Renew a certificate now: issues a new version from a CSR (or server-generated key), or queues a renewal job for the certificate's agent.",
         risk: Risk::Write,
         permission: Permission::Write,
         idempotent: false,

@@ -229,7 +229,7 @@ operation! {
     ListDiscoveredCertificates {
         name: "list_discovered_certificates",
         title: "List discovered certificates",
-        description: "List certificates found by agents on disk and by network scans, one entry per fingerprint with every place it was seen; filter by agent_id, status (unmanaged, claimed, dismissed) and source (agent, network).",
+        description: "List certificates found by agents on disk and by network scans, one entry per fingerprint with every place it was seen.",
         risk: Read,
         permission: Read,
         idempotent: true,

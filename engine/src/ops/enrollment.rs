@@ -32,10 +32,9 @@ pub struct EnrollCertificateInput {
     /// Free-form labels (EST adds `{"enrolled_via": "est"}`).
     #[serde(default)]
     pub labels: serde_json::Map<String, serde_json::Value>,
-    /// Generate the key pair on the control plane (EST serverkeygen) instead
-    /// of certifying the CSR's key: the CSR then only names the certificate.
-    /// Needs a profile and an installation with `keygen_mode: server`; the
-    /// key is stored encrypted and leaves only in a PKCS#12 export.
+    /// Generate the key on the control plane (EST serverkeygen; the CSR only
+    /// names the certificate). Needs a profile with `keygen_mode: server`; the
+    /// key leaves only in a PKCS#12 export.
     #[serde(default)]
     pub server_keygen: bool,
 }
@@ -69,7 +68,7 @@ impl Operation for EnrollCertificate {
     const META: OpMeta = OpMeta {
         name: "enroll_certificate",
         title: "Enroll a certificate from a CSR",
-        description: "Create and issue a certificate in one step from a CSR's own names (EST simpleenroll), checked against the profile; may require approval.",
+        description: "Create and issue a certificate in one step from a CSR's own names (EST simpleenroll), checked against the profile.",
         risk: Risk::Write,
         permission: Permission::Write,
         idempotent: false,
@@ -218,7 +217,7 @@ impl Operation for ReenrollCertificate {
     const META: OpMeta = OpMeta {
         name: "reenroll_certificate",
         title: "Re-enroll a certificate",
-        description: "Renew the certificate a client currently holds from a new CSR with the same names (EST simplereenroll); may require approval.",
+        description: "Renew the certificate a client currently holds from a new CSR with the same names (EST simplereenroll).",
         risk: Risk::Write,
         permission: Permission::Write,
         idempotent: false,

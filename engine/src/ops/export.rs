@@ -70,8 +70,7 @@ pub struct ExportFile {
 pub struct ExportCertificateInput {
     /// The certificate id (`mc-...`).
     pub id: String,
-    /// `pem` (certificate and chain) or `der` (certificate only). PKCS#12 needs a
-    /// password and goes through create_export_link.
+    /// PKCS#12 goes through create_export_link.
     #[serde(default = "pem")]
     pub format: ExportFormat,
 }
@@ -191,7 +190,7 @@ fn public_file(v: &CertificateVersion, format: ExportFormat) -> Result<ExportFil
 pub struct CreateExportLinkInput {
     /// The certificate id (`mc-...`).
     pub id: String,
-    /// `pkcs12` (default; the human sets its password when downloading), `pem` or `der`.
+    /// The human sets a PKCS#12 password when downloading.
     #[serde(default = "pkcs12")]
     pub format: ExportFormat,
 }

@@ -72,7 +72,6 @@ pub struct TargetInput {
     #[serde(default)]
     pub id: Option<String>,
     pub name: String,
-    /// nginx, apache, haproxy, traefik, caddy, f5 or iis.
     pub kind: TargetKind,
     /// The agent that deploys to this target.
     #[serde(default)]
@@ -133,7 +132,7 @@ operation! {
     SaveTarget {
         name: "save_target",
         title: "Create or update a target",
-        description: "Add a deployment target served by an agent, with its connector settings; with `id`, update that one instead.",
+        description: "Add a deployment target served by an agent, with its connector settings. Give `id` to update one.",
         risk: Write,
         permission: Write,
         idempotent: false,
@@ -265,7 +264,7 @@ operation! {
     ListJobs {
         name: "list_jobs",
         title: "List jobs",
-        description: "List issuance, renewal, deployment and validation jobs, newest first, filtered by status, kind, certificate or agent.",
+        description: "List issuance, renewal, deployment and validation jobs, newest first.",
         risk: Read,
         permission: Read,
         idempotent: true,
@@ -396,7 +395,7 @@ operation! {
     SaveOwner {
         name: "save_owner",
         title: "Create or update an owner",
-        description: "Add a person who owns certificates and hears about them; with `id`, update that one instead.",
+        description: "Add a person who owns certificates and hears about them. Give `id` to update one.",
         risk: Write,
         permission: Write,
         idempotent: false,
@@ -452,7 +451,7 @@ operation! {
     SaveTeam {
         name: "save_team",
         title: "Create or update a team",
-        description: "Add a team that owns certificates; with `id`, update that one instead.",
+        description: "Add a team that owns certificates. Give `id` to update one.",
         risk: Write,
         permission: Write,
         idempotent: false,
@@ -499,7 +498,6 @@ pub struct ProfileInput {
     /// Every issuance and renewal needs an approver's decision.
     #[serde(default)]
     pub requires_approval: bool,
-    /// `agent` (default) or `server`.
     #[serde(default)]
     pub keygen_mode: KeygenMode,
     /// Short-lived certificates are never revoked; they expire.
@@ -579,7 +577,7 @@ operation! {
     SaveProfile {
         name: "save_profile",
         title: "Create or update a profile",
-        description: "Add a certificate profile: allowed key types, maximum and default validity, EKUs, name rules, approval and key generation mode; with `id`, update that one instead.",
+        description: "Add a certificate profile: allowed key types, maximum and default validity, EKUs, name rules, approval and key generation mode. Give `id` to update one.",
         risk: Write,
         permission: Admin,
         idempotent: false,
@@ -684,7 +682,7 @@ operation! {
     SaveRenewalPolicy {
         name: "save_renewal_policy",
         title: "Create or update a renewal policy",
-        description: "Add a renewal policy (days before expiry or fraction of lifetime, jitter, retries); with `id`, update that one instead.",
+        description: "Add a renewal policy (days before expiry or fraction of lifetime, jitter, retries). Give `id` to update one.",
         risk: Write,
         permission: Write,
         idempotent: false,
@@ -758,7 +756,7 @@ operation! {
     SavePolicy {
         name: "save_policy",
         title: "Create or update a policy rule",
-        description: "Add a policy rule with a severity and a mode: warn records violations, enforce refuses operations; with `id`, update that one instead.",
+        description: "Add a policy rule with a severity and a mode: warn records violations, enforce refuses operations. Give `id` to update one.",
         risk: Write,
         permission: Admin,
         idempotent: false,
@@ -798,7 +796,7 @@ operation! {
     ListPolicyViolations {
         name: "list_policy_violations",
         title: "List policy violations",
-        description: "List the times a policy rule did not hold, newest first: refused operations (enforce) and warnings (warn), filtered by certificate, rule, kind, severity or refused.",
+        description: "List the times a policy rule did not hold, newest first: refused operations (enforce) and warnings (warn).",
         risk: Read,
         permission: Read,
         idempotent: true,

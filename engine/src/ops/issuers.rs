@@ -70,8 +70,7 @@ pub struct IdInput {
 #[serde(deny_unknown_fields)]
 pub struct CreateIssuerInput {
     pub name: String,
-    /// `local` (a new root and issuing CA), `local_sub_ca` (import a CA signed by an external root),
-    /// or an external CA: `acme`, `step_ca`, `vault`, `script` (see docs/issuers.md for their settings).
+    /// `acme`, `step_ca`, `vault` and `script` connect to an external CA (settings: docs/issuers.md).
     pub kind: IssuerKind,
     /// Connector settings (no secrets), e.g. the ACME directory URL or the Vault role.
     #[serde(default)]

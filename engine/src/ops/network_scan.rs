@@ -223,7 +223,7 @@ impl Operation for ScanNetworkTarget {
     const META: OpMeta = OpMeta {
         name: "scan_network_target",
         title: "Scan a network target now",
-        description: "Run a TLS scan of one network scan target now: every address and port is tried (closed and non-TLS ports are counted, not errors) and each served leaf is recorded in the discovered-certificates list.",
+        description: "Scan one network scan target now: each TLS leaf served is recorded as a discovered certificate (closed and non-TLS ports are counted, not errors).",
         risk: Risk::Write,
         permission: Permission::Write,
         idempotent: true,

@@ -111,13 +111,13 @@ pub struct NotificationChannelInput {
     #[serde(default)]
     pub id: Option<String>,
     pub name: String,
-    /// email, webhook, slack, teams, pagerduty or opsgenie (fixed once created).
+    /// Fixed once created.
     pub kind: ChannelKind,
     #[serde(default)]
     pub settings: ChannelSettings,
-    /// Write-only: the SMTP password, webhook signing secret, PagerDuty
-    /// routing key or OpsGenie API key. Stored sealed, never returned. On
-    /// update, omit it to keep the stored one, or give "" to remove it.
+    /// SMTP password, webhook signing secret, PagerDuty routing key or
+    /// OpsGenie API key; stored sealed, never returned. On update: omit to
+    /// keep, "" to remove.
     #[serde(default)]
     pub secret: Option<String>,
     /// Default true.
@@ -194,7 +194,7 @@ operation! {
     SaveNotificationChannel {
         name: "save_notification_channel",
         title: "Create or update a notification channel",
-        description: "Add a notification channel: email (SMTP), signed webhook, Slack, Microsoft Teams, PagerDuty or OpsGenie; its secret is sealed and never shown again; with `id`, update that one instead.",
+        description: "Add a notification channel: email (SMTP), signed webhook, Slack, Microsoft Teams, PagerDuty or OpsGenie; its secret is sealed and never shown again. Give `id` to update one.",
         risk: Write,
         permission: Admin,
         idempotent: false,
@@ -315,7 +315,7 @@ operation! {
     SaveNotificationRule {
         name: "save_notification_rule",
         title: "Create or update a notification rule",
-        description: "Route lifecycle events to a channel, optionally only for one owner, team, profile or renewal policy and only some event kinds; with `id`, update that one instead.",
+        description: "Route lifecycle events to a channel, optionally only for one owner, team, profile or renewal policy and only some event kinds. Give `id` to update one.",
         risk: Write,
         permission: Write,
         idempotent: false,
@@ -337,7 +337,6 @@ operation! {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListNotificationsInput {
-    /// pending, sending, sent or dead_letter.
     pub status: Option<NotificationStatus>,
     /// At most this many, newest first (default 50, at most 1000).
     pub per_page: Option<i64>,

@@ -31,8 +31,7 @@ fn unspecified() -> RevocationReason {
 pub struct RevokeCertificateInput {
     /// The certificate id (`mc-...`).
     pub id: String,
-    /// RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged,
-    /// superseded, cessationOfOperation, certificateHold, privilegeWithdrawn, aACompromise.
+    /// The RFC 5280 reason.
     #[serde(default = "unspecified")]
     pub reason: RevocationReason,
 }
@@ -45,7 +44,7 @@ impl Operation for RevokeCertificate {
     const META: OpMeta = OpMeta {
         name: "revoke_certificate",
         title: "Revoke a certificate",
-        description: "Revoke a certificate's current version with an RFC 5280 reason so relying parties stop trusting it (CRL and OCSP); cannot be undone and normally needs approval.",
+        description: "Revoke a certificate's current version with an RFC 5280 reason so relying parties stop trusting it (CRL and OCSP); cannot be undone.",
         risk: Risk::Destructive,
         permission: Permission::Write,
         idempotent: false,

@@ -205,7 +205,7 @@ async fn by_ownership(ctx: &mut super::Ctx<'_>) -> Result<OwnershipStats> {
 pub enum StatsView {
     /// Certificates per effective status.
     ByStatus,
-    /// Certificates per owner and per team (total, expiring, expired, revoked), unassigned included.
+    /// Certificates per owner and per team, unassigned included.
     ByOwnership,
     /// Active certificates expiring in each coming period (default 90 days, weekly).
     ExpirationTimeline,

@@ -229,7 +229,6 @@ impl CertRow {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct CertificateFilter {
-    /// Effective status: pending, valid, expiring, expired, revoked, failed, archived.
     pub status: Option<EffectiveStatus>,
     pub owner_id: Option<String>,
     pub team_id: Option<String>,
