@@ -44,7 +44,7 @@ said no; the request was withdrawn) or cancelled (the question was dismissed; th
 Owners, teams, profiles, policies, agent groups, jobs and the other kinds without tools of their own are read, \
 listed and deleted with get_object, list_objects and delete_object, naming the kind; dashboard figures come from \
 get_stats with a view. List tools page alike: pass a page's next_cursor as cursor for the next one (per_page up to 1000), sort by a \
-field (a - prefix descends), and times are Unix seconds.";
+field (a - prefix descends), created_after/created_before bound the creation time, and times are Unix seconds.";
 
 /// The MCP server for one connection (stdio) or one HTTP session.
 #[derive(Clone)]

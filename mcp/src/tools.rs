@@ -91,11 +91,20 @@ fn inline(mut schema: Value) -> Value {
         }
         // Lists page by cursor here: page numbers over an inventory that
         // changes between calls skip or repeat rows. (The engine still
-        // takes `page` from a client that sends it.)
+        // takes `page` from a client that sends it.) The conventions every
+        // list shares (cursor, a free `sort` field, creation-time bounds)
+        // are explained once, in the server instructions, not ten times.
         if let Some(Value::Object(props)) = obj.get_mut("properties")
             && props.contains_key("cursor")
         {
             props.remove("page");
+            for name in ["cursor", "sort", "created_after", "created_before"] {
+                if let Some(Value::Object(field)) = props.get_mut(name)
+                    && !field.contains_key("enum")
+                {
+                    field.remove("description");
+                }
+            }
         }
     }
     drop_described_def_descriptions(&mut schema);
