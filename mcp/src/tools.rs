@@ -89,28 +89,35 @@ fn inline(mut schema: Value) -> Value {
         if !obj.contains_key("type") {
             obj.insert("type".into(), "object".into());
         }
-        // Lists page by cursor here: page numbers over an inventory that
-        // changes between calls skip or repeat rows. (The engine still
-        // takes `page` from a client that sends it.) The conventions every
-        // list shares (cursor, a free `sort` field, creation-time bounds)
-        // are explained once, in the server instructions, not ten times.
-        if let Some(Value::Object(props)) = obj.get_mut("properties")
-            && props.contains_key("cursor")
-        {
-            props.remove("page");
-            for name in ["cursor", "sort", "created_after", "created_before"] {
-                if let Some(Value::Object(field)) = props.get_mut(name)
-                    && !field.contains_key("enum")
-                {
-                    field.remove("description");
-                }
-            }
-        }
     }
     drop_described_def_descriptions(&mut schema);
     walk_objects(&mut schema, &mut flatten_const_choices);
     inline_single_use_defs(&mut schema);
+    cursor_paging_only(&mut schema);
     schema
+}
+
+/// Lists page by cursor here: page numbers over an inventory that changes
+/// between calls skip or repeat rows (the engine still takes `page` from a
+/// client that sends it). The conventions every list shares (the cursor, a
+/// free-form `sort`, the creation-time bounds) are explained once, in the
+/// server instructions, not on ten tools; a `sort` with its own values
+/// keeps its description. Runs after inlining, so an enum is visible as one.
+fn cursor_paging_only(schema: &mut Value) {
+    let Some(Value::Object(props)) = schema.get_mut("properties") else {
+        return;
+    };
+    if !props.contains_key("cursor") {
+        return;
+    }
+    props.remove("page");
+    for name in ["cursor", "sort", "created_after", "created_before"] {
+        if let Some(Value::Object(field)) = props.get_mut(name)
+            && !field.contains_key("enum")
+        {
+            field.remove("description");
+        }
+    }
 }
 
 /// Calls `f` on every object in the tree, parents before children.
@@ -363,4 +370,60 @@ fn outcome_schema(gateable: bool) -> Value {
             "approval_id": { "type": "string" }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_definition_used_once_is_written_in_place_and_a_shared_one_stays() {
+        let mut schema = json!({
+            "type": "object",
+            "properties": {
+                "kind": { "$ref": "#/$defs/Kind", "description": "Fixed once created." },
+                "from": { "$ref": "#/$defs/Zone" },
+                "to": { "$ref": "#/$defs/Zone" }
+            },
+            "$defs": {
+                "Kind": { "type": "string", "enum": ["a", "b"], "description": "`a`: first; `b`: second." },
+                "Zone": { "type": "string", "enum": ["x", "y"] }
+            }
+        });
+        inline_single_use_defs(&mut schema);
+        assert_eq!(
+            schema["properties"]["kind"],
+            json!({
+                "type": "string",
+                "enum": ["a", "b"],
+                "description": "Fixed once created. `a`: first; `b`: second."
+            })
+        );
+        assert_eq!(
+            schema["properties"]["to"],
+            json!({ "$ref": "#/$defs/Zone" })
+        );
+        assert_eq!(schema["$defs"].as_object().map(|d| d.len()), Some(1));
+    }
+
+    #[test]
+    fn lists_show_cursor_paging_and_keep_a_sort_with_values() {
+        let mut schema = json!({
+            "type": "object",
+            "properties": {
+                "page": { "type": "integer", "description": "1-based page." },
+                "cursor": { "type": "string", "description": "next_cursor." },
+                "created_after": { "type": "integer", "description": "Unix time." },
+                "sort": { "type": "string", "enum": ["a", "-a"], "description": "Default `a`." },
+                "status": { "type": "string", "description": "Only this status." }
+            }
+        });
+        cursor_paging_only(&mut schema);
+        let props = &schema["properties"];
+        assert!(props.get("page").is_none());
+        assert!(props["cursor"].get("description").is_none());
+        assert!(props["created_after"].get("description").is_none());
+        assert_eq!(props["sort"]["description"], "Default `a`.");
+        assert_eq!(props["status"]["description"], "Only this status.");
+    }
 }
