@@ -307,6 +307,17 @@ async def run_scenario(binary: str, path: Path, mode: str, keep: bool) -> tuple[
     return ok, why, calls
 
 
+# What the Go certctl's 127 separate MCP tools cost a model: its tools/list
+# rendered from its source as its SDK would (name, description, input schema;
+# it has nothing else), 59,690 bytes for the 124 tools a script could render
+# (docs/mcp.md, "What the tool list costs").
+GO_TOOLS = 127
+GO_TOOLS_MODEL_BYTES = 59_690
+# The part of certctl's tools/list a model reads must stay at least a fifth
+# under that; a change that spends the margin fails here and shows in review.
+MODEL_BYTES_BUDGET = GO_TOOLS_MODEL_BYTES * 4 // 5
+
+
 async def tool_list_size(binary: str, mode: str) -> tuple[int, int, int]:
     root = fresh_dir("certctl-eval-size-")
     try:
@@ -359,6 +370,14 @@ async def main() -> int:
                 f"~{size // 4} tokens; names, descriptions and input schemas (what a model reads): "
                 f"{model} bytes, ~{model // 4} tokens"
             )
+            less = 100.0 * (GO_TOOLS_MODEL_BYTES - model) / GO_TOOLS_MODEL_BYTES
+            print(
+                f"  against the Go certctl's {GO_TOOLS} separate tools (~{GO_TOOLS_MODEL_BYTES} bytes, all of it "
+                f"read by a model): {less:.0f}% less; budget {MODEL_BYTES_BUDGET} bytes"
+            )
+            if model > MODEL_BYTES_BUDGET:
+                print(f"  FAIL  the model's part of tools/list ({model} bytes) is over its budget")
+                passed = -1
         except Exception as e:
             print(f"tools/list ({mode}): could not measure: {type(e).__name__}: {e}")
             passed = -1
