@@ -309,10 +309,10 @@ async def run_scenario(binary: str, path: Path, mode: str, keep: bool) -> tuple[
 
 # What the Go certctl's 127 separate MCP tools cost a model: its tools/list
 # rendered from its source as its SDK would (name, description, input schema;
-# it has nothing else), 59,690 bytes for the 124 tools a script could render
-# (docs/mcp.md, "What the tool list costs").
+# it has nothing else) by evals/go_tool_list_size.py, at commit aad95d3 of
+# github.com/shankar0123/certctl (docs/mcp.md, "What the tool list costs").
 GO_TOOLS = 127
-GO_TOOLS_MODEL_BYTES = 59_690
+GO_TOOLS_MODEL_BYTES = 61_110
 # The part of certctl's tools/list a model reads must stay at least a fifth
 # under that; a change that spends the margin fails here and shows in review.
 MODEL_BYTES_BUDGET = GO_TOOLS_MODEL_BYTES * 4 // 5
