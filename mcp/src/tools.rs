@@ -275,10 +275,9 @@ fn drop_described_def_descriptions(schema: &mut Value) {
 
 /// Puts each definition that is referenced once in place of its `$ref`
 /// (the field's own keys, such as its default, win; two descriptions are
-/// joined) and
-/// drops `$defs` when nothing is left in it. A definition used twice stays
-/// shared. Repeats until no single-use definition is left, since inlining
-/// one can leave another with a single reference.
+/// joined) and drops `$defs` when nothing is left in it. A definition used
+/// twice stays shared. Repeats until no single-use definition is left, since
+/// inlining one can leave another with a single reference.
 fn inline_single_use_defs(schema: &mut Value) {
     fn count(v: &Value, name: &str) -> usize {
         match v {
