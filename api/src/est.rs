@@ -82,7 +82,7 @@ impl From<certctl_engine::Error> for EstError {
             E::PolicyViolation(_) | E::Forbidden(_) => StatusCode::FORBIDDEN,
             E::Unauthenticated => StatusCode::UNAUTHORIZED,
             E::NotFound { .. } => StatusCode::NOT_FOUND,
-            E::Conflict(_) => StatusCode::CONFLICT,
+            E::Conflict(_) | E::StaleApproval(_) => StatusCode::CONFLICT,
             E::IssuerRejected(_) => StatusCode::BAD_GATEWAY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

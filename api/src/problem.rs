@@ -100,6 +100,7 @@ pub fn engine_problem(e: &certctl_engine::Error) -> Problem {
         E::PolicyViolation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Policy violation"),
         E::IssuerRejected(_) => (StatusCode::BAD_GATEWAY, "Issuer rejected the request"),
         E::ApprovalRequired(_) => (StatusCode::CONFLICT, "Approval required"),
+        E::StaleApproval(_) => (StatusCode::CONFLICT, "Stale approval"),
         E::Storage(_) | E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
         // The enum is non-exhaustive: a new variant is an internal error
         // until this mapping learns it.
@@ -214,6 +215,7 @@ mod tests {
             (E::policy("x"), 422, "policy-violation"),
             (E::IssuerRejected("x".into()), 502, "issuer-rejected"),
             (E::ApprovalRequired("x".into()), 409, "approval-required"),
+            (E::StaleApproval("x".into()), 409, "stale-approval"),
         ];
         for (e, status, code) in cases {
             let p = engine_problem(&e);

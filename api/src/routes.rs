@@ -423,6 +423,15 @@ pub fn routes() -> Vec<Route> {
             OK,
             "approvals",
         ),
+        r(
+            Post,
+            "/approvals/{id}/result",
+            "claim_approval_result",
+            ap,
+            Body,
+            OK,
+            "approvals",
+        ),
     ]);
     v.extend([
         r(Get, "/audit", "get_audit_log", None, Query, OK, "audit"),

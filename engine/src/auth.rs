@@ -97,6 +97,46 @@ impl Engine {
         })
     }
 
+    /// The first approver, created once, at the first start (when
+    /// [`Engine::bootstrap_admin_key`] made the admin key in this start):
+    /// under four eyes or a write gate, a principal able to approve can
+    /// otherwise only be created with another approver's approval, and on a
+    /// fresh install there is none. Returns `None` when it was done before.
+    pub async fn bootstrap_first_approver(&self, name: &str) -> Result<Option<NewApiKey>> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(Error::invalid(
+                "the first approver's name must be 1 to 200 characters",
+            ));
+        }
+        let now = self.now();
+        let mut tx = self.store().begin_write().await?;
+        if !tx
+            .meta_insert_once("first_approver_bootstrapped", "1")
+            .await?
+        {
+            return Ok(None);
+        }
+        let key = mint(&mut tx, self, name, Role::Approver, None, now).await?;
+        let system = Principal::system("bootstrap");
+        self.append(
+            &mut tx,
+            &system,
+            "create_principal",
+            "principal",
+            Some(key.principal.id.clone()),
+            crate::domain::Outcome::Success,
+            serde_json::Map::from_iter([
+                ("role".to_owned(), "approver".into()),
+                ("first_approver".to_owned(), true.into()),
+            ]),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(key))
+    }
+
     /// On first start, creates the admin principal and returns its key (to be
     /// written to `admin.key` and printed once). Returns `None` afterwards.
     pub async fn bootstrap_admin_key(&self) -> Result<Option<NewApiKey>> {

@@ -6,7 +6,7 @@ use crate::domain::{
     ExtendedKeyUsage, Issuer, IssuerKind, KeyAlgorithm, KeygenMode, Principal, Profile, SanRules,
 };
 use crate::engine::Engine;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pki;
 
 /// The id of the local CA created on first start.
@@ -68,7 +68,27 @@ pub(crate) async fn ensure_defaults(engine: &Engine) -> Result<()> {
         tx.upsert_profile(&default_profile(now)).await?;
     }
     tx.commit().await?;
-    Ok(())
+    check_master_key(engine).await
+}
+
+/// Refuses to start with a master key that cannot open the database's
+/// sealed material: such a replica would report ready and then fail every
+/// issuance with "sealed key could not be decrypted".
+async fn check_master_key(engine: &Engine) -> Result<()> {
+    let Some(record) = engine.store().issuer(LOCAL_ISSUER_ID).await? else {
+        return Ok(());
+    };
+    let Some(material) = &record.ca else {
+        return Ok(());
+    };
+    match engine.signing_ca(LOCAL_ISSUER_ID, material) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(Error::invalid(
+            "this master key cannot decrypt the database's CA keys: every process on one \
+             database must use the same master key (CERTCTL_MASTER_KEY, --master-key-file, \
+             or the master.key of the data directory that set the database up)",
+        )),
+    }
 }
 
 /// A profile suitable for TLS servers: any common key type, 47-day default

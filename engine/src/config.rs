@@ -41,6 +41,12 @@ impl ApprovalConfig {
         }
     }
 
+    /// Four eyes: no requester may confirm its own gated call of any risk
+    /// class, so every gated call needs a second person.
+    pub fn four_eyes(&self) -> bool {
+        !self.in_chat_write && !self.in_chat_destructive
+    }
+
     pub fn allows_in_chat(&self, risk: Risk) -> bool {
         match risk {
             Risk::Read => true,

@@ -566,6 +566,8 @@ async fn run_gated<O: Operation>(ctx: &mut Ctx<'_>, input: O::Input) -> Result<S
         None
     } else if subject.profile_requires_approval {
         Some(GateReason::Profile)
+    } else if let Some(reason) = subject.four_eyes {
+        Some(reason)
     } else if ctx.engine.config().approvals.gates(meta.risk) {
         Some(GateReason::Risk)
     } else {
@@ -576,16 +578,19 @@ async fn run_gated<O: Operation>(ctx: &mut Ctx<'_>, input: O::Input) -> Result<S
         return Ok(Step::Done(out, subject));
     };
     let input_json = serde_json::to_value(&input).map_err(|e| Error::internal(e.to_string()))?;
-    let input_text = input_json.to_string();
+    let input_text = zeroize::Zeroizing::new(input_json.to_string());
     let input_hash = hex::encode(aws_lc_rs::digest::digest(
         &aws_lc_rs::digest::SHA256,
         input_text.as_bytes(),
     ));
     let policy = &ctx.engine.config().approvals;
+    // Readers of the approval see the input with its secrets sealed.
+    let (shown_input, has_secret) =
+        crate::ops::approval_secrets::redact(meta.name, &input_json, false);
     let approval = Approval {
         id: ctx.new_id("ap"),
         operation: meta.name.to_owned(),
-        input: input_json,
+        input: shown_input,
         summary: subject.summary.clone(),
         risk: meta.risk,
         gate_reason: reason,
@@ -600,7 +605,24 @@ async fn run_gated<O: Operation>(ctx: &mut Ctx<'_>, input: O::Input) -> Result<S
         created_at: ctx.now,
         expires_at: ctx.now + policy.ttl_seconds,
     };
-    ctx.tx.insert_approval(&approval, &input_hash).await?;
+    let input_sealed = if has_secret {
+        Some(crate::ops::approval_secrets::seal(
+            ctx.engine,
+            "input",
+            &approval.id,
+            &input_json,
+        )?)
+    } else {
+        None
+    };
+    ctx.tx
+        .insert_approval(
+            &approval,
+            &input_hash,
+            &subject.bound,
+            input_sealed.as_deref(),
+        )
+        .await?;
     crate::notify::approval_requested(ctx.tx, ctx.now, &approval).await?;
     let in_chat = reason == GateReason::Risk && policy.allows_in_chat(meta.risk);
     let mut details = serde_json::Map::new();

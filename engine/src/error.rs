@@ -35,6 +35,10 @@ pub enum Error {
     /// The operation needs an approval that is not (or no longer) available.
     #[error("{0}")]
     ApprovalRequired(String),
+    /// An approval was for a state that no longer holds (another version,
+    /// another selection, another profile): nothing was done.
+    #[error("{0}")]
+    StaleApproval(String),
     /// Storage failed; the detail is logged, never shown.
     #[error("storage error")]
     Storage(#[source] StorageError),
@@ -82,6 +86,7 @@ impl Error {
             Error::PolicyViolation(_) => "policy-violation",
             Error::IssuerRejected(_) => "issuer-rejected",
             Error::ApprovalRequired(_) => "approval-required",
+            Error::StaleApproval(_) => "stale-approval",
             Error::Storage(_) => "storage",
             Error::Internal(_) => "internal",
         }

@@ -54,6 +54,9 @@ pub fn teach(e: &Error, tool: &str) -> String {
         }
         Error::IssuerRejected(m) => format!("the certificate authority refused: {m}."),
         Error::ApprovalRequired(m) => format!("{m}. Check it with get_approval."),
+        Error::StaleApproval(m) => format!(
+            "{m}. Nothing was done; if it is still wanted, call the tool again so a new approval shows the current state."
+        ),
         Error::Storage(_) | Error::Internal(_) => format!(
             "{tool} failed because of an internal problem on the certctl server (logged there); try again later."
         ),

@@ -60,6 +60,10 @@ pub async fn approvals(
             "reject_request",
             serde_json::json!({ "approval_id": id, "note": note }),
         ),
+        A::Result { id } => (
+            "claim_approval_result",
+            serde_json::json!({ "approval_id": id }),
+        ),
     };
     let result: serde_json::Value = client.call_completed(op, &input).await?;
     if global.format == Format::Json {
@@ -89,6 +93,7 @@ pub async fn approvals(
             result["approval"]["status"].as_str().unwrap_or_default()
         ),
         A::Reject { id, .. } => println!("rejected {id}; it will never run"),
+        A::Result { .. } => println!("{}", serde_json::to_string_pretty(&result["result"])?),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -37,6 +37,14 @@ pub struct EngineArgs {
     /// approver role; the requester can no longer confirm it in chat.
     #[arg(long, env = "CERTCTL_APPROVAL_FOUR_EYES")]
     pub approval_four_eyes: bool,
+    /// On the first start only (the one that sets the database up): also
+    /// create an approver principal with this name and write its key to
+    /// DATA_DIR/first-approver.key (mode 0600). Under --approval-four-eyes or
+    /// --approval-gate-write a principal that may approve needs another
+    /// approver's approval, so a fresh install needs this first one; hand
+    /// its key to a different person than the admin key's holder.
+    #[arg(long, env = "CERTCTL_FIRST_APPROVER")]
+    pub first_approver: Option<String>,
     /// Hours a gated request waits for a decision before it expires.
     #[arg(long, env = "CERTCTL_APPROVAL_TTL_HOURS", default_value_t = 24,
           value_parser = clap::value_parser!(i64).range(1..=24 * 90))]
@@ -71,6 +79,8 @@ pub struct ControlPlane {
     pub demo_master: Option<MasterKey>,
     /// On first start: where the new admin key was written, and the key.
     pub new_admin_key: Option<(PathBuf, Zeroizing<String>)>,
+    /// On first start with `--first-approver`: where its key was written, and the key.
+    pub new_approver_key: Option<(PathBuf, Zeroizing<String>)>,
 }
 
 /// Opens the store (migrating it), starts the engine, and on first start
@@ -126,12 +136,26 @@ pub async fn start(dir: &Path, args: &EngineArgs, demo: bool) -> anyhow::Result<
         }
         new_admin_key = Some((path, key.key));
     }
+    let mut new_approver_key = None;
+    if let Some(name) = &args.first_approver {
+        if new_admin_key.is_none() {
+            tracing::warn!(
+                "--first-approver is ignored: it applies only to the first start, which set this database up"
+            );
+        } else if let Some(key) = engine.bootstrap_first_approver(name).await? {
+            let path = dir.join("first-approver.key");
+            files::replace(&path, &key.key)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            new_approver_key = Some((path, key.key));
+        }
+    }
     Ok(ControlPlane {
         engine,
         store,
         config,
         demo_master,
         new_admin_key,
+        new_approver_key,
     })
 }
 

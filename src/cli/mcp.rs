@@ -23,8 +23,15 @@ pub async fn mcp(global: &GlobalArgs, args: &McpArgs) -> anyhow::Result<ExitCode
         engine,
         store,
         new_admin_key,
+        new_approver_key,
         ..
     } = control_plane::start(dir, &args.engine, false).await?;
+    if let Some((path, _)) = new_approver_key {
+        eprintln!(
+            "certctl: created the first approver's API key in {} (mode 0600)",
+            path.display()
+        );
+    }
     if let Some((path, _)) = new_admin_key {
         eprintln!(
             "certctl: created the first admin API key in {} (mode 0600)",

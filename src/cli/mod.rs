@@ -136,6 +136,9 @@ pub enum ApprovalsCommand {
         #[arg(long)]
         note: Option<String>,
     },
+    /// Collect, once, the secret result of your own approved request (a new
+    /// API key, an export link); the approval shows it as [sealed].
+    Result { id: String },
 }
 
 /// A secret from a flag or the environment; never printed by `Debug`.

@@ -330,10 +330,18 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<Exit
         config,
         demo_master,
         new_admin_key,
+        new_approver_key,
     } = control_plane::start(dir, &args.engine, args.demo).await?;
     if let Some((path, key)) = new_admin_key {
         println!(
             "Created the first admin API key (it is shown only this once and saved to {}, mode 0600):\n  {}",
+            path.display(),
+            key.as_str()
+        );
+    }
+    if let Some((path, key)) = new_approver_key {
+        println!(
+            "Created the first approver's API key (shown only this once and saved to {}, mode 0600; give it to someone other than the admin):\n  {}",
             path.display(),
             key.as_str()
         );

@@ -53,6 +53,9 @@ pub enum GateReason {
     Risk,
     /// The certificate's profile requires approval for every issuance (four eyes).
     Profile,
+    /// The call lowers an approval requirement or grants the power to
+    /// approve: another person decides, whatever the policy (four eyes).
+    FourEyes,
 }
 
 impl GateReason {
@@ -60,6 +63,7 @@ impl GateReason {
         match self {
             Self::Risk => "risk",
             Self::Profile => "profile",
+            Self::FourEyes => "four_eyes",
         }
     }
 
@@ -67,6 +71,7 @@ impl GateReason {
         Some(match s {
             "risk" => Self::Risk,
             "profile" => Self::Profile,
+            "four_eyes" => Self::FourEyes,
             _ => return None,
         })
     }

@@ -4,10 +4,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::List;
-use super::{EmptyInput, IdInput};
+use super::{Ctx, EmptyInput, IdInput, OpMeta, Operation, Risk, Subject};
 use crate::auth;
-use crate::domain::{ApiPrincipal, AuditEvent, ChainVerification, Role};
-use crate::error::Error;
+use crate::domain::approval::GateReason;
+use crate::domain::{ApiPrincipal, AuditEvent, ChainVerification, Permission, Role};
+use crate::error::{Error, Result};
 use crate::store::AuditFilter;
 
 list_input! {
@@ -162,20 +163,48 @@ pub struct CreatedPrincipal {
     pub api_key: String,
 }
 
-operation! {
-    CreatePrincipal {
+pub struct CreatePrincipal;
+
+impl Operation for CreatePrincipal {
+    type Input = CreatePrincipalInput;
+    type Output = CreatedPrincipal;
+    const META: OpMeta = OpMeta {
         name: "create_principal",
         title: "Create an API principal",
         description: "Create an API principal with a role and mint its key (shown once).",
-        risk: Write,
-        permission: Admin,
+        risk: Risk::Write,
+        permission: Permission::Admin,
         idempotent: false,
+        open_world: false,
         resource: "principal",
-        input: CreatePrincipalInput,
-        output: CreatedPrincipal,
-        subject: |i| (None, format!("Create {} principal '{}'", i.role.as_str(), i.name)),
+        gateable: true,
+    };
+
+    async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
+        // Under four eyes, a principal that may approve is itself approved
+        // by another person: otherwise an admin mints a second key and
+        // approves their own requests with it.
+        let grants_approval = input.role.allows(Permission::Approve);
+        let four_eyes = ctx.engine.config().approvals.four_eyes() && grants_approval;
+        Ok(Subject {
+            resource_id: None,
+            summary: format!(
+                "Create {} principal '{}'{}",
+                input.role.as_str(),
+                input.name,
+                if grants_approval {
+                    " (it may approve requests)"
+                } else {
+                    ""
+                }
+            ),
+            profile_requires_approval: false,
+            four_eyes: four_eyes.then_some(GateReason::FourEyes),
+            bound: Vec::new(),
+        })
     }
-    |ctx, input| {
+
+    async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
         let name = input.name.trim();
         if name.is_empty() || name.len() > 200 {
             return Err(Error::invalid("name must be 1 to 200 characters"));
@@ -185,10 +214,21 @@ operation! {
         {
             return Err(Error::invalid(format!("unknown agent_id '{a}'")));
         }
-        let key = auth::mint(ctx.tx, ctx.engine, name, input.role, input.agent_id, ctx.now).await?;
+        let key = auth::mint(
+            ctx.tx,
+            ctx.engine,
+            name,
+            input.role,
+            input.agent_id,
+            ctx.now,
+        )
+        .await?;
         ctx.audit_resource_id = Some(key.principal.id.clone());
         ctx.note("role", input.role.as_str());
-        Ok(CreatedPrincipal { api_key: key.key.to_string(), principal: key.principal })
+        Ok(CreatedPrincipal {
+            api_key: key.key.to_string(),
+            principal: key.principal,
+        })
     }
 }
 

@@ -42,6 +42,8 @@ fn agent_subject(id: &str, summary: String) -> Subject {
         resource_id: Some(id.to_owned()),
         summary,
         profile_requires_approval: false,
+        four_eyes: None,
+        bound: Vec::new(),
     }
 }
 

@@ -6,6 +6,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::List;
+use super::approval_secrets;
+use super::registry::DynOperation;
 use super::{Ctx, EmptyInput, Followup, IdInput, OpMeta, Operation, Risk, Subject};
 use crate::domain::approval::GateReason;
 use crate::domain::{Approval, ApprovalStatus, Outcome as AuditOutcome, Permission, Role};
@@ -146,6 +148,8 @@ impl Operation for ApproveRequest {
             resource_id: Some(a.id.clone()),
             summary: format!("Approve {}: {}", a.id, a.summary),
             profile_requires_approval: false,
+            four_eyes: None,
+            bound: Vec::new(),
         })
     }
 
@@ -187,7 +191,14 @@ impl Operation for ApproveRequest {
         if ctx.principal.role == Role::Agent {
             return Err(Error::forbidden("agents cannot approve requests"));
         }
-        let (op, stored_input) = super::registry::stored(&a.operation, &a.input)
+        // The input to run is the full one (sealed when it holds a secret),
+        // not the copy readers see.
+        let private = ctx.tx.approval_private(&a.id).await?;
+        let full_input = match &private.input_sealed {
+            Some(sealed) => approval_secrets::open(ctx.engine, "input", &a.id, sealed)?,
+            None => a.input.clone(),
+        };
+        let (op, stored_input) = super::registry::stored(&a.operation, &full_input)
             .ok_or_else(|| Error::internal(format!("approval {} names unknown operation", a.id)))?;
         ctx.note("operation", a.operation.clone());
         ctx.note("requested_by", a.requested_by.clone());
@@ -209,7 +220,11 @@ impl Operation for ApproveRequest {
             operation: op.meta().name,
             memo: Default::default(),
         };
-        let result = op.execute_approved(&mut inner, stored_input).await;
+        let result =
+            match still_holds(&mut inner, op, &stored_input, &a, &private, input.in_chat).await {
+                Ok(()) => op.execute_approved(&mut inner, stored_input).await,
+                Err(e) => Err(e),
+            };
         let mut details = std::mem::take(&mut inner.audit_details);
         let resource_id = inner.audit_resource_id.take().or(a.resource_id.clone());
         let output = match result {
@@ -237,6 +252,10 @@ impl Operation for ApproveRequest {
                 ctx.now,
             )
             .await?;
+        // Readers of the approval see the result with its secrets sealed;
+        // the requester gets them once: now, when confirming in chat, or
+        // later through claim_approval_result.
+        let (shown, secret) = approval_secrets::redact(&a.operation, &output, true);
         if !ctx
             .tx
             .decide_approval(
@@ -244,7 +263,7 @@ impl Operation for ApproveRequest {
                 ApprovalStatus::Executed,
                 &ctx.principal.id,
                 input.note.as_deref(),
-                Some(&output),
+                Some(&shown),
                 ctx.now,
             )
             .await?
@@ -254,8 +273,16 @@ impl Operation for ApproveRequest {
                 a.id
             )));
         }
+        if secret && !input.in_chat {
+            let sealed = approval_secrets::seal(ctx.engine, "result", &a.id, &output)?;
+            ctx.tx.set_approval_result_sealed(&a.id, &sealed).await?;
+            ctx.note("result_sealed_for_requester", true);
+        }
         ctx.audit_resource_id = Some(a.id.clone());
-        let approval = load(ctx, &a.id).await?;
+        let mut approval = load(ctx, &a.id).await?;
+        if secret && input.in_chat {
+            approval.result = Some(output);
+        }
         Ok(DecisionOutput { approval })
     }
 
@@ -280,6 +307,104 @@ impl Operation for ApproveRequest {
         }
         out.approval.result = Some(done);
         out
+    }
+}
+
+/// Checks, in the approver's transaction, that what the approval showed
+/// still holds: the same facts (versions, serials, selection, profile,
+/// issuer), and no second person required now where the requester is
+/// confirming alone. Otherwise the approval is stale and nothing runs.
+async fn still_holds(
+    ctx: &mut Ctx<'_>,
+    op: &dyn DynOperation,
+    input: &serde_json::Value,
+    a: &Approval,
+    private: &crate::store::ApprovalPrivate,
+    in_chat: bool,
+) -> Result<()> {
+    let now = op.describe_approved(ctx, input.clone()).await?;
+    if let Some(bound) = &private.bound
+        && *bound != now.bound
+    {
+        return Err(Error::StaleApproval(format!(
+            "approval {} is stale: it was requested for {}, and now it is {}; nothing was done",
+            a.id,
+            facts(bound),
+            facts(&now.bound)
+        )));
+    }
+    if in_chat && (now.profile_requires_approval || now.four_eyes.is_some()) {
+        return Err(Error::StaleApproval(format!(
+            "approval {} is stale: the call now needs a decision by another approver, so it cannot be confirmed in chat; nothing was done",
+            a.id
+        )));
+    }
+    Ok(())
+}
+
+/// A short rendering of bound facts for a stale-approval message.
+fn facts(f: &[String]) -> String {
+    const SHOWN: usize = 6;
+    let mut s = f.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if f.len() > SHOWN {
+        s.push_str(&format!(", ... ({} facts)", f.len()));
+    }
+    if s.is_empty() {
+        s.push_str("nothing");
+    }
+    s
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimResultInput {
+    /// The approval id (`ap-...`) of your own executed request.
+    pub approval_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ClaimedResult {
+    pub approval_id: String,
+    pub operation: String,
+    /// The operation's full result, secrets included (a new API key, an
+    /// export link's URL). Given once; the approval keeps only a sealed-out copy.
+    pub result: serde_json::Value,
+}
+
+operation! {
+    ClaimApprovalResult {
+        name: "claim_approval_result",
+        title: "Collect an approved request's secret result",
+        description: "Get, once, the full result of your own executed request whose result holds a secret (a new API key, an export link); the approval record shows it as [sealed].",
+        risk: Write,
+        permission: Read,
+        idempotent: false,
+        resource: "approval",
+        gateable: false,
+        input: ClaimResultInput,
+        output: ClaimedResult,
+        subject: |i| (Some(i.approval_id.clone()), format!("Collect the result of {}", i.approval_id)),
+    }
+    |ctx, input| {
+        let a = load(ctx, &input.approval_id).await?;
+        if a.requested_by != ctx.principal.id {
+            return Err(Error::forbidden(format!(
+                "only {} requested {}; only they may collect its result",
+                a.requested_by, a.id
+            )));
+        }
+        if a.status != ApprovalStatus::Executed {
+            return Err(Error::conflict(format!("approval {} is {}, not executed", a.id, a.status.as_str())));
+        }
+        let Some(sealed) = ctx.tx.take_approval_result_sealed(&a.id).await? else {
+            return Err(Error::conflict(format!(
+                "approval {} has no secret result to collect (it held none, or it was collected already)",
+                a.id
+            )));
+        };
+        let result = approval_secrets::open(ctx.engine, "result", &a.id, &sealed)?;
+        ctx.note("operation", a.operation.clone());
+        Ok(ClaimedResult { approval_id: a.id, operation: a.operation, result })
     }
 }
 

@@ -61,6 +61,51 @@ pub(crate) async fn select(
         .collect())
 }
 
+/// The selected certificates as an approval of the batch binds them, and
+/// the gates their own calls would meet.
+pub(crate) struct Selection {
+    /// Each id with the version it has now (`mc-..@cv-..`).
+    pub facts: Vec<String>,
+    /// Ids whose profile requires approval for issuance, with the profile.
+    pub profile_gated: Vec<(String, String)>,
+}
+
+/// Reads what an approval of a bulk call over `ids` is bound to.
+pub(crate) async fn selection(ctx: &mut Ctx<'_>, ids: &[String]) -> Result<Selection> {
+    let view = ctx.engine.status_view(ctx.now);
+    let mut strict: std::collections::HashMap<String, bool> = Default::default();
+    let mut out = Selection {
+        facts: Vec::with_capacity(ids.len()),
+        profile_gated: Vec::new(),
+    };
+    for id in ids {
+        let Some(c) = ctx.tx.certificate(id, view).await? else {
+            out.facts.push(format!("{id}@missing"));
+            continue;
+        };
+        out.facts.push(format!(
+            "{id}@{}",
+            c.current_version_id.as_deref().unwrap_or("none")
+        ));
+        let requires = match strict.get(&c.profile_id) {
+            Some(r) => *r,
+            None => {
+                let r = ctx
+                    .tx
+                    .profile(&c.profile_id)
+                    .await?
+                    .is_some_and(|p| p.requires_approval);
+                strict.insert(c.profile_id.clone(), r);
+                r
+            }
+        };
+        if requires {
+            out.profile_gated.push((c.id, c.profile_id));
+        }
+    }
+    Ok(out)
+}
+
 /// A subject line naming how many certificates and the first few.
 pub(crate) fn summary(verb: &str, ids: &[String], dry_run: bool) -> String {
     let shown: Vec<&str> = ids.iter().take(10).map(String::as_str).collect();
@@ -177,10 +222,22 @@ pub(crate) struct BulkRenew;
 impl BulkRenew {
     pub(crate) async fn describe(ctx: &mut Ctx<'_>, input: &BulkRenewInput) -> Result<Subject> {
         let ids = select(ctx, &input.filter, &input.ids, input.limit).await?;
+        // Each renewal meets its own gate: one under a profile that requires
+        // approval makes the whole batch need another approver.
+        let sel = selection(ctx, &ids).await?;
+        let mut summary = summary("Renew", &ids, input.dry_run);
+        if !sel.profile_gated.is_empty() {
+            summary.push_str(&format!(
+                "; {} of them under a profile that requires approval by another approver",
+                sel.profile_gated.len()
+            ));
+        }
         Ok(Subject {
             resource_id: None,
-            summary: summary("Renew", &ids, input.dry_run),
-            profile_requires_approval: false,
+            summary,
+            profile_requires_approval: !sel.profile_gated.is_empty(),
+            four_eyes: None,
+            bound: sel.facts,
         })
     }
 
@@ -192,6 +249,16 @@ impl BulkRenew {
             return started(ctx, BulkKind::Renew, request, ids).await;
         }
         let view = ctx.engine.status_view(ctx.now);
+        let gated: std::collections::HashMap<String, String> = selection(ctx, &ids)
+            .await?
+            .profile_gated
+            .into_iter()
+            .collect();
+        let risk_gated = ctx
+            .engine
+            .config()
+            .approvals
+            .gates(<super::BulkCertificates as super::Operation>::META.risk);
         let mut items = Vec::with_capacity(ids.len());
         for id in ids {
             let item = match ctx.tx.certificate(&id, view).await? {
@@ -211,9 +278,17 @@ impl BulkRenew {
                     )
                 }
                 Some(_) => BulkItem {
+                    detail: match gated.get(&id) {
+                        Some(p) => Some(format!(
+                            "needs approval by another approver: profile {p} requires it"
+                        )),
+                        None if risk_gated => {
+                            Some("needs approval: the batch is gated as destructive".into())
+                        }
+                        None => None,
+                    },
                     id,
                     outcome: BulkItemOutcome::WouldChange,
-                    detail: None,
                 },
             };
             items.push(item);
@@ -300,10 +375,13 @@ impl BulkReassign {
         .flatten()
         .collect::<Vec<_>>()
         .join(" and ");
+        let bound = selection(ctx, &ids).await?.facts;
         Ok(Subject {
             resource_id: None,
             summary: format!("{} to {to}", summary("Reassign", &ids, input.dry_run)),
             profile_requires_approval: false,
+            four_eyes: None,
+            bound,
         })
     }
 

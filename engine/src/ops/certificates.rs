@@ -300,6 +300,24 @@ async fn profile_memo(ctx: &mut Ctx<'_>, id: &str) -> Result<Profile> {
     Ok(p)
 }
 
+/// The facts about a certificate that an approval of a call on it is bound
+/// to: the version (and serial) it acts on, the names, and where the next
+/// version would come from. A renewal, a profile or issuer change, or new
+/// names in between make the approval stale.
+pub(crate) fn facts(c: &ManagedCertificate) -> Vec<String> {
+    vec![
+        format!("certificate {}", c.id),
+        format!(
+            "version {} (serial {})",
+            c.current_version_id.as_deref().unwrap_or("none"),
+            c.serial.as_deref().unwrap_or("none")
+        ),
+        format!("names {}", c.sans.join(",")),
+        format!("profile {}", c.profile_id),
+        format!("issuer {}", c.issuer_id),
+    ]
+}
+
 pub(crate) async fn load(ctx: &mut Ctx<'_>, id: &str) -> Result<ManagedCertificate> {
     let view = ctx.engine.status_view(ctx.now);
     ctx.tx
@@ -365,6 +383,8 @@ impl Operation for CreateCertificate {
             resource_id: None,
             summary: format!("Create certificate {}", input.common_name),
             profile_requires_approval: false,
+            four_eyes: None,
+            bound: Vec::new(),
         })
     }
 
@@ -551,10 +571,37 @@ impl Operation for UpdateCertificate {
 
     async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
         let c = load(ctx, &input.id).await?;
+        // Moving a certificate off a profile that requires approval would
+        // let its next issuance skip the second person: the move itself
+        // needs that person (the stricter rule applies).
+        let mut summary = format!("Update certificate {} ({})", c.id, c.common_name);
+        let mut profile_requires_approval = false;
+        if let Some(to) = input.profile_id.as_deref().filter(|p| *p != c.profile_id) {
+            let strict = ctx
+                .tx
+                .profile(&c.profile_id)
+                .await?
+                .is_some_and(|p| p.requires_approval);
+            summary.push_str(&format!(
+                ", moving it from profile {}{} to profile {to}",
+                c.profile_id,
+                if strict {
+                    " (which requires approval)"
+                } else {
+                    ""
+                }
+            ));
+            profile_requires_approval = strict;
+        }
+        if let Some(i) = input.issuer_id.as_deref().filter(|i| *i != c.issuer_id) {
+            summary.push_str(&format!(", issuing from {i} instead of {}", c.issuer_id));
+        }
         Ok(Subject {
             resource_id: Some(c.id.clone()),
-            summary: format!("Update certificate {} ({})", c.id, c.common_name),
-            profile_requires_approval: false,
+            summary,
+            profile_requires_approval,
+            four_eyes: None,
+            bound: facts(&c),
         })
     }
 
@@ -654,6 +701,8 @@ impl Operation for ArchiveCertificate {
                 c.id, c.common_name
             ),
             profile_requires_approval: false,
+            four_eyes: None,
+            bound: facts(&c),
         })
     }
 
@@ -773,6 +822,8 @@ async fn issuance_subject(ctx: &mut Ctx<'_>, id: &str, verb: &str) -> Result<Sub
             c.profile_id
         ),
         profile_requires_approval: profile.is_some_and(|p| p.requires_approval),
+        four_eyes: None,
+        bound: facts(&c),
     })
 }
 

@@ -139,6 +139,8 @@ impl Operation for GetAgentJob {
             resource_id: Some(input.job_id.clone()),
             summary: String::new(),
             profile_requires_approval: false,
+            four_eyes: None,
+            bound: Vec::new(),
         })
     }
 
@@ -228,6 +230,8 @@ impl Operation for ReportAgentJob {
             resource_id: Some(input.job_id.clone()),
             summary: format!("Agent {} reports job {}", input.id, input.job_id),
             profile_requires_approval: false,
+            four_eyes: None,
+            bound: Vec::new(),
         })
     }
 
@@ -316,6 +320,8 @@ impl Operation for VerifyJob {
             resource_id: Some(input.id.clone()),
             summary: format!("Verification of job {}", input.id),
             profile_requires_approval: false,
+            four_eyes: None,
+            bound: Vec::new(),
         })
     }
 

@@ -158,6 +158,8 @@ impl Operation for ReportAgentDiscoveries {
                 input.certificates.len()
             ),
             profile_requires_approval: false,
+            four_eyes: None,
+            bound: Vec::new(),
         })
     }
 

@@ -100,6 +100,8 @@ impl Operation for EnrollCertificate {
                 input.issuer_id.as_deref().unwrap_or(LOCAL_ISSUER_ID)
             ),
             profile_requires_approval: profile.requires_approval,
+            four_eyes: None,
+            bound: Vec::new(),
         })
     }
 
@@ -239,6 +241,8 @@ impl Operation for ReenrollCertificate {
             resource_id: Some(id.clone()),
             summary: format!("Re-enroll certificate {id} ({})", c.common_name),
             profile_requires_approval: profile.is_some_and(|p| p.requires_approval),
+            four_eyes: None,
+            bound: Vec::new(),
         })
     }
 

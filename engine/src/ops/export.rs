@@ -238,6 +238,8 @@ impl Operation for CreateExportLink {
                 c.common_name
             ),
             profile_requires_approval: false,
+            four_eyes: None,
+            bound: super::certificates::facts(&c),
         })
     }
 

@@ -110,6 +110,8 @@ impl Operation for ImportCertificates {
             resource_id: None,
             summary: format!("Import {leaves} certificate(s) from a PEM bundle"),
             profile_requires_approval: false,
+            four_eyes: None,
+            bound: Vec::new(),
         })
     }
 

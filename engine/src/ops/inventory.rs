@@ -307,6 +307,15 @@ operation! {
         if job.status.is_terminal() {
             return Err(Error::conflict(format!("job {} is already {}", job.id, job.status.as_str())));
         }
+        // A revocation job tells the CA what certctl already records as
+        // revoked (an approved decision): cancelling it would leave the
+        // certificate trusted at the CA. It retries, then fails visibly.
+        if job.kind == JobKind::Revocation {
+            return Err(Error::conflict(format!(
+                "job {} tells the CA about a revocation that was already decided; it cannot be cancelled (it retries with backoff and fails visibly if the CA keeps refusing)",
+                job.id
+            )));
+        }
         if !ctx.tx.transition_job(&job.id, job.status, JobStatus::Cancelled, Some("cancelled"), ctx.now).await? {
             return Err(Error::conflict(format!("job {} changed state; try again", job.id)));
         }
@@ -573,23 +582,58 @@ async fn save_profile(ctx: &mut super::Ctx<'_>, input: ProfileInput) -> Result<P
     Ok(p)
 }
 
-operation! {
-    SaveProfile {
+pub struct SaveProfile;
+
+impl super::Operation for SaveProfile {
+    type Input = ProfileInput;
+    type Output = Profile;
+    const META: super::OpMeta = super::OpMeta {
         name: "save_profile",
         title: "Create or update a profile",
         description: "Add a certificate profile: allowed key types, maximum and default validity, EKUs, name rules, approval and key generation mode. Give `id` to update one.",
-        risk: Write,
-        permission: Admin,
+        risk: super::Risk::Write,
+        permission: crate::domain::Permission::Admin,
         idempotent: false,
+        open_world: false,
         resource: "profile",
-        input: ProfileInput,
-        output: Profile,
-        subject: |i| (i.id.clone(), match &i.id {
-            None => format!("Create profile '{}'", i.name),
-            Some(id) => format!("Update profile {id}"),
-        }),
+        gateable: true,
+    };
+
+    async fn describe(ctx: &mut super::Ctx<'_>, input: &Self::Input) -> Result<super::Subject> {
+        let Some(id) = &input.id else {
+            return Ok(super::Subject {
+                summary: format!("Create profile '{}'", input.name),
+                ..Default::default()
+            });
+        };
+        let current = ctx
+            .tx
+            .profile(id)
+            .await?
+            .ok_or_else(|| Error::not_found("profile", id))?;
+        // Turning approval off for a profile lowers what every certificate
+        // under it needs: that change is approved under the rule it lifts.
+        let lowers = current.requires_approval && !input.requires_approval;
+        Ok(super::Subject {
+            resource_id: Some(id.clone()),
+            summary: if lowers {
+                format!(
+                    "Update profile {id} ({}) so that its certificates no longer need approval to be issued",
+                    current.name
+                )
+            } else {
+                format!("Update profile {id} ({})", current.name)
+            },
+            profile_requires_approval: lowers,
+            four_eyes: None,
+            bound: vec![format!(
+                "profile {id} requires_approval={}",
+                current.requires_approval
+            )],
+        })
     }
-    |ctx, input| {
+
+    async fn execute(ctx: &mut super::Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
         save_profile(ctx, input).await
     }
 }

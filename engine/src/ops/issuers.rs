@@ -111,6 +111,8 @@ impl Operation for CreateIssuer {
             resource_id: None,
             summary: format!("Create {} issuer '{}'", input.kind.as_str(), input.name),
             profile_requires_approval: false,
+            four_eyes: None,
+            bound: Vec::new(),
         })
     }
 
@@ -218,6 +220,8 @@ impl Operation for UpdateIssuer {
             resource_id: Some(r.issuer.id.clone()),
             summary: format!("Update issuer {} ({})", r.issuer.id, r.issuer.name),
             profile_requires_approval: false,
+            four_eyes: None,
+            bound: Vec::new(),
         })
     }
 

@@ -70,6 +70,8 @@ async fn subject(ctx: &mut Ctx<'_>, id: &str, verb: &str) -> Result<Subject> {
         resource_id: Some(job.id.clone()),
         summary: format!("{verb} job {} (approval {approval})", job.id),
         profile_requires_approval: false,
+        four_eyes: None,
+        bound: Vec::new(),
     })
 }
 

@@ -62,6 +62,8 @@ macro_rules! operation {
                     resource_id,
                     summary: $summary,
                     profile_requires_approval: false,
+                    four_eyes: None,
+                    bound: Vec::new(),
                 })
             }
 
@@ -79,6 +81,7 @@ mod listing;
 mod admin;
 pub(crate) mod agent_groups;
 mod agents_work;
+pub(crate) mod approval_secrets;
 mod approvals;
 mod bulk;
 mod bulk_certificates;
@@ -197,6 +200,14 @@ pub struct Subject {
     pub summary: String,
     /// The certificate's profile requires approval for this operation.
     pub profile_requires_approval: bool,
+    /// Another person must approve this call whatever the approval policy
+    /// says, for this reason (a change that lowers an approval requirement,
+    /// or grants the power to approve).
+    pub four_eyes: Option<crate::domain::approval::GateReason>,
+    /// The facts the summary describes (ids with their current versions and
+    /// serials, profile, issuer, ...). An approval stores them and runs only
+    /// while they still hold: approving what was shown, not what is there now.
+    pub bound: Vec<String>,
 }
 
 /// Work the entry point must do after a failed execution, outside the

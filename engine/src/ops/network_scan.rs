@@ -263,6 +263,8 @@ impl Operation for ScanNetworkTarget {
             resource_id: Some(input.id.clone()),
             summary: format!("Scan network target {}", input.id),
             profile_requires_approval: false,
+            four_eyes: None,
+            bound: Vec::new(),
         })
     }
 

@@ -439,6 +439,8 @@ impl Operation for SendTestNotification {
                 ch.channel.name
             ),
             profile_requires_approval: false,
+            four_eyes: None,
+            bound: Vec::new(),
         })
     }
 

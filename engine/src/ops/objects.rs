@@ -434,6 +434,8 @@ impl Operation for DeleteObject {
             resource_id: Some(input.id.clone()),
             summary,
             profile_requires_approval: false,
+            four_eyes: None,
+            bound: Vec::new(),
         })
     }
 

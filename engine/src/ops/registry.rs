@@ -43,6 +43,15 @@ pub trait DynOperation: Send + Sync {
         principal: &'a Principal,
         input: serde_json::Value,
     ) -> BoxFuture<'a, Result<Outcome<Vec<u8>>>>;
+    /// The subject of a stored input as things are now (what approving
+    /// compares with what the approval showed).
+    fn describe_approved<'a, 'c>(
+        &'a self,
+        ctx: &'a mut Ctx<'c>,
+        input: serde_json::Value,
+    ) -> BoxFuture<'a, Result<super::Subject>>
+    where
+        'c: 'a;
     /// Runs an already-approved input inside an existing transaction.
     fn execute_approved<'a, 'c>(
         &'a self,
@@ -133,6 +142,20 @@ impl<O: Operation> DynOperation for Op<O> {
         }))
     }
 
+    fn describe_approved<'a, 'c>(
+        &'a self,
+        ctx: &'a mut Ctx<'c>,
+        input: serde_json::Value,
+    ) -> BoxFuture<'a, Result<super::Subject>>
+    where
+        'c: 'a,
+    {
+        Box::pin(async move {
+            let input: O::Input = parse_input(input)?;
+            O::describe(ctx, &input).await
+        })
+    }
+
     fn execute_approved<'a, 'c>(
         &'a self,
         ctx: &'a mut Ctx<'c>,
@@ -194,6 +217,7 @@ pub fn catalogue() -> &'static [Box<dyn DynOperation>] {
             ApproveRequest,
             RejectRequest,
             CancelRequest,
+            ClaimApprovalResult,
             ExpireApprovals,
             GetAuditLog,
             VerifyAuditLog,

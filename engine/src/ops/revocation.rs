@@ -78,6 +78,8 @@ impl Operation for RevokeCertificate {
                 input.reason.as_str()
             ),
             profile_requires_approval: false,
+            four_eyes: None,
+            bound: super::certificates::facts(&c),
         })
     }
 
@@ -261,6 +263,7 @@ pub(crate) struct BulkRevoke;
 impl BulkRevoke {
     pub(crate) async fn describe(ctx: &mut Ctx<'_>, input: &BulkRevokeInput) -> Result<Subject> {
         let ids = select(ctx, &input.filter, &input.ids, input.limit).await?;
+        let bound = super::bulk::selection(ctx, &ids).await?.facts;
         Ok(Subject {
             resource_id: None,
             summary: format!(
@@ -269,6 +272,8 @@ impl BulkRevoke {
                 input.reason.as_str()
             ),
             profile_requires_approval: false,
+            four_eyes: None,
+            bound,
         })
     }
 

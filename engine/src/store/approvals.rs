@@ -8,6 +8,15 @@ use crate::domain::{Approval, ApprovalStatus};
 use crate::error::Result;
 use crate::ops::Risk;
 
+/// The columns of an approval no reader sees.
+#[derive(Debug, Default)]
+pub struct ApprovalPrivate {
+    /// The facts the approval is bound to (`None`: requested before binding).
+    pub bound: Option<Vec<String>>,
+    pub input_sealed: Option<String>,
+    pub result_sealed: Option<String>,
+}
+
 #[derive(sqlx::FromRow)]
 struct ApprovalRow {
     id: String,
@@ -145,13 +154,23 @@ impl Tx {
         row.map(ApprovalRow::into_domain).transpose()
     }
 
-    pub async fn insert_approval(&mut self, a: &Approval, input_hash: &str) -> Result<()> {
+    /// Stores a new approval: `a.input` is what readers see (secrets
+    /// replaced), `input_sealed` the full input when it holds a secret, and
+    /// `bound` the facts its summary described.
+    pub async fn insert_approval(
+        &mut self,
+        a: &Approval,
+        input_hash: &str,
+        bound: &[String],
+        input_sealed: Option<&str>,
+    ) -> Result<()> {
         let input = to_json(&a.input)?;
+        let bound = to_json(&bound)?;
         with_tx!(self, |c| {
             sqlx::query(
                 "INSERT INTO approvals (id, operation, input, input_hash, summary, risk, gate_reason, resource_type, \
-                 resource_id, requested_by, status, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                 resource_id, requested_by, status, created_at, expires_at, bound_state, input_sealed) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             )
             .bind(&a.id)
             .bind(&a.operation)
@@ -166,10 +185,66 @@ impl Tx {
             .bind(a.status.as_str())
             .bind(a.created_at)
             .bind(a.expires_at)
+            .bind(&bound)
+            .bind(input_sealed)
             .execute(c)
             .await?;
         });
         Ok(())
+    }
+
+    /// What an approval keeps from its readers: the facts it is bound to
+    /// and its sealed input and result.
+    pub async fn approval_private(&mut self, id: &str) -> Result<ApprovalPrivate> {
+        let row: Option<(Option<String>, Option<String>, Option<String>)> = with_tx!(self, |c| {
+            sqlx::query_as(
+                "SELECT bound_state, input_sealed, result_sealed FROM approvals WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(c)
+            .await?
+        });
+        let (bound, input_sealed, result_sealed) = row.unwrap_or_default();
+        Ok(ApprovalPrivate {
+            bound: bound
+                .as_deref()
+                .map(|b| json_col(b, "approval bound state"))
+                .transpose()?,
+            input_sealed,
+            result_sealed,
+        })
+    }
+
+    /// Keeps an executed approval's full result sealed for its requester.
+    pub async fn set_approval_result_sealed(&mut self, id: &str, sealed: &str) -> Result<()> {
+        with_tx!(self, |c| {
+            sqlx::query("UPDATE approvals SET result_sealed = $1 WHERE id = $2")
+                .bind(sealed)
+                .bind(id)
+                .execute(c)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Takes the sealed result away (its requester collected it). Returns it,
+    /// or `None` when there was none or someone took it first.
+    pub async fn take_approval_result_sealed(&mut self, id: &str) -> Result<Option<String>> {
+        let sealed = self.approval_private(id).await?.result_sealed;
+        let Some(sealed) = sealed else {
+            return Ok(None);
+        };
+        let n = with_tx!(self, |c| {
+            sqlx::query(
+                "UPDATE approvals SET result_sealed = NULL WHERE id = $1 AND result_sealed = $2",
+            )
+            .bind(id)
+            .bind(&sealed)
+            .execute(c)
+            .await?
+            .rows_affected()
+        });
+        Ok((n == 1).then_some(sealed))
     }
 
     /// Moves a pending approval to a decided status. Returns false when it was

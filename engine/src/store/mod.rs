@@ -45,6 +45,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub use approvals::ApprovalPrivate;
 pub use audit::{AuditFilter, NewAuditEvent};
 pub use bulk::BulkRun;
 pub use certificates::{CertificateFilter, CertificateSort, NewVersion};
