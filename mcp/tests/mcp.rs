@@ -21,6 +21,9 @@ use rmcp::service::{RequestContext, RoleClient, RunningService};
 use rmcp::{ClientHandler, ErrorData as McpError, ServiceExt};
 use serde_json::{Value, json};
 
+#[path = "mcp/adversarial.rs"]
+mod adversarial;
+
 /// A client that answers confirmations the way a test tells it to.
 #[derive(Clone)]
 struct TestClient {
@@ -914,6 +917,11 @@ async fn every_tool_runs() {
         ),
         (
             "cancel_request",
+            json!({"approval_id": "ap-missing"}),
+            "list_approvals",
+        ),
+        (
+            "claim_approval_result",
             json!({"approval_id": "ap-missing"}),
             "list_approvals",
         ),
