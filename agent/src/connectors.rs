@@ -40,8 +40,12 @@ impl Material {
 /// A deployment target type.
 pub trait Connector {
     /// The files, validation and reload for this material.
-    fn plan(&self, config: &TargetConfig, m: &Material, policy: &ExecPolicy)
-    -> Result<Plan, Failure>;
+    fn plan(
+        &self,
+        config: &TargetConfig,
+        m: &Material,
+        policy: &ExecPolicy,
+    ) -> Result<Plan, Failure>;
 }
 
 /// The connector for a kind.
@@ -248,8 +252,8 @@ impl Connector for Caddy {
         policy: &ExecPolicy,
     ) -> Result<Plan, Failure> {
         let bin = policy.program(TargetKind::Caddy, config.binary.as_deref())?;
-        let conf = config_file(config, policy)?
-            .unwrap_or_else(|| PathBuf::from("/etc/caddy/Caddyfile"));
+        let conf =
+            config_file(config, policy)?.unwrap_or_else(|| PathBuf::from("/etc/caddy/Caddyfile"));
         let mut base: Vec<&OsStr> = vec!["--config".as_ref(), conf.as_os_str()];
         if let Some(a) = &config.adapter {
             base.extend(["--adapter".as_ref(), OsStr::new(a.as_str())]);

@@ -193,10 +193,17 @@ mod tests {
             p.program(nginx, Some(Path::new("nginx"))).unwrap(),
             PathBuf::from("nginx")
         );
-        for bad in ["/bin/sh", "sh", "/tmp/x/nginx", "apache2ctl", "/usr/bin/env"] {
+        for bad in [
+            "/bin/sh",
+            "sh",
+            "/tmp/x/nginx",
+            "apache2ctl",
+            "/usr/bin/env",
+        ] {
             let e = p.program(nginx, Some(Path::new(bad))).unwrap_err();
             assert!(
-                e.reason.contains("is not a program this agent runs for nginx targets")
+                e.reason
+                    .contains("is not a program this agent runs for nginx targets")
                     && e.reason.contains(&format!("--allow-program nginx={bad}")),
                 "{bad}: {}",
                 e.reason
@@ -223,7 +230,10 @@ mod tests {
             );
         }
         assert!(p.program(nginx, Some(Path::new("openresty"))).is_ok());
-        assert!(p.program(nginx, Some(Path::new("/usr/sbin/nginx"))).is_err());
+        assert!(
+            p.program(nginx, Some(Path::new("/usr/sbin/nginx")))
+                .is_err()
+        );
     }
 
     #[test]
@@ -267,7 +277,9 @@ mod tests {
         std::os::unix::fs::symlink(outside.join("shadow"), root.join("link.conf")).unwrap();
         std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
         let p = policy(&[], &[&root]);
-        let real = p.config_file("config_file", &root.join("nginx.conf")).unwrap();
+        let real = p
+            .config_file("config_file", &root.join("nginx.conf"))
+            .unwrap();
         assert_eq!(real, root.canonicalize().unwrap().join("nginx.conf"));
         for bad in [
             outside.join("shadow"),

@@ -9,8 +9,8 @@ use anyhow::Context;
 use clap::Args;
 
 use super::GlobalArgs;
-use certctl_agent::{AgentConfig, AllowedProgram, DeployRoots, ExecPolicy};
 use certctl_agent::Agent;
+use certctl_agent::{AgentConfig, AllowedProgram, DeployRoots, ExecPolicy};
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {

@@ -842,7 +842,11 @@ async fn bad_targets_fail_their_jobs_and_the_agent_keeps_running() {
     // The host allows the missing program, so the job gets as far as running it.
     rig.start_agent_with(
         &root,
-        &["--allow-program", "nginx=nginx,nginx=/nonexistent/sbin/nginx"].map(std::ffi::OsStr::new),
+        &[
+            "--allow-program",
+            "nginx=nginx,nginx=/nonexistent/sbin/nginx",
+        ]
+        .map(std::ffi::OsStr::new),
     );
     let jobs = until("every deployment job to end", async || {
         let jobs = call(

@@ -189,8 +189,8 @@ fn check_binary(kind: TargetKind, b: &Path) -> Result<()> {
             kind.as_str()
         )));
     }
-    let plain_name = b.components().count() == 1
-        && matches!(b.components().next(), Some(Component::Normal(_)));
+    let plain_name =
+        b.components().count() == 1 && matches!(b.components().next(), Some(Component::Normal(_)));
     if !plain_name {
         check_path(b).map_err(|_| {
             Error::invalid(format!(

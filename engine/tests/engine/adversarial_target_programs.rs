@@ -92,9 +92,30 @@ async fn save_target_refuses_programs_that_are_not_the_kinds(h: &Harness) {
         assert_refused(h, "nginx", None, with(json!({"binary": binary})), "binary").await;
     }
     // Another kind's program.
-    assert_refused(h, "nginx", None, with(json!({"binary": "apache2ctl"})), "binary").await;
-    assert_refused(h, "apache", None, with(json!({"binary": "/usr/sbin/nginx"})), "binary").await;
-    assert_refused(h, "caddy", None, with(json!({"binary": "haproxy"})), "binary").await;
+    assert_refused(
+        h,
+        "nginx",
+        None,
+        with(json!({"binary": "apache2ctl"})),
+        "binary",
+    )
+    .await;
+    assert_refused(
+        h,
+        "apache",
+        None,
+        with(json!({"binary": "/usr/sbin/nginx"})),
+        "binary",
+    )
+    .await;
+    assert_refused(
+        h,
+        "caddy",
+        None,
+        with(json!({"binary": "haproxy"})),
+        "binary",
+    )
+    .await;
     // A kind that runs no program takes no binary.
     let traefik = json!({"cert_path": "/etc/traefik/a.pem", "key_path": "/etc/traefik/a.key",
                          "dynamic_config_path": "/etc/traefik/d/c.yml", "binary": "/bin/sh"});
@@ -107,7 +128,14 @@ async fn save_target_refuses_programs_that_are_not_the_kinds(h: &Harness) {
         Ok(Outcome::Completed { result }) => result,
         other => panic!("a kind's own program is accepted: {other:?}"),
     };
-    assert_refused(h, "nginx", Some(&t.id), with(json!({"binary": "/bin/sh"})), "binary").await;
+    assert_refused(
+        h,
+        "nginx",
+        Some(&t.id),
+        with(json!({"binary": "/bin/sh"})),
+        "binary",
+    )
+    .await;
     // The kind's programs by name or by absolute path are fine.
     for (i, (kind, binary)) in [
         ("nginx", "nginx"),
@@ -123,7 +151,11 @@ async fn save_target_refuses_programs_that_are_not_the_kinds(h: &Harness) {
         if kind == "haproxy" {
             c = json!({"pem_path": "/etc/haproxy/a.pem", "binary": binary});
         }
-        let r = save(h, json!({"name": format!("ok-{i}"), "kind": kind, "config": c})).await;
+        let r = save(
+            h,
+            json!({"name": format!("ok-{i}"), "kind": kind, "config": c}),
+        )
+        .await;
         assert!(
             matches!(r, Ok(Outcome::Completed { .. })),
             "{kind} {binary}: {r:?}"
@@ -178,6 +210,13 @@ async fn save_target_refuses_values_that_reach_an_option_position(h: &Harness) {
         .await;
     }
     for adapter in ["", "-x", "caddyfile --watch"] {
-        assert_refused(h, "caddy", None, base(json!({"adapter": adapter})), "adapter").await;
+        assert_refused(
+            h,
+            "caddy",
+            None,
+            base(json!({"adapter": adapter})),
+            "adapter",
+        )
+        .await;
     }
 }
