@@ -324,3 +324,6 @@ mod replicas;
 
 #[path = "e2e/agent_restart.rs"]
 mod agent_restart;
+
+#[path = "e2e/adversarial_agent.rs"]
+mod adversarial_agent;

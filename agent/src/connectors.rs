@@ -1,7 +1,10 @@
 //! One connector per target kind behind one trait. Each turns the target's
 //! settings (set by an admin on the control plane) and the certificate into
 //! a [`Plan`]: which files, which validation, which reload. Programs and
-//! arguments follow from the kind and the settings only.
+//! arguments follow from the kind and the settings only, and only as far as
+//! the agent's [`ExecPolicy`] allows: the program must be one it allows for
+//! the kind and the configuration and pid files must lie below its config
+//! roots, checked here, before any file is written or process started.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -11,6 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::Failure;
 use crate::deploy::{Cmd, Plan, PlannedFile, Reload};
+use crate::policy::ExecPolicy;
 
 /// What gets deployed: the leaf, its chain and the key (PEM).
 pub struct Material {
@@ -36,7 +40,12 @@ impl Material {
 /// A deployment target type.
 pub trait Connector {
     /// The files, validation and reload for this material.
-    fn plan(&self, config: &TargetConfig, m: &Material) -> Result<Plan, Failure>;
+    fn plan(
+        &self,
+        config: &TargetConfig,
+        m: &Material,
+        policy: &ExecPolicy,
+    ) -> Result<Plan, Failure>;
 }
 
 /// The connector for a kind.
@@ -72,11 +81,13 @@ fn key_file(path: &Path, m: &Material) -> PlannedFile {
     }
 }
 
-fn program(config: &TargetConfig, default: &str) -> PathBuf {
+/// The target's configuration file, checked against the policy (its real path).
+fn config_file(config: &TargetConfig, policy: &ExecPolicy) -> Result<Option<PathBuf>, Failure> {
     config
-        .binary
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(default))
+        .config_file
+        .as_deref()
+        .map(|c| policy.config_file("config_file", c))
+        .transpose()
 }
 
 /// Leaf plus chain in `cert_path` (or the chain apart in `chain_path`) and the key.
@@ -98,10 +109,16 @@ fn cert_key_files(config: &TargetConfig, m: &Material) -> Result<Vec<PlannedFile
 struct Nginx;
 
 impl Connector for Nginx {
-    fn plan(&self, config: &TargetConfig, m: &Material) -> Result<Plan, Failure> {
-        let bin = program(config, "nginx");
+    fn plan(
+        &self,
+        config: &TargetConfig,
+        m: &Material,
+        policy: &ExecPolicy,
+    ) -> Result<Plan, Failure> {
+        let bin = policy.program(TargetKind::Nginx, config.binary.as_deref())?;
+        let conf = config_file(config, policy)?;
         let mut base: Vec<&OsStr> = Vec::new();
-        if let Some(c) = &config.config_file {
+        if let Some(c) = &conf {
             base.extend(["-c".as_ref(), c.as_os_str()]);
         }
         let with = |extra: &[&str]| {
@@ -120,17 +137,17 @@ impl Connector for Nginx {
 struct Apache;
 
 impl Connector for Apache {
-    fn plan(&self, config: &TargetConfig, m: &Material) -> Result<Plan, Failure> {
-        let bin = config.binary.clone().unwrap_or_else(|| {
-            // Debian names it apache2ctl; other systems apachectl.
-            if which("apache2ctl") {
-                "apache2ctl".into()
-            } else {
-                "apachectl".into()
-            }
-        });
+    fn plan(
+        &self,
+        config: &TargetConfig,
+        m: &Material,
+        policy: &ExecPolicy,
+    ) -> Result<Plan, Failure> {
+        // Without a binary: apache2ctl (Debian) or apachectl, whichever is installed.
+        let bin = policy.program(TargetKind::Apache, config.binary.as_deref())?;
+        let conf = config_file(config, policy)?;
         let mut base: Vec<&OsStr> = Vec::new();
-        if let Some(c) = &config.config_file {
+        if let Some(c) = &conf {
             base.extend(["-f".as_ref(), c.as_os_str()]);
         }
         let with = |extra: &[&str]| {
@@ -149,16 +166,25 @@ impl Connector for Apache {
 struct Haproxy;
 
 impl Connector for Haproxy {
-    fn plan(&self, config: &TargetConfig, m: &Material) -> Result<Plan, Failure> {
+    fn plan(
+        &self,
+        config: &TargetConfig,
+        m: &Material,
+        policy: &ExecPolicy,
+    ) -> Result<Plan, Failure> {
         let pem = required(&config.pem_path, "pem_path")?;
         let mut combined = m.full_chain();
         combined.extend_from_slice(m.key_pem.trim_end().as_bytes());
         combined.push(b'\n');
-        let bin = program(config, "haproxy");
-        let conf = config
-            .config_file
-            .clone()
+        let bin = policy.program(TargetKind::Haproxy, config.binary.as_deref())?;
+        // The packaged default is the agent's own choice, not a target's.
+        let conf = config_file(config, policy)?
             .unwrap_or_else(|| PathBuf::from("/etc/haproxy/haproxy.cfg"));
+        let pid_file = config
+            .pid_file
+            .as_deref()
+            .map(|p| policy.config_file("pid_file", p))
+            .transpose()?;
         Ok(Plan {
             files: vec![PlannedFile {
                 path: pem.to_path_buf(),
@@ -169,8 +195,8 @@ impl Connector for Haproxy {
                 &bin,
                 &["-c".as_ref(), "-f".as_ref(), conf.as_os_str()],
             )),
-            reload: match &config.pid_file {
-                Some(p) => Reload::SignalPidFile(p.clone()),
+            reload: match pid_file {
+                Some(p) => Reload::SignalPidFile(p),
                 None => Reload::Command(Cmd::new(
                     "systemctl",
                     &["reload".as_ref(), "haproxy".as_ref()],
@@ -183,7 +209,12 @@ impl Connector for Haproxy {
 struct Traefik;
 
 impl Connector for Traefik {
-    fn plan(&self, config: &TargetConfig, m: &Material) -> Result<Plan, Failure> {
+    fn plan(
+        &self,
+        config: &TargetConfig,
+        m: &Material,
+        _policy: &ExecPolicy,
+    ) -> Result<Plan, Failure> {
         let cert = required(&config.cert_path, "cert_path")?;
         let key = required(&config.key_path, "key_path")?;
         let dynamic = required(&config.dynamic_config_path, "dynamic_config_path")?;
@@ -214,12 +245,15 @@ impl Connector for Traefik {
 struct Caddy;
 
 impl Connector for Caddy {
-    fn plan(&self, config: &TargetConfig, m: &Material) -> Result<Plan, Failure> {
-        let bin = program(config, "caddy");
-        let conf = config
-            .config_file
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/etc/caddy/Caddyfile"));
+    fn plan(
+        &self,
+        config: &TargetConfig,
+        m: &Material,
+        policy: &ExecPolicy,
+    ) -> Result<Plan, Failure> {
+        let bin = policy.program(TargetKind::Caddy, config.binary.as_deref())?;
+        let conf =
+            config_file(config, policy)?.unwrap_or_else(|| PathBuf::from("/etc/caddy/Caddyfile"));
         let mut base: Vec<&OsStr> = vec!["--config".as_ref(), conf.as_os_str()];
         if let Some(a) = &config.adapter {
             base.extend(["--adapter".as_ref(), OsStr::new(a.as_str())]);
@@ -250,7 +284,12 @@ impl Connector for Caddy {
 struct Unsupported(TargetKind);
 
 impl Connector for Unsupported {
-    fn plan(&self, _config: &TargetConfig, _m: &Material) -> Result<Plan, Failure> {
+    fn plan(
+        &self,
+        _config: &TargetConfig,
+        _m: &Material,
+        _policy: &ExecPolicy,
+    ) -> Result<Plan, Failure> {
         Err(Failure::new(format!(
             "the {} connector is not supported on this platform yet",
             match self.0 {
@@ -262,14 +301,11 @@ impl Connector for Unsupported {
     }
 }
 
-fn which(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::paths::DeployRoots;
+    use crate::policy::AllowedProgram;
 
     fn material() -> Material {
         Material {
@@ -280,19 +316,35 @@ mod tests {
         }
     }
 
+    fn policy(roots: &[&Path]) -> ExecPolicy {
+        ExecPolicy::new(
+            Vec::new(),
+            DeployRoots::new(roots.iter().map(|r| r.to_path_buf()).collect()),
+        )
+    }
+
+    fn config(v: serde_json::Value) -> TargetConfig {
+        serde_json::from_value(v).unwrap()
+    }
+
     #[test]
     fn commands_follow_from_kind_and_config() {
-        let c: TargetConfig = serde_json::from_value(serde_json::json!({
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("test.conf");
+        std::fs::write(&conf, b"").unwrap();
+        let c = config(serde_json::json!({
             "cert_path": "/etc/nginx/a.pem", "key_path": "/etc/nginx/a.key",
-            "config_file": "/etc/nginx/test.conf"
-        }))
-        .unwrap();
-        let p = for_kind(TargetKind::Nginx).plan(&c, &material()).unwrap();
+            "config_file": conf
+        }));
+        let p = for_kind(TargetKind::Nginx)
+            .plan(&c, &material(), &policy(&[dir.path()]))
+            .unwrap();
         let v = p.validate.unwrap();
         assert_eq!(v.program, PathBuf::from("nginx"));
+        let real = conf.canonicalize().unwrap();
         assert_eq!(
             v.args,
-            ["-c", "/etc/nginx/test.conf", "-t"].map(std::ffi::OsString::from)
+            [OsStr::new("-c"), real.as_os_str(), OsStr::new("-t")].map(OsStr::to_os_string)
         );
         assert_eq!(&p.files[0].bytes[..], b"LEAF\nCHAIN\n");
         assert_eq!(p.files[1].new_mode, 0o600);
@@ -300,19 +352,91 @@ mod tests {
 
     #[test]
     fn haproxy_gets_one_combined_private_pem() {
-        let c: TargetConfig =
-            serde_json::from_value(serde_json::json!({"pem_path": "/etc/haproxy/site.pem"}))
-                .unwrap();
-        let p = for_kind(TargetKind::Haproxy).plan(&c, &material()).unwrap();
+        let c = config(serde_json::json!({"pem_path": "/etc/haproxy/site.pem"}));
+        let p = for_kind(TargetKind::Haproxy)
+            .plan(&c, &material(), &policy(&[]))
+            .unwrap();
         assert_eq!(&p.files[0].bytes[..], b"LEAF\nCHAIN\nKEY\n");
         assert_eq!(p.files[0].new_mode, 0o600);
+    }
+
+    /// A program or a file the policy does not allow yields no plan at all:
+    /// nothing is written and nothing runs.
+    #[test]
+    fn the_policy_decides_programs_and_config_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (etc, other) = (dir.path().join("etc"), dir.path().join("other"));
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        for f in [etc.join("a.conf"), other.join("b.conf"), etc.join("pid")] {
+            std::fs::write(f, b"").unwrap();
+        }
+        let files = serde_json::json!({"cert_path": "/etc/x/a.pem", "key_path": "/etc/x/a.key"});
+        let with = |extra: serde_json::Value| {
+            let mut c = files.clone();
+            c.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            config(c)
+        };
+        let p = policy(&[&etc]);
+        let refused = |kind: TargetKind, c: &TargetConfig, p: &ExecPolicy| {
+            for_kind(kind).plan(c, &material(), p).err().unwrap().reason
+        };
+        for kind in [TargetKind::Nginx, TargetKind::Apache, TargetKind::Caddy] {
+            let r = refused(kind, &with(serde_json::json!({"binary": "/bin/sh"})), &p);
+            assert!(r.contains("--allow-program"), "{r}");
+            let r = refused(
+                kind,
+                &with(serde_json::json!({"config_file": other.join("b.conf")})),
+                &p,
+            );
+            assert!(r.contains("outside the agent's config roots"), "{r}");
+        }
+        let haproxy = |extra: serde_json::Value| {
+            let mut c = serde_json::json!({"pem_path": "/etc/x/a.pem"});
+            c.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            config(c)
+        };
+        let r = refused(
+            TargetKind::Haproxy,
+            &haproxy(serde_json::json!({"pid_file": other.join("b.conf")})),
+            &p,
+        );
+        assert!(r.contains("config.pid_file"), "{r}");
+        let ok = for_kind(TargetKind::Haproxy)
+            .plan(
+                &haproxy(serde_json::json!({"pid_file": etc.join("pid")})),
+                &material(),
+                &p,
+            )
+            .unwrap();
+        assert!(matches!(ok.reload, Reload::SignalPidFile(_)));
+        // The agent host allows another program: the target may name it.
+        let opt = ExecPolicy::new(
+            vec![AllowedProgram::parse("nginx=/opt/nginx/sbin/nginx").unwrap()],
+            DeployRoots::new(vec![etc.clone()]),
+        );
+        let plan = for_kind(TargetKind::Nginx)
+            .plan(
+                &with(serde_json::json!({"binary": "/opt/nginx/sbin/nginx"})),
+                &material(),
+                &opt,
+            )
+            .unwrap();
+        assert_eq!(
+            plan.validate.unwrap().program,
+            PathBuf::from("/opt/nginx/sbin/nginx")
+        );
     }
 
     #[test]
     fn f5_and_iis_say_they_are_not_supported_here() {
         for k in [TargetKind::F5, TargetKind::Iis] {
             let err = for_kind(k)
-                .plan(&TargetConfig::default(), &material())
+                .plan(&TargetConfig::default(), &material(), &policy(&[]))
                 .err()
                 .unwrap();
             assert!(err.reason.contains("not supported on this platform yet"));

@@ -125,10 +125,15 @@ impl Reload {
                 let text = std::fs::read_to_string(p).map_err(|e| {
                     Failure::new(format!("cannot read pid file {}: {e}", p.display()))
                 })?;
-                let pid: u32 = text
-                    .trim()
-                    .parse()
-                    .map_err(|_| Failure::new(format!("pid file {} holds no pid", p.display())))?;
+                // 0 would signal the agent's own process group, 1 init.
+                let pid: u32 =
+                    text.trim()
+                        .parse()
+                        .ok()
+                        .filter(|pid| *pid > 1)
+                        .ok_or_else(|| {
+                            Failure::new(format!("pid file {} holds no server pid", p.display()))
+                        })?;
                 Cmd::new("kill", &["-USR2".as_ref(), pid.to_string().as_ref()])
                     .run()
                     .await

@@ -5,13 +5,16 @@
 //! the targets an admin configured, verifies what they serve, puts ACME
 //! HTTP-01 tokens in place for the CA, and reports each step. It listens
 //! only when told to (`http01_listen`, for HTTP-01 tokens, and nothing else). It must never send key material to the control plane, never write
-//! outside its deploy roots, and never run a command a job could choose.
+//! outside its deploy roots, and never run a program its own execution
+//! policy ([`ExecPolicy`]) does not allow: a job or a target only chooses
+//! among what this host allows.
 
 pub mod challenge;
 pub mod connectors;
 pub mod deploy;
 pub mod discover;
 pub mod paths;
+pub mod policy;
 pub mod state;
 pub mod verify;
 
@@ -27,6 +30,7 @@ use certctl_engine::store::WorkItem;
 use serde_json::json;
 
 pub use paths::DeployRoots;
+pub use policy::{AllowedProgram, ExecPolicy};
 use state::{JobState, KeyDir};
 
 /// Why a step failed, in a sentence for the job's reason.
@@ -73,6 +77,9 @@ pub struct AgentConfig {
     pub key_dir: PathBuf,
     pub discovery_dirs: Vec<PathBuf>,
     pub deploy_roots: DeployRoots,
+    /// The programs targets may run and where their configuration files
+    /// may lie: this host's choice, never the control plane's.
+    pub exec: ExecPolicy,
     pub poll_interval: Duration,
     /// How long to wait for a target to serve a new certificate.
     pub verify_timeout: Duration,
@@ -95,6 +102,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("key_dir", &self.key_dir)
             .field("discovery_dirs", &self.discovery_dirs)
             .field("deploy_roots", &self.deploy_roots)
+            .field("exec", &self.exec)
             .field("discovery_interval", &self.discovery_interval)
             .field("labels", &self.labels)
             .field("http01_listen", &self.http01_listen)
@@ -460,7 +468,7 @@ impl Agent {
             key_pem,
             fingerprint: fingerprint.clone(),
         };
-        let plan = connectors::for_kind(target.kind).plan(&config, &material)?;
+        let plan = connectors::for_kind(target.kind).plan(&config, &material, &self.config.exec)?;
         let deployed = deploy::apply(plan, &self.config.deploy_roots).await?;
         if let Some(endpoint) = &config.verify_endpoint {
             let sni = config

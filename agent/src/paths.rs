@@ -31,6 +31,22 @@ impl DeployRoots {
         Self(DEFAULT_ROOTS.iter().map(PathBuf::from).collect())
     }
 
+    /// Whether the real (symlink-free) path `real` lies below a root.
+    pub fn holds(&self, real: &Path) -> bool {
+        self.0
+            .iter()
+            .any(|root| root.canonicalize().is_ok_and(|r| real.starts_with(&r)))
+    }
+
+    /// The roots, for messages.
+    pub fn describe(&self) -> String {
+        self.0
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Checks that `dir` is an existing directory below a root once
     /// symlinks are resolved; returns its real path.
     pub fn check_dir(&self, dir: &Path) -> Result<PathBuf, Failure> {

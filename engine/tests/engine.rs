@@ -5,6 +5,7 @@ mod engine {
     pub mod support;
 
     mod adversarial_approvals;
+    mod adversarial_target_programs;
     mod agent_groups;
     mod approvals;
     mod audit;

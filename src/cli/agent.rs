@@ -9,7 +9,8 @@ use anyhow::Context;
 use clap::Args;
 
 use super::GlobalArgs;
-use certctl_agent::{Agent, AgentConfig, DeployRoots};
+use certctl_agent::Agent;
+use certctl_agent::{AgentConfig, AllowedProgram, DeployRoots, ExecPolicy};
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -33,6 +34,23 @@ pub struct AgentArgs {
     /// [default: /etc/ssl, /etc/pki, /etc/nginx, /etc/apache2, /etc/httpd, /etc/haproxy, /etc/traefik, /etc/caddy].
     #[arg(long, env = "CERTCTL_DEPLOY_ROOTS", value_delimiter = ',')]
     pub deploy_roots: Vec<PathBuf>,
+    /// A program targets of a kind may run, `KIND=PROGRAM` (a name looked
+    /// up on PATH, or an absolute path); repeatable, comma-separated in the
+    /// variable. A kind named here runs only the programs given for it;
+    /// the others keep their defaults (nginx: nginx; apache: apache2ctl,
+    /// apachectl; haproxy: haproxy; caddy: caddy).
+    #[arg(
+        long = "allow-program",
+        env = "CERTCTL_AGENT_PROGRAMS",
+        value_name = "KIND=PROGRAM",
+        value_delimiter = ',',
+        value_parser = AllowedProgram::parse
+    )]
+    pub allow_programs: Vec<AllowedProgram>,
+    /// Directories a target's server configuration and pid files may lie
+    /// below (comma-separated) [default: the deploy roots].
+    #[arg(long, env = "CERTCTL_AGENT_CONFIG_ROOTS", value_delimiter = ',')]
+    pub config_roots: Vec<PathBuf>,
     /// Seconds between polls of the control plane.
     #[arg(long, env = "CERTCTL_AGENT_POLL_SECONDS", default_value_t = 30.0)]
     pub poll_seconds: f64,
@@ -70,17 +88,24 @@ pub async fn agent(global: &GlobalArgs, args: &AgentArgs) -> anyhow::Result<Exit
             ))
         }
     };
+    let deploy_roots = if args.deploy_roots.is_empty() {
+        DeployRoots::defaults()
+    } else {
+        DeployRoots::new(args.deploy_roots.clone())
+    };
+    let config_roots = if args.config_roots.is_empty() {
+        deploy_roots.clone()
+    } else {
+        DeployRoots::new(args.config_roots.clone())
+    };
     let config = AgentConfig {
         server: global.server.clone(),
         agent_id: args.agent_id.clone(),
         api_key: key.expose().to_owned(),
         key_dir: args.key_dir.clone(),
         discovery_dirs: args.discovery_dirs.clone(),
-        deploy_roots: if args.deploy_roots.is_empty() {
-            DeployRoots::defaults()
-        } else {
-            DeployRoots::new(args.deploy_roots.clone())
-        },
+        deploy_roots,
+        exec: ExecPolicy::new(args.allow_programs.clone(), config_roots),
         poll_interval: seconds(args.poll_seconds, "--poll-seconds")?,
         verify_timeout: seconds(args.verify_seconds, "--verify-seconds")?,
         discovery_interval: seconds(args.discovery_seconds, "--discovery-seconds")?,

@@ -839,7 +839,15 @@ async fn bad_targets_fail_their_jobs_and_the_agent_keeps_running() {
     .await;
     let cert = c["id"].as_str().unwrap().to_owned();
     call(&rig.admin, "renew_certificate", json!({"id": cert})).await;
-    rig.start_agent(&root);
+    // The host allows the missing program, so the job gets as far as running it.
+    rig.start_agent_with(
+        &root,
+        &[
+            "--allow-program",
+            "nginx=nginx,nginx=/nonexistent/sbin/nginx",
+        ]
+        .map(std::ffi::OsStr::new),
+    );
     let jobs = until("every deployment job to end", async || {
         let jobs = call(
             &rig.admin,

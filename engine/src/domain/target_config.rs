@@ -87,7 +87,7 @@ impl TargetConfig {
                 Error::invalid(format!("invalid {} target config: {e}", kind.as_str()))
             })?,
         };
-        c.check_values()?;
+        c.check_values(kind)?;
         Ok(c)
     }
 
@@ -119,40 +119,35 @@ impl TargetConfig {
         Ok(())
     }
 
-    fn check_values(&self) -> Result<()> {
+    fn check_values(&self, kind: TargetKind) -> Result<()> {
         let c = self;
-        for p in [
-            &c.cert_path,
-            &c.key_path,
-            &c.chain_path,
-            &c.pem_path,
-            &c.dynamic_config_path,
-            &c.config_file,
-            &c.pid_file,
-            &c.acme_webroot,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            check_path(p)?;
+        for (field, p) in [
+            ("cert_path", &c.cert_path),
+            ("key_path", &c.key_path),
+            ("chain_path", &c.chain_path),
+            ("pem_path", &c.pem_path),
+            ("dynamic_config_path", &c.dynamic_config_path),
+            ("config_file", &c.config_file),
+            ("pid_file", &c.pid_file),
+            ("acme_webroot", &c.acme_webroot),
+        ] {
+            if let Some(p) = p {
+                check_path(p).map_err(|e| Error::invalid(format!("config.{field}: {e}")))?;
+            }
         }
         if let Some(b) = &c.binary {
-            let plain_name = b.components().count() == 1
-                && matches!(b.components().next(), Some(Component::Normal(_)));
-            if !plain_name {
-                check_path(b)?;
-            }
+            check_binary(kind, b)?;
+        }
+        // The configuration file is an argument of the server's program,
+        // and apachectl is a shell script that word-splits its arguments.
+        if let Some(f) = &c.config_file {
+            check_argument("config.config_file", f)?;
         }
         if let Some(a) = &c.admin_address {
-            let host = a.rsplit_once(':').map(|(h, _)| h).unwrap_or(a);
-            if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
-                return Err(Error::invalid(
-                    "config.admin_address must be a loopback host:port",
-                ));
-            }
+            check_admin_address(a)?;
         }
         if let Some(a) = &c.adapter
-            && !a.chars().all(|ch| ch.is_ascii_alphanumeric())
+            && (a.is_empty() || !a.chars().all(|ch| ch.is_ascii_alphanumeric()))
         {
             return Err(Error::invalid(
                 "config.adapter must be a plain adapter name",
@@ -167,6 +162,87 @@ impl TargetConfig {
         }
         Ok(())
     }
+}
+
+/// The programs a kind's connector runs, by file name (the agent's
+/// defaults, and the only names `config.binary` may have). Kinds that run
+/// no program have none.
+pub fn kind_programs(kind: TargetKind) -> &'static [&'static str] {
+    match kind {
+        TargetKind::Nginx => &["nginx"],
+        // Debian names it apache2ctl; other systems apachectl.
+        TargetKind::Apache => &["apache2ctl", "apachectl"],
+        TargetKind::Haproxy => &["haproxy"],
+        TargetKind::Caddy => &["caddy"],
+        TargetKind::Traefik | TargetKind::F5 | TargetKind::Iis => &[],
+    }
+}
+
+/// `binary` is the kind's program, by plain name or by an absolute,
+/// normalized path ending in that name. Which exact program runs is still
+/// the agent's choice: it runs only what its policy allows.
+fn check_binary(kind: TargetKind, b: &Path) -> Result<()> {
+    let names = kind_programs(kind);
+    if names.is_empty() {
+        return Err(Error::invalid(format!(
+            "config.binary is not used by {} targets: they run no program",
+            kind.as_str()
+        )));
+    }
+    let plain_name =
+        b.components().count() == 1 && matches!(b.components().next(), Some(Component::Normal(_)));
+    if !plain_name {
+        check_path(b).map_err(|_| {
+            Error::invalid(format!(
+                "config.binary {} must be a program name or an absolute path without '.' or '..'",
+                b.display()
+            ))
+        })?;
+    }
+    check_argument("config.binary", b)?;
+    let name = b.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    if !names.contains(&name) {
+        return Err(Error::invalid(format!(
+            "config.binary {} is not a {} program: it must be named {}",
+            b.display(),
+            kind.as_str(),
+            names.join(" or ")
+        )));
+    }
+    Ok(())
+}
+
+/// A value the agent passes as a program argument: printable characters
+/// that no shell or wrapper script splits or expands, and never an option.
+fn check_argument(field: &str, p: &Path) -> Result<()> {
+    let text = p.to_str().unwrap_or_default();
+    let plain = !text.is_empty()
+        && !text.starts_with('-')
+        && text
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "/._+-@,:=%".contains(ch));
+    if !plain {
+        return Err(Error::invalid(format!(
+            "{field} {text:?} may hold only letters, digits and / . _ + - @ , : = %, and must not start with '-'"
+        )));
+    }
+    Ok(())
+}
+
+/// A loopback `host:port`: it becomes the value of `caddy reload --address`.
+fn check_admin_address(a: &str) -> Result<()> {
+    let ok = a.rsplit_once(':').is_some_and(|(host, port)| {
+        matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+            && !port.is_empty()
+            && port.chars().all(|ch| ch.is_ascii_digit())
+            && port.parse::<u16>().is_ok()
+    });
+    if !ok {
+        return Err(Error::invalid(
+            "config.admin_address must be a loopback host:port",
+        ));
+    }
+    Ok(())
 }
 
 /// An absolute, normalized path: no `..`, no `.`, no empty parts.
