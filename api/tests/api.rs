@@ -6,6 +6,8 @@ mod support;
 
 #[path = "api/actions.rs"]
 mod actions;
+#[path = "api/adversarial_est.rs"]
+mod adversarial_est;
 
 #[path = "api/certificates.rs"]
 mod certificates;
