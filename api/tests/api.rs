@@ -8,6 +8,8 @@ mod support;
 mod actions;
 #[path = "api/adversarial_est.rs"]
 mod adversarial_est;
+#[path = "api/adversarial_export.rs"]
+mod adversarial_export;
 
 #[path = "api/certificates.rs"]
 mod certificates;
