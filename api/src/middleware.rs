@@ -440,7 +440,10 @@ mod tests {
         );
         let trailing = loggable_path(&format!("/api/v1/exports/{token}/extra"));
         assert!(!trailing.contains(token), "{trailing}");
-        assert_eq!(loggable_path("/api/v1/certificates"), "/api/v1/certificates");
+        assert_eq!(
+            loggable_path("/api/v1/certificates"),
+            "/api/v1/certificates"
+        );
     }
 
     #[test]

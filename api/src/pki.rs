@@ -192,7 +192,11 @@ pub async fn export_link_get(
                  <button type=\"submit\">Download</button></form></body></html>",
                 ticket.as_str()
             ));
-            Ok(([(header::CACHE_CONTROL, "no-store")], Html(page.to_string())).into_response())
+            Ok((
+                [(header::CACHE_CONTROL, "no-store")],
+                Html(page.to_string()),
+            )
+                .into_response())
         }
         OpenedExport::File(file) => Ok(file_response(file)),
     }

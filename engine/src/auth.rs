@@ -170,9 +170,7 @@ pub(crate) async fn current_client_certificate(
     let (certificate_id, version_id) = tx
         .version_by_fingerprint(fingerprint)
         .await?
-        .ok_or_else(|| {
-            Error::forbidden("the client certificate is not in certctl's inventory")
-        })?;
+        .ok_or_else(|| Error::forbidden("the client certificate is not in certctl's inventory"))?;
     let cert = tx
         .certificate(&certificate_id, view)
         .await?

@@ -320,10 +320,7 @@ async fn a_client_certificate_enrolls_only_its_own_names(rig: &Rig) {
     assert_eq!(before, certificate_total(rig).await);
     assert_chain_valid(rig).await;
     let log = rig
-        .op(
-            "get_audit_log",
-            json!({ "action": "enroll_certificate" }),
-        )
+        .op("get_audit_log", json!({ "action": "enroll_certificate" }))
         .await;
     assert!(
         log["data"]

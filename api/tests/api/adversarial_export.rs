@@ -24,7 +24,10 @@ fn token_of(url: &str) -> String {
 
 /// How the audit names a link: a prefix of its token's SHA-256.
 fn link_id(token: &str) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()))[..12]
+    hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        token.as_bytes(),
+    ))[..12]
         .to_owned()
 }
 
@@ -103,7 +106,12 @@ async fn a_viewer_finds_no_token_and_an_opened_link_is_spent(rig: &Rig) {
     let file = post_form(rig, &url, &form).await;
     assert_eq!(file.status, 200, "{file:?}");
     assert_eq!(file.content_type(), "application/x-pkcs12");
-    let again = post_form(rig, &url, &format!("ticket={ticket}&password=attacker-chosen-3")).await;
+    let again = post_form(
+        rig,
+        &url,
+        &format!("ticket={ticket}&password=attacker-chosen-3"),
+    )
+    .await;
     assert_eq!(again.status, 404, "{again:?}");
     let again = post_form(rig, &url, &form).await;
     assert_eq!(again.status, 404, "the ticket is single-use: {again:?}");
@@ -115,16 +123,16 @@ async fn a_viewer_finds_no_token_and_an_opened_link_is_spent(rig: &Rig) {
     let downloaded = audit_events(rig, "download_export").await;
     assert_eq!(opened.len(), 1, "{opened:?}");
     assert_eq!(downloaded.len(), 1, "{downloaded:?}");
-    assert_eq!(
-        opened[0]["details"]["link_id"],
-        link_id(&token)
-    );
+    assert_eq!(opened[0]["details"]["link_id"], link_id(&token));
     assert_eq!(
         downloaded[0]["details"]["link_id"],
         opened[0]["details"]["form_ticket_id"]
     );
     let created = audit_events(rig, "create_export_link").await;
-    assert_eq!(created[0]["details"]["link_id"], opened[0]["details"]["link_id"]);
+    assert_eq!(
+        created[0]["details"]["link_id"],
+        opened[0]["details"]["link_id"]
+    );
     let v = rig.op("verify_audit_log", json!({})).await;
     assert_eq!(v["valid"], true, "{v}");
 }
@@ -184,13 +192,24 @@ async fn tracing_output_holds_no_export_token() {
     let token = token_of(&url);
     let page = rig.get(&url, None).await;
     let ticket = ticket_of(page.body.as_str().unwrap()).expect("ticket");
-    let file = post_form(&rig, &url, &format!("ticket={ticket}&password=owner-chosen-1")).await;
+    let file = post_form(
+        &rig,
+        &url,
+        &format!("ticket={ticket}&password=owner-chosen-1"),
+    )
+    .await;
     assert_eq!(file.status, 200, "{file:?}");
     rig.get(&url, None).await;
     rig.state.flush_request_audit().await;
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(text.contains("[link:"), "the access log was captured: {text}");
+    assert!(
+        text.contains("[link:"),
+        "the access log was captured: {text}"
+    );
     assert!(!text.contains(&token), "the token is in the tracing output");
-    assert!(!text.contains(&ticket), "the ticket is in the tracing output");
+    assert!(
+        !text.contains(&ticket),
+        "the ticket is in the tracing output"
+    );
     rig.finish().await;
 }

@@ -373,7 +373,10 @@ async fn pkcs12_export_over_rest_and_links() {
     // Opening the page used the link up; the form posts its one-time ticket.
     let marker = "name=\"ticket\" value=\"";
     let start = page.find(marker).expect("the page has a ticket") + marker.len();
-    let ticket = format!("ticket={}", &page[start..start + page[start..].find('"').unwrap()]);
+    let ticket = format!(
+        "ticket={}",
+        &page[start..start + page[start..].find('"').unwrap()]
+    );
     let (ok, out) = run(
         d,
         "curl",
