@@ -191,6 +191,12 @@ async fn tracing_output_holds_no_export_token() {
     let url = link["url"].as_str().unwrap().to_owned();
     let token = token_of(&url);
     let page = rig.get(&url, None).await;
+    rig.state.flush_request_audit().await;
+    let logged = || String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        !logged().contains(&token),
+        "the token is in the tracing output"
+    );
     let ticket = ticket_of(page.body.as_str().unwrap()).expect("ticket");
     let file = post_form(
         &rig,
@@ -201,7 +207,7 @@ async fn tracing_output_holds_no_export_token() {
     assert_eq!(file.status, 200, "{file:?}");
     rig.get(&url, None).await;
     rig.state.flush_request_audit().await;
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = logged();
     assert!(
         text.contains("[link:"),
         "the access log was captured: {text}"
