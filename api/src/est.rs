@@ -5,8 +5,10 @@
 //!
 //! Authentication: HTTP Basic, where the password is a certctl API key (any
 //! user name) or a configured EST user's password; or the TLS client
-//! certificate (see `tls.rs`). `simplereenroll` always needs the client
-//! certificate being renewed.
+//! certificate (see `tls.rs`), which the engine accepts only while it is
+//! the current, valid, unrevoked version in the inventory, and which enrolls
+//! only its own names unless the profile allows more. `simplereenroll`
+//! always needs the client certificate being renewed.
 //!
 //! Statuses: 415 for a body that is not `application/pkcs10`, 400 for bad
 //! base64 or a malformed CSR, 403 for a CSR the profile refuses, 401 without
@@ -179,13 +181,12 @@ async fn authenticate(
         ));
     }
     if let Some(cert) = client {
-        let fp = certctl_engine::pki::fingerprint_sha256(&cert.0);
-        return Ok(Principal {
-            id: format!("est-client:{}", &fp[..16]),
-            name: "EST client certificate".into(),
-            role: Role::Operator,
-            agent_id: None,
-        });
+        // The TLS layer proved the chain; whether the certificate is still
+        // a credential (and which names it may enroll) is the engine's rule.
+        return Ok(state
+            .engine
+            .authenticate_client_certificate(&cert.0)
+            .await?);
     }
     Err(EstError(
         StatusCode::UNAUTHORIZED,

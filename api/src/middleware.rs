@@ -213,7 +213,7 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     let at = state.engine.now();
     let id = request_id(&req);
     let method = req.method().as_str().to_owned();
-    let path = req.uri().path().to_owned();
+    let path = loggable_path(req.uri().path());
     let audited = state.extras.options.audit_requests
         && (path.starts_with("/api/") || path.starts_with("/mcp"));
     let slot = PrincipalSlot::default();
@@ -286,6 +286,27 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
             .await;
     }
     finish(res, id)
+}
+
+/// Where export links live; the segment after it is the link's token.
+const EXPORT_LINK_PATH: &str = "/api/v1/exports/";
+
+/// The request path as the access log and the `api_request` audit event
+/// record it. An export link's token is a credential (whoever holds it
+/// downloads the file), so it is replaced by its link id, the hash prefix
+/// the engine's audit events name the link by. This is the one place the
+/// face turns a path into a record; metrics use route templates.
+pub(crate) fn loggable_path(path: &str) -> String {
+    match path.strip_prefix(EXPORT_LINK_PATH) {
+        Some(rest) => {
+            let token = rest.split('/').next().unwrap_or(rest);
+            format!(
+                "{EXPORT_LINK_PATH}[link:{}]",
+                certctl_engine::ops::export_link_id(token)
+            )
+        }
+        None => path.to_owned(),
+    }
 }
 
 fn finish(mut res: Response, id: String) -> Response {
@@ -404,6 +425,26 @@ pub fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn export_link_tokens_never_reach_a_logged_path() {
+        let token = "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5";
+        let logged = loggable_path(&format!("/api/v1/exports/{token}"));
+        assert!(!logged.contains(token), "{logged}");
+        assert_eq!(
+            logged,
+            format!(
+                "/api/v1/exports/[link:{}]",
+                certctl_engine::ops::export_link_id(token)
+            )
+        );
+        let trailing = loggable_path(&format!("/api/v1/exports/{token}/extra"));
+        assert!(!trailing.contains(token), "{trailing}");
+        assert_eq!(
+            loggable_path("/api/v1/certificates"),
+            "/api/v1/certificates"
+        );
+    }
 
     #[test]
     fn the_bucket_refills_and_refuses_with_retry_after() {

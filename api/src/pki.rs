@@ -7,8 +7,12 @@
 //!   `GET /api/v1/ocsp/{issuer_id}/{base64 request}` (RFC 6960 appendix A)
 //!   and `POST /api/v1/ocsp/{issuer_id}` with `application/ocsp-request`.
 //! - `GET|POST /api/v1/exports/{token}`: single-use export links; the link is
-//!   the credential. For PKCS#12 the GET shows a form asking for the password
-//!   and the POST downloads.
+//!   the credential. For PKCS#12 the GET uses the link up and shows a form
+//!   asking for the password, carrying a one-time ticket in a hidden field;
+//!   the POST downloads with the ticket (or, for programs, with the link's
+//!   own token and a JSON password). The access log and the `api_request`
+//!   audit event show these paths with the token replaced by its link id
+//!   (`middleware.rs`).
 //! - `POST /api/v1/certificates/{id}/export` (bearer): `{"format", "password"}`.
 //!
 //! CRL, OCSP and export links need no bearer token: relying parties and
@@ -20,7 +24,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine as _;
-use certctl_engine::ops::{self, ExportFile, ExportFormat, Outcome};
+use certctl_engine::ops::{self, ExportFile, ExportFormat, OpenedExport, Outcome};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -167,26 +171,34 @@ fn file_response(file: ExportFile) -> Response {
     res
 }
 
-/// `GET /api/v1/exports/{token}`: PEM/DER download at once; PKCS#12 asks
-/// for the password first (the link is not used up by this page).
+/// `GET /api/v1/exports/{token}`: PEM/DER download at once. PKCS#12 asks
+/// for the password first; opening the page uses the link up, and the form
+/// carries the one-time ticket that the POST redeems, so the token (which
+/// may have been seen on its way here) is worth nothing once the page shows.
 pub async fn export_link_get(
     State(state): State<AppState>,
     Path(token): Path<String>,
 ) -> Result<Response, ApiError> {
-    match state.engine.export_link_format(&token).await? {
-        ExportFormat::Pkcs12 => Ok((
-            [(header::CACHE_CONTROL, "no-store")],
-            Html(
+    match state.engine.open_export_link(&token).await? {
+        OpenedExport::PasswordForm { ticket, .. } => {
+            // The ticket is base64url: nothing in it needs HTML escaping.
+            let page = zeroize::Zeroizing::new(format!(
                 "<!doctype html><html><head><meta charset=\"utf-8\"><title>certctl export</title></head>\
                  <body><h1>Download the PKCS#12 file</h1>\
                  <p>Choose the password that will protect the file (at least 8 characters). \
-                 This link works once.</p>\
-                 <form method=\"post\"><input type=\"password\" name=\"password\" minlength=\"8\" required autofocus> \
+                 This page works once and for 5 minutes; the link is already used up.</p>\
+                 <form method=\"post\"><input type=\"hidden\" name=\"ticket\" value=\"{}\">\
+                 <input type=\"password\" name=\"password\" minlength=\"8\" required autofocus> \
                  <button type=\"submit\">Download</button></form></body></html>",
-            ),
-        )
-            .into_response()),
-        _ => Ok(file_response(state.engine.download_export(&token, None).await?)),
+                ticket.as_str()
+            ));
+            Ok((
+                [(header::CACHE_CONTROL, "no-store")],
+                Html(page.to_string()),
+            )
+                .into_response())
+        }
+        OpenedExport::File(file) => Ok(file_response(file)),
     }
 }
 
@@ -194,6 +206,9 @@ pub async fn export_link_get(
 pub struct PasswordForm {
     #[serde(default)]
     password: Option<String>,
+    /// The one-time ticket of an opened PKCS#12 page.
+    #[serde(default)]
+    ticket: Option<String>,
 }
 
 /// `POST /api/v1/exports/{token}` with a form or JSON `password`.
@@ -210,23 +225,32 @@ pub async fn export_link_post(
     let form: PasswordForm = if json {
         serde_json::from_slice(&body).map_err(|_| invalid_request("the body is not valid JSON"))?
     } else {
-        serde_urlencoded_password(&body)
+        urlencoded_form(&body)
     };
+    // The page's ticket when there is one; otherwise the link itself (a
+    // program POSTing the password without opening the page).
+    let redeem = form.ticket.as_deref().unwrap_or(&token);
     let file = state
         .engine
-        .download_export(&token, form.password.as_deref())
+        .download_export(redeem, form.password.as_deref())
         .await?;
     Ok(file_response(file))
 }
 
-/// Reads `password=...` from an urlencoded form without another dependency.
-fn serde_urlencoded_password(body: &[u8]) -> PasswordForm {
+/// Reads `password=...` and `ticket=...` from an urlencoded form without
+/// another dependency.
+fn urlencoded_form(body: &[u8]) -> PasswordForm {
     let text = String::from_utf8_lossy(body);
-    let password = text.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == "password").then(|| percent_decode(&v.replace('+', " ")))
-    });
-    PasswordForm { password }
+    let field = |name: &str| {
+        text.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == name).then(|| percent_decode(&v.replace('+', " ")))
+        })
+    };
+    PasswordForm {
+        password: field("password"),
+        ticket: field("ticket"),
+    }
 }
 
 #[derive(Debug, Deserialize)]

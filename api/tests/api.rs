@@ -6,6 +6,10 @@ mod support;
 
 #[path = "api/actions.rs"]
 mod actions;
+#[path = "api/adversarial_est.rs"]
+mod adversarial_est;
+#[path = "api/adversarial_export.rs"]
+mod adversarial_export;
 
 #[path = "api/certificates.rs"]
 mod certificates;

@@ -107,6 +107,7 @@ pub fn default_profile(now: i64) -> Profile {
         requires_approval: false,
         keygen_mode: KeygenMode::Agent,
         short_lived: false,
+        allow_client_certificate_new_names: false,
         created_at: now,
         updated_at: now,
     }

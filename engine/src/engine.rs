@@ -367,7 +367,9 @@ impl Engine {
         meta: &crate::ops::OpMeta,
         now: UnixTime,
     ) -> Result<()> {
-        if let Err(e) = authorize(principal, meta.permission) {
+        let checked = authorize(principal, meta.permission)
+            .and_then(|()| crate::auth::check_client_certificate_scope(principal, meta.name));
+        if let Err(e) = checked {
             self.audit_refusal(principal, meta.name, meta.resource, None, &e, now)
                 .await?;
             return Err(e);

@@ -370,6 +370,13 @@ async fn pkcs12_export_over_rest_and_links() {
     let url = format!("{}{}", server.base, link["url"].as_str().unwrap());
     let (ok, page) = run(d, "curl", &["-sSf", &url]);
     assert!(ok && page.contains("type=\"password\""), "{page}");
+    // Opening the page used the link up; the form posts its one-time ticket.
+    let marker = "name=\"ticket\" value=\"";
+    let start = page.find(marker).expect("the page has a ticket") + marker.len();
+    let ticket = format!(
+        "ticket={}",
+        &page[start..start + page[start..].find('"').unwrap()]
+    );
     let (ok, out) = run(
         d,
         "curl",
@@ -377,6 +384,8 @@ async fn pkcs12_export_over_rest_and_links() {
             "-sSf",
             "-o",
             "l.p12",
+            "--data-urlencode",
+            &ticket,
             "--data-urlencode",
             "password=another pass",
             &url,
@@ -406,6 +415,8 @@ async fn pkcs12_export_over_rest_and_links() {
             "/dev/null",
             "-w",
             "%{http_code}",
+            "--data-urlencode",
+            &ticket,
             "--data-urlencode",
             "password=another pass",
             &url,

@@ -122,7 +122,11 @@ impl Rig {
         Self::on_with(backend, options, EngineConfig::default()).await
     }
 
-    async fn on_with(backend: Backend, options: ApiOptions, config: EngineConfig) -> Option<Self> {
+    pub async fn on_with(
+        backend: Backend,
+        options: ApiOptions,
+        config: EngineConfig,
+    ) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         let (location, pg) = match backend {
             Backend::Sqlite => (

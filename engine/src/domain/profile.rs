@@ -132,6 +132,11 @@ pub struct Profile {
     pub keygen_mode: KeygenMode,
     /// Short-lived certificates are never revoked; they simply expire.
     pub short_lived: bool,
+    /// Whether a client authenticated by its TLS certificate (EST) may enroll
+    /// names its certificate does not hold. Off by default: a client
+    /// certificate proves who a device is, so it renews and re-keys only that.
+    #[serde(default)]
+    pub allow_client_certificate_new_names: bool,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
 }

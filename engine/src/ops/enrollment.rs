@@ -2,6 +2,12 @@
 //! creates the managed certificate from the CSR's names and issues it in one
 //! transaction (so a refused CSR leaves nothing behind); `reenroll_certificate`
 //! renews the certificate the client proves it holds.
+//!
+//! A client authenticated by its TLS certificate (a principal from
+//! [`crate::Engine::authenticate_client_certificate`]) enrolls only the names
+//! that certificate holds, unless the profile sets
+//! `allow_client_certificate_new_names`; the check runs before the approval
+//! gate, so a refused request stores nothing and is audited as denied.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -11,7 +17,7 @@ use super::certificates::{
 };
 use super::{Ctx, OpMeta, Operation, Risk, Subject};
 use crate::bootstrap::{DEFAULT_PROFILE_ID, LOCAL_ISSUER_ID};
-use crate::domain::{EffectiveStatus, JobKind, Permission};
+use crate::domain::{JobKind, Permission};
 use crate::error::{Error, Result};
 use crate::pki;
 
@@ -83,7 +89,7 @@ impl Operation for EnrollCertificate {
     }
 
     async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
-        let (cn, _) = match ctx.memo.csr.as_ref() {
+        let (cn, sans) = match ctx.memo.csr.as_ref() {
             Some((_, csr)) => names_of(csr)?,
             None => names_of(&pki::parse_csr(&input.csr_pem)?)?,
         };
@@ -93,6 +99,9 @@ impl Operation for EnrollCertificate {
             .profile(profile_id)
             .await?
             .ok_or_else(|| Error::invalid(format!("unknown profile_id '{profile_id}'")))?;
+        if !profile.allow_client_certificate_new_names {
+            client_may_enroll(ctx, &cn, &sans).await?;
+        }
         Ok(Subject {
             resource_id: None,
             summary: format!(
@@ -132,6 +141,37 @@ impl Operation for EnrollCertificate {
         ctx.memo.csr = Some((input.csr_pem.clone(), csr));
         signed_now(issue_version(ctx, cert, Some(&input.csr_pem), None, JobKind::Issuance).await?)
     }
+}
+
+/// Refuses a client-certificate principal a name its certificate does not
+/// hold. The certificate is checked again here, inside the call's
+/// transaction, so one revoked or superseded since authentication is refused.
+async fn client_may_enroll(ctx: &mut Ctx<'_>, cn: &str, sans: &[String]) -> Result<()> {
+    let Some(version_id) = ctx.principal.client_certificate_version() else {
+        return Ok(());
+    };
+    let fingerprint = ctx
+        .tx
+        .version(version_id)
+        .await?
+        .map(|v| v.fingerprint)
+        .ok_or_else(|| Error::forbidden("the client certificate is not in certctl's inventory"))?;
+    let view = ctx.engine.status_view(ctx.now);
+    let (cert, _) = crate::auth::current_client_certificate(ctx.tx, view, &fingerprint).await?;
+    let held = crate::auth::held_names(&cert);
+    let foreign: Vec<&str> = std::iter::once(cn)
+        .chain(sans.iter().map(String::as_str))
+        .filter(|n| !held.iter().any(|h| h == n))
+        .collect();
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    Err(Error::forbidden(format!(
+        "the client certificate of {} holds only {}; it may not enroll {} (the profile does not allow client certificates new names)",
+        cert.id,
+        held.join(", "),
+        foreign.join(", ")
+    )))
 }
 
 /// A certificate enrolled with a server-generated key, and that key.
@@ -187,29 +227,20 @@ pub struct ReenrollCertificate;
 impl ReenrollCertificate {
     async fn current(ctx: &mut Ctx<'_>, input: &ReenrollCertificateInput) -> Result<String> {
         let presented = pki::parse_certificate_pem(&input.current_cert_pem)?;
-        let (certificate_id, version_id) = ctx
-            .tx
-            .version_by_fingerprint(&presented.fingerprint_sha256)
-            .await?
-            .ok_or_else(|| {
-                Error::forbidden("the presented certificate was not issued by certctl")
-            })?;
-        let cert = load(ctx, &certificate_id).await?;
-        if cert.current_version_id.as_deref() != Some(version_id.as_str()) {
+        let view = ctx.engine.status_view(ctx.now);
+        let (cert, version) =
+            crate::auth::current_client_certificate(ctx.tx, view, &presented.fingerprint_sha256)
+                .await?;
+        // A client-certificate principal renews only the certificate it
+        // authenticated with.
+        if let Some(own) = ctx.principal.client_certificate_version()
+            && own != version.id
+        {
             return Err(Error::forbidden(
-                "the presented certificate has been superseded; re-enroll with the current one",
+                "the certificate to re-enroll is not the client certificate of this connection",
             ));
         }
-        match cert.status {
-            EffectiveStatus::Revoked => {
-                Err(Error::forbidden("the presented certificate is revoked"))
-            }
-            EffectiveStatus::Expired => {
-                Err(Error::forbidden("the presented certificate has expired"))
-            }
-            EffectiveStatus::Archived => Err(Error::forbidden("the certificate is archived")),
-            _ => Ok(certificate_id),
-        }
+        Ok(cert.id)
     }
 }
 

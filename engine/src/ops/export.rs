@@ -8,6 +8,14 @@
 //! `create_export_link` (an audited operation, safe for MCP) returns a
 //! short-lived URL; [`Engine::download_export`] redeems it once, with the
 //! password typed by the human into the REST face or the CLI.
+//!
+//! The token is the credential, so nothing certctl writes carries it: only
+//! its SHA-256 is stored, audit events name a link by [`export_link_id`] (a
+//! prefix of that hash), and the HTTP face logs the link's path with the
+//! token replaced by the same id. Opening a PKCS#12 link in a browser
+//! ([`Engine::open_export_link`]) uses the token up at once and hands the
+//! page a one-time form ticket instead, so a token read anywhere after the
+//! page was opened redeems nothing.
 
 use base64::Engine as _;
 use schemars::JsonSchema;
@@ -23,6 +31,10 @@ use crate::store::ExportLink;
 
 /// How long an export link stays valid.
 pub const EXPORT_LINK_SECONDS: i64 = 600;
+
+/// How long the password form of an opened PKCS#12 link stays usable (never
+/// past the link's own expiry).
+pub const EXPORT_FORM_SECONDS: i64 = 300;
 
 /// Export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -245,10 +257,7 @@ impl Operation for CreateExportLink {
 
     async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
         let version = current_version(ctx, &input.id).await?;
-        let mut raw = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut raw)
-            .map_err(|_| Error::internal("random number generator failed"))?;
-        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        let token = new_token()?;
         let link = ExportLink {
             certificate_id: version.certificate_id.clone(),
             format: input.format.as_str().to_owned(),
@@ -259,7 +268,8 @@ impl Operation for CreateExportLink {
             .insert_export_link(&token_hash(&token), &link, ctx.now)
             .await?;
         ctx.note("format", input.format.as_str());
-        let path = format!("/api/v1/exports/{token}");
+        ctx.note("link_id", export_link_id(&token));
+        let path = format!("/api/v1/exports/{}", token.as_str());
         let url = match &ctx.engine.config().public_url {
             Some(base) => format!("{base}{path}"),
             None => path,
@@ -280,19 +290,90 @@ fn token_hash(token: &str) -> String {
     ))
 }
 
+/// How audit events and logs name an export link: the first 12 hex digits
+/// of its token's SHA-256 (what the store keys it by), never the token.
+pub fn export_link_id(token: &str) -> String {
+    token_hash(token)[..12].to_owned()
+}
+
+/// A fresh link token: 256 random bits, base64url.
+fn new_token() -> Result<zeroize::Zeroizing<String>> {
+    let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::fill(raw.as_mut())
+        .map_err(|_| Error::internal("random number generator failed"))?;
+    Ok(zeroize::Zeroizing::new(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.as_ref()),
+    ))
+}
+
+/// What opening an export link gives.
+#[derive(Debug)]
+pub enum OpenedExport {
+    /// PEM or DER: the file, and the link is used up.
+    File(ExportFile),
+    /// PKCS#12: the link is used up; the password form posts this one-time
+    /// ticket (in its body, never in a path) with the password.
+    PasswordForm {
+        ticket: zeroize::Zeroizing<String>,
+        expires_at: i64,
+    },
+}
+
 /// The token of an export link URL or path (its last segment).
 pub fn export_token_of(url: &str) -> &str {
     url.rsplit('/').next().unwrap_or(url)
 }
 
 impl Engine {
-    /// What an export link will produce, without using it (for the download
-    /// page): its format, or `NotFound` when it is unknown, used or expired.
-    pub async fn export_link_format(&self, token: &str) -> Result<ExportFormat> {
-        let mut tx = self.store().begin_read().await?;
-        let link = tx.export_link(&token_hash(token), self.now()).await?;
-        link.and_then(|l| ExportFormat::parse(&l.format))
-            .ok_or_else(|| Error::not_found("export link", "(token)"))
+    /// Opens an export link in a browser. PEM and DER are downloaded (the
+    /// link is used up). PKCS#12 needs a password first: the link is used up
+    /// now and exchanged, in one transaction, for a one-time form ticket
+    /// valid [`EXPORT_FORM_SECONDS`], which only the page that opened it
+    /// holds. `NotFound` when the link is unknown, used or expired.
+    pub async fn open_export_link(&self, token: &str) -> Result<OpenedExport> {
+        let now = self.now();
+        let format = {
+            let mut tx = self.store().begin_read().await?;
+            let link = tx.export_link(&token_hash(token), now).await?;
+            tx.commit().await?;
+            link.and_then(|l| ExportFormat::parse(&l.format))
+                .ok_or_else(|| Error::not_found("export link", "(token)"))?
+        };
+        if format != ExportFormat::Pkcs12 {
+            return Ok(OpenedExport::File(self.download_export(token, None).await?));
+        }
+        let mut tx = self.store().begin_write().await?;
+        let link = tx
+            .consume_export_link(&token_hash(token), now)
+            .await?
+            .ok_or_else(|| Error::not_found("export link", "(token)"))?;
+        let ticket = new_token()?;
+        let form = ExportLink {
+            expires_at: link.expires_at.min(now + EXPORT_FORM_SECONDS),
+            ..link
+        };
+        tx.insert_export_link(&token_hash(&ticket), &form, now)
+            .await?;
+        let mut details = serde_json::Map::new();
+        details.insert("link_id".into(), export_link_id(token).into());
+        details.insert("form_ticket_id".into(), export_link_id(&ticket).into());
+        details.insert("link_created_by".into(), form.principal_id.clone().into());
+        self.append(
+            &mut tx,
+            &Principal::system("export-link"),
+            "open_export_link",
+            "certificate",
+            Some(form.certificate_id.clone()),
+            AuditOutcome::Success,
+            details,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(OpenedExport::PasswordForm {
+            ticket,
+            expires_at: form.expires_at,
+        })
     }
 
     /// Redeems a single-use export link. `password` is required for PKCS#12
@@ -353,6 +434,7 @@ impl Engine {
         };
         let mut details = serde_json::Map::new();
         details.insert("format".into(), format.as_str().into());
+        details.insert("link_id".into(), export_link_id(token).into());
         details.insert("link_created_by".into(), link.principal_id.clone().into());
         details.insert("version_id".into(), version.id.clone().into());
         self.append(

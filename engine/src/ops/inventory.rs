@@ -512,6 +512,10 @@ pub struct ProfileInput {
     /// Short-lived certificates are never revoked; they expire.
     #[serde(default)]
     pub short_lived: bool,
+    /// Let EST clients authenticated by a TLS client certificate enroll
+    /// names their certificate does not hold (default: only their own names).
+    #[serde(default)]
+    pub allow_client_certificate_new_names: bool,
 }
 
 async fn save_profile(ctx: &mut super::Ctx<'_>, input: ProfileInput) -> Result<Profile> {
@@ -571,6 +575,7 @@ async fn save_profile(ctx: &mut super::Ctx<'_>, input: ProfileInput) -> Result<P
         requires_approval: input.requires_approval,
         keygen_mode: input.keygen_mode,
         short_lived: input.short_lived,
+        allow_client_certificate_new_names: input.allow_client_certificate_new_names,
         created_at,
         updated_at: ctx.now,
     };

@@ -240,6 +240,7 @@ mod tests {
             requires_approval: false,
             keygen_mode: KeygenMode::Agent,
             short_lived: false,
+            allow_client_certificate_new_names: false,
             created_at: 0,
             updated_at: 0,
         }
