@@ -20,8 +20,9 @@ enum Caller {
 }
 
 /// Operations that may refuse an allowed role for a reason of their own
-/// (cancel_request: only the requester or an admin).
-const OWN_RULES: &[&str] = &["cancel_request"];
+/// (cancel_request: only the requester or an admin; claim_approval_result:
+/// only the requester).
+const OWN_RULES: &[&str] = &["cancel_request", "claim_approval_result"];
 
 fn denied(caller: Caller, route: &certctl_api::routes::Route) -> bool {
     let op = ops::find(route.op).expect("op");
