@@ -77,6 +77,7 @@ macro_rules! operation {
 mod listing;
 
 mod admin;
+mod audit_checkpoints;
 pub(crate) mod agent_groups;
 mod agents_work;
 mod approvals;
@@ -100,6 +101,7 @@ mod revocation;
 mod stats;
 
 pub use admin::*;
+pub use audit_checkpoints::*;
 pub use agent_groups::*;
 pub use agents_work::*;
 pub use approvals::*;

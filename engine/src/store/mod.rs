@@ -15,6 +15,7 @@ mod agent_groups;
 mod agents;
 mod approvals;
 mod audit;
+mod audit_checkpoints;
 mod bulk;
 mod certificates;
 mod deployments;
@@ -45,7 +46,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-pub use audit::{AuditFilter, NewAuditEvent};
+pub use audit::{AuditFilter, ChainWalk, NewAuditEvent};
 pub use bulk::BulkRun;
 pub use certificates::{CertificateFilter, CertificateSort, NewVersion};
 pub use certificates::{CertificatePatch, StatusView};
