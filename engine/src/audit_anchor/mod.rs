@@ -130,14 +130,31 @@ pub(crate) struct Prepared {
 pub(crate) async fn prepare(engine: &Engine, now: UnixTime, when: When) -> Result<Option<Prepared>> {
     let store = engine.store();
     let last = store.last_audit_checkpoint().await?;
-    let Some((head_seq, _, _)) = store.audit_head().await? else {
+    let Some((head_seq, _, head_hash)) = store.audit_head().await? else {
         return Ok(None);
     };
     let (from_seq, from_hash) = match &last {
         Some(c) => (c.head_seq, c.head_hash.clone()),
         None => (0, GENESIS_HASH.to_owned()),
     };
-    if head_seq <= from_seq {
+    // A new checkpoint only extends a history the last one vouches for:
+    // never one built on a forged checkpoint row or over a cut log.
+    if let Some(c) = &last {
+        let key = load_key(engine).await?;
+        if !key.is_some_and(|k| signature_verifies(c, k.public_key())) {
+            return Err(refused(format!(
+                "checkpoint {} does not verify with the checkpoint key",
+                c.number
+            )));
+        }
+    }
+    if head_seq < from_seq || (head_seq == from_seq && head_hash != from_hash) {
+        return Err(refused(format!(
+            "the log's last event (seq {head_seq}) is not the one checkpoint {} signed (seq {from_seq})",
+            last.as_ref().map_or(0, |c| c.number)
+        )));
+    }
+    if head_seq == from_seq {
         return Ok(match when {
             When::Now => Some(Prepared { last, head: None }),
             When::Due { .. } => None,
@@ -154,21 +171,26 @@ pub(crate) async fn prepare(engine: &Engine, now: UnixTime, when: When) -> Resul
         .walk_audit_range(from_seq, &from_hash, Some(head_seq), &[head_seq].into())
         .await?;
     if let Some((seq, why)) = walk.first_broken {
-        return Err(Error::conflict(format!(
-            "the audit log does not continue from the last checkpoint ({why} at event seq {seq}); \
-             no checkpoint is written over it: run verify_audit_log"
+        return Err(refused(format!(
+            "the events after the last checkpoint do not link to it ({why} at event seq {seq})"
         )));
     }
     let Some((id, hash)) = walk.at_positions.get(&head_seq).cloned() else {
-        return Err(Error::conflict(format!(
-            "the audit log ends before event seq {head_seq} it just had; \
-             no checkpoint is written over it: run verify_audit_log"
+        return Err(refused(format!(
+            "the log ends before event seq {head_seq}, which it just had"
         )));
     };
     Ok(Some(Prepared {
         last,
         head: Some((head_seq, id, hash)),
     }))
+}
+
+/// The refusal to sign over a log that does not match its checkpoints.
+fn refused(what: String) -> Error {
+    Error::conflict(format!(
+        "no audit checkpoint is written: {what}; run verify_audit_log"
+    ))
 }
 
 /// Signs and stores a prepared checkpoint in `tx`. `None` when another
