@@ -84,7 +84,7 @@ operation! {
     VerifyAuditLog {
         name: "verify_audit_log",
         title: "Verify the audit log",
-        description: "Recompute the audit trail's hash chain and check it against its signed checkpoints: reports broken links, truncation, rewrites, bad or missing checkpoints, and events not yet anchored.",
+        description: "Check the audit trail's hash chain against its signed checkpoints: reports broken links, truncation, rewrites, bad or missing checkpoints and unanchored events.",
         risk: Read,
         permission: Read,
         idempotent: true,

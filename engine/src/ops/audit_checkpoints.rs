@@ -12,7 +12,7 @@ operation! {
     CheckpointAuditLog {
         name: "checkpoint_audit_log",
         title: "Checkpoint the audit log",
-        description: "Sign a checkpoint of the audit chain's head now (the scheduler also does every N events or T seconds); returns it, or the last one when no event came since.",
+        description: "Sign a checkpoint of the audit chain's head now (the scheduler also writes one every N events or T seconds).",
         risk: Write,
         permission: Admin,
         idempotent: true,
@@ -48,7 +48,7 @@ operation! {
     GetAuditCheckpoints {
         name: "get_audit_checkpoints",
         title: "Export audit checkpoints",
-        description: "Export the audit log's signed checkpoints with their public key, to keep outside the database and pass to verify_audit_log later.",
+        description: "Export the audit log's signed checkpoints and public key, to keep outside the database for verify_audit_log.",
         risk: Read,
         permission: Read,
         idempotent: true,
