@@ -329,7 +329,8 @@ impl Scheduler {
             Loop::ShortLivedExpiry => self.run_short_lived_expiry(now).await?,
             Loop::NetworkScan => self.run_network_scans().await?,
             Loop::AuditCheckpoint => {
-                if let Some(seq) = crate::audit_anchor::checkpoint_if_due(&self.engine, now).await? {
+                if let Some(seq) = crate::audit_anchor::checkpoint_if_due(&self.engine, now).await?
+                {
                     tracing::info!(head_seq = seq, "audit checkpoint written");
                 }
             }

@@ -103,9 +103,8 @@ pub async fn audit_verify(
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the checkpoints file {}", path.display()))?;
-            let copy: serde_json::Value = serde_json::from_str(&text).with_context(|| {
-                format!("the checkpoints file {} is not JSON", path.display())
-            })?;
+            let copy: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("the checkpoints file {} is not JSON", path.display()))?;
             json!({ "checkpoints": copy })
         }
         None => json!({}),
@@ -197,7 +196,10 @@ fn print_verification(
 
 /// `certctl audit checkpoints [--after N]`: the export, as JSON always (it
 /// is meant to be saved to a file).
-pub async fn audit_checkpoints(global: &GlobalArgs, after: Option<i64>) -> anyhow::Result<ExitCode> {
+pub async fn audit_checkpoints(
+    global: &GlobalArgs,
+    after: Option<i64>,
+) -> anyhow::Result<ExitCode> {
     let client = connect(global)?;
     let input = match after {
         Some(n) => json!({ "after": n }),

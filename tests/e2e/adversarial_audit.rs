@@ -28,9 +28,8 @@ async fn cut_after(db: &Path, seq: i64) {
     let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
         .await
         .expect("open the database");
-    let sql = format!(
-        "DROP TRIGGER audit_events_no_delete; DELETE FROM audit_events WHERE seq > {seq}"
-    );
+    let sql =
+        format!("DROP TRIGGER audit_events_no_delete; DELETE FROM audit_events WHERE seq > {seq}");
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
         .execute(&mut c)
         .await

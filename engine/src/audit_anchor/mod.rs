@@ -88,9 +88,10 @@ pub(crate) async fn ensure_key(engine: &Engine) -> Result<()> {
         }
         tx.commit().await?;
     }
-    load_key(engine).await?.map(|_| ()).ok_or_else(|| {
-        Error::internal("the audit checkpoint key is missing after it was created")
-    })
+    load_key(engine)
+        .await?
+        .map(|_| ())
+        .ok_or_else(|| Error::internal("the audit checkpoint key is missing after it was created"))
 }
 
 /// The checkpoint key, opened with the master key; `None` when the database
@@ -127,7 +128,11 @@ pub(crate) struct Prepared {
 /// Reads the last checkpoint and the head, and checks that every event
 /// after the checkpoint links back to it (outside any write transaction, so
 /// appends do not wait for the walk). `None` when nothing is due.
-pub(crate) async fn prepare(engine: &Engine, now: UnixTime, when: When) -> Result<Option<Prepared>> {
+pub(crate) async fn prepare(
+    engine: &Engine,
+    now: UnixTime,
+    when: When,
+) -> Result<Option<Prepared>> {
     let store = engine.store();
     let last = store.last_audit_checkpoint().await?;
     let Some((head_seq, _, head_hash)) = store.audit_head().await? else {

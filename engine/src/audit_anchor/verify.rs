@@ -13,10 +13,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use super::signature_verifies;
+use crate::domain::FindingKind as K;
 use crate::domain::audit::GENESIS_HASH;
 use crate::domain::audit_checkpoint::{CHECKPOINT_ALGORITHM, CHECKPOINT_EXPORT_FORMAT, sha256_hex};
 use crate::domain::{AuditCheckpoint, AuditCheckpointExport, AuditFinding, ChainVerification};
-use crate::domain::FindingKind as K;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 
@@ -189,9 +189,8 @@ pub(crate) async fn verify(
     let walk = engine.store().walk_audit_chain(&positions).await?;
     let mut head_findings = Vec::new();
     if let Some((seq, why)) = walk.first_broken {
-        head_findings.push(
-            AuditFinding::new(K::BrokenLink, format!("event seq {seq}: {why}")).seq(seq),
-        );
+        head_findings
+            .push(AuditFinding::new(K::BrokenLink, format!("event seq {seq}: {why}")).seq(seq));
     }
     let end = walk.last_seq;
     if let Some((&furthest, claims)) = anchors.range(end + 1..).next_back() {
@@ -273,7 +272,11 @@ pub(crate) async fn verify(
     })
 }
 
-fn add_anchor(anchors: &mut BTreeMap<i64, Vec<Anchor>>, cp: &AuditCheckpoint, source: &'static str) {
+fn add_anchor(
+    anchors: &mut BTreeMap<i64, Vec<Anchor>>,
+    cp: &AuditCheckpoint,
+    source: &'static str,
+) {
     let claims = anchors.entry(cp.head_seq).or_default();
     if !claims
         .iter()

@@ -77,10 +77,10 @@ macro_rules! operation {
 mod listing;
 
 mod admin;
-mod audit_checkpoints;
 pub(crate) mod agent_groups;
 mod agents_work;
 mod approvals;
+mod audit_checkpoints;
 mod bulk;
 mod bulk_certificates;
 mod bulk_run;
@@ -101,10 +101,10 @@ mod revocation;
 mod stats;
 
 pub use admin::*;
-pub use audit_checkpoints::*;
 pub use agent_groups::*;
 pub use agents_work::*;
 pub use approvals::*;
+pub use audit_checkpoints::*;
 pub use bulk::*;
 pub use bulk_certificates::*;
 pub use bulk_run::BulkStep;
