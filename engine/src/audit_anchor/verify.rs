@@ -65,7 +65,17 @@ pub(crate) async fn verify(
     export: Option<AuditCheckpointExport>,
 ) -> Result<ChainVerification> {
     let exported = export.map(parse_export).transpose()?;
-    let key = super::load_key(engine).await?;
+    // A key that is gone or does not open is a finding about the log, not
+    // an error of the call: the rest is still checked and reported.
+    let (key, key_trouble) = match super::load_key(engine).await {
+        Ok(Some(k)) => (Some(k), ""),
+        Ok(None) => (None, "is missing from the database"),
+        Err(e @ Error::Storage(_)) => return Err(e),
+        Err(_) => (
+            None,
+            "does not open with the master key (replaced or corrupted)",
+        ),
+    };
     let mut bad_signature = Tally::default();
     let mut missing = Tally::default();
     let mut findings = Vec::new();
@@ -122,10 +132,13 @@ pub(crate) async fn verify(
             }
         }
     }
-    if key.is_none() && (!db_hashes.is_empty() || exported.is_some()) {
+    if key.is_none() {
         findings.push(AuditFinding::new(
             K::CheckpointKeyChanged,
-            "the audit checkpoint key is missing from the database, so no checkpoint can be verified",
+            format!(
+                "the audit checkpoint key {key_trouble}, so no checkpoint in the database can be \
+                 verified"
+            ),
         ));
     }
 

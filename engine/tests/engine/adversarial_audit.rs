@@ -360,9 +360,28 @@ async fn a_replaced_checkpoint_key_is_caught_by_an_exported_copy(h: &Harness) {
     // and lets certctl start again: it makes a new key and signs the forgery.
     forge_whole_chain(h).await;
     tamper(h, "audit_checkpoints", "DELETE FROM audit_checkpoints").await;
+    // A key that does not open, then none: each is reported, not an error.
+    h.db.raw("UPDATE meta SET value = 'v1:AAAA' WHERE key = 'audit_checkpoint_key'")
+        .await
+        .expect("spoil the key");
+    let v = verify(h, json!({})).await;
+    assert_eq!(v["valid"], false, "{v:#}");
+    let k = finding(&v, "checkpoint_key_changed");
+    assert!(
+        k["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not open")),
+        "{k}"
+    );
     h.db.raw("DELETE FROM meta WHERE key = 'audit_checkpoint_key'")
         .await
         .expect("delete the key");
+    let v = verify(h, json!({})).await;
+    let k = finding(&v, "checkpoint_key_changed");
+    assert!(
+        k["message"].as_str().is_some_and(|m| m.contains("missing")),
+        "{k}"
+    );
     let restarted = Harness::engine_on(&h.db, &h.clock, EngineConfig::default(), &h.master).await;
     call_on(&restarted, &h.admin(), "checkpoint_audit_log", json!({}))
         .await
