@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use certctl_api::client::{Client, ClientError};
 
+#[path = "e2e/adversarial_audit.rs"]
+mod adversarial_audit;
 #[path = "e2e/cli.rs"]
 mod cli;
 

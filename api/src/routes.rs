@@ -444,6 +444,24 @@ pub fn routes() -> Vec<Route> {
             OK,
             "audit",
         ),
+        r(
+            Get,
+            "/audit/checkpoints",
+            "get_audit_checkpoints",
+            None,
+            Query,
+            OK,
+            "audit",
+        ),
+        r(
+            Post,
+            "/audit/checkpoints",
+            "checkpoint_audit_log",
+            None,
+            Body,
+            CREATED,
+            "audit",
+        ),
     ]);
     v.extend([
         r(

@@ -1,4 +1,5 @@
-//! First start: the local CA, the default profile and the first admin key.
+//! First start: the local CA, the default profile, the audit checkpoint key
+//! and the first admin key.
 //! Every step is an insert that does nothing when the row exists, so two
 //! processes starting on one empty database end with one of each.
 
@@ -68,7 +69,11 @@ pub(crate) async fn ensure_defaults(engine: &Engine) -> Result<()> {
         tx.upsert_profile(&default_profile(now)).await?;
     }
     tx.commit().await?;
-    check_master_key(engine).await
+    check_master_key(engine).await?;
+    // The key that signs audit checkpoints; a master key that cannot open
+    // it stops the start here rather than at the first checkpoint.
+    crate::audit_anchor::ensure_key(engine).await?;
+    Ok(())
 }
 
 /// Refuses to start with a master key that cannot open the database's

@@ -135,6 +135,12 @@ pub struct SchedulerConfig {
     /// Certificates one bulk operation changes per transaction (500): its
     /// record shows progress after each chunk, a crash loses at most one.
     pub bulk_chunk_size: usize,
+    /// A signed checkpoint of the audit chain's head is written after this
+    /// many new events (1000; 0: by time only)...
+    pub audit_checkpoint_events: i64,
+    /// ...or this long after the last one when any event came since (300 s).
+    /// The loop looks every minute, or every this many seconds if fewer.
+    pub audit_checkpoint_interval_seconds: i64,
     /// Whether a bulk call runs its chunks before it answers (the default).
     /// Off, it answers at once with its record `running`, and the jobs
     /// loop runs the chunks (tests drive them one by one this way).
@@ -161,6 +167,8 @@ impl Default for SchedulerConfig {
             loop_lease_margin_seconds: 30,
             network_scan_interval_seconds: 6 * 3600,
             bulk_chunk_size: 500,
+            audit_checkpoint_events: 1000,
+            audit_checkpoint_interval_seconds: 300,
             bulk_runs_in_call: true,
         }
     }

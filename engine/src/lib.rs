@@ -8,6 +8,7 @@
 //! terminal UI types. It never reads the system clock or the environment
 //! itself; it is handed a [`clock::Clock`] and a typed [`config::EngineConfig`].
 
+mod audit_anchor;
 pub mod auth;
 pub mod bootstrap;
 pub mod clock;

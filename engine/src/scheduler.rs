@@ -44,10 +44,13 @@ pub enum Loop {
     ShortLivedExpiry,
     /// TLS scans of the enabled network scan targets (6 h).
     NetworkScan,
+    /// A signed checkpoint of the audit chain's head when N events or T
+    /// seconds have passed since the last (looks every minute).
+    AuditCheckpoint,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 9] = [
+    pub const ALL: [Loop; 10] = [
         Loop::Renewal,
         Loop::JobLeases,
         Loop::ApprovalExpiry,
@@ -57,6 +60,7 @@ impl Loop {
         Loop::AgentHealth,
         Loop::ShortLivedExpiry,
         Loop::NetworkScan,
+        Loop::AuditCheckpoint,
     ];
 
     pub fn name(self) -> &'static str {
@@ -70,6 +74,7 @@ impl Loop {
             Loop::AgentHealth => "agent-health",
             Loop::ShortLivedExpiry => "short-lived-expiry",
             Loop::NetworkScan => "network-scan",
+            Loop::AuditCheckpoint => "audit-checkpoint",
         }
     }
 
@@ -85,6 +90,7 @@ impl Loop {
             Loop::AgentHealth => 120,
             Loop::ShortLivedExpiry => 30,
             Loop::NetworkScan => 6 * 3600,
+            Loop::AuditCheckpoint => 60,
         }
     }
 
@@ -100,6 +106,9 @@ impl Loop {
             Loop::Jobs => cfg.jobs_interval_seconds,
             Loop::Revocation => cfg.revocation_interval_seconds,
             Loop::NetworkScan => cfg.network_scan_interval_seconds,
+            // It looks every minute (or as often as checkpoints are due by
+            // time); a look costs two indexed reads when nothing is due.
+            Loop::AuditCheckpoint => cfg.audit_checkpoint_interval_seconds.clamp(1, 60),
         }
     }
 }
@@ -319,6 +328,12 @@ impl Scheduler {
             Loop::AgentHealth => self.run_agent_health(now).await?,
             Loop::ShortLivedExpiry => self.run_short_lived_expiry(now).await?,
             Loop::NetworkScan => self.run_network_scans().await?,
+            Loop::AuditCheckpoint => {
+                if let Some(seq) = crate::audit_anchor::checkpoint_if_due(&self.engine, now).await?
+                {
+                    tracing::info!(head_seq = seq, "audit checkpoint written");
+                }
+            }
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ mod engine {
 
     mod adversarial_approvals;
     mod adversarial_target_programs;
+    mod adversarial_audit;
     mod agent_groups;
     mod approvals;
     mod audit;

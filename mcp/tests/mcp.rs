@@ -584,6 +584,8 @@ async fn every_tool_runs() {
         ("expire_approvals", json!({})),
         ("get_audit_log", json!({"per_page": 5})),
         ("verify_audit_log", json!({})),
+        ("checkpoint_audit_log", json!({})),
+        ("get_audit_checkpoints", json!({})),
         ("get_stats_summary", json!({})),
         ("get_stats", json!({"view": "by_status"})),
         ("get_stats", json!({"view": "by_ownership"})),

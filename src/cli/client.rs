@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use certctl_api::client::Client;
-use certctl_engine::domain::ChainVerification;
+use certctl_engine::domain::{AuditCheckpoint, ChainVerification, FindingKind};
 use certctl_engine::ops::StatsSummary;
 use serde_json::json;
 
@@ -98,15 +98,33 @@ pub async fn approvals(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `certctl audit verify`.
-pub async fn audit_verify(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+/// `certctl audit verify [--checkpoints FILE]`.
+pub async fn audit_verify(
+    global: &GlobalArgs,
+    checkpoints: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
     let client = connect(global)?;
+    let input = match checkpoints {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the checkpoints file {}", path.display()))?;
+            let copy: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("the checkpoints file {} is not JSON", path.display()))?;
+            json!({ "checkpoints": copy })
+        }
+        None => json!({}),
+    };
     let v: ChainVerification = client
-        .call_completed("verify_audit_log", &json!({}))
+        .call_completed("verify_audit_log", &input)
         .await
         .context("cannot verify the audit log")?;
     // Name the broken event, not just its position, when the server can say.
-    let broken_event = match v.first_broken_seq {
+    let broken_seq = v
+        .findings
+        .iter()
+        .find(|f| f.kind == FindingKind::BrokenLink)
+        .and_then(|f| f.seq);
+    let broken_event = match broken_seq {
         Some(seq) => client
             .call_completed::<serde_json::Value>(
                 "get_audit_log",
@@ -125,37 +143,96 @@ pub async fn audit_verify(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
-        Format::Table if v.valid => {
-            println!("audit chain intact: {} events verified", v.checked);
-        }
-        Format::Table => {
-            let what = broken_event
-                .map(|ev| {
-                    format!(
-                        " ({}, {} by {})",
-                        ev["id"].as_str().unwrap_or("?"),
-                        ev["action"].as_str().unwrap_or("?"),
-                        ev["actor"].as_str().unwrap_or("?")
-                    )
-                })
-                .unwrap_or_default();
-            println!(
-                "audit chain BROKEN at event seq {}{what}: {} ({} events before it verified)",
-                v.first_broken_seq.unwrap_or(0),
-                v.reason.as_deref().unwrap_or("unknown reason"),
-                v.checked
-            );
-        }
+        Format::Table => print_verification(&v, broken_seq, broken_event.as_ref()),
     }
     if v.valid {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!(
-            "certctl: error: the audit log's hash chain is broken at event seq {}",
-            v.first_broken_seq.unwrap_or(0)
-        );
-        Ok(ExitCode::FAILURE)
+        return Ok(ExitCode::SUCCESS);
     }
+    let failures: Vec<&str> = v
+        .findings
+        .iter()
+        .filter(|f| f.failure)
+        .map(|f| f.kind.as_str())
+        .collect();
+    eprintln!(
+        "certctl: error: the audit log failed verification: {}",
+        failures.join(", ")
+    );
+    Ok(ExitCode::FAILURE)
+}
+
+/// The findings, failures first, one line each.
+fn print_verification(
+    v: &ChainVerification,
+    broken_seq: Option<i64>,
+    broken_event: Option<&serde_json::Value>,
+) {
+    if v.valid {
+        println!(
+            "audit chain intact: {} events verified, {} checkpoints verified",
+            v.checked, v.checkpoints_verified
+        );
+    }
+    for f in &v.findings {
+        match f.kind {
+            FindingKind::BrokenLink => {
+                let what = broken_event
+                    .map(|ev| {
+                        format!(
+                            " ({}, {} by {})",
+                            ev["id"].as_str().unwrap_or("?"),
+                            ev["action"].as_str().unwrap_or("?"),
+                            ev["actor"].as_str().unwrap_or("?")
+                        )
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "audit chain BROKEN at event seq {}{what}: {} ({} events before it verified)",
+                    broken_seq.unwrap_or(0),
+                    v.reason.as_deref().unwrap_or("unknown reason"),
+                    v.checked
+                );
+            }
+            _ if f.failure => println!("FAILED {}: {}", f.kind.as_str(), f.message),
+            _ => println!("warning {}: {}", f.kind.as_str(), f.message),
+        }
+    }
+}
+
+/// `certctl audit checkpoints [--after N]`: the export, as JSON always (it
+/// is meant to be saved to a file).
+pub async fn audit_checkpoints(
+    global: &GlobalArgs,
+    after: Option<i64>,
+) -> anyhow::Result<ExitCode> {
+    let client = connect(global)?;
+    let input = match after {
+        Some(n) => json!({ "after": n }),
+        None => json!({}),
+    };
+    let export: serde_json::Value = client
+        .call_completed("get_audit_checkpoints", &input)
+        .await
+        .context("cannot export the audit checkpoints")?;
+    println!("{}", serde_json::to_string_pretty(&export)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `certctl audit checkpoint`: sign a checkpoint of the head now.
+pub async fn audit_checkpoint(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let client = connect(global)?;
+    let cp: AuditCheckpoint = client
+        .call_completed("checkpoint_audit_log", &json!({}))
+        .await
+        .context("cannot write an audit checkpoint")?;
+    match global.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&cp)?),
+        Format::Table => println!(
+            "checkpoint {} covers events 1 to {} (head {}, hash {})",
+            cp.number, cp.head_seq, cp.head_event_id, cp.head_hash
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `certctl status`.

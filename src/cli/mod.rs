@@ -98,7 +98,7 @@ pub enum Command {
     Targets(resources::ListGetCommand),
     /// Import a PEM bundle of certificates issued elsewhere (idempotent).
     Import(import::ImportArgs),
-    /// Audit log: list events, verify the hash chain.
+    /// Audit log: list events, verify the chain, export and write checkpoints.
     #[command(subcommand)]
     Audit(resources::AuditCommand),
     /// Show the server's health and an inventory summary.
@@ -185,7 +185,15 @@ pub fn from_flag_or_file(flag: Option<Secret>, name: &str) -> anyhow::Result<Opt
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Serve(args) => serve::serve(&cli.global, args).await,
-        Command::Audit(resources::AuditCommand::Verify) => client::audit_verify(&cli.global).await,
+        Command::Audit(resources::AuditCommand::Verify { checkpoints }) => {
+            client::audit_verify(&cli.global, checkpoints.as_deref()).await
+        }
+        Command::Audit(resources::AuditCommand::Checkpoints { after }) => {
+            client::audit_checkpoints(&cli.global, *after).await
+        }
+        Command::Audit(resources::AuditCommand::Checkpoint) => {
+            client::audit_checkpoint(&cli.global).await
+        }
         Command::Audit(resources::AuditCommand::List {
             actor,
             action,

@@ -174,8 +174,24 @@ pub enum AuditCommand {
         #[arg(long, default_value_t = 50)]
         per_page: i64,
     },
-    /// Verify the audit log's hash chain; exits non-zero if it is broken.
-    Verify,
+    /// Verify the audit log's hash chain against its signed checkpoints;
+    /// exits non-zero on a broken link, truncation, rewrite or a bad or
+    /// missing checkpoint, and prints what it found.
+    Verify {
+        /// An exported copy of the checkpoints (`certctl audit checkpoints`)
+        /// kept outside the database: also catches checkpoints deleted there.
+        #[arg(long, value_name = "FILE")]
+        checkpoints: Option<PathBuf>,
+    },
+    /// Export the signed checkpoints with their public key (JSON), to keep
+    /// outside the database for `verify --checkpoints`.
+    Checkpoints {
+        /// Only checkpoints numbered above this (an incremental export).
+        #[arg(long)]
+        after: Option<i64>,
+    },
+    /// Sign a checkpoint of the chain's head now (admin).
+    Checkpoint,
 }
 
 /// Drops `null`s so the server applies its defaults.

@@ -127,6 +127,15 @@ pub struct SchedulerArgs {
     #[arg(long, env = "CERTCTL_NETWORK_SCAN_INTERVAL_SECONDS", default_value_t = 6 * 3600,
           value_parser = clap::value_parser!(i64).range(60..))]
     pub network_scan_interval_seconds: i64,
+    /// A signed checkpoint of the audit chain's head after this many new
+    /// events (0: by time only).
+    #[arg(long, env = "CERTCTL_AUDIT_CHECKPOINT_EVENTS", default_value_t = 1000,
+          value_parser = clap::value_parser!(i64).range(0..))]
+    pub audit_checkpoint_events: i64,
+    /// ...or this many seconds after the last checkpoint when any event came since.
+    #[arg(long, env = "CERTCTL_AUDIT_CHECKPOINT_INTERVAL_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(i64).range(1..=86400))]
+    pub audit_checkpoint_interval_seconds: i64,
     /// Most handshakes (addresses x ports x names) one scan target may cover.
     #[arg(long, env = "CERTCTL_NETWORK_SCAN_MAX_ENDPOINTS", default_value_t = 4096,
           value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
@@ -161,6 +170,8 @@ impl SchedulerArgs {
         s.job_lease_seconds = self.job_lease_seconds;
         s.loop_lease_margin_seconds = self.loop_lease_margin_seconds;
         s.network_scan_interval_seconds = self.network_scan_interval_seconds;
+        s.audit_checkpoint_events = self.audit_checkpoint_events;
+        s.audit_checkpoint_interval_seconds = self.audit_checkpoint_interval_seconds;
         let scan = &mut config.network_scan;
         scan.max_endpoints = self.network_scan_max_endpoints;
         scan.concurrency = self.network_scan_concurrency as usize;

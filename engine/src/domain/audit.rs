@@ -101,16 +101,32 @@ pub fn chain_hash(
     ))
 }
 
-/// The result of checking the chain.
+/// The result of checking the chain and its signed checkpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ChainVerification {
-    /// True when every event's hash matches and links to its predecessor.
+    /// True when no finding is a failure: every event's hash matches and
+    /// links to its predecessor, every checkpoint verifies, and the events
+    /// the checkpoints name are there with the hashes they signed.
     pub valid: bool,
-    /// Events checked.
+    /// Events checked before the first broken link (all of them when none).
     pub checked: i64,
-    /// The first event whose hash or link is wrong.
+    /// The first event concerned by a failure: the first broken link, else
+    /// the first event gone (truncation) or rewritten.
     pub first_broken_seq: Option<i64>,
+    /// The first failure's message.
     pub reason: Option<String>,
+    /// Everything found, failures first; one finding per kind.
+    #[serde(default)]
+    pub findings: Vec<crate::domain::audit_checkpoint::AuditFinding>,
+    /// Checkpoints whose signature verified (database and exported copy).
+    #[serde(default)]
+    pub checkpoints_verified: i64,
+    /// The last event a verified checkpoint covers.
+    #[serde(default)]
+    pub anchored_through_seq: Option<i64>,
+    /// Events after it, not yet covered by any checkpoint (a warning).
+    #[serde(default)]
+    pub unanchored_events: i64,
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 pub mod approval;
 pub mod audit;
+pub mod audit_checkpoint;
 pub mod bulk;
 pub mod certificate;
 pub mod fleet;
@@ -16,6 +17,7 @@ pub mod target_config;
 
 pub use approval::{Approval, ApprovalStatus};
 pub use audit::{AuditEvent, ChainVerification, Outcome};
+pub use audit_checkpoint::{AuditCheckpoint, AuditCheckpointExport, AuditFinding, FindingKind};
 pub use bulk::{BulkItem, BulkItemOutcome, BulkKind, BulkOperation};
 pub use certificate::{
     CertificateVersion, EffectiveStatus, LifecycleStatus, ManagedCertificate, RevocationReason,

@@ -72,23 +72,43 @@ operation! {
     }
 }
 
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyAuditLogInput {
+    /// A copy of get_audit_checkpoints' output kept elsewhere: also catches
+    /// checkpoints deleted from the database.
+    #[serde(default)]
+    pub checkpoints: Option<serde_json::Value>,
+}
+
 operation! {
     VerifyAuditLog {
         name: "verify_audit_log",
         title: "Verify the audit log",
-        description: "Recompute the audit trail's hash chain and report the first event that was changed, removed or inserted behind certctl's back.",
+        description: "Check the audit trail's hash chain against its signed checkpoints: reports broken links, truncation, rewrites, bad or missing checkpoints and unanchored events.",
         risk: Read,
         permission: Read,
         idempotent: true,
         resource: "audit",
-        input: EmptyInput,
+        input: VerifyAuditLogInput,
         output: ChainVerification,
         subject: |_i| (None, String::new()),
     }
-    |ctx, _input| {
-        let v = ctx.engine.store().verify_audit_chain().await?;
+    |ctx, input| {
+        let export = input
+            .checkpoints
+            .map(|v| {
+                serde_json::from_value::<crate::domain::AuditCheckpointExport>(v).map_err(|e| {
+                    Error::invalid(format!("checkpoints is not an export of get_audit_checkpoints: {e}"))
+                })
+            })
+            .transpose()?;
+        ctx.note("with_export", export.is_some());
+        let v = crate::audit_anchor::verify(ctx.engine, export).await?;
         ctx.note("valid", v.valid);
         ctx.note("checked", v.checked);
+        let found: Vec<&str> = v.findings.iter().map(|f| f.kind.as_str()).collect();
+        ctx.note("findings", found);
         Ok(v)
     }
 }

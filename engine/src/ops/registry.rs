@@ -221,6 +221,8 @@ pub fn catalogue() -> &'static [Box<dyn DynOperation>] {
             ExpireApprovals,
             GetAuditLog,
             VerifyAuditLog,
+            CheckpointAuditLog,
+            GetAuditCheckpoints,
             GetStatsSummary,
             CreatePrincipal,
             RevokePrincipal,

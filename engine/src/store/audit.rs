@@ -1,6 +1,8 @@
 //! The audit chain. Appends are serialized (SQLite's write lock, a PostgreSQL
 //! transaction-scoped advisory lock) so each event links to the one before.
 
+use std::collections::{BTreeSet, HashMap};
+
 use super::{Backend, Store, Tx, TxInner, enum_col, json_col, safe, with_db, with_tx};
 use crate::domain::audit::{GENESIS_HASH, chain_hash};
 use crate::domain::{AuditEvent, ChainVerification, Outcome};
@@ -118,52 +120,99 @@ impl Store {
         rows.into_iter().map(AuditRow::into_domain).collect()
     }
 
-    /// Recomputes every hash and link, in batches, from the first event.
+    /// Recomputes every hash and link, in batches, from the first event
+    /// (the chain alone; `verify_audit_log` adds the signed checkpoints).
     pub async fn verify_audit_chain(&self) -> Result<ChainVerification> {
+        let walk = self.walk_audit_chain(&Default::default()).await?;
+        Ok(ChainVerification {
+            valid: walk.first_broken.is_none(),
+            checked: walk.checked,
+            first_broken_seq: walk.first_broken.map(|(s, _)| s),
+            reason: walk.first_broken.map(|(_, r)| r.to_owned()),
+            findings: Vec::new(),
+            checkpoints_verified: 0,
+            anchored_through_seq: None,
+            unanchored_events: 0,
+        })
+    }
+
+    /// Walks the whole chain in batches, recomputing every hash and link,
+    /// and keeps the id and hash of the events at `positions` (the heads of
+    /// checkpoints). It goes on past a broken link, so a checkpoint beyond
+    /// it is still compared with what is stored.
+    pub async fn walk_audit_chain(&self, positions: &BTreeSet<i64>) -> Result<ChainWalk> {
+        self.walk_audit_range(0, GENESIS_HASH, None, positions)
+            .await
+    }
+
+    /// [`Store::walk_audit_chain`] over the events after `after_seq`, the
+    /// first of which must link to `prev_hash`, up to `until` (inclusive).
+    pub async fn walk_audit_range(
+        &self,
+        after_seq: i64,
+        prev_hash: &str,
+        until: Option<i64>,
+        positions: &BTreeSet<i64>,
+    ) -> Result<ChainWalk> {
         const BATCH: i64 = 5000;
-        let sql =
-            format!("SELECT {COLUMNS} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2");
-        let mut last_seq = 0i64;
-        let mut prev = GENESIS_HASH.to_owned();
-        let mut checked = 0i64;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM audit_events WHERE seq > $1 AND ($2 IS NULL OR seq <= $2) \
+             ORDER BY seq LIMIT $3"
+        );
+        let mut walk = ChainWalk {
+            last_seq: after_seq,
+            ..Default::default()
+        };
+        let mut prev = prev_hash.to_owned();
         loop {
             let rows: Vec<AuditRow> = with_db!(&self.db, |p| {
                 sqlx::query_as(safe(&sql))
-                    .bind(last_seq)
+                    .bind(walk.last_seq)
+                    .bind(until)
                     .bind(BATCH)
                     .fetch_all(p)
                     .await?
             });
             if rows.is_empty() {
-                return Ok(ChainVerification {
-                    valid: true,
-                    checked,
-                    first_broken_seq: None,
-                    reason: None,
-                });
+                return Ok(walk);
             }
-            for r in &rows {
-                let broken = |reason: &str| ChainVerification {
-                    valid: false,
-                    checked,
-                    first_broken_seq: Some(r.seq),
-                    reason: Some(reason.to_owned()),
+            for r in rows {
+                let broken = if r.seq != walk.last_seq + 1 {
+                    Some("an event is missing before this one")
+                } else if r.prev_hash != prev {
+                    Some("prev_hash does not match the previous event's hash")
+                } else if r.hash != r.expected_hash() {
+                    Some("the event's content does not match its hash")
+                } else {
+                    None
                 };
-                if r.seq != last_seq + 1 {
-                    return Ok(broken("an event is missing before this one"));
+                match (broken, walk.first_broken) {
+                    (Some(reason), None) => walk.first_broken = Some((r.seq, reason)),
+                    (None, None) => walk.checked += 1,
+                    _ => {}
                 }
-                if r.prev_hash != prev {
-                    return Ok(broken("prev_hash does not match the previous event's hash"));
+                if positions.contains(&r.seq) {
+                    walk.at_positions
+                        .insert(r.seq, (r.id.clone(), r.hash.clone()));
                 }
-                if r.hash != r.expected_hash() {
-                    return Ok(broken("the event's content does not match its hash"));
-                }
-                checked += 1;
-                last_seq = r.seq;
-                prev = r.hash.clone();
+                walk.last_seq = r.seq;
+                prev = r.hash;
             }
         }
     }
+}
+
+/// What a walk of the chain saw.
+#[derive(Debug, Clone, Default)]
+pub struct ChainWalk {
+    /// Events that verified before the first broken link.
+    pub checked: i64,
+    /// The first broken link: the event and why.
+    pub first_broken: Option<(i64, &'static str)>,
+    /// The last event walked (the start when there was none; 0 for an empty log).
+    pub last_seq: i64,
+    /// `(id, hash)` of the events at the positions asked for that exist.
+    pub at_positions: HashMap<i64, (String, String)>,
 }
 
 impl Tx {

@@ -15,6 +15,7 @@ mod agent_groups;
 mod agents;
 mod approvals;
 mod audit;
+mod audit_checkpoints;
 mod bulk;
 mod certificates;
 mod deployments;
@@ -46,7 +47,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use approvals::ApprovalPrivate;
-pub use audit::{AuditFilter, NewAuditEvent};
+pub use audit::{AuditFilter, ChainWalk, NewAuditEvent};
 pub use bulk::BulkRun;
 pub use certificates::{CertificateFilter, CertificateSort, NewVersion};
 pub use certificates::{CertificatePatch, StatusView};
