@@ -17,6 +17,7 @@ mod engine;
 pub mod error;
 pub mod ids;
 pub mod issuers;
+pub mod net_guard;
 pub mod netscan;
 pub mod notify;
 pub mod ops;

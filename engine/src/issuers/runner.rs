@@ -180,7 +180,7 @@ async fn run_job(engine: &Engine, worker: &str, job: Job) -> Result<bool> {
         issuer_id: issuer_id.clone(),
         payload: Mutex::new(job.payload.clone()),
     };
-    let connector = match super::connector_for(engine.master_key(), &record) {
+    let connector = match super::connector_for(engine.master_key(), &record, engine.config().outbound) {
         Ok(c) => c,
         Err(e) => {
             let err = IssuerError::rejected(e.to_string());
