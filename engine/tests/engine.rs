@@ -4,6 +4,7 @@
 mod engine {
     pub mod support;
 
+    mod adversarial_network;
     mod agent_groups;
     mod approvals;
     mod audit;
