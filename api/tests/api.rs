@@ -6,6 +6,8 @@ mod support;
 
 #[path = "api/actions.rs"]
 mod actions;
+#[path = "api/adversarial_public.rs"]
+mod adversarial_public;
 
 #[path = "api/certificates.rs"]
 mod certificates;
