@@ -81,11 +81,7 @@ pub fn too_many(limit: Limit, client: &str, retry_after: Duration, detail: &str)
 
 /// Drops entries `idle` says are stale when the map is full; answers the
 /// key to use (the overflow key when it is still full).
-fn room<'a, V>(
-    map: &mut HashMap<String, V>,
-    key: &'a str,
-    idle: impl Fn(&V) -> bool,
-) -> &'a str {
+fn room<'a, V>(map: &mut HashMap<String, V>, key: &'a str, idle: impl Fn(&V) -> bool) -> &'a str {
     if map.len() >= MAX_CLIENTS && !map.contains_key(key) {
         map.retain(|_, v| !idle(v));
         if map.len() >= MAX_CLIENTS {
@@ -124,9 +120,7 @@ impl ClientLimiter {
         let key = room(&mut *buckets, client, |(_, t)| {
             now.duration_since(*t) > full_after
         });
-        let (tokens, last) = buckets
-            .entry(key.to_owned())
-            .or_insert((self.burst, now));
+        let (tokens, last) = buckets.entry(key.to_owned()).or_insert((self.burst, now));
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rps).min(self.burst);
         *last = now;
         if *tokens >= 1.0 {
@@ -187,7 +181,9 @@ impl FailedAuthLimiter {
         let now = Instant::now();
         let window = self.window;
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        let key = room(&mut *clients, client, |(_, t)| now.duration_since(*t) >= window);
+        let key = room(&mut *clients, client, |(_, t)| {
+            now.duration_since(*t) >= window
+        });
         let (n, start) = clients.entry(key.to_owned()).or_insert((0, now));
         if now.duration_since(*start) >= window {
             *n = 0;

@@ -9,12 +9,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::serve::{self, ServerTimeouts};
 use axum::Router;
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use crate::serve::{self, ServerTimeouts};
 
 /// The DER of the TLS client's certificate, when it sent one that verified.
 #[derive(Debug, Clone)]
@@ -76,7 +76,14 @@ pub async fn run_tls(
     config: Arc<rustls::ServerConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    run_tls_with(listener, router, config, ServerTimeouts::default(), shutdown).await
+    run_tls_with(
+        listener,
+        router,
+        config,
+        ServerTimeouts::default(),
+        shutdown,
+    )
+    .await
 }
 
 /// [`run_tls`] with the given timeouts: the handshake is bounded, and the
@@ -93,16 +100,15 @@ pub async fn run_tls_with(
     serve::accept_loop(listener, shutdown, move |stream, peer, watcher| {
         let (acceptor, router) = (acceptor.clone(), router.clone());
         async move {
-            let tls = match tokio::time::timeout(timeouts.tls_handshake, acceptor.accept(stream))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(timeouts.tls_handshake, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let conn = tls.get_ref().1;
             let client = conn
                 .peer_certificates()

@@ -199,7 +199,9 @@ fn v4_class(ip: Ipv4Addr) -> AddressClass {
         AddressClass::SharedCgnat
     } else if ip.is_documentation() {
         AddressClass::Documentation
-    } else if o[0] >= 240 || (o[0] == 198 && (o[1] & 0xfe) == 18) || (o[0], o[1], o[2]) == (192, 0, 0)
+    } else if o[0] >= 240
+        || (o[0] == 198 && (o[1] & 0xfe) == 18)
+        || (o[0], o[1], o[2]) == (192, 0, 0)
     {
         AddressClass::Reserved
     } else {
@@ -351,7 +353,11 @@ fn check_parsed_url(u: &reqwest::Url, policy: OutboundPolicy) -> Result<()> {
     // The URL parser has already turned other spellings of an IPv4 address
     // (decimal, octal, hex) into dotted quads; IPv6 hosts come in brackets.
     // A name is resolved, then checked, by the resolver.
-    match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+    match host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
         Ok(ip) => check_outbound(ip, policy),
         Err(_) => Ok(()),
     }
@@ -436,7 +442,10 @@ impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for 
     type Response = std::vec::IntoIter<SocketAddr>;
     type Error = Box<dyn std::error::Error + Send + Sync>;
     type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = std::result::Result<Self::Response, Self::Error>> + Send>,
+        Box<
+            dyn std::future::Future<Output = std::result::Result<Self::Response, Self::Error>>
+                + Send,
+        >,
     >;
 
     fn poll_ready(
@@ -475,7 +484,10 @@ where
     type Response = C::Response;
     type Error = Box<dyn std::error::Error + Send + Sync>;
     type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = std::result::Result<Self::Response, Self::Error>> + Send>,
+        Box<
+            dyn std::future::Future<Output = std::result::Result<Self::Response, Self::Error>>
+                + Send,
+        >,
     >;
 
     fn poll_ready(
@@ -584,7 +596,10 @@ mod tests {
                 "255.255.255.255",
             ] {
                 let why = refusal(ip(a), p).unwrap_or_default();
-                assert!(why.contains(a) && why.contains(p.as_str()), "{a} {p}: {why}");
+                assert!(
+                    why.contains(a) && why.contains(p.as_str()),
+                    "{a} {p}: {why}"
+                );
             }
         }
         let p = OutboundPolicy::default();

@@ -38,14 +38,19 @@ async fn ocsp_for_unknown_serials_leaves_the_cache_alone(rig: &Rig) {
         let r = rig.send(Method::GET, &uri, None, None).await;
         assert_eq!(r.status, StatusCode::OK);
     }
-    assert_eq!(rig.engine.ocsp_cache_len(), before, "unknown serials cached");
+    assert_eq!(
+        rig.engine.ocsp_cache_len(),
+        before,
+        "unknown serials cached"
+    );
     // The refresh loop has nothing of theirs to re-sign either.
     rig.engine.refresh_revocation_data().await.expect("refresh");
     assert_eq!(rig.engine.ocsp_cache_len(), before);
     // A serial the issuer issued is still cached (the cache works).
     let id = rig.issued_certificate("ocsp.example.com").await;
-    let serial = rig.op("get_certificate", serde_json::json!({ "id": id })).await["certificate"]
-        ["serial"]
+    let serial = rig
+        .op("get_certificate", serde_json::json!({ "id": id }))
+        .await["certificate"]["serial"]
         .as_str()
         .expect("serial")
         .to_owned();
@@ -279,7 +284,11 @@ async fn public_routes_are_rate_limited_per_client() {
         }
         statuses.push(r.status().as_u16());
     }
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 15);
     // Health probes are not limited.
     let r = client

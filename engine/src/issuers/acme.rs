@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use base64::Engine as _;
 use crate::net_guard::OutboundPolicy;
+use base64::Engine as _;
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
     ExternalAccountKey, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
@@ -311,10 +311,9 @@ impl AcmeConnector {
     /// names are filtered when resolved and literal hosts checked, so no URL
     /// the directory hands out can reach a refused address.
     fn builder(&self) -> instant_acme::AccountBuilder {
-        let mut http =
-            hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(
-                crate::net_guard::GuardedResolver::new(self.outbound),
-            );
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(
+            crate::net_guard::GuardedResolver::new(self.outbound),
+        );
         http.enforce_http(false);
         let guarded = crate::net_guard::GuardedConnector::new(http, self.outbound);
         let https = hyper_rustls::HttpsConnectorBuilder::new()

@@ -17,9 +17,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use serde::{Deserialize, Serialize};
 
 use super::http::{reqwest_client, transport};
-use crate::net_guard::OutboundPolicy;
 use super::{Checkpoint, Connector, IssueRequest, Issued, IssuerError};
 use crate::error::{Error, Result};
+use crate::net_guard::OutboundPolicy;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -7,10 +7,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::http::{reqwest_client, roots, transport};
-use crate::net_guard::OutboundPolicy;
 use super::{Checkpoint, Connector, IssueRequest, Issued, IssuerError};
 use crate::domain::RevocationReason;
 use crate::error::{Error, Result};
+use crate::net_guard::OutboundPolicy;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,7 +108,11 @@ async fn vault_error(what: &str, rsp: reqwest::Response) -> IssuerError {
 }
 
 impl VaultConnector {
-    pub fn new(config: VaultConfig, secrets: VaultSecrets, outbound: OutboundPolicy) -> Result<Self> {
+    pub fn new(
+        config: VaultConfig,
+        secrets: VaultSecrets,
+        outbound: OutboundPolicy,
+    ) -> Result<Self> {
         config.check()?;
         super::http::check_url("vault issuer: url", &config.url, outbound)?;
         let token = secrets

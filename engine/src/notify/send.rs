@@ -28,10 +28,12 @@ pub async fn send(
     now: UnixTime,
     policy: OutboundPolicy,
 ) -> SendResult {
-    inner(channel, secret, n, now, policy).await.map_err(|e| match e {
-        Error::Internal(m) => m,
-        other => other.to_string(),
-    })
+    inner(channel, secret, n, now, policy)
+        .await
+        .map_err(|e| match e {
+            Error::Internal(m) => m,
+            other => other.to_string(),
+        })
 }
 
 async fn inner(

@@ -317,7 +317,11 @@ impl Operation for TestIssuer {
                 None => Err("the local issuer has no CA material".to_owned()),
             }
         } else {
-            match crate::issuers::connector_for(engine.master_key(), &record, engine.config().outbound) {
+            match crate::issuers::connector_for(
+                engine.master_key(),
+                &record,
+                engine.config().outbound,
+            ) {
                 Ok(c) => c.test().await.map_err(|e| e.message),
                 Err(e) => Err(e.to_string()),
             }

@@ -85,9 +85,12 @@ fn check_settings(
             }
         }
         ChannelKind::Webhook | ChannelKind::Slack | ChannelKind::Teams => {
-            check_url(s.url.as_deref().ok_or_else(|| {
-                Error::invalid(format!("a {} channel needs a url", kind.as_str()))
-            })?, policy)?;
+            check_url(
+                s.url.as_deref().ok_or_else(|| {
+                    Error::invalid(format!("a {} channel needs a url", kind.as_str()))
+                })?,
+                policy,
+            )?;
         }
         ChannelKind::Pagerduty | ChannelKind::Opsgenie => {
             if let Some(u) = &s.url {

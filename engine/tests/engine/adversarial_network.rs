@@ -28,12 +28,7 @@ fn input<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
 }
 
 async fn audit_is_valid(h: &Harness) {
-    let v = h
-        .engine
-        .store()
-        .verify_audit_chain()
-        .await
-        .expect("verify");
+    let v = h.engine.store().verify_audit_chain().await.expect("verify");
     assert!(v.valid, "audit chain: {v:?}");
 }
 
@@ -68,8 +63,10 @@ async fn scan_targets_in_ipv4_carrying_forms_are_refused(h: &Harness) {
     let e = h
         .call::<ops::CreateNetworkScanTarget>(
             &h.admin(),
-            input(json!({"name": "t", "cidrs": ["fe80::1%eth0"], "ports": [80],
-                         "allow_restricted": true})),
+            input(
+                json!({"name": "t", "cidrs": ["fe80::1%eth0"], "ports": [80],
+                         "allow_restricted": true}),
+            ),
         )
         .await
         .expect_err("zone id");
@@ -106,9 +103,17 @@ async fn channels_to_embedded_metadata_addresses_are_refused(h: &Harness) {
             "http://[::ffff:169.254.169.254]/",
             "169.254.169.254",
         ),
-        ("webhook", "http://169.254.169.254/latest/", "169.254.169.254"),
+        (
+            "webhook",
+            "http://169.254.169.254/latest/",
+            "169.254.169.254",
+        ),
         ("slack", "http://[64:ff9b::a9fe:a9fe]/x", "169.254.169.254"),
-        ("teams", "http://[2002:a9fe:a9fe::1]:8080/", "169.254.169.254"),
+        (
+            "teams",
+            "http://[2002:a9fe:a9fe::1]:8080/",
+            "169.254.169.254",
+        ),
         ("webhook", "http://[fd00:ec2::254]/", "fd00:ec2::254"),
         ("webhook", "http://2852039166/", "169.254.169.254"),
         ("webhook", "http://[::ffff:0.0.0.0]/", "0.0.0.0"),
@@ -145,7 +150,11 @@ async fn channels_to_embedded_metadata_addresses_are_refused(h: &Harness) {
     .await;
     let channels: ops::List<serde_json::Value> =
         h.list(&h.admin(), "notification_channel", json!({})).await;
-    let names: Vec<&str> = channels.data.iter().filter_map(|c| c["name"].as_str()).collect();
+    let names: Vec<&str> = channels
+        .data
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
     assert_eq!(names, ["ok"]);
     audit_is_valid(h).await;
 }
@@ -211,10 +220,7 @@ async fn a_name_resolving_to_a_refused_address_is_not_connected_to(h: &Harness) 
         .expect_err("loopback literal");
     assert!(e.to_string().contains("loopback"), "{e}");
     engine
-        .call::<ops::SendTestNotification>(
-            &h.admin(),
-            input(json!({"channel_id": c.id})),
-        )
+        .call::<ops::SendTestNotification>(&h.admin(), input(json!({"channel_id": c.id})))
         .await
         .expect("queue");
     certctl_engine::notify::deliver(&engine, "proc-guard", engine.now())
