@@ -140,7 +140,7 @@ pub struct SchedulerArgs {
           value_parser = clap::value_parser!(u64).range(100..=60_000))]
     pub network_scan_timeout_ms: u64,
     /// Which addresses webhooks, chat and incident notifiers and external
-    /// CAs may reach: `loopback` (also private and loopback, the default),
+    /// CAs may reach: `loopback` (public, private and loopback; the default),
     /// `private` (public and private, no loopback) or `public`. Link-local
     /// and metadata, unspecified, multicast and broadcast addresses are
     /// refused under every policy, in every IPv6 form that carries them.
