@@ -10,6 +10,7 @@ use certctl_engine::domain::{Principal, Role};
 
 use crate::AppState;
 use crate::problem::ApiError;
+use crate::public_limits::Limit;
 
 /// How callers are authenticated.
 #[derive(Debug, Clone)]
@@ -39,31 +40,47 @@ pub fn anonymous_admin() -> Principal {
     }
 }
 
-/// Middleware: authenticates the caller or answers 401.
+/// Middleware: authenticates the caller or answers 401. A client address
+/// that failed too often in the current window is answered 429 without its
+/// credentials being tried (guessing keys costs the guesser, not the
+/// database or the audit trail).
 pub async fn require_principal(
     State(state): State<AppState>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let principal = match &state.auth {
-        AuthMode::InsecureNone => anonymous_admin(),
-        AuthMode::ApiKey => {
-            let Some(key) = bearer(req.headers()) else {
-                return ApiError::from(certctl_engine::Error::Unauthenticated).into_response();
-            };
-            match state.engine.authenticate(key).await {
-                Ok(p) => p,
-                Err(e) => return ApiError::from(e).into_response(),
+    let client = crate::middleware::client_of(&req);
+    if !state.auth.is_none()
+        && let Some(c) = &client
+        && let Some(wait) = state.extras.failed_auth.blocked(c)
+    {
+        let detail = format!(
+            "this client failed to authenticate {} times in {} s",
+            state.extras.failed_auth.max(),
+            state.extras.throttle_log.window().as_secs()
+        );
+        return crate::public_limits::too_many(Limit::FailedAuth, c, wait, &detail);
+    }
+    let authenticated = match &state.auth {
+        AuthMode::InsecureNone => Ok(anonymous_admin()),
+        AuthMode::ApiKey => match bearer(req.headers()) {
+            None => Err(certctl_engine::Error::Unauthenticated),
+            Some(key) => state.engine.authenticate(key).await,
+        },
+        AuthMode::Jwt(verifier) => match bearer(req.headers()) {
+            None => Err(certctl_engine::Error::Unauthenticated),
+            Some(token) => verifier.verify(token),
+        },
+    };
+    let principal = match authenticated {
+        Ok(p) => p,
+        Err(e) => {
+            if matches!(e, certctl_engine::Error::Unauthenticated)
+                && let Some(c) = &client
+            {
+                state.extras.failed_auth.failed(c);
             }
-        }
-        AuthMode::Jwt(verifier) => {
-            let Some(token) = bearer(req.headers()) else {
-                return ApiError::from(certctl_engine::Error::Unauthenticated).into_response();
-            };
-            match verifier.verify(token) {
-                Ok(p) => p,
-                Err(e) => return ApiError::from(e).into_response(),
-            }
+            return ApiError::from(e).into_response();
         }
     };
     if let Some(limited) = state.extras.limiter.check(&principal.id) {

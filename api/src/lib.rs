@@ -22,8 +22,10 @@ mod openapi;
 mod operations;
 mod pki;
 mod problem;
+pub mod public_limits;
 mod query;
 pub mod routes;
+pub mod serve;
 pub mod tls;
 
 use std::future::Future;
@@ -39,6 +41,7 @@ pub use est::EstConfig;
 pub use middleware::ApiOptions;
 pub use openapi::document as openapi_document;
 pub use problem::{ApiError, Problem};
+pub use serve::ServerTimeouts;
 pub use tokio_util::sync::CancellationToken;
 
 /// Largest request body accepted (1 MiB); larger ones get a 413 problem.
@@ -175,13 +178,40 @@ fn pki_routes(state: AppState) -> Router {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets
-/// in-flight requests finish.
+/// in-flight requests finish; default timeouts.
 pub async fn run(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    run_with(listener, router, ServerTimeouts::default(), shutdown).await
+}
+
+/// [`run`] with the given timeouts (see [`serve`]).
+pub async fn run_with(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    timeouts: ServerTimeouts,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve::accept_loop(listener, shutdown, move |stream, peer, watcher| {
+        let router = router.clone();
+        async move {
+            // A connection that never speaks is closed, not kept.
+            if !serve::first_byte(&stream, &timeouts).await {
+                return;
+            }
+            serve::connection(
+                stream,
+                peer,
+                None,
+                serve::Protocol::Detect,
+                router,
+                timeouts,
+                watcher,
+            )
+            .await;
+        }
+    })
+    .await
 }

@@ -62,6 +62,9 @@ pub struct Metrics {
     http: Mutex<BTreeMap<(String, String, u16), Histogram>>,
     ops: Mutex<BTreeMap<(String, &'static str), Histogram>>,
     audit_dropped: AtomicU64,
+    /// Requests refused by the per-client limits: public routes, failed auth.
+    throttled_public: AtomicU64,
+    throttled_failed_auth: AtomicU64,
     /// Shared with the request-audit writer, which counts its failed writes.
     audit_write_failures: std::sync::Arc<AtomicU64>,
 }
@@ -87,6 +90,16 @@ impl Metrics {
                 .or_default()
                 .observe(latency.as_secs_f64());
         }
+    }
+
+    /// Counts a request refused by a per-client limit (`public` or `failed_auth`).
+    pub fn throttled(&self, limit: &str) {
+        let c = if limit == "public" {
+            &self.throttled_public
+        } else {
+            &self.throttled_failed_auth
+        };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn audit_dropped(&self) {
@@ -123,6 +136,18 @@ impl Metrics {
                 let labels = format!("operation=\"{}\",outcome=\"{outcome}\"", escape(op));
                 h.render(out, "certctl_operation_duration_seconds", &labels);
             }
+        }
+        out.push_str("# HELP certctl_http_throttled_total Requests refused with 429 by a per-client limit (public routes, failed authentications).\n");
+        out.push_str("# TYPE certctl_http_throttled_total counter\n");
+        for (limit, c) in [
+            ("public", &self.throttled_public),
+            ("failed_auth", &self.throttled_failed_auth),
+        ] {
+            let _ = writeln!(
+                out,
+                "certctl_http_throttled_total{{limit=\"{limit}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
         }
         out.push_str("# HELP certctl_api_audit_dropped_total api_request audit events lost because the request audit writer had stopped.\n");
         out.push_str("# TYPE certctl_api_audit_dropped_total counter\n");

@@ -1,20 +1,24 @@
 //! What wraps every request: a request id, security headers, CORS (denied
 //! unless origins are allowed), an access log line, the `api_request` audit
 //! event, HTTP metrics, and per-principal rate limiting (checked right after
-//! authentication, in `auth.rs`).
+//! authentication, in `auth.rs`). Before any of that, the per-client limit
+//! of the unauthenticated routes and the request-body deadline
+//! (`public_limits.rs`); requests those refuse are audited in aggregate.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use certctl_engine::Engine;
 use certctl_engine::domain::Principal;
-use certctl_engine::request_audit::ApiRequestRecord;
+use certctl_engine::request_audit::{ApiRequestRecord, ThrottledRecord};
+
+use crate::public_limits::{ClientLimiter, FailedAuthLimiter, Limit, ThrottleLog, Throttled};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::AppState;
@@ -34,6 +38,19 @@ pub struct ApiOptions {
     pub cors_origins: Vec<String>,
     /// Record every API call in the audit trail (`api_request` events).
     pub audit_requests: bool,
+    /// Sustained requests per second per client address on the
+    /// unauthenticated routes (OCSP, CRL, export links, EST); 0 turns it off.
+    pub public_rate_limit_rps: u32,
+    /// Requests a client may burst above that rate.
+    pub public_rate_limit_burst: u32,
+    /// Failed authentications a client address may make per window before
+    /// it is answered 429 without its credentials being tried; 0 turns it off.
+    pub failed_auth_limit: u32,
+    /// The failed-authentication window, which is also the window of the
+    /// aggregated `api_throttled` audit events.
+    pub failed_auth_window: Duration,
+    /// Time a client has to send a request body once its headers are in.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ApiOptions {
@@ -43,6 +60,11 @@ impl Default for ApiOptions {
             rate_limit_burst: 400,
             cors_origins: Vec::new(),
             audit_requests: true,
+            public_rate_limit_rps: 100,
+            public_rate_limit_burst: 1000,
+            failed_auth_limit: 30,
+            failed_auth_window: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -52,6 +74,12 @@ impl Default for ApiOptions {
 pub struct Extras {
     pub options: ApiOptions,
     pub limiter: RateLimiter,
+    /// Per client address, on the unauthenticated routes.
+    pub public_limiter: ClientLimiter,
+    /// Failed authentications per client address.
+    pub failed_auth: FailedAuthLimiter,
+    /// One `api_throttled` event per client, limit and window.
+    pub throttle_log: ThrottleLog,
     pub metrics: Metrics,
     audit: Option<mpsc::Sender<AuditMsg>>,
 }
@@ -71,6 +99,15 @@ impl Extras {
         });
         Self {
             limiter: RateLimiter::new(options.rate_limit_rps, options.rate_limit_burst),
+            public_limiter: ClientLimiter::new(
+                options.public_rate_limit_rps,
+                options.public_rate_limit_burst,
+            ),
+            failed_auth: FailedAuthLimiter::new(
+                options.failed_auth_limit,
+                options.failed_auth_window,
+            ),
+            throttle_log: ThrottleLog::new(options.failed_auth_window),
             metrics,
             options,
             audit,
@@ -92,8 +129,32 @@ impl Extras {
     /// burst slows down rather than losing its audit trail; an event is only
     /// lost when the writer has stopped.
     async fn record(&self, r: ApiRequestRecord) {
+        self.queue(AuditMsg::Record(Box::new(r))).await;
+    }
+
+    /// Counts a request a client limit refused; the first of its window
+    /// queues an `api_throttled` event standing for those since the last.
+    async fn throttled(&self, t: &Throttled, at: certctl_engine::clock::UnixTime) {
+        self.metrics.throttled(t.limit.as_str());
+        let Some(count) = self.throttle_log.refused(t.limit, &t.client) else {
+            return;
+        };
+        tracing::warn!(client = %t.client, limit = t.limit.as_str(), count, "client throttled");
+        if self.options.audit_requests {
+            self.queue(AuditMsg::Throttled(ThrottledRecord {
+                at,
+                client: t.client.clone(),
+                limit: t.limit.as_str().to_owned(),
+                count,
+                window_seconds: self.throttle_log.window().as_secs(),
+            }))
+            .await;
+        }
+    }
+
+    async fn queue(&self, m: AuditMsg) {
         let Some(tx) = &self.audit else { return };
-        let sent = match tx.try_send(AuditMsg::Record(Box::new(r))) {
+        let sent = match tx.try_send(m) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(m)) => tx.send(m).await.map_err(|_| ()),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
@@ -109,6 +170,7 @@ impl Extras {
 
 enum AuditMsg {
     Record(Box<ApiRequestRecord>),
+    Throttled(ThrottledRecord),
     Flush(oneshot::Sender<()>),
 }
 
@@ -129,12 +191,14 @@ async fn audit_writer(
     failures: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut batch = Vec::with_capacity(512);
+    let mut throttled = Vec::new();
     let mut waiters = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(m) = next.take() {
             match m {
                 AuditMsg::Record(r) => batch.push(*r),
+                AuditMsg::Throttled(t) => throttled.push(t),
                 AuditMsg::Flush(w) => waiters.push(w),
             }
             if batch.len() < 512 {
@@ -154,6 +218,14 @@ async fn audit_writer(
             wait = (wait * 2).min(AUDIT_RETRY_MAX);
         }
         batch.clear();
+        let mut wait = AUDIT_RETRY_FIRST;
+        while let Err(e) = engine.record_throttled(&throttled).await {
+            failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(error = ?e, "could not write api_throttled audit events; retrying");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(AUDIT_RETRY_MAX);
+        }
+        throttled.clear();
         for w in waiters.drain(..) {
             let _ = w.send(());
         }
@@ -207,29 +279,88 @@ fn request_id(req: &Request) -> String {
         })
 }
 
-/// Outer layer: request id, body hash, access log, audit, metrics, headers.
+/// The routes anyone may call without credentials, which the per-client
+/// limit covers (`/health` and `/ready` stay unlimited for probes).
+fn is_public_route(path: &str) -> bool {
+    [
+        "/api/v1/ocsp/",
+        "/api/v1/crl/",
+        "/api/v1/exports/",
+        "/.well-known/est/",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
+}
+
+/// The client's key for the per-client limits; `None` when the request did
+/// not come through certctl's listener (in-process tests).
+pub(crate) fn client_of(req: &Request) -> Option<String> {
+    req.extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| crate::public_limits::client_key(c.0))
+}
+
+/// Outer layer: per-client limit of public routes, body deadline, request
+/// id, body hash, access log, audit, metrics, headers.
 pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let at = state.engine.now();
     let id = request_id(&req);
     let method = req.method().as_str().to_owned();
     let path = loggable_path(req.uri().path());
+    if is_public_route(&path)
+        && let Some(client) = client_of(&req)
+        && let Some(wait) = state.extras.public_limiter.check(&client)
+    {
+        let detail = format!(
+            "this client sends more than {} requests per second to unauthenticated routes",
+            state.extras.public_limiter.rps()
+        );
+        let res = crate::public_limits::too_many(Limit::Public, &client, wait, &detail);
+        return throttled(&state, res, at, id).await;
+    }
     let audited = state.extras.options.audit_requests
         && (path.starts_with("/api/") || path.starts_with("/mcp"));
     let slot = PrincipalSlot::default();
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(slot.clone());
-    // The body is read here (the limit applies) to hash it, then handed on.
-    let (body_sha256, body) = if audited {
-        match axum::body::to_bytes(body, crate::MAX_BODY_BYTES).await {
-            Ok(bytes) => (
-                hex::encode(aws_lc_rs::digest::digest(
-                    &aws_lc_rs::digest::SHA256,
-                    &bytes,
-                )),
+    // The body is read here, under the size limit and the read deadline (a
+    // client trickling a body cannot hold a handler), hashed when audited,
+    // then handed on.
+    let read = tokio::time::timeout(
+        state.extras.options.body_read_timeout,
+        axum::body::to_bytes(body, crate::MAX_BODY_BYTES),
+    )
+    .await;
+    let (body_sha256, body) = {
+        match read {
+            Err(_) => {
+                let mut res = Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request-timeout",
+                    "Request timeout",
+                    format!(
+                        "the request body did not arrive within {} s",
+                        state.extras.options.body_read_timeout.as_secs_f64()
+                    ),
+                )
+                .into_response();
+                res.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return finish(res, id);
+            }
+            Ok(Ok(bytes)) => (
+                if audited {
+                    hex::encode(aws_lc_rs::digest::digest(
+                        &aws_lc_rs::digest::SHA256,
+                        &bytes,
+                    ))
+                } else {
+                    String::new()
+                },
                 Body::from(bytes),
             ),
-            Err(_) => {
+            Ok(Err(_)) => {
                 let res = Problem::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload-too-large",
@@ -243,10 +374,11 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
                 return finish(res, id);
             }
         }
-    } else {
-        (String::new(), body)
     };
     let mut res = next.run(Request::from_parts(parts, body)).await;
+    if res.extensions().get::<Throttled>().is_some() {
+        return throttled(&state, res, at, id).await;
+    }
     let status = res.status().as_u16();
     let route = res
         .extensions_mut()
@@ -307,6 +439,22 @@ pub(crate) fn loggable_path(path: &str) -> String {
         }
         None => path.to_owned(),
     }
+}
+
+/// A request a client limit refused: counted and audited in aggregate
+/// (no `api_request` event of its own), logged at debug level only.
+async fn throttled(
+    state: &AppState,
+    res: Response,
+    at: certctl_engine::clock::UnixTime,
+    id: String,
+) -> Response {
+    if let Some(t) = res.extensions().get::<Throttled>() {
+        tracing::debug!(target: "certctl::access", request_id = %id, client = %t.client,
+            limit = t.limit.as_str(), "throttled");
+        state.extras.throttled(t, at).await;
+    }
+    finish(res, id)
 }
 
 fn finish(mut res: Response, id: String) -> Response {

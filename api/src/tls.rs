@@ -8,16 +8,13 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
+use crate::serve::{self, ServerTimeouts};
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use tower::ServiceExt;
 
 /// The DER of the TLS client's certificate, when it sent one that verified.
 #[derive(Debug, Clone)]
@@ -72,67 +69,57 @@ pub fn server_config(
 }
 
 /// Serves `router` over TLS on `listener` until `shutdown` resolves, then
-/// lets open connections finish.
+/// lets open connections finish; default timeouts.
 pub async fn run_tls(
     listener: tokio::net::TcpListener,
     router: Router,
     config: Arc<rustls::ServerConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    run_tls_with(
+        listener,
+        router,
+        config,
+        ServerTimeouts::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`run_tls`] with the given timeouts: the handshake is bounded, and the
+/// protocol comes from ALPN, so an HTTP/1 connection is under the header
+/// timeout from its first byte.
+pub async fn run_tls_with(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    config: Arc<rustls::ServerConfig>,
+    timeouts: ServerTimeouts,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let client = tls
-                .get_ref()
-                .1
+    serve::accept_loop(listener, shutdown, move |stream, peer, watcher| {
+        let (acceptor, router) = (acceptor.clone(), router.clone());
+        async move {
+            let tls =
+                match tokio::time::timeout(timeouts.tls_handshake, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let conn = tls.get_ref().1;
+            let client = conn
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|c| ClientCertificate(c.to_vec()));
-            let service = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    if let Some(c) = &client {
-                        req.extensions_mut().insert(c.clone());
-                    }
-                    router.clone().oneshot(req.map(axum::body::Body::new))
-                },
-            );
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open at shutdown; closing them");
-    }
-    Ok(())
+            let protocol = match conn.alpn_protocol() {
+                Some(b"h2") => serve::Protocol::Http2,
+                _ => serve::Protocol::Http1,
+            };
+            serve::connection(tls, peer, client, protocol, router, timeouts, watcher).await;
+        }
+    })
+    .await
 }

@@ -10,6 +10,8 @@ mod actions;
 mod adversarial_est;
 #[path = "api/adversarial_export.rs"]
 mod adversarial_export;
+#[path = "api/adversarial_public.rs"]
+mod adversarial_public;
 
 #[path = "api/certificates.rs"]
 mod certificates;

@@ -73,6 +73,9 @@ pub struct EngineConfig {
     pub notifications: NotifyConfig,
     /// Network scanner limits.
     pub network_scan: NetworkScanConfig,
+    /// Which addresses outbound HTTP (webhooks, chat and incident
+    /// notifiers, external CAs) may reach; see `net_guard`.
+    pub outbound: crate::net_guard::OutboundPolicy,
 }
 
 /// Limits of the network scanner: how much one target may cover and how
@@ -211,6 +214,7 @@ impl Default for EngineConfig {
             scheduler: SchedulerConfig::default(),
             notifications: NotifyConfig::default(),
             network_scan: NetworkScanConfig::default(),
+            outbound: crate::net_guard::OutboundPolicy::default(),
         }
     }
 }

@@ -18,6 +18,7 @@ mod engine;
 pub mod error;
 pub mod ids;
 pub mod issuers;
+pub mod net_guard;
 pub mod netscan;
 pub mod notify;
 pub mod ops;

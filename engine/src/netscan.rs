@@ -9,6 +9,13 @@
 //! unless an admin allowed them on the target. Unspecified, multicast and
 //! broadcast addresses are never scanned. A closed port or one that does not
 //! speak TLS is counted, never an error.
+//!
+//! Every rule applies to the addresses a target *reaches*, through the
+//! shared guard (`net_guard`): an IPv6 form that carries an IPv4 address
+//! (`::ffff:169.254.169.254`, NAT64, 6to4, Teredo) is checked as that IPv4
+//! address, and is itself refused unless an admin allowed restricted ranges
+//! (write the IPv4 form instead). Zone ids (`fe80::1%eth0`) are refused.
+//! The scan loop checks each address again before it connects.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -54,6 +61,7 @@ const MAX_NETWORKS: usize = 64;
 #[derive(Debug, Clone)]
 pub struct ScanPlan {
     networks: Vec<IpNet>,
+    allow_restricted: bool,
     ports: Vec<u16>,
     server_names: Vec<String>,
     /// Addresses times ports times names (at least one handshake per endpoint).
@@ -63,6 +71,11 @@ pub struct ScanPlan {
 /// Parses one CIDR (a bare address is a host network).
 pub fn parse_network(s: &str) -> Result<IpNet> {
     let t = s.trim();
+    if t.contains('%') {
+        return Err(Error::invalid(format!(
+            "'{s}' carries a zone id; zone ids name link-local addresses, which a scan target may not"
+        )));
+    }
     if let Ok(n) = t.parse::<IpNet>() {
         return Ok(n.trunc());
     }
@@ -71,6 +84,20 @@ pub fn parse_network(s: &str) -> Result<IpNet> {
             "'{s}' is not a network in CIDR notation (10.0.0.0/24) or an address"
         ))
     })
+}
+
+/// Whether the scanner may connect to `ip`: never to what it reaches when
+/// that is unspecified, multicast or broadcast; to link-local and metadata
+/// addresses and IPv4-carrying IPv6 forms only when an admin allowed it.
+fn address_allowed(ip: IpAddr, allow_restricted: bool) -> bool {
+    use crate::net_guard::AddressClass as C;
+    let (class, _) = crate::net_guard::classify(ip);
+    let embedded = matches!(ip, IpAddr::V6(v6) if crate::net_guard::embedded(v6).is_some());
+    match class {
+        C::Unspecified | C::Multicast | C::Broadcast => false,
+        C::Metadata | C::LinkLocal => allow_restricted,
+        _ => allow_restricted || !embedded,
+    }
 }
 
 fn overlaps(a: &IpNet, b: &IpNet) -> bool {
@@ -118,19 +145,41 @@ impl ScanPlan {
         let parse = |s: &str| s.parse::<IpNet>().expect("constant network");
         let mut addresses: u64 = 0;
         for (n, raw) in networks.iter().zip(cidrs) {
-            for (deny, why) in NEVER {
-                if overlaps(n, &parse(deny)) {
+            // The networks a target reaches: itself and, for an IPv6 form
+            // carrying IPv4 addresses, those IPv4 networks.
+            let mut reached = vec![*n];
+            if let Some((how, v4)) = crate::net_guard::embedded_network(n) {
+                if !allow_restricted {
+                    let shown: Vec<String> = v4.iter().map(ToString::to_string).collect();
                     return Err(Error::invalid(format!(
-                        "{raw} overlaps {deny} ({why}), which is never scanned"
+                        "{raw} reaches IPv4 {} through {}; write the IPv4 form, or only an admin \
+                         may allow it (allow_restricted)",
+                        shown.join(", "),
+                        how.as_str()
                     )));
                 }
+                reached.extend(v4.into_iter().map(IpNet::V4));
             }
-            if !allow_restricted {
-                for (deny, why) in RESTRICTED {
-                    if overlaps(n, &parse(deny)) {
+            for r in &reached {
+                let shown = if r == n {
+                    raw.to_string()
+                } else {
+                    format!("{raw} (as {r})")
+                };
+                for (deny, why) in NEVER {
+                    if overlaps(r, &parse(deny)) {
                         return Err(Error::invalid(format!(
-                            "{raw} overlaps {deny} ({why}); only an admin may allow it (allow_restricted)"
+                            "{shown} overlaps {deny} ({why}), which is never scanned"
                         )));
+                    }
+                }
+                if !allow_restricted {
+                    for (deny, why) in RESTRICTED {
+                        if overlaps(r, &parse(deny)) {
+                            return Err(Error::invalid(format!(
+                                "{shown} overlaps {deny} ({why}); only an admin may allow it (allow_restricted)"
+                            )));
+                        }
                     }
                 }
             }
@@ -153,6 +202,7 @@ impl ScanPlan {
         }
         Ok(Self {
             networks,
+            allow_restricted,
             ports: ports.to_vec(),
             server_names: server_names.to_vec(),
             endpoints,
@@ -160,9 +210,14 @@ impl ScanPlan {
     }
 
     /// Every address of the plan (network and broadcast addresses of IPv4
-    /// networks wider than /31 excluded, as they serve nothing).
+    /// networks wider than /31 excluded, as they serve nothing), each checked
+    /// again by the shared guard before anything connects to it: a rule the
+    /// network check missed still stops the packet.
     fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
-        self.networks.iter().flat_map(|n| n.hosts())
+        self.networks
+            .iter()
+            .flat_map(|n| n.hosts())
+            .filter(|ip| address_allowed(*ip, self.allow_restricted))
     }
 }
 

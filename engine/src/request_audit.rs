@@ -76,3 +76,52 @@ impl Engine {
         self.append_grouped(events).await
     }
 }
+
+/// The audit action of aggregated refusals by the faces' rate limits.
+pub const API_THROTTLED_ACTION: &str = "api_throttled";
+
+/// Requests a face refused with 429 before doing their work, from one
+/// client, summed up: a flood writes one event per client per window, not
+/// one per request, so refusing it cannot itself flood the audit trail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThrottledRecord {
+    /// When the window's first refused request arrived (the engine's clock).
+    pub at: UnixTime,
+    /// The client's address (IPv6 clients by their /64).
+    pub client: String,
+    /// Which limit refused it: `public` (unauthenticated routes) or
+    /// `failed_auth` (too many failed authentications).
+    pub limit: String,
+    /// Refused requests this event stands for.
+    pub count: u64,
+    /// The length of the aggregation window, in seconds.
+    pub window_seconds: u64,
+}
+
+impl Engine {
+    /// Appends one `api_throttled` event per record, in one transaction.
+    pub async fn record_throttled(&self, batch: &[ThrottledRecord]) -> Result<()> {
+        let events = batch
+            .iter()
+            .map(|r| {
+                let mut details = serde_json::Map::new();
+                details.insert("client".into(), r.client.clone().into());
+                details.insert("limit".into(), r.limit.clone().into());
+                details.insert("count".into(), r.count.into());
+                details.insert("window_seconds".into(), r.window_seconds.into());
+                NewAuditEvent {
+                    id: crate::ids::new_id("ev", self.clock()),
+                    at: r.at,
+                    actor: "anonymous".to_owned(),
+                    actor_role: "none".to_owned(),
+                    action: API_THROTTLED_ACTION.to_owned(),
+                    resource_type: "http".to_owned(),
+                    resource_id: None,
+                    outcome: Outcome::Denied,
+                    details: serde_json::Value::Object(details),
+                }
+            })
+            .collect();
+        self.append_grouped(events).await
+    }
+}

@@ -17,7 +17,11 @@
 //!   served from memory for [`OCSP_CACHE_SECONDS`]; a revocation through
 //!   this process drops the certificate's cached response at once (other
 //!   replicas see it when their copy ages out). Requests with a nonce are
-//!   signed fresh, since the nonce is inside the signed data.
+//!   signed fresh, since the nonce is inside the signed data. Only serials
+//!   the issuer issued are cached (and so re-signed by the refresh loop):
+//!   an answer of `unknown` is signed per request and never kept, so
+//!   anonymous requests for made-up serials cannot grow the cache or the
+//!   loop's work. Their rate is bounded per client by the HTTP face.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -324,9 +328,13 @@ impl Engine {
             }
         }
         let mut answers = Vec::with_capacity(queries.len());
+        let mut all_known = true;
         for q in queries {
             let status = match self.store().serial_status(issuer_id, &q.serial_hex).await? {
-                None => CertStatus::Unknown,
+                None => {
+                    all_known = false;
+                    CertStatus::Unknown
+                }
                 Some(SerialStatus::Issued { .. }) => CertStatus::Good,
                 Some(SerialStatus::Revoked { at, reason }) => CertStatus::Revoked { at, reason },
             };
@@ -343,7 +351,7 @@ impl Engine {
                 nonce,
             },
         )?;
-        if let Some(q) = single {
+        if let Some(q) = single.filter(|_| all_known) {
             let key = (issuer_id.to_owned(), q.serial_hex.clone());
             if !caches.is_recently_revoked(&key, now) {
                 let mut cache = caches.ocsp.write().unwrap_or_else(|e| e.into_inner());
@@ -360,6 +368,19 @@ impl Engine {
             }
         }
         Ok(der)
+    }
+
+    /// How many OCSP responses this process holds in its cache (for tests
+    /// and metrics): it grows with the issued serials relying parties ask
+    /// about, never with unknown ones.
+    pub fn ocsp_cache_len(&self) -> usize {
+        self.revocation_caches()
+            .ocsp
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(Vec::len)
+            .sum()
     }
 
     /// One run of the scheduler's revocation loop: brings every local

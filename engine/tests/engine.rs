@@ -7,6 +7,7 @@ mod engine {
     mod adversarial_approvals;
     mod adversarial_target_programs;
     mod adversarial_audit;
+    mod adversarial_network;
     mod agent_groups;
     mod approvals;
     mod audit;

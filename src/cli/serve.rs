@@ -148,6 +148,14 @@ pub struct SchedulerArgs {
     #[arg(long, env = "CERTCTL_NETWORK_SCAN_TIMEOUT_MS", default_value_t = 3000,
           value_parser = clap::value_parser!(u64).range(100..=60_000))]
     pub network_scan_timeout_ms: u64,
+    /// Which addresses webhooks, chat and incident notifiers and external
+    /// CAs may reach: `loopback` (public, private and loopback; the default),
+    /// `private` (public and private, no loopback) or `public`. Link-local
+    /// and metadata, unspecified, multicast and broadcast addresses are
+    /// refused under every policy, in every IPv6 form that carries them.
+    #[arg(long, env = "CERTCTL_OUTBOUND_ADDRESSES", default_value = "loopback",
+          value_parser = ["public", "private", "loopback"])]
+    pub outbound_addresses: String,
 }
 
 impl SchedulerArgs {
@@ -176,6 +184,9 @@ impl SchedulerArgs {
         scan.max_endpoints = self.network_scan_max_endpoints;
         scan.concurrency = self.network_scan_concurrency as usize;
         scan.timeout_ms = self.network_scan_timeout_ms;
+        config.outbound =
+            certctl_engine::net_guard::OutboundPolicy::parse(&self.outbound_addresses)
+                .unwrap_or_default();
         let n = &mut config.notifications;
         n.expiry_thresholds_days = self.expiry_warning_days.clone();
         n.max_attempts = self.notification_max_attempts;
@@ -211,6 +222,30 @@ pub struct ApiArgs {
     /// Record every API call in the audit trail (api_request events).
     #[arg(long, env = "CERTCTL_AUDIT_API_REQUESTS", default_value_t = true, action = clap::ArgAction::Set)]
     pub audit_api_requests: bool,
+    /// Requests per second each client address may make to the
+    /// unauthenticated routes (OCSP, CRL, export links, EST); 0 turns it off.
+    #[arg(long, env = "CERTCTL_PUBLIC_RATE_LIMIT_RPS", default_value_t = 100)]
+    pub public_rate_limit_rps: u32,
+    /// Requests a client address may burst above that rate.
+    #[arg(long, env = "CERTCTL_PUBLIC_RATE_LIMIT_BURST", default_value_t = 1000)]
+    pub public_rate_limit_burst: u32,
+    /// Failed authentications a client address may make per window before it
+    /// is answered 429 without its credentials being tried; 0 turns it off.
+    #[arg(long, env = "CERTCTL_FAILED_AUTH_LIMIT", default_value_t = 30)]
+    pub failed_auth_limit: u32,
+    /// The failed-authentication window, also the window of the aggregated
+    /// api_throttled audit events.
+    #[arg(long, env = "CERTCTL_FAILED_AUTH_WINDOW_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub failed_auth_window_seconds: u64,
+    /// Time a client has to send its first byte and each request's headers.
+    #[arg(long, env = "CERTCTL_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout_seconds: u64,
+    /// Time a client has to send a request body once its headers are in.
+    #[arg(long, env = "CERTCTL_BODY_READ_TIMEOUT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_read_timeout_seconds: u64,
 }
 
 impl ApiArgs {
@@ -225,6 +260,18 @@ impl ApiArgs {
                 .cloned()
                 .collect(),
             audit_requests: self.audit_api_requests,
+            public_rate_limit_rps: self.public_rate_limit_rps,
+            public_rate_limit_burst: self.public_rate_limit_burst,
+            failed_auth_limit: self.failed_auth_limit,
+            failed_auth_window: std::time::Duration::from_secs(self.failed_auth_window_seconds),
+            body_read_timeout: std::time::Duration::from_secs(self.body_read_timeout_seconds),
+        }
+    }
+
+    fn timeouts(&self) -> certctl_api::ServerTimeouts {
+        certctl_api::ServerTimeouts {
+            header_read: std::time::Duration::from_secs(self.header_read_timeout_seconds),
+            ..Default::default()
         }
     }
 
@@ -414,9 +461,12 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<Exit
         shutdown.await;
         cancel.cancel();
     };
+    let timeouts = args.api.timeouts();
     match tls {
-        Some(config) => certctl_api::tls::run_tls(listener, router, config, shutdown).await,
-        None => certctl_api::run(listener, router, shutdown).await,
+        Some(config) => {
+            certctl_api::tls::run_tls_with(listener, router, config, timeouts, shutdown).await
+        }
+        None => certctl_api::run_with(listener, router, timeouts, shutdown).await,
     }
     .context("the HTTP server failed")?;
     // The request audit writer retries a batch it cannot write; if the

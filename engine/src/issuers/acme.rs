@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::net_guard::OutboundPolicy;
 use base64::Engine as _;
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
@@ -135,6 +136,15 @@ fn default_propagation_timeout() -> u64 {
 }
 
 impl AcmeConfig {
+    /// Checks the CA URLs against the outbound address policy.
+    pub(crate) fn check_urls(&self, outbound: OutboundPolicy) -> Result<()> {
+        super::http::check_url("acme issuer: directory_url", &self.directory_url, outbound)?;
+        if let Some(u) = &self.eab_credentials_url {
+            super::http::check_url("acme issuer: eab_credentials_url", u, outbound)?;
+        }
+        Ok(())
+    }
+
     pub fn check(&self) -> Result<()> {
         if !self.directory_url.starts_with("https://") {
             return Err(Error::invalid(
@@ -220,6 +230,7 @@ pub struct AcmeConnector {
     secrets: AcmeSecrets,
     account: Option<serde_json::Value>,
     tls: rustls::ClientConfig,
+    outbound: OutboundPolicy,
 }
 
 /// The order progress saved in the job.
@@ -271,8 +282,10 @@ impl AcmeConnector {
         config: AcmeConfig,
         secrets: AcmeSecrets,
         account: Option<serde_json::Value>,
+        outbound: OutboundPolicy,
     ) -> Result<Self> {
         config.check()?;
+        config.check_urls(outbound)?;
         if config.eab_from_email && (config.email.is_none() || config.eab_kid.is_some()) {
             return Err(Error::invalid(
                 "acme issuer: eab_from_email needs config.email and no eab_kid",
@@ -289,17 +302,25 @@ impl AcmeConnector {
             secrets,
             account,
             tls,
+            outbound,
         })
     }
 
     /// instant-acme's HTTP client on hyper with our TLS settings (the
-    /// aws-lc-rs provider passed explicitly).
+    /// aws-lc-rs provider passed explicitly) and the outbound address guard:
+    /// names are filtered when resolved and literal hosts checked, so no URL
+    /// the directory hands out can reach a refused address.
     fn builder(&self) -> instant_acme::AccountBuilder {
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(
+            crate::net_guard::GuardedResolver::new(self.outbound),
+        );
+        http.enforce_http(false);
+        let guarded = crate::net_guard::GuardedConnector::new(http, self.outbound);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(self.tls.clone())
             .https_only()
             .enable_http1()
-            .build();
+            .wrap_connector(guarded);
         let client: hyper_util::client::legacy::Client<_, instant_acme::BodyWrapper<bytes::Bytes>> =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build(https);
@@ -384,6 +405,7 @@ impl AcmeConnector {
             roots(self.config.ca_cert_pem.as_deref())
                 .map_err(|e| IssuerError::rejected(e.to_string()))?,
             Duration::from_secs(30),
+            self.outbound,
         )
         .map_err(|e| IssuerError::transient(e.to_string()))?;
         let rsp = http
@@ -695,6 +717,7 @@ impl Connector for AcmeConnector {
             roots(self.config.ca_cert_pem.as_deref())
                 .map_err(|e| IssuerError::rejected(e.to_string()))?,
             Duration::from_secs(30),
+            self.outbound,
         )
         .map_err(|e| IssuerError::transient(e.to_string()))?;
         let rsp = http

@@ -53,7 +53,7 @@ pub async fn refresh_due(engine: &Engine, now: i64) -> Result<usize> {
     for d in due {
         if !connectors.contains_key(&d.issuer_id) {
             let c = match engine.store().issuer(&d.issuer_id).await? {
-                Some(r) if r.issuer.enabled => super::connector_for(engine.master_key(), &r)
+                Some(r) if r.issuer.enabled => super::connector_for(engine.master_key(), &r, engine.config().outbound)
                     .inspect_err(|e| tracing::warn!(issuer = %d.issuer_id, error = %e, "ACME issuer unusable for renewal information"))
                     .ok(),
                 _ => None,

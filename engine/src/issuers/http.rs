@@ -10,6 +10,7 @@ use rustls::pki_types::CertificateDer;
 
 use super::IssuerError;
 use crate::error::{Error, Result};
+use crate::net_guard::OutboundPolicy;
 
 /// The root store: the given PEM roots only, or the system's roots.
 pub(crate) fn roots(ca_pem: Option<&str>) -> Result<RootCertStore> {
@@ -44,9 +45,15 @@ pub(crate) fn client_config(roots: RootCertStore) -> Result<rustls::ClientConfig
         .with_no_client_auth())
 }
 
-/// A reqwest client trusting `roots`, with bounded timeouts.
-pub(crate) fn reqwest_client(roots: RootCertStore, timeout: Duration) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// A reqwest client trusting `roots`, with bounded timeouts, that reaches
+/// only addresses the outbound policy allows (names filtered when resolved,
+/// redirects checked; literal hosts are checked by [`check_url`]).
+pub(crate) fn reqwest_client(
+    roots: RootCertStore,
+    timeout: Duration,
+    policy: OutboundPolicy,
+) -> Result<reqwest::Client> {
+    crate::net_guard::reqwest_builder(policy)
         .tls_backend_preconfigured(client_config(roots)?)
         .connect_timeout(Duration::from_secs(10))
         .timeout(timeout)
@@ -54,8 +61,21 @@ pub(crate) fn reqwest_client(roots: RootCertStore, timeout: Duration) -> Result<
         .map_err(|e| Error::internal(format!("HTTP client: {e}")))
 }
 
-/// A network failure: worth retrying, with the URL left out of the message.
+/// A network failure: worth retrying, with the URL left out of the message
+/// and its causes kept (an address refusal is one of them).
 pub(crate) fn transport(what: &str, e: reqwest::Error) -> IssuerError {
     let e = e.without_url();
-    IssuerError::transient(format!("{what}: {e}"))
+    let mut text = format!("{what}: {e}");
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    IssuerError::transient(text)
+}
+
+/// Checks a CA URL saved in an issuer's config: a literal IP host must be
+/// allowed by the outbound address policy (names are checked when resolved).
+pub(crate) fn check_url(what: &str, url: &str, policy: OutboundPolicy) -> Result<()> {
+    crate::net_guard::check_url(url, policy).map_err(|e| Error::invalid(format!("{what}: {e}")))
 }

@@ -29,6 +29,7 @@ use acme_dns::Http01Solver;
 
 use crate::domain::{IssuerKind, RevocationReason};
 use crate::error::{Error, Result};
+use crate::net_guard::OutboundPolicy;
 use crate::pki::{MasterKey, SubjectNames};
 use crate::store::{IssuerRecord, SealedSecrets};
 
@@ -195,6 +196,7 @@ pub fn validate(
     kind: IssuerKind,
     config: &serde_json::Map<String, serde_json::Value>,
     secrets: &serde_json::Map<String, serde_json::Value>,
+    outbound: OutboundPolicy,
 ) -> Result<()> {
     match kind {
         IssuerKind::Local | IssuerKind::LocalSubCa => {
@@ -207,15 +209,21 @@ pub fn validate(
             "external issuers stand for outside CAs and are created by import_certificates, not by hand",
         )),
         IssuerKind::Acme => {
-            parse::<acme::AcmeConfig>(config, "config")?.check()?;
+            let c = parse::<acme::AcmeConfig>(config, "config")?;
+            c.check()?;
+            c.check_urls(outbound)?;
             parse::<acme::AcmeSecrets>(secrets, "secrets").map(|_| ())
         }
         IssuerKind::StepCa => {
-            parse::<stepca::StepCaConfig>(config, "config")?.check()?;
+            let c = parse::<stepca::StepCaConfig>(config, "config")?;
+            c.check()?;
+            http::check_url("step-ca issuer: url", &c.url, outbound)?;
             parse::<stepca::StepCaSecrets>(secrets, "secrets").map(|_| ())
         }
         IssuerKind::Vault => {
-            parse::<vault::VaultConfig>(config, "config")?.check()?;
+            let c = parse::<vault::VaultConfig>(config, "config")?;
+            c.check()?;
+            http::check_url("vault issuer: url", &c.url, outbound)?;
             parse::<vault::VaultSecrets>(secrets, "secrets").map(|_| ())
         }
         IssuerKind::Script => {
@@ -272,6 +280,7 @@ pub(crate) fn seal_account(
 pub(crate) fn connector_for(
     master: &MasterKey,
     record: &IssuerRecord,
+    outbound: OutboundPolicy,
 ) -> Result<Box<dyn Connector>> {
     let id = &record.issuer.id;
     let config = match &record.issuer.config {
@@ -303,14 +312,17 @@ pub(crate) fn connector_for(
             parse(&config, "config")?,
             parse(&secrets, "secrets")?,
             account,
+            outbound,
         )?),
         IssuerKind::StepCa => Box::new(stepca::StepCaConnector::new(
             parse(&config, "config")?,
             parse(&secrets, "secrets")?,
+            outbound,
         )?),
         IssuerKind::Vault => Box::new(vault::VaultConnector::new(
             parse(&config, "config")?,
             parse(&secrets, "secrets")?,
+            outbound,
         )?),
         IssuerKind::Script => Box::new(script::ScriptConnector::new(
             parse(&config, "config")?,

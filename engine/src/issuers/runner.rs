@@ -180,13 +180,14 @@ async fn run_job(engine: &Engine, worker: &str, job: Job) -> Result<bool> {
         issuer_id: issuer_id.clone(),
         payload: Mutex::new(job.payload.clone()),
     };
-    let connector = match super::connector_for(engine.master_key(), &record) {
-        Ok(c) => c,
-        Err(e) => {
-            let err = IssuerError::rejected(e.to_string());
-            return fail(engine, worker, &job, &cert_id, &err).await;
-        }
-    };
+    let connector =
+        match super::connector_for(engine.master_key(), &record, engine.config().outbound) {
+            Ok(c) => c,
+            Err(e) => {
+                let err = IssuerError::rejected(e.to_string());
+                return fail(engine, worker, &job, &cert_id, &err).await;
+            }
+        };
     if !record.issuer.enabled {
         let err = IssuerError::transient(format!("issuer {issuer_id} is disabled"));
         return fail(engine, worker, &job, &cert_id, &err).await;

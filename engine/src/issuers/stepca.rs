@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::http::{reqwest_client, transport};
 use super::{Checkpoint, Connector, IssueRequest, Issued, IssuerError};
 use crate::error::{Error, Result};
+use crate::net_guard::OutboundPolicy;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,6 +75,7 @@ pub struct StepCaConnector {
     config: StepCaConfig,
     key: EcdsaKeyPair,
     fingerprint: String,
+    outbound: OutboundPolicy,
 }
 
 /// step-ca's error document: `{"status": N, "message": "..."}`.
@@ -147,8 +149,13 @@ fn sha256_hex(der: &[u8]) -> String {
 }
 
 impl StepCaConnector {
-    pub fn new(config: StepCaConfig, secrets: StepCaSecrets) -> Result<Self> {
+    pub fn new(
+        config: StepCaConfig,
+        secrets: StepCaSecrets,
+        outbound: OutboundPolicy,
+    ) -> Result<Self> {
         config.check()?;
+        super::http::check_url("step-ca issuer: url", &config.url, outbound)?;
         let pem = secrets.provisioner_key_pem.ok_or_else(|| {
             Error::invalid("step-ca issuer: secrets.provisioner_key_pem is required")
         })?;
@@ -170,6 +177,7 @@ impl StepCaConnector {
             config,
             key,
             fingerprint,
+            outbound,
         })
     }
 
@@ -190,7 +198,7 @@ impl StepCaConnector {
                     .dangerous()
                     .with_custom_certificate_verifier(Arc::new(FetchRootOnly(provider)))
                     .with_no_client_auth();
-                let http = reqwest::Client::builder()
+                let http = crate::net_guard::reqwest_builder(self.outbound)
                     .tls_backend_preconfigured(tls)
                     .timeout(Duration::from_secs(30))
                     .build()
@@ -233,7 +241,7 @@ impl StepCaConnector {
         roots
             .add(self.root().await?)
             .map_err(|e| IssuerError::rejected(format!("step-ca root: {e}")))?;
-        reqwest_client(roots, Duration::from_secs(60))
+        reqwest_client(roots, Duration::from_secs(60), self.outbound)
             .map_err(|e| IssuerError::transient(e.to_string()))
     }
 

@@ -10,6 +10,7 @@ use super::http::{reqwest_client, roots, transport};
 use super::{Checkpoint, Connector, IssueRequest, Issued, IssuerError};
 use crate::domain::RevocationReason;
 use crate::error::{Error, Result};
+use crate::net_guard::OutboundPolicy;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,14 +108,20 @@ async fn vault_error(what: &str, rsp: reqwest::Response) -> IssuerError {
 }
 
 impl VaultConnector {
-    pub fn new(config: VaultConfig, secrets: VaultSecrets) -> Result<Self> {
+    pub fn new(
+        config: VaultConfig,
+        secrets: VaultSecrets,
+        outbound: OutboundPolicy,
+    ) -> Result<Self> {
         config.check()?;
+        super::http::check_url("vault issuer: url", &config.url, outbound)?;
         let token = secrets
             .token
             .ok_or_else(|| Error::invalid("vault issuer: secrets.token is required"))?;
         let http = reqwest_client(
             roots(config.ca_cert_pem.as_deref())?,
             Duration::from_secs(60),
+            outbound,
         )?;
         Ok(Self {
             config,

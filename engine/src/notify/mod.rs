@@ -720,7 +720,13 @@ async fn send_one(engine: &Engine, ch: &ChannelRecord, note: &Notification) -> s
     let sent_at = engine.now();
     tokio::time::timeout(
         timeout,
-        send::send(&ch.channel, secret.as_deref(), note, sent_at),
+        send::send(
+            &ch.channel,
+            secret.as_deref(),
+            note,
+            sent_at,
+            engine.config().outbound,
+        ),
     )
     .await
     .map_err(|_| format!("no answer within {}s", timeout.as_secs()))?

@@ -4,6 +4,8 @@
 
 use std::sync::OnceLock;
 
+use crate::net_guard::OutboundPolicy;
+
 use lettre::message::{Mailbox, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -24,11 +26,14 @@ pub async fn send(
     secret: Option<&str>,
     n: &Notification,
     now: UnixTime,
+    policy: OutboundPolicy,
 ) -> SendResult {
-    inner(channel, secret, n, now).await.map_err(|e| match e {
-        Error::Internal(m) => m,
-        other => other.to_string(),
-    })
+    inner(channel, secret, n, now, policy)
+        .await
+        .map_err(|e| match e {
+            Error::Internal(m) => m,
+            other => other.to_string(),
+        })
 }
 
 async fn inner(
@@ -36,6 +41,7 @@ async fn inner(
     secret: Option<&str>,
     n: &Notification,
     now: UnixTime,
+    policy: OutboundPolicy,
 ) -> Result<()> {
     let s = &channel.settings;
     let need_url = || {
@@ -56,29 +62,40 @@ async fn inner(
         }
         ChannelKind::Opsgenie => format::opsgenie(s.url.as_deref(), need_secret("API key")?, n),
     };
-    post(&request).await
+    post(&request, policy).await
 }
 
-fn http() -> Result<&'static reqwest::Client> {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    if let Some(c) = CLIENT.get() {
+/// One client per outbound policy (the process normally uses one), built
+/// on the shared address guard: resolved names are filtered and redirects
+/// to refused addresses stopped.
+fn http(policy: OutboundPolicy) -> Result<&'static reqwest::Client> {
+    static CLIENTS: [OnceLock<reqwest::Client>; 3] =
+        [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let slot = &CLIENTS[match policy {
+        OutboundPolicy::Public => 0,
+        OutboundPolicy::Private => 1,
+        OutboundPolicy::Loopback => 2,
+    }];
+    if let Some(c) = slot.get() {
         return Ok(c);
     }
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // The binary installs aws-lc-rs at start; tests and embedders may not.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     }
-    let client = reqwest::Client::builder()
+    let client = crate::net_guard::reqwest_builder(policy)
         .connect_timeout(std::time::Duration::from_secs(10))
         .timeout(std::time::Duration::from_secs(30))
         .user_agent(concat!("certctl/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| Error::internal(format!("cannot build the HTTP client: {e}")))?;
-    Ok(CLIENT.get_or_init(|| client))
+    Ok(slot.get_or_init(|| client))
 }
 
-async fn post(r: &HttpRequest) -> Result<()> {
-    let mut req = http()?.post(&r.url).body(r.body.clone());
+async fn post(r: &HttpRequest, policy: OutboundPolicy) -> Result<()> {
+    // A literal IP host is not resolved, so the guard checks it here.
+    crate::net_guard::check_url(&r.url, policy).map_err(|e| Error::internal(e.to_string()))?;
+    let mut req = http(policy)?.post(&r.url).body(r.body.clone());
     for (k, v) in &r.headers {
         req = req.header(k, v);
     }
@@ -102,8 +119,15 @@ async fn post(r: &HttpRequest) -> Result<()> {
     }
 }
 
+/// The error with its causes (the address guard's refusal is one of them),
+/// the URL left out.
 fn without_url(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        s = format!("{s}: {c}");
+        cause = c.source();
+    }
     if let Some(u) = e.url() {
         s = s.replace(u.as_str(), "<url>");
     }

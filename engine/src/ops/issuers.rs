@@ -123,7 +123,12 @@ impl Operation for CreateIssuer {
         }
         let id = ctx.new_id("iss");
         let master = ctx.engine.master_key();
-        crate::issuers::validate(input.kind, &input.config, &input.secrets)?;
+        crate::issuers::validate(
+            input.kind,
+            &input.config,
+            &input.secrets,
+            ctx.engine.config().outbound,
+        )?;
         let sealed = crate::issuers::seal_secrets(master, &id, &input.secrets)?;
         let material = match input.kind {
             IssuerKind::Local => Some(pki::create_local_ca(
@@ -235,12 +240,12 @@ impl Operation for UpdateIssuer {
         }
         let empty = serde_json::Map::new();
         if let Some(c) = input.config {
-            crate::issuers::validate(issuer.kind, &c, &empty)?;
+            crate::issuers::validate(issuer.kind, &c, &empty, ctx.engine.config().outbound)?;
             issuer.config = serde_json::Value::Object(c);
         }
         if let Some(secrets) = input.secrets {
             let config = issuer.config.as_object().cloned().unwrap_or_default();
-            crate::issuers::validate(issuer.kind, &config, &secrets)?;
+            crate::issuers::validate(issuer.kind, &config, &secrets, ctx.engine.config().outbound)?;
             match crate::issuers::seal_secrets(ctx.engine.master_key(), &issuer.id, &secrets)? {
                 Some(sealed) => {
                     ctx.tx.set_issuer_secrets(&issuer.id, &sealed).await?;
@@ -316,7 +321,11 @@ impl Operation for TestIssuer {
                 None => Err("the local issuer has no CA material".to_owned()),
             }
         } else {
-            match crate::issuers::connector_for(engine.master_key(), &record) {
+            match crate::issuers::connector_for(
+                engine.master_key(),
+                &record,
+                engine.config().outbound,
+            ) {
                 Ok(c) => c.test().await.map_err(|e| e.message),
                 Err(e) => Err(e.to_string()),
             }

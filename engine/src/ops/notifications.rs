@@ -13,6 +13,7 @@ use crate::domain::{
     NotificationStatus, Permission, SmtpSecurity,
 };
 use crate::error::{Error, Result};
+use crate::net_guard::OutboundPolicy;
 use crate::store::ChannelRecord;
 
 fn name_of(field: &str, v: &str) -> Result<String> {
@@ -25,7 +26,10 @@ fn name_of(field: &str, v: &str) -> Result<String> {
     Ok(v.to_owned())
 }
 
-fn check_url(url: &str) -> Result<()> {
+/// Checks a channel URL: http(s) with a host, and a literal IP host the
+/// outbound address policy allows (names are checked when resolved, at
+/// every delivery).
+fn check_url(url: &str, policy: OutboundPolicy) -> Result<()> {
     let u = reqwest::Url::parse(url)
         .map_err(|e| Error::invalid(format!("url '{url}' is not valid: {e}")))?;
     if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
@@ -33,7 +37,8 @@ fn check_url(url: &str) -> Result<()> {
             "url must be an http:// or https:// URL with a host",
         ));
     }
-    Ok(())
+    crate::net_guard::check_url(url, policy)
+        .map_err(|e| Error::invalid(format!("channel url: {e}")))
 }
 
 fn check_address(a: &str) -> Result<()> {
@@ -44,7 +49,12 @@ fn check_address(a: &str) -> Result<()> {
 
 /// Checks the settings a channel kind needs; `has_secret` says whether a
 /// secret will be stored.
-fn check_settings(kind: ChannelKind, s: &ChannelSettings, has_secret: bool) -> Result<()> {
+fn check_settings(
+    kind: ChannelKind,
+    s: &ChannelSettings,
+    has_secret: bool,
+    policy: OutboundPolicy,
+) -> Result<()> {
     let email_only = s.smtp_host.is_some()
         || s.smtp_port.is_some()
         || s.smtp_username.is_some()
@@ -75,13 +85,16 @@ fn check_settings(kind: ChannelKind, s: &ChannelSettings, has_secret: bool) -> R
             }
         }
         ChannelKind::Webhook | ChannelKind::Slack | ChannelKind::Teams => {
-            check_url(s.url.as_deref().ok_or_else(|| {
-                Error::invalid(format!("a {} channel needs a url", kind.as_str()))
-            })?)?;
+            check_url(
+                s.url.as_deref().ok_or_else(|| {
+                    Error::invalid(format!("a {} channel needs a url", kind.as_str()))
+                })?,
+                policy,
+            )?;
         }
         ChannelKind::Pagerduty | ChannelKind::Opsgenie => {
             if let Some(u) = &s.url {
-                check_url(u)?;
+                check_url(u, policy)?;
             }
             if !has_secret {
                 return Err(Error::invalid(match kind {
@@ -161,7 +174,12 @@ async fn save_channel(
         ),
         None => existing.as_ref().and_then(|e| e.secret_sealed.clone()),
     };
-    check_settings(input.kind, &input.settings, secret_sealed.is_some())?;
+    check_settings(
+        input.kind,
+        &input.settings,
+        secret_sealed.is_some(),
+        ctx.engine.config().outbound,
+    )?;
     if input.kind == ChannelKind::Email
         && input.settings.smtp_security == SmtpSecurity::InsecurePlain
     {
