@@ -332,6 +332,7 @@ async fn tool_list_matches_catalogue_and_snapshot() {
         |t| t.annotations.as_ref().and_then(|a| a.read_only_hint) == Some(true)
             || t.name == "approve_request"
             || t.name == "cancel_request"
+            || t.name == "claim_approval_result"
     ));
     let r = call(
         &cv,
