@@ -5,9 +5,9 @@ mod engine {
     pub mod support;
 
     mod adversarial_approvals;
-    mod adversarial_target_programs;
     mod adversarial_audit;
     mod adversarial_network;
+    mod adversarial_target_programs;
     mod agent_groups;
     mod approvals;
     mod audit;
