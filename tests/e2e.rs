@@ -11,6 +11,8 @@ use certctl_api::client::{Client, ClientError};
 
 #[path = "e2e/adversarial_audit.rs"]
 mod adversarial_audit;
+#[path = "e2e/adversarial_cli.rs"]
+mod adversarial_cli;
 #[path = "e2e/cli.rs"]
 mod cli;
 
