@@ -36,6 +36,7 @@ pub fn anonymous_admin() -> Principal {
         name: "unauthenticated caller (authentication is disabled)".into(),
         role: Role::Admin,
         agent_id: None,
+        address: None,
     }
 }
 

@@ -171,6 +171,7 @@ async fn authenticate(
                 name: format!("EST user {user}"),
                 role: Role::Operator,
                 agent_id: None,
+                address: None,
             });
         }
         return Err(EstError(
@@ -185,6 +186,7 @@ async fn authenticate(
             name: "EST client certificate".into(),
             role: Role::Operator,
             agent_id: None,
+            address: None,
         });
     }
     Err(EstError(

@@ -94,6 +94,7 @@ impl Engine {
             name: p.name,
             role: p.role,
             agent_id: p.agent_id,
+            address: None,
         })
     }
 

@@ -83,6 +83,7 @@ async fn setup() -> Setup {
         name: "admin".into(),
         role: Role::Admin,
         agent_id: None,
+        address: None,
     };
     Setup {
         engine,
@@ -322,6 +323,7 @@ async fn tool_list_matches_catalogue_and_snapshot() {
         name: "v".into(),
         role: Role::Viewer,
         agent_id: None,
+        address: None,
     };
     let cv = connect(&s, &viewer, None).await;
     let vt = cv.list_all_tools().await.expect("tools/list");
@@ -1025,6 +1027,7 @@ async fn confirmations_accept_decline_and_no_elicitation() {
         name: "a".into(),
         role: Role::Approver,
         agent_id: None,
+        address: None,
     };
     let ca = connect(&s, &approver, None).await;
     let r = call(&ca, "approve_request", json!({"approval_id": approval_id})).await;

@@ -181,6 +181,7 @@ pub fn catalogue() -> &'static [Box<dyn DynOperation>] {
             DisableAgent,
             SaveAgentGroup,
             ListAgentGroupMembers,
+            UpdateAgent,
             ListJobs,
             CancelJob,
             SaveOwner,
