@@ -291,6 +291,15 @@ pub fn routes() -> Vec<Route> {
         ),
         get_kind("/agents/{id}", "agent", "agents"),
         r(
+            Put,
+            "/agents/{id}",
+            "update_agent",
+            ID,
+            Body,
+            OK,
+            "agents",
+        ),
+        r(
             Delete,
             "/agents/{id}",
             "disable_agent",

@@ -83,7 +83,7 @@ pub async fn run_tls(
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -118,6 +118,9 @@ pub async fn run_tls(
                     if let Some(c) = &client {
                         req.extensions_mut().insert(c.clone());
                     }
+                    // As `run` does: the peer's address for the handlers.
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
                     router.clone().oneshot(req.map(axum::body::Body::new))
                 },
             );

@@ -4,6 +4,7 @@
 mod engine {
     pub mod support;
 
+    mod adversarial_agents;
     mod agent_groups;
     mod approvals;
     mod audit;

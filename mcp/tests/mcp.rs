@@ -654,6 +654,10 @@ async fn every_tool_runs() {
             "delete_object",
             json!({"kind": "target", "id": made["target"]}),
         ),
+        (
+            "update_agent",
+            json!({"id": made["agent"], "os": "linux", "labels": {"env": "prod"}}),
+        ),
         ("disable_agent", json!({"id": made["agent"]})),
         (
             "delete_object",
