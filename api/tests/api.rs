@@ -6,6 +6,8 @@ mod support;
 
 #[path = "api/actions.rs"]
 mod actions;
+#[path = "api/adversarial_agents.rs"]
+mod adversarial_agents;
 
 #[path = "api/certificates.rs"]
 mod certificates;
@@ -25,6 +27,8 @@ mod openapi;
 mod operations;
 #[path = "api/pki.rs"]
 mod pki;
+#[path = "api/properties.rs"]
+mod properties;
 #[path = "api/resources.rs"]
 mod resources;
 #[path = "api/security.rs"]

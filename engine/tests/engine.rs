@@ -25,6 +25,7 @@ mod engine {
     mod jobs;
     mod notifications;
     mod policies;
+    mod properties;
     pub mod receiver;
     mod revocation;
     mod scheduler;
