@@ -56,7 +56,9 @@ async fn heartbeats_record_the_connections_address(rig: &Rig) {
         )
         .await;
     r.assert_problem(422, "invalid-input");
-    let now = rig.get(&format!("/api/v1/agents/{id}"), Some(&rig.admin_key)).await;
+    let now = rig
+        .get(&format!("/api/v1/agents/{id}"), Some(&rig.admin_key))
+        .await;
     assert_eq!(now.body["observed_address"], "127.0.0.1", "{:?}", now.body);
     assert_eq!(now.body["last_heartbeat_at"], beat["last_heartbeat_at"]);
 
@@ -66,7 +68,11 @@ async fn heartbeats_record_the_connections_address(rig: &Rig) {
         .await
         .assert_problem(403, "forbidden");
     let done = rig
-        .put(&format!("/api/v1/agents/{id}"), Some(&rig.admin_key), &accept)
+        .put(
+            &format!("/api/v1/agents/{id}"),
+            Some(&rig.admin_key),
+            &accept,
+        )
         .await;
     assert_eq!(done.status, 200, "{:?}", done.body);
     assert_eq!(done.body["ip_address"], "10.9.9.9");

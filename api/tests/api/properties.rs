@@ -168,7 +168,11 @@ fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
     if n < 0x80 {
         out.push(n as u8);
     } else {
-        let bytes: Vec<u8> = n.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+        let bytes: Vec<u8> = n
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
         out.push(0x80 | bytes.len() as u8);
         out.extend(bytes);
     }
@@ -179,7 +183,11 @@ fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
 /// OCSP requests for the local CA (a known serial, an unknown one, with a
 /// nonce), built from the issuing CA's certificate.
 async fn ocsp_requests(rig: &Rig, serial: &str) -> Vec<Vec<u8>> {
-    let chain = rig.engine.issuer_chain_pem("iss-local").await.expect("chain");
+    let chain = rig
+        .engine
+        .issuer_chain_pem("iss-local")
+        .await
+        .expect("chain");
     let first: String = chain
         .lines()
         .skip(1)
@@ -213,7 +221,9 @@ async fn ocsp_requests(rig: &Rig, serial: &str) -> Vec<Vec<u8>> {
         let q = pki::ocsp::CertQuery::for_serial(&identity, serial).expect("query");
         let mut tbs = tlv(0x30, &tlv(0x30, &q.cert_id_der));
         if nonce {
-            let oid = [0x06, 0x09, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x02];
+            let oid = [
+                0x06, 0x09, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x02,
+            ];
             let ext = tlv(0x30, &[&oid[..], &tlv(0x04, &tlv(0x04, &[9; 16]))].concat());
             tbs.extend(tlv(0xa2, &tlv(0x30, &ext)));
         }
@@ -233,7 +243,10 @@ async fn est_and_ocsp_bodies_never_get_a_server_error(rig: &Rig) {
         .as_str()
         .expect("serial")
         .to_owned();
-    let basic = format!("Basic {}", STANDARD.encode(format!("any:{}", rig.admin_key)));
+    let basic = format!(
+        "Basic {}",
+        STANDARD.encode(format!("any:{}", rig.admin_key))
+    );
     let csrs = vec![csr_der("est1.example.com"), csr_der("est2.example.com")];
     let requests = ocsp_requests(rig, &serial).await;
     // The seeds work: mutations start from requests the server accepts.
@@ -258,7 +271,11 @@ async fn est_and_ocsp_bodies_never_get_a_server_error(rig: &Rig) {
         // EST: the CSR mutated under its base64, and the base64 text mutated.
         let est_bodies = prop_oneof![
             mutated(csrs.clone()).prop_map(|der| STANDARD.encode(der).into_bytes()),
-            mutated(csrs.iter().map(|d| STANDARD.encode(d).into_bytes()).collect()),
+            mutated(
+                csrs.iter()
+                    .map(|d| STANDARD.encode(d).into_bytes())
+                    .collect()
+            ),
         ];
         let paths = prop_oneof![
             Just("simpleenroll"),
@@ -325,10 +342,7 @@ fn json_value(tokens: Arc<Vec<String>>) -> impl Strategy<Value = Value> {
             vec(inner.clone(), 0..5).prop_map(Value::Array),
             vec(
                 (
-                    prop_oneof![
-                        (0..n).prop_map(move |i| keys[i].clone()),
-                        "[a-z_]{1,10}",
-                    ],
+                    prop_oneof![(0..n).prop_map(move |i| keys[i].clone()), "[a-z_]{1,10}",],
                     inner
                 ),
                 0..5
@@ -419,8 +433,10 @@ async fn rest_routes_never_answer_junk_with_a_server_error(rig: &Rig) {
                     Verb::Put => Method::PUT,
                     Verb::Delete => Method::DELETE,
                 };
-                let mut req = Request::builder()
-                    .header("authorization", format!("Bearer {}", keys[usize::from(!as_admin)]));
+                let mut req = Request::builder().header(
+                    "authorization",
+                    format!("Bearer {}", keys[usize::from(!as_admin)]),
+                );
                 let body = if route.source == Source::Query {
                     let q: Vec<String> = query
                         .iter()

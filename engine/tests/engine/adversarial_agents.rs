@@ -24,10 +24,7 @@ fn input<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
 /// Registers an agent with admin-set labels; returns (id, its key's principal).
 async fn register(h: &Harness, name: &str, labels: serde_json::Value) -> (String, Principal) {
     let a = h
-        .done::<ops::RegisterAgent>(
-            &h.admin(),
-            input(json!({ "name": name, "labels": labels })),
-        )
+        .done::<ops::RegisterAgent>(&h.admin(), input(json!({ "name": name, "labels": labels })))
         .await;
     let mut p = principal(&format!("pr-{name}"), Role::Agent);
     p.agent_id = Some(a.agent.id.clone());
@@ -89,8 +86,10 @@ async fn reported_labels_and_ip_do_not_join_a_group(h: &Harness) {
     // the fix the attacker was even preferred for the key work.
     h.done::<ops::AgentHeartbeat>(
         &spy,
-        input(json!({ "id": spy_id, "os": "linux", "ip_address": "10.9.9.9",
-                      "labels": { "env": "prod" } })),
+        input(
+            json!({ "id": spy_id, "os": "linux", "ip_address": "10.9.9.9",
+                      "labels": { "env": "prod" } }),
+        ),
     )
     .await;
     assert_eq!(members(h, &prod).await, ["prod-1"]);
@@ -137,8 +136,10 @@ async fn only_an_admin_accepts_facts_and_the_address_is_the_servers(h: &Harness)
     let a = h
         .done::<ops::AgentHeartbeat>(
             &spy,
-            input(json!({ "id": spy_id, "os": "linux", "ip_address": "10.9.9.9",
-                          "labels": { "env": "prod" } })),
+            input(
+                json!({ "id": spy_id, "os": "linux", "ip_address": "10.9.9.9",
+                          "labels": { "env": "prod" } }),
+            ),
         )
         .await;
     assert_eq!(a.labels, *json!({ "env": "dev" }).as_object().unwrap());
@@ -218,9 +219,7 @@ async fn only_an_admin_accepts_facts_and_the_address_is_the_servers(h: &Harness)
 
     // The admin accepts what was reported: now it is a member, and nothing
     // is left unaccepted.
-    let a = h
-        .done::<ops::UpdateAgent>(&h.admin(), input(accept))
-        .await;
+    let a = h.done::<ops::UpdateAgent>(&h.admin(), input(accept)).await;
     assert!(a.unaccepted_facts().is_empty(), "{a:?}");
     assert_eq!(members(h, &prod).await, ["dev-1"]);
     // A later heartbeat reporting other labels does not take it out either.

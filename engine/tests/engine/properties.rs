@@ -167,7 +167,10 @@ fn csr_parser_refuses_mutated_csrs_cleanly() {
         .expect("CSR DER");
     runner(PARSER_CASES)
         .run(&mutated(texts), |text| {
-            clean(&pki::parse_csr(&String::from_utf8_lossy(&text)), "parse_csr")
+            clean(
+                &pki::parse_csr(&String::from_utf8_lossy(&text)),
+                "parse_csr",
+            )
         })
         .expect("CSR PEM text");
 }
@@ -179,7 +182,11 @@ fn certificate_seeds() -> Vec<Vec<u8>> {
         let h = Harness::new(None, Default::default())
             .await
             .expect("harness");
-        let v = h.issued_cert("bundle.example.com").await.version.expect("version");
+        let v = h
+            .issued_cert("bundle.example.com")
+            .await
+            .version
+            .expect("version");
         let mut ders: Vec<Vec<u8>> = ::pem::parse_many(format!("{}{}", v.cert_pem, v.chain_pem))
             .expect("pem")
             .into_iter()
@@ -221,7 +228,11 @@ fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
     if n < 0x80 {
         out.push(n as u8);
     } else {
-        let bytes: Vec<u8> = n.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+        let bytes: Vec<u8> = n
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
         out.push(0x80 | bytes.len() as u8);
         out.extend(bytes);
     }
@@ -235,7 +246,9 @@ fn ocsp_request(ca: &pki::crl::CaIdentity, serial: &str, nonce: bool) -> Vec<u8>
     let request = tlv(0x30, &q.cert_id_der);
     let mut tbs = tlv(0x30, &request);
     if nonce {
-        let oid = [0x06, 0x09, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x02];
+        let oid = [
+            0x06, 0x09, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x02,
+        ];
         let value = tlv(0x04, &tlv(0x04, &[7; 16]));
         let ext = tlv(0x30, &[&oid[..], &value].concat());
         tbs.extend(tlv(0xa2, &tlv(0x30, &ext)));
@@ -266,7 +279,11 @@ async fn ocsp_answers_mutated_requests_without_internal_errors() {
     let h = Harness::new(None, Default::default())
         .await
         .expect("harness");
-    let v = h.issued_cert("ocsp.example.com").await.version.expect("version");
+    let v = h
+        .issued_cert("ocsp.example.com")
+        .await
+        .version
+        .expect("version");
     let chain = h
         .engine
         .issuer_chain_pem(LOCAL_ISSUER_ID)
@@ -297,8 +314,7 @@ async fn ocsp_answers_mutated_requests_without_internal_errors() {
         runner(PARSER_CASES)
             .run(&mutated(seeds), |der| {
                 let _ = pki::ocsp::parse_request(&der);
-                let resp =
-                    handle.block_on(engine.ocsp_response(LOCAL_ISSUER_ID, &der));
+                let resp = handle.block_on(engine.ocsp_response(LOCAL_ISSUER_ID, &der));
                 // 2 is internalError: bad input must never look like our fault.
                 prop_assert!(
                     matches!(ocsp_status(&resp), Some(0 | 1 | 6)),
@@ -356,15 +372,19 @@ async fn seed(h: &Harness) -> Pool {
     let group = h
         .done::<ops::SaveAgentGroup>(
             &admin,
-            serde_json::from_value(json!({ "name": "seed", "criteria": { "labels": { "env": "prod" } } }))
-                .expect("input"),
+            serde_json::from_value(
+                json!({ "name": "seed", "criteria": { "labels": { "env": "prod" } } }),
+            )
+            .expect("input"),
         )
         .await;
     let target = h
         .done::<ops::SaveTarget>(
             &admin,
-            serde_json::from_value(json!({ "name": "seed-target", "kind": "nginx", "agent_id": agent.id,
-                "config": { "cert_path": "/etc/nginx/s.pem", "key_path": "/etc/nginx/s.key" } }))
+            serde_json::from_value(
+                json!({ "name": "seed-target", "kind": "nginx", "agent_id": agent.id,
+                "config": { "cert_path": "/etc/nginx/s.pem", "key_path": "/etc/nginx/s.key" } }),
+            )
             .expect("input"),
         )
         .await;
@@ -386,7 +406,11 @@ async fn seed(h: &Harness) -> Pool {
         "\u{0}".into(),
         "x".repeat(5000),
         "../../etc/passwd".into(),
-        csr(KeyAlgorithm::EcdsaP256, "seed.example.com", &["seed.example.com"]),
+        csr(
+            KeyAlgorithm::EcdsaP256,
+            "seed.example.com",
+            &["seed.example.com"],
+        ),
         version.cert_pem.clone(),
     ];
     let mut fields = Vec::new();
@@ -429,10 +453,7 @@ fn json_value(tokens: Arc<Vec<String>>) -> impl Strategy<Value = Value> {
             vec(inner.clone(), 0..5).prop_map(Value::Array),
             vec(
                 (
-                    prop_oneof![
-                        (0..n).prop_map(move |i| keys[i].clone()),
-                        "[a-z_]{1,10}",
-                    ],
+                    prop_oneof![(0..n).prop_map(move |i| keys[i].clone()), "[a-z_]{1,10}",],
                     inner
                 ),
                 0..5
@@ -558,7 +579,13 @@ async fn every_operation_refuses_junk_json_cleanly(h: &Harness) {
                     tally.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if r.is_err() {
                         let after = digest(&h.db).await;
-                        prop_assert_eq!(before, after, "{} refused {} but changed state", name, input);
+                        prop_assert_eq!(
+                            before,
+                            after,
+                            "{} refused {} but changed state",
+                            name,
+                            input
+                        );
                     }
                     Ok::<(), TestCaseError>(())
                 })
