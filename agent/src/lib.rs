@@ -85,8 +85,8 @@ pub struct AgentConfig {
     pub verify_timeout: Duration,
     /// How often `discovery_dirs` are walked (also once at start).
     pub discovery_interval: Duration,
-    /// Labels sent with each heartbeat (agent groups match on them); `None`
-    /// leaves the control plane's labels as they are.
+    /// Labels reported with each heartbeat (shown as reported; agent groups
+    /// match only labels an admin accepted); `None` leaves them as they are.
     pub labels: Option<std::collections::BTreeMap<String, String>>,
     /// Where the agent answers ACME HTTP-01 challenges itself, for targets
     /// without an `acme_webroot` (bound on the first challenge).

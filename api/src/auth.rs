@@ -37,6 +37,7 @@ pub fn anonymous_admin() -> Principal {
         name: "unauthenticated caller (authentication is disabled)".into(),
         role: Role::Admin,
         agent_id: None,
+        address: None,
     }
 }
 
@@ -86,6 +87,10 @@ pub async fn require_principal(
     if let Some(limited) = state.extras.limiter.check(&principal.id) {
         return limited;
     }
+    // The TCP peer, from the connection (never from a header the caller
+    // writes): the engine records it beside what agents report.
+    let mut principal = principal;
+    principal.address = peer_address(&req);
     if let Some(slot) = req.extensions().get::<crate::middleware::PrincipalSlot>() {
         slot.set(principal.clone());
     }
@@ -93,6 +98,15 @@ pub async fn require_principal(
     req.extensions_mut().insert(principal.clone());
     req.extensions_mut().insert(Caller(principal));
     next.run(req).await
+}
+
+/// The address of the connection a request came on, when the server
+/// recorded one (`run` and `run_tls` do; in-memory tests may not). An
+/// IPv4-mapped IPv6 peer (a dual-stack listener) is shown as IPv4.
+pub fn peer_address(req: &Request) -> Option<String> {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_canonical().to_string())
 }
 
 fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {

@@ -173,6 +173,7 @@ async fn authenticate(
                 name: format!("EST user {user}"),
                 role: Role::Operator,
                 agent_id: None,
+                address: None,
             });
         }
         return Err(EstError(

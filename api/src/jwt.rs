@@ -95,6 +95,7 @@ impl JwtVerifier {
             name: c.name.unwrap_or_else(|| c.sub.clone()),
             role,
             agent_id: c.agent_id,
+            address: None,
         })
     }
 }

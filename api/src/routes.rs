@@ -290,6 +290,7 @@ pub fn routes() -> Vec<Route> {
             "agents",
         ),
         get_kind("/agents/{id}", "agent", "agents"),
+        r(Put, "/agents/{id}", "update_agent", ID, Body, OK, "agents"),
         r(
             Delete,
             "/agents/{id}",

@@ -6,6 +6,8 @@ mod support;
 
 #[path = "api/actions.rs"]
 mod actions;
+#[path = "api/adversarial_agents.rs"]
+mod adversarial_agents;
 #[path = "api/adversarial_est.rs"]
 mod adversarial_est;
 #[path = "api/adversarial_export.rs"]
@@ -31,6 +33,8 @@ mod openapi;
 mod operations;
 #[path = "api/pki.rs"]
 mod pki;
+#[path = "api/properties.rs"]
+mod properties;
 #[path = "api/resources.rs"]
 mod resources;
 #[path = "api/security.rs"]

@@ -49,6 +49,7 @@ fn principal(id: &str, role: Role) -> Principal {
         name: id.into(),
         role,
         agent_id: None,
+        address: None,
     }
 }
 

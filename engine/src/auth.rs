@@ -98,6 +98,7 @@ impl Engine {
             name: p.name,
             role: p.role,
             agent_id: p.agent_id,
+            address: None,
         })
     }
 
@@ -285,6 +286,7 @@ impl Engine {
                 name: format!("client certificate {} ({})", cert.common_name, cert.id),
                 role: Role::Operator,
                 agent_id: None,
+                address: None,
             }),
             Err(e) => {
                 let actor = Principal {
@@ -292,6 +294,7 @@ impl Engine {
                     name: "refused client certificate".into(),
                     role: Role::Operator,
                     agent_id: None,
+                    address: None,
                 };
                 let mut details = serde_json::Map::new();
                 details.insert("error".into(), e.to_string().into());

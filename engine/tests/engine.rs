@@ -4,6 +4,7 @@
 mod engine {
     pub mod support;
 
+    mod adversarial_agents;
     mod adversarial_approvals;
     mod adversarial_audit;
     mod adversarial_network;
@@ -28,6 +29,7 @@ mod engine {
     mod jobs;
     mod notifications;
     mod policies;
+    mod properties;
     pub mod receiver;
     mod revocation;
     mod scheduler;

@@ -86,6 +86,7 @@ async fn setup() -> Setup {
         name: "admin".into(),
         role: Role::Admin,
         agent_id: None,
+        address: None,
     };
     Setup {
         engine,
@@ -325,6 +326,7 @@ async fn tool_list_matches_catalogue_and_snapshot() {
         name: "v".into(),
         role: Role::Viewer,
         agent_id: None,
+        address: None,
     };
     let cv = connect(&s, &viewer, None).await;
     let vt = cv.list_all_tools().await.expect("tools/list");
@@ -657,6 +659,10 @@ async fn every_tool_runs() {
         (
             "delete_object",
             json!({"kind": "target", "id": made["target"]}),
+        ),
+        (
+            "update_agent",
+            json!({"id": made["agent"], "os": "linux", "labels": {"env": "prod"}}),
         ),
         ("disable_agent", json!({"id": made["agent"]})),
         (
@@ -1036,6 +1042,7 @@ async fn confirmations_accept_decline_and_no_elicitation() {
         name: "a".into(),
         role: Role::Approver,
         agent_id: None,
+        address: None,
     };
     let ca = connect(&s, &approver, None).await;
     let r = call(&ca, "approve_request", json!({"approval_id": approval_id})).await;

@@ -57,9 +57,10 @@ pub struct AgentArgs {
     /// Seconds to wait for a target to serve a newly deployed certificate.
     #[arg(long, env = "CERTCTL_AGENT_VERIFY_SECONDS", default_value_t = 30.0)]
     pub verify_seconds: f64,
-    /// Labels sent with each heartbeat, `key=value` comma-separated (agent
-    /// groups select agents by them); without the flag the labels the
-    /// control plane holds are left as they are.
+    /// Labels reported with each heartbeat, `key=value` comma-separated.
+    /// They are shown as the agent's reported labels; agent groups select
+    /// on the labels an admin accepted (`update_agent`), never on these
+    /// alone. Without the flag the reported labels are left as they are.
     #[arg(long, env = "CERTCTL_AGENT_LABELS", value_delimiter = ',', value_parser = parse_label)]
     pub labels: Option<Vec<(String, String)>>,
     /// Where to answer ACME HTTP-01 challenges for targets without an

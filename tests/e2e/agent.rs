@@ -991,14 +991,40 @@ async fn discovery_on_disk_finds_planted_certificates_and_no_keys() {
             "tier=web, env=prod".as_ref(),
         ],
     );
-    // The labels it sends on heartbeat put it into a group chosen by labels.
+    // The labels it sends on heartbeat are shown as reported; they place it
+    // in a group chosen by labels once an admin accepts them.
     let group = call(
         &rig.admin,
         "save_agent_group",
         json!({"name": "prod web", "criteria": {"os": std::env::consts::OS, "labels": {"tier": "web", "env": "prod"}}}),
     )
     .await;
-    until("the agent's labels to place it in its group", async || {
+    let reported = until("the agent's reported labels", async || {
+        let a = call(
+            &rig.admin,
+            "get_object",
+            json!({"kind": "agent", "id": rig.agent_id}),
+        )
+        .await;
+        (a["reported"]["labels"]["tier"] == "web").then_some(a)
+    })
+    .await;
+    assert_eq!(reported["observed_address"], "127.0.0.1", "{reported}");
+    let m = call(
+        &rig.admin,
+        "list_agent_group_members",
+        json!({"id": group["id"]}),
+    )
+    .await;
+    assert_eq!(m["data"], json!([]), "a report alone joins no group");
+    call(
+        &rig.admin,
+        "update_agent",
+        json!({"id": rig.agent_id, "os": reported["reported"]["os"],
+               "labels": reported["reported"]["labels"]}),
+    )
+    .await;
+    until("the accepted labels to place it in its group", async || {
         let m = call(
             &rig.admin,
             "list_agent_group_members",

@@ -39,21 +39,76 @@ impl AgentStatus {
     }
 }
 
+/// A registered agent. `os`, `arch`, `ip_address`, `version` and `labels`
+/// are what an admin set (`register_agent`, `update_agent`) or accepted from
+/// the agent's report: agent groups match only these, because a group can
+/// hand its members CSR work and an agent key must not choose its own groups.
+/// What the agent says about itself is kept apart in `reported`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Agent {
     /// `ag-...`
     pub id: String,
     pub name: String,
+    /// The host name the agent last reported (descriptive; no group matches it).
     pub hostname: String,
+    /// Operating system, as an admin set or accepted it.
+    pub os: String,
+    /// Architecture, as an admin set or accepted it.
+    pub arch: String,
+    /// IP address, as an admin set or accepted it (`ip_cidr` criteria match it).
+    pub ip_address: String,
+    /// certctl version, as an admin set or accepted it.
+    pub version: String,
+    /// Labels, as an admin set or accepted them.
+    pub labels: serde_json::Map<String, serde_json::Value>,
+    /// What the agent last reported in a heartbeat: shown, never matched.
+    /// `update_agent` with `accept_reported` makes it the accepted values.
+    #[serde(default)]
+    pub reported: AgentFacts,
+    /// The address the last heartbeat came from, as the server saw the
+    /// connection (the TCP peer; a proxy's address when one is in between);
+    /// `null` when the heartbeat came without one (in-process callers).
+    #[serde(default)]
+    pub observed_address: Option<String>,
+    pub status: AgentStatus,
+    pub last_heartbeat_at: Option<UnixTime>,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+/// The group-defining facts of an agent, as the agent reports them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct AgentFacts {
     pub os: String,
     pub arch: String,
     pub ip_address: String,
     pub version: String,
     pub labels: serde_json::Map<String, serde_json::Value>,
-    pub status: AgentStatus,
-    pub last_heartbeat_at: Option<UnixTime>,
-    pub created_at: UnixTime,
-    pub updated_at: UnixTime,
+}
+
+impl Agent {
+    /// The facts an agent group matches, where the agent's report differs
+    /// from them (by name; empty when they agree). A fact the agent never
+    /// reported is not a difference.
+    pub fn unaccepted_facts(&self) -> Vec<&'static str> {
+        let r = &self.reported;
+        let strings = [
+            ("os", &r.os, &self.os),
+            ("arch", &r.arch, &self.arch),
+            ("ip_address", &r.ip_address, &self.ip_address),
+            ("version", &r.version, &self.version),
+        ];
+        let mut out: Vec<&'static str> = strings
+            .into_iter()
+            .filter(|(_, reported, accepted)| !reported.is_empty() && reported != accepted)
+            .map(|(name, _, _)| name)
+            .collect();
+        if !r.labels.is_empty() && r.labels != self.labels {
+            out.push("labels");
+        }
+        out
+    }
 }
 
 /// The server software a target deploys to.
@@ -114,8 +169,9 @@ pub struct Target {
     pub updated_at: UnixTime,
 }
 
-/// What an agent must report to belong to a group. Every criterion given
-/// must hold; an empty criteria set matches every agent.
+/// What an agent must have to belong to a group: its admin-set or accepted
+/// facts, never what it merely reported. Every criterion given must hold;
+/// an empty criteria set matches every agent.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentCriteria {
@@ -167,8 +223,9 @@ impl AgentCriteria {
     }
 }
 
-/// A set of agents chosen by what they report, not by name: membership is
-/// computed at each use, so a new agent that matches joins at once.
+/// A set of agents chosen by their accepted facts, not by name: membership
+/// is computed at each use, so an agent joins as soon as an admin sets or
+/// accepts facts that match (a heartbeat alone never moves it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AgentGroup {
     /// `agg-...`

@@ -22,7 +22,7 @@ pub use bulk::{BulkItem, BulkItemOutcome, BulkKind, BulkOperation};
 pub use certificate::{
     CertificateVersion, EffectiveStatus, LifecycleStatus, ManagedCertificate, RevocationReason,
 };
-pub use fleet::{Agent, AgentCriteria, AgentGroup, AgentStatus, Target, TargetKind};
+pub use fleet::{Agent, AgentCriteria, AgentFacts, AgentGroup, AgentStatus, Target, TargetKind};
 pub use issuer::{Issuer, IssuerKind};
 pub use job::{Job, JobKind, JobStatus};
 pub use notification::{

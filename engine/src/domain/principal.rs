@@ -79,6 +79,11 @@ pub struct Principal {
     pub role: Role,
     /// For the agent role: the one agent this principal acts as.
     pub agent_id: Option<String>,
+    /// The network address the call came from (the TCP peer a face saw),
+    /// when the face knows one. Faces set it from the connection, never from
+    /// a request's content; the engine records it beside what agents report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 impl Principal {
@@ -89,6 +94,7 @@ impl Principal {
             name: format!("certctl {component}"),
             role: Role::Admin,
             agent_id: None,
+            address: None,
         }
     }
 }

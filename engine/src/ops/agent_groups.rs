@@ -1,8 +1,10 @@
 //! Agent groups with dynamic membership: a group is criteria (OS,
-//! architecture, IP CIDR, version, labels) matched against what agents
-//! report on register and heartbeat. A target may point at a group instead
-//! of one agent; then only the group's members get its renewal and
-//! deployment work.
+//! architecture, IP CIDR, version, labels) matched against the facts an
+//! admin set or accepted for each agent (`register_agent`, `update_agent`),
+//! never against what an agent reports in heartbeats: a group hands its
+//! members CSR work, so a stolen agent key must not be able to join one. A
+//! target may point at a group instead of one agent; then only the group's
+//! members get its renewal and deployment work.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -120,7 +122,7 @@ operation! {
     SaveAgentGroup {
         name: "save_agent_group",
         title: "Create or update an agent group",
-        description: "Add an agent group chosen by criteria (OS, architecture, IP CIDR, version, labels); agents that match are members at once, and targets can point at the group. Give `id` to update one.",
+        description: "Add an agent group chosen by criteria (OS, architecture, IP CIDR, version, labels) over agents' accepted facts; agents that match are members at once, and targets can point at the group. Give `id` to update one.",
         risk: Write,
         permission: Admin,
         idempotent: false,
@@ -141,7 +143,7 @@ operation! {
     ListAgentGroupMembers {
         name: "list_agent_group_members",
         title: "List an agent group's members",
-        description: "List the agents that match an agent group's criteria now (from what they reported on register and heartbeat).",
+        description: "List the agents that match an agent group's criteria now (on the facts an admin set or accepted, not on what agents report).",
         risk: Read,
         permission: Read,
         idempotent: true,
@@ -154,5 +156,131 @@ operation! {
         let g = ctx.tx.agent_group(&input.id).await?.ok_or_else(|| Error::not_found("agent_group", &input.id))?;
         let agents = ctx.tx.all_agents().await?;
         Ok(List::all(members(&g, &agents).into_iter().cloned().collect()))
+    }
+}
+
+// ---------------------------------------------------------------- accepted facts
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAgentInput {
+    /// The agent id (`ag-...`).
+    pub id: String,
+    /// Operating system (`linux`, `windows`...).
+    #[serde(default)]
+    pub os: Option<String>,
+    /// Architecture (`x86_64`, `aarch64`...).
+    #[serde(default)]
+    pub arch: Option<String>,
+    /// IP address (`ip_cidr` criteria match it); empty clears it.
+    #[serde(default)]
+    pub ip_address: Option<String>,
+    /// certctl version.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Replaces the agent's labels.
+    #[serde(default)]
+    pub labels: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl UpdateAgentInput {
+    /// The facts this input sets, by name.
+    fn fields(&self) -> Vec<&'static str> {
+        [
+            ("os", self.os.is_some()),
+            ("arch", self.arch.is_some()),
+            ("ip_address", self.ip_address.is_some()),
+            ("version", self.version.is_some()),
+            ("labels", self.labels.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+    }
+}
+
+/// The longest host fact and the most labels an agent may carry (reported
+/// or accepted).
+pub(crate) const MAX_FACT_LEN: usize = 200;
+pub(crate) const MAX_LABELS: usize = 64;
+
+// The values are in the input (not "whatever the agent reports now"), so an
+// approval of this call accepts exactly what its requester saw.
+async fn update_agent(ctx: &mut super::Ctx<'_>, input: UpdateAgentInput) -> Result<Agent> {
+    let fields = input.fields();
+    if fields.is_empty() {
+        return Err(Error::invalid(
+            "give at least one of os, arch, ip_address, version, labels",
+        ));
+    }
+    let mut a = ctx
+        .tx
+        .agent(&input.id)
+        .await?
+        .ok_or_else(|| Error::not_found("agent", &input.id))?;
+    let strings = [
+        (&mut a.os, input.os),
+        (&mut a.arch, input.arch),
+        (&mut a.ip_address, input.ip_address),
+        (&mut a.version, input.version),
+    ];
+    for (slot, value) in strings {
+        if let Some(v) = value {
+            let v = v.trim();
+            if v.len() > MAX_FACT_LEN {
+                return Err(Error::invalid(format!(
+                    "agent facts must be at most {MAX_FACT_LEN} characters"
+                )));
+            }
+            *slot = v.to_owned();
+        }
+    }
+    if !a.ip_address.is_empty() && a.ip_address.parse::<std::net::IpAddr>().is_err() {
+        return Err(Error::invalid(format!(
+            "ip_address '{}' is not an IP address",
+            a.ip_address
+        )));
+    }
+    if let Some(labels) = input.labels {
+        if labels.len() > MAX_LABELS {
+            return Err(Error::invalid(format!(
+                "an agent has at most {MAX_LABELS} labels"
+            )));
+        }
+        a.labels = labels;
+    }
+    a.updated_at = ctx.now;
+    ctx.tx.upsert_agent(&a).await?;
+    ctx.note("facts", fields);
+    let pending = a.unaccepted_facts();
+    if !pending.is_empty() {
+        ctx.note("unaccepted_facts", pending);
+    }
+    Ok(a)
+}
+
+operation! {
+    UpdateAgent {
+        name: "update_agent",
+        title: "Set an agent's accepted facts",
+        description: "Set the facts agent groups match for one agent (OS, architecture, IP address, version, labels), for example to accept what it reported (shown under `reported` by list_agents); a heartbeat never changes them.",
+        risk: Write,
+        permission: Admin,
+        idempotent: true,
+        resource: "agent",
+        input: UpdateAgentInput,
+        output: Agent,
+        subject: |i| (Some(i.id.clone()), format!(
+            "Set {} of agent {}: {}",
+            i.fields().join(", "),
+            i.id,
+            serde_json::to_string(&serde_json::json!({
+                "os": i.os, "arch": i.arch, "ip_address": i.ip_address,
+                "version": i.version, "labels": i.labels,
+            })).unwrap_or_default(),
+        )),
+    }
+    |ctx, input| {
+        update_agent(ctx, input).await
     }
 }

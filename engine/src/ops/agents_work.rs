@@ -71,6 +71,10 @@ pub(super) const fn agent_meta(
 
 // ---------------------------------------------------------------- heartbeat
 
+/// What an agent reports about itself. The host name is shown as is; the
+/// group-defining facts (OS, architecture, IP, version, labels) are stored
+/// as *reported*, beside the ones an admin set or accepted, and never change
+/// the agent's groups (see `update_agent`).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatInput {
@@ -87,7 +91,8 @@ pub struct HeartbeatInput {
     /// The agent's certctl version.
     #[serde(default)]
     pub version: Option<String>,
-    /// Replaces the agent's labels when given (agent groups match on them).
+    /// Replaces the agent's reported labels when given (shown; agent groups
+    /// match the labels an admin set or accepted).
     #[serde(default)]
     pub labels: Option<serde_json::Map<String, serde_json::Value>>,
 }
@@ -100,7 +105,7 @@ impl Operation for AgentHeartbeat {
     const META: OpMeta = agent_meta(
         "agent_heartbeat",
         "Agent heartbeat",
-        "Record that an agent is alive, with its host facts (hostname, OS, architecture, IP, version, labels); called by the agent itself.",
+        "Record that an agent is alive, with what it reports about its host (hostname, OS, architecture, IP, version, labels) and the address the call came from; called by the agent itself. Reported facts never change agent group membership.",
         Risk::Write,
         "agent",
     );
@@ -114,30 +119,45 @@ impl Operation for AgentHeartbeat {
     }
 
     async fn execute(ctx: &mut Ctx<'_>, input: Self::Input) -> Result<Self::Output> {
+        use super::agent_groups::{MAX_FACT_LEN, MAX_LABELS};
         let mut a = load_agent(ctx, &input.id).await?;
         if a.status == AgentStatus::Disabled {
             return Err(Error::forbidden(format!("agent {} is disabled", a.id)));
         }
         let fields = [
             (&mut a.hostname, input.hostname),
-            (&mut a.os, input.os),
-            (&mut a.arch, input.arch),
-            (&mut a.ip_address, input.ip_address),
-            (&mut a.version, input.version),
+            (&mut a.reported.os, input.os),
+            (&mut a.reported.arch, input.arch),
+            (&mut a.reported.ip_address, input.ip_address),
+            (&mut a.reported.version, input.version),
         ];
         for (slot, value) in fields {
             if let Some(v) = value {
-                if v.len() > 200 {
-                    return Err(Error::invalid("host facts must be at most 200 characters"));
+                if v.len() > MAX_FACT_LEN {
+                    return Err(Error::invalid(format!(
+                        "host facts must be at most {MAX_FACT_LEN} characters"
+                    )));
                 }
                 *slot = v;
             }
         }
         if let Some(labels) = input.labels {
-            if labels.len() > 64 {
-                return Err(Error::invalid("an agent has at most 64 labels"));
+            if labels.len() > MAX_LABELS {
+                return Err(Error::invalid(format!(
+                    "an agent has at most {MAX_LABELS} labels"
+                )));
             }
-            a.labels = labels;
+            a.reported.labels = labels;
+        }
+        // The address the face saw, not one the agent claims: it is what an
+        // admin compares with the reported IP before accepting it.
+        a.observed_address = ctx.principal.address.clone();
+        if let Some(addr) = &a.observed_address {
+            ctx.note("observed_address", addr.clone());
+        }
+        let pending = a.unaccepted_facts();
+        if !pending.is_empty() {
+            ctx.note("unaccepted_facts", pending);
         }
         a.status = AgentStatus::Online;
         a.last_heartbeat_at = Some(ctx.now);

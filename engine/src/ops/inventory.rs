@@ -212,6 +212,8 @@ operation! {
             ip_address: String::new(),
             version: String::new(),
             labels: input.labels,
+            reported: Default::default(),
+            observed_address: None,
             status: AgentStatus::Pending,
             last_heartbeat_at: None,
             created_at: ctx.now,

@@ -66,7 +66,25 @@ struct Op<O>(PhantomData<fn() -> O>);
 
 /// Parses a JSON input, turning serde's message into a typed error.
 pub(crate) fn parse_input<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T> {
+    // PostgreSQL text cannot hold NUL: such a string would fail as a storage
+    // error (a 500) wherever it is written, or read as a lookup key. It is
+    // the caller's input that is wrong, so it is refused here, once.
+    if holds_nul(&v) {
+        return Err(Error::invalid(
+            "invalid input: text may not contain NUL characters",
+        ));
+    }
     serde_json::from_value(v).map_err(|e| Error::invalid(format!("invalid input: {e}")))
+}
+
+fn holds_nul(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
 }
 
 fn to_value<T: serde::Serialize>(v: &T) -> Result<serde_json::Value> {
@@ -204,6 +222,7 @@ pub fn catalogue() -> &'static [Box<dyn DynOperation>] {
             DisableAgent,
             SaveAgentGroup,
             ListAgentGroupMembers,
+            UpdateAgent,
             ListJobs,
             CancelJob,
             SaveOwner,

@@ -14,19 +14,23 @@ struct AgentRow {
     ip_address: String,
     version: String,
     labels: String,
+    reported: String,
+    observed_address: Option<String>,
     status: String,
     last_heartbeat_at: Option<i64>,
     created_at: i64,
     updated_at: i64,
 }
 
-const AGENT_COLUMNS: &str = "id, name, hostname, os, arch, ip_address, version, labels, status, \
-    last_heartbeat_at, created_at, updated_at";
+const AGENT_COLUMNS: &str = "id, name, hostname, os, arch, ip_address, version, labels, reported, \
+    observed_address, status, last_heartbeat_at, created_at, updated_at";
 
 impl AgentRow {
     fn into_domain(self) -> Result<Agent> {
         Ok(Agent {
             labels: json_col(&self.labels, "agent labels")?,
+            reported: json_col(&self.reported, "agent reported facts")?,
+            observed_address: self.observed_address,
             status: enum_col(&self.status, AgentStatus::parse, "agent status")?,
             id: self.id,
             name: self.name,
@@ -106,14 +110,17 @@ impl Tx {
 
     pub async fn upsert_agent(&mut self, a: &Agent) -> Result<()> {
         let labels = to_json(&a.labels)?;
+        let reported = to_json(&a.reported)?;
         with_tx!(self, |c| {
             sqlx::query(
                 "INSERT INTO agents (id, name, hostname, os, arch, ip_address, version, labels, status, \
-                 last_heartbeat_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 last_heartbeat_at, created_at, updated_at, reported, observed_address) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
                  ON CONFLICT (id) DO UPDATE SET name = excluded.name, hostname = excluded.hostname, \
                  os = excluded.os, arch = excluded.arch, ip_address = excluded.ip_address, \
                  version = excluded.version, labels = excluded.labels, status = excluded.status, \
-                 last_heartbeat_at = excluded.last_heartbeat_at, updated_at = excluded.updated_at",
+                 last_heartbeat_at = excluded.last_heartbeat_at, updated_at = excluded.updated_at, \
+                 reported = excluded.reported, observed_address = excluded.observed_address",
             )
             .bind(&a.id)
             .bind(&a.name)
@@ -127,6 +134,8 @@ impl Tx {
             .bind(a.last_heartbeat_at)
             .bind(a.created_at)
             .bind(a.updated_at)
+            .bind(&reported)
+            .bind(&a.observed_address)
             .execute(c)
             .await?;
         });

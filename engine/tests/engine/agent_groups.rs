@@ -1,7 +1,8 @@
 //! Agent groups with dynamic membership: agents with different labels, OS,
 //! addresses and versions; the group's criteria pick its members, a target
 //! pointing at the group sends renewal and deployment work only to members,
-//! and membership follows what agents report on heartbeat.
+//! and membership follows the facts an admin set or accepted (what agents
+//! report on heartbeat alone never moves them; see adversarial_agents.rs).
 
 use certctl_engine::Error;
 use certctl_engine::domain::{JobStatus, KeyAlgorithm, Role};
@@ -12,7 +13,7 @@ use super::support::{Harness, csr, principal};
 use crate::backend_tests;
 
 backend_tests!(
-    criteria_pick_members_and_follow_heartbeats,
+    criteria_pick_members_and_follow_accepted_facts,
     a_group_target_deploys_through_members_only,
 );
 
@@ -20,7 +21,8 @@ fn input<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).expect("input")
 }
 
-/// Registers an agent and reports its facts; returns (id, its principal).
+/// Registers an agent, reports its facts and has an admin accept them;
+/// returns (id, its principal).
 async fn agent(
     h: &Harness,
     name: &str,
@@ -37,7 +39,8 @@ async fn agent(
     let mut hb = facts.clone();
     hb["id"] = a.agent.id.clone().into();
     hb.as_object_mut().unwrap().remove("labels");
-    h.done::<ops::AgentHeartbeat>(&p, input(hb)).await;
+    h.done::<ops::AgentHeartbeat>(&p, input(hb.clone())).await;
+    h.done::<ops::UpdateAgent>(&h.admin(), input(hb)).await;
     (a.agent.id, p)
 }
 
@@ -53,7 +56,7 @@ async fn members(h: &Harness, group: &str) -> Vec<String> {
     ids
 }
 
-async fn criteria_pick_members_and_follow_heartbeats(h: &Harness) {
+async fn criteria_pick_members_and_follow_accepted_facts(h: &Harness) {
     let linux = json!({ "os": "linux", "arch": "x86_64", "ip_address": "10.1.2.3", "version": "1.4.2",
                         "labels": { "env": "prod", "role": "web" } });
     agent(h, "web-prod", linux.clone()).await;
@@ -92,9 +95,16 @@ async fn criteria_pick_members_and_follow_heartbeats(h: &Harness) {
     assert_eq!(members(h, &v14).await, ["web-dev", "web-prod"]);
     assert_eq!(members(h, &all).await.len(), 3);
 
-    // The dev agent is relabelled on heartbeat: it joins at once.
+    // The dev agent reports new labels: nothing moves until an admin
+    // accepts them, then it joins at once.
     h.done::<ops::AgentHeartbeat>(
         &dev_p,
+        input(json!({ "id": dev_id, "labels": { "env": "prod" } })),
+    )
+    .await;
+    assert_eq!(members(h, &prod).await, ["iis-prod", "web-prod"]);
+    h.done::<ops::UpdateAgent>(
+        &h.admin(),
         input(json!({ "id": dev_id, "labels": { "env": "prod" } })),
     )
     .await;

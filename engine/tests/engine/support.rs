@@ -288,6 +288,7 @@ pub fn principal(id: &str, role: Role) -> Principal {
         name: id.to_owned(),
         role,
         agent_id: None,
+        address: None,
     }
 }
 

@@ -65,6 +65,7 @@ fn who(id: &str, role: Role) -> Principal {
         name: id.into(),
         role,
         agent_id: None,
+        address: None,
     }
 }
 
