@@ -37,6 +37,78 @@ async fn cut_after(db: &Path, seq: i64) {
     c.close().await.expect("close");
 }
 
+/// Rewrites every event in place (the first gets another actor) and
+/// re-computes the whole chain, so every link is right again: what someone
+/// with the database file but not the master key can do.
+async fn forge_chain(db: &Path) {
+    use certctl_engine::domain::audit::{GENESIS_HASH, chain_hash};
+    use sqlx::{Connection, Row};
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open the database");
+    sqlx::raw_sql("DROP TRIGGER audit_events_no_update")
+        .execute(&mut c)
+        .await
+        .expect("drop trigger");
+    let rows = sqlx::query(
+        "SELECT seq, id, at, actor, actor_role, action, resource_type, resource_id, outcome, \
+         details FROM audit_events ORDER BY seq",
+    )
+    .fetch_all(&mut c)
+    .await
+    .expect("events");
+    let mut prev = GENESIS_HASH.to_owned();
+    for r in rows {
+        let seq: i64 = r.get("seq");
+        let actor: String = if seq == 1 {
+            "mallory".into()
+        } else {
+            r.get("actor")
+        };
+        let hash = chain_hash(
+            seq,
+            r.get("id"),
+            r.get("at"),
+            &actor,
+            r.get("actor_role"),
+            r.get("action"),
+            r.get("resource_type"),
+            r.get("resource_id"),
+            r.get("outcome"),
+            r.get("details"),
+            &prev,
+        );
+        sqlx::query("UPDATE audit_events SET actor = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
+            .bind(&actor)
+            .bind(&prev)
+            .bind(&hash)
+            .bind(seq)
+            .execute(&mut c)
+            .await
+            .expect("rewrite");
+        prev = hash;
+    }
+    c.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn audit_verify_names_a_rewritten_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let server = Server::start(d, &[]);
+    let key = std::fs::read_to_string(d.join("admin.key")).expect("admin.key");
+    let client = Client::new(&server.base, Some(key.trim().to_owned())).expect("client");
+    wait_healthy(&client).await;
+    let (code, out, err) = run(&server, d, &["audit", "checkpoint"]);
+    assert_eq!(code, 0, "{out} {err}");
+    forge_chain(&d.join("certctl.db")).await;
+    let (code, out, err) = run(&server, d, &["audit", "verify"]);
+    assert_ne!(code, 0, "a forged chain must fail: {out}");
+    assert!(out.contains("FAILED rewrite"), "{out}");
+    assert!(err.contains("rewrite"), "{err}");
+    assert!(server.terminate().success());
+}
+
 #[tokio::test]
 async fn audit_verify_names_a_cut_tail() {
     let dir = tempfile::tempdir().expect("temp dir");
