@@ -70,6 +70,8 @@ pub(crate) async fn ensure_defaults(engine: &Engine) -> Result<()> {
     }
     tx.commit().await?;
     check_master_key(engine).await?;
+    // Approvals stored before their secrets were sealed (an upgrade).
+    crate::ops::approval_secrets::seal_stored(engine).await?;
     // The key that signs audit checkpoints; a master key that cannot open
     // it stops the start here rather than at the first checkpoint.
     crate::audit_anchor::ensure_key(engine).await?;

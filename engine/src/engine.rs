@@ -581,10 +581,13 @@ async fn run_gated<O: Operation>(ctx: &mut Ctx<'_>, input: O::Input) -> Result<S
     };
     let input_json = serde_json::to_value(&input).map_err(|e| Error::internal(e.to_string()))?;
     let input_text = zeroize::Zeroizing::new(input_json.to_string());
-    let input_hash = hex::encode(aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        input_text.as_bytes(),
-    ));
+    // Keyed, so the hash of an input holding a low-entropy secret cannot be
+    // guessed offline by someone who reads the table.
+    let hash_key = aws_lc_rs::hmac::Key::new(
+        aws_lc_rs::hmac::HMAC_SHA256,
+        &ctx.engine.derive_secret("approval-input-hash"),
+    );
+    let input_hash = hex::encode(aws_lc_rs::hmac::sign(&hash_key, input_text.as_bytes()));
     let policy = &ctx.engine.config().approvals;
     // Readers of the approval see the input with its secrets sealed.
     let (shown_input, has_secret) =

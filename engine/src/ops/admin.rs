@@ -183,6 +183,24 @@ pub struct CreatedPrincipal {
     pub api_key: String,
 }
 
+/// Whether a principal that may approve needs another person's approval to
+/// be created: some rule demands a second person, and one exists.
+async fn second_person_required(ctx: &mut Ctx<'_>) -> Result<bool> {
+    let store = ctx.engine.store();
+    let rule = ctx.engine.config().approvals.four_eyes()
+        || store
+            .list_profiles()
+            .await?
+            .iter()
+            .any(|p| p.requires_approval);
+    if !rule {
+        return Ok(false);
+    }
+    Ok(store.list_principals().await?.iter().any(|p| {
+        p.id != ctx.principal.id && p.revoked_at.is_none() && p.role.allows(Permission::Approve)
+    }))
+}
+
 pub struct CreatePrincipal;
 
 impl Operation for CreatePrincipal {
@@ -201,11 +219,14 @@ impl Operation for CreatePrincipal {
     };
 
     async fn describe(ctx: &mut Ctx<'_>, input: &Self::Input) -> Result<Subject> {
-        // Under four eyes, a principal that may approve is itself approved
-        // by another person: otherwise an admin mints a second key and
-        // approves their own requests with it.
+        // Wherever a second person is required (the four-eyes policy, or any
+        // profile that requires approval), a principal that may approve is
+        // itself approved by another person: otherwise an admin mints a
+        // second key and approves their own requests with it. A sole admin
+        // (nobody else may approve) is the one exception: there is no second
+        // person to ask, and `--first-approver` is how an install avoids that.
         let grants_approval = input.role.allows(Permission::Approve);
-        let four_eyes = ctx.engine.config().approvals.four_eyes() && grants_approval;
+        let four_eyes = grants_approval && second_person_required(ctx).await?;
         Ok(Subject {
             resource_id: None,
             summary: format!(

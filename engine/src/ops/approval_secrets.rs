@@ -30,14 +30,22 @@ const SECRET_KEYS: &[&str] = &[
 /// URL carries its token.
 const SECRET_RESULT_FIELDS: &[(&str, &[&str])] = &[("create_export_link", &["url"])];
 
+/// Input fields that are secrets under a generic name: Slack, Teams and
+/// webhook URLs carry their token.
+const SECRET_INPUT_FIELDS: &[(&str, &[&str])] = &[("save_notification_channel", &["url"])];
+
 /// Whether `key` names a secret value in `operation`'s input (`result:
 /// false`) or result.
 fn is_secret(operation: &str, key: &str, result: bool) -> bool {
+    let table = if result {
+        SECRET_RESULT_FIELDS
+    } else {
+        SECRET_INPUT_FIELDS
+    };
     SECRET_KEYS.contains(&key)
-        || (result
-            && SECRET_RESULT_FIELDS
-                .iter()
-                .any(|(op, fields)| *op == operation && fields.contains(&key)))
+        || table
+            .iter()
+            .any(|(op, fields)| *op == operation && fields.contains(&key))
 }
 
 /// A copy of `value` with every secret replaced by [`SEALED`], and whether
@@ -87,6 +95,56 @@ pub(crate) fn open(engine: &Engine, kind: &str, approval_id: &str, sealed: &str)
         .open(sealed, &context(kind, approval_id))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| Error::internal(format!("sealed approval {kind} is not JSON: {e}")))
+}
+
+/// Seals the secrets of approvals stored before they were sealed (an
+/// upgraded installation): once per database, at start.
+pub(crate) async fn seal_stored(engine: &Engine) -> Result<()> {
+    let approvals = engine.store().list_approvals(None, i64::MAX).await?;
+    let mut tx = engine.store().begin_write().await?;
+    if !tx.meta_insert_once("approval_secrets_sealed", "1").await? {
+        return Ok(());
+    }
+    let mut sealed = 0;
+    for a in approvals {
+        let (input, input_hit) = redact(&a.operation, &a.input, false);
+        let (result, result_hit) = match &a.result {
+            Some(r) => {
+                let (shown, hit) = redact(&a.operation, r, true);
+                (Some(shown), hit)
+            }
+            None => (None, false),
+        };
+        if !input_hit && !result_hit {
+            continue;
+        }
+        let input_sealed = if input_hit {
+            Some(seal(engine, "input", &a.id, &a.input)?)
+        } else {
+            None
+        };
+        let result_sealed = match (&a.result, result_hit) {
+            (Some(r), true) => Some(seal(engine, "result", &a.id, r)?),
+            _ => None,
+        };
+        tx.reseal_approval(
+            &a.id,
+            &input,
+            input_sealed.as_deref(),
+            result.as_ref(),
+            result_sealed.as_deref(),
+        )
+        .await?;
+        sealed += 1;
+    }
+    tx.commit().await?;
+    if sealed > 0 {
+        tracing::info!(
+            sealed,
+            "sealed the secrets of approvals stored before they were sealed"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

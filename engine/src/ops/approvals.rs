@@ -166,7 +166,7 @@ impl Operation for ApproveRequest {
                     "in-chat confirmation is only for the requester's own request",
                 ));
             }
-            if a.gate_reason == GateReason::Profile
+            if a.gate_reason != GateReason::Risk
                 || !ctx.engine.config().approvals.allows_in_chat(a.risk)
             {
                 return Err(Error::forbidden(format!(

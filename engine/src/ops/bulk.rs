@@ -64,7 +64,7 @@ pub(crate) async fn select(
 /// The selected certificates as an approval of the batch binds them, and
 /// the gates their own calls would meet.
 pub(crate) struct Selection {
-    /// Each id with the version it has now (`mc-..@cv-..`).
+    /// Each id with the version it has now, its profile and issuer.
     pub facts: Vec<String>,
     /// Ids whose profile requires approval for issuance, with the profile.
     pub profile_gated: Vec<(String, String)>,
@@ -84,8 +84,10 @@ pub(crate) async fn selection(ctx: &mut Ctx<'_>, ids: &[String]) -> Result<Selec
             continue;
         };
         out.facts.push(format!(
-            "{id}@{}",
-            c.current_version_id.as_deref().unwrap_or("none")
+            "{id}@{} profile {} issuer {}",
+            c.current_version_id.as_deref().unwrap_or("none"),
+            c.profile_id,
+            c.issuer_id
         ));
         let requires = match strict.get(&c.profile_id) {
             Some(r) => *r,

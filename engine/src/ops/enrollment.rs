@@ -104,13 +104,22 @@ impl Operation for EnrollCertificate {
         }
         Ok(Subject {
             resource_id: None,
+            // Every name the CSR asks for, not only its common name: the
+            // approver must see what will be certified.
             summary: format!(
-                "Enroll a certificate for {cn} from issuer {} under profile {profile_id}",
+                "Enroll a certificate for {cn} (names: {}) from issuer {} under profile {profile_id}",
+                sans.join(", "),
                 input.issuer_id.as_deref().unwrap_or(LOCAL_ISSUER_ID)
             ),
             profile_requires_approval: profile.requires_approval,
             four_eyes: None,
-            bound: Vec::new(),
+            bound: vec![
+                format!("names {}", sans.join(",")),
+                format!(
+                    "profile {profile_id} requires_approval={}",
+                    profile.requires_approval
+                ),
+            ],
         })
     }
 

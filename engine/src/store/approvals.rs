@@ -215,6 +215,34 @@ impl Tx {
         })
     }
 
+    /// Replaces what readers see of an approval stored before secrets were
+    /// sealed, keeping the full values sealed beside it.
+    pub async fn reseal_approval(
+        &mut self,
+        id: &str,
+        input: &serde_json::Value,
+        input_sealed: Option<&str>,
+        result: Option<&serde_json::Value>,
+        result_sealed: Option<&str>,
+    ) -> Result<()> {
+        let input = to_json(input)?;
+        let result = result.map(to_json).transpose()?;
+        with_tx!(self, |c| {
+            sqlx::query(
+                "UPDATE approvals SET input = $1, input_sealed = COALESCE($2, input_sealed), \
+                 result = $3, result_sealed = COALESCE($4, result_sealed) WHERE id = $5",
+            )
+            .bind(&input)
+            .bind(input_sealed)
+            .bind(&result)
+            .bind(result_sealed)
+            .bind(id)
+            .execute(c)
+            .await?;
+        });
+        Ok(())
+    }
+
     /// Keeps an executed approval's full result sealed for its requester.
     pub async fn set_approval_result_sealed(&mut self, id: &str, sealed: &str) -> Result<()> {
         with_tx!(self, |c| {

@@ -22,6 +22,8 @@ backend_tests!(
     approval_records_keep_secrets_sealed,
     a_new_api_key_reaches_only_its_requester_once,
     four_eyes_admin_cannot_mint_their_own_approver,
+    an_admin_cannot_mint_an_approver_to_lift_a_profile_gate,
+    secrets_stored_before_the_upgrade_are_sealed_at_start,
     first_approver_bootstrap_happens_once,
     revocation_jobs_cannot_be_cancelled,
     a_replica_with_another_master_key_refuses_to_start,
@@ -439,6 +441,11 @@ async fn four_eyes_admin_cannot_mint_their_own_approver(h: &Harness) {
         ..Default::default()
     };
     let engine = Harness::engine_on(&h.db, &h.clock, config, &h.master).await;
+    // Another person who may approve exists (a sole admin has nobody to ask).
+    h.engine
+        .bootstrap_first_approver("colleague")
+        .await
+        .expect("approver");
     for role in ["approver", "admin"] {
         let t = ticket(
             engine
@@ -466,6 +473,90 @@ async fn four_eyes_admin_cannot_mint_their_own_approver(h: &Harness) {
         .expect("viewer")
         .completed()
         .expect("not gated");
+    verified(h).await;
+}
+
+async fn an_admin_cannot_mint_an_approver_to_lift_a_profile_gate(h: &Harness) {
+    // Default policy (in-chat allowed, writes not gated); one profile
+    // requires approval; another person who may approve exists.
+    h.engine
+        .bootstrap_first_approver("colleague")
+        .await
+        .expect("approver");
+    let (_cert, strict) = four_eyes_cert(h, "ledger.example.com").await;
+    let lift = ticket(
+        h.call::<ops::SaveProfile>(
+            &h.admin(),
+            json(serde_json::json!({ "id": strict, "name": "lifted", "requires_approval": false })),
+        )
+        .await
+        .expect("save"),
+    );
+    // The attack: mint an approver and approve the lift with its key.
+    let t = ticket(
+        h.call::<ops::CreatePrincipal>(
+            &h.admin(),
+            json(serde_json::json!({ "name": "sock-puppet", "role": "approver" })),
+        )
+        .await
+        .expect("create"),
+    );
+    assert_eq!(
+        approval(h, &t.approval_id).await.gate_reason.as_str(),
+        "four_eyes"
+    );
+    let err = h
+        .engine
+        .confirm_in_chat(&h.admin(), &t.approval_id)
+        .await
+        .expect_err("no self-approval");
+    assert!(matches!(err, Error::Forbidden(_)), "{err:?}");
+    assert_eq!(
+        approval(h, &lift.approval_id).await.status,
+        ApprovalStatus::Pending
+    );
+    verified(h).await;
+}
+
+async fn secrets_stored_before_the_upgrade_are_sealed_at_start(h: &Harness) {
+    // An approval as an older release stored it: the input in clear.
+    let secret = "pre-upgrade-s3cret-42";
+    let input = serde_json::json!({
+        "name": "old-hook", "kind": "webhook",
+        "settings": { "url": "http://127.0.0.1:9/old" }, "secret": secret,
+    });
+    let now = h.engine.now();
+    h.db.raw(&format!(
+        "DELETE FROM meta WHERE key = 'approval_secrets_sealed'; \
+             INSERT INTO approvals (id, operation, input, input_hash, summary, risk, gate_reason, \
+             resource_type, resource_id, requested_by, status, created_at, expires_at) VALUES \
+             ('ap-old', 'save_notification_channel', '{input}', 'x', 'Create channel', 'write', \
+             'risk', 'notification_channel', NULL, 'pr-test-admin', 'pending', {now}, {})",
+        now + 3600
+    ))
+    .await
+    .expect("old row");
+    // The next start seals it.
+    let engine = Harness::engine_on(&h.db, &h.clock, Default::default(), &h.master).await;
+    let viewer = principal("pr-viewer", Role::Viewer);
+    let listed = engine
+        .call::<ops::ListApprovals>(&viewer, Default::default())
+        .await
+        .expect("list")
+        .completed()
+        .expect("read");
+    let text = serde_json::to_string(&listed).expect("json");
+    assert!(!text.contains(secret), "{text}");
+    assert!(text.contains("[sealed]"), "{text}");
+    // Approving still runs the full input.
+    engine
+        .call::<ops::ApproveRequest>(&principal("pr-approver", Role::Approver), approve("ap-old"))
+        .await
+        .expect("approve");
+    let channels: ops::List<serde_json::Value> = h
+        .list(&h.admin(), "notification_channel", serde_json::json!({}))
+        .await;
+    assert_eq!(channels.data.len(), 1);
     verified(h).await;
 }
 
