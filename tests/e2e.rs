@@ -145,6 +145,20 @@ async fn tamper_audit_event(db: &Path, seq: i64) {
     c.close().await.expect("close");
 }
 
+/// Runs SQL on a control plane's SQLite file behind its back, as someone
+/// with the database but not the master key would (tamper tests).
+async fn sqlite_exec(db: &Path, sql: &str) {
+    use sqlx::Connection;
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open the database");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut c)
+        .await
+        .expect("run SQL behind the server's back");
+    c.close().await.expect("close");
+}
+
 fn certctl(args: &[&str]) -> std::process::Output {
     Command::new(BIN)
         .args(args)

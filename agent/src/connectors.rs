@@ -51,8 +51,8 @@ pub trait Connector {
 /// The connector for a kind.
 pub fn for_kind(kind: TargetKind) -> Box<dyn Connector + Send + Sync> {
     match kind {
-        TargetKind::Nginx => Box::new(Nginx),
-        TargetKind::Apache => Box::new(Apache),
+        TargetKind::Nginx => Box::new(NGINX),
+        TargetKind::Apache => Box::new(APACHE),
         TargetKind::Haproxy => Box::new(Haproxy),
         TargetKind::Traefik => Box::new(Traefik),
         TargetKind::Caddy => Box::new(Caddy),
@@ -106,49 +106,40 @@ fn cert_key_files(config: &TargetConfig, m: &Material) -> Result<Vec<PlannedFile
     Ok(files)
 }
 
-struct Nginx;
-
-impl Connector for Nginx {
-    fn plan(
-        &self,
-        config: &TargetConfig,
-        m: &Material,
-        policy: &ExecPolicy,
-    ) -> Result<Plan, Failure> {
-        let bin = policy.program(TargetKind::Nginx, config.binary.as_deref())?;
-        let conf = config_file(config, policy)?;
-        let mut base: Vec<&OsStr> = Vec::new();
-        if let Some(c) = &conf {
-            base.extend(["-c".as_ref(), c.as_os_str()]);
-        }
-        let with = |extra: &[&str]| {
-            let mut a = base.clone();
-            a.extend(extra.iter().map(|s| OsStr::new(*s)));
-            Cmd::new(&bin, &a)
-        };
-        Ok(Plan {
-            files: cert_key_files(config, m)?,
-            validate: Some(with(&["-t"])),
-            reload: Reload::Command(with(&["-s", "reload"])),
-        })
-    }
+/// A server whose program names its configuration file after `flag`, and
+/// validates (`-t`) and reloads with fixed arguments: NGINX and Apache.
+struct ConfigFlagServer {
+    kind: TargetKind,
+    flag: &'static str,
+    reload: &'static [&'static str],
 }
 
-struct Apache;
+const NGINX: ConfigFlagServer = ConfigFlagServer {
+    kind: TargetKind::Nginx,
+    flag: "-c",
+    reload: &["-s", "reload"],
+};
 
-impl Connector for Apache {
+/// Without a binary, Apache's program is apache2ctl (Debian) or apachectl,
+/// whichever is installed (the policy picks the first one found).
+const APACHE: ConfigFlagServer = ConfigFlagServer {
+    kind: TargetKind::Apache,
+    flag: "-f",
+    reload: &["-k", "graceful"],
+};
+
+impl Connector for ConfigFlagServer {
     fn plan(
         &self,
         config: &TargetConfig,
         m: &Material,
         policy: &ExecPolicy,
     ) -> Result<Plan, Failure> {
-        // Without a binary: apache2ctl (Debian) or apachectl, whichever is installed.
-        let bin = policy.program(TargetKind::Apache, config.binary.as_deref())?;
+        let bin = policy.program(self.kind, config.binary.as_deref())?;
         let conf = config_file(config, policy)?;
         let mut base: Vec<&OsStr> = Vec::new();
         if let Some(c) = &conf {
-            base.extend(["-f".as_ref(), c.as_os_str()]);
+            base.extend([OsStr::new(self.flag), c.as_os_str()]);
         }
         let with = |extra: &[&str]| {
             let mut a = base.clone();
@@ -158,7 +149,7 @@ impl Connector for Apache {
         Ok(Plan {
             files: cert_key_files(config, m)?,
             validate: Some(with(&["-t"])),
-            reload: Reload::Command(with(&["-k", "graceful"])),
+            reload: Reload::Command(with(self.reload)),
         })
     }
 }

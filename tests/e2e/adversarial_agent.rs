@@ -8,7 +8,6 @@
 //! marker file does not exist and no secret reaches the control plane.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::Command;
 
 use certctl_api::client::Client;
@@ -16,19 +15,6 @@ use serde_json::{Value, json};
 
 use super::agent::{Proc, call, require_peer, until};
 use super::{BIN, Server, wait_healthy};
-
-/// Runs SQL on the control plane's SQLite database behind its back.
-async fn forge(db: &Path, sql: &str) {
-    use sqlx::Connection;
-    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .expect("open the database");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(&mut c)
-        .await
-        .expect("forge");
-    c.close().await.expect("close");
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_target_cannot_make_the_agent_run_a_program_it_does_not_allow() {
@@ -102,7 +88,7 @@ async fn a_target_cannot_make_the_agent_run_a_program_it_does_not_allow() {
         targets.push(t["id"].as_str().unwrap().to_owned());
     }
     let forged = with(1, json!({"binary": "/bin/sh", "config_file": payload}));
-    forge(
+    super::sqlite_exec(
         &dir.path().join("cp/certctl.db"),
         &format!(
             "UPDATE targets SET config = '{forged}' WHERE id = '{}'",

@@ -24,17 +24,9 @@ fn run(server: &Server, dir: &Path, args: &[&str]) -> (i32, String, String) {
 
 /// Deletes the events after `seq` with the append-only trigger dropped.
 async fn cut_after(db: &Path, seq: i64) {
-    use sqlx::Connection;
-    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .expect("open the database");
     let sql =
         format!("DROP TRIGGER audit_events_no_delete; DELETE FROM audit_events WHERE seq > {seq}");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .execute(&mut c)
-        .await
-        .expect("tamper");
-    c.close().await.expect("close");
+    super::sqlite_exec(db, &sql).await;
 }
 
 /// Rewrites every event in place (the first gets another actor) and

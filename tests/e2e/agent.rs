@@ -1154,16 +1154,7 @@ async fn discovery_on_disk_finds_planted_certificates_and_no_keys() {
 /// Runs SQL on the control plane's database behind its back (a server
 /// that hands out malformed work).
 async fn tamper(rig: &Rig, sql: &str) {
-    use sqlx::Connection;
-    let db = rig.dir.path().join("cp/certctl.db");
-    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .expect("open the database");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(&mut c)
-        .await
-        .expect("tamper");
-    c.close().await.expect("close");
+    super::sqlite_exec(&rig.dir.path().join("cp/certctl.db"), sql).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -12,18 +12,7 @@ use crate::support::Rig;
 backend_tests!(heartbeats_record_the_connections_address);
 
 async fn heartbeats_record_the_connections_address(rig: &Rig) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(certctl_api::run(
-        listener,
-        certctl_api::app(AppState::new(rig.engine.clone())),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let server = crate::pki::Server::plain(AppState::new(rig.engine.clone())).await;
     let registered = rig
         .op(
             "register_agent",
@@ -32,7 +21,7 @@ async fn heartbeats_record_the_connections_address(rig: &Rig) {
         .await;
     let id = registered["agent"]["id"].as_str().expect("id").to_owned();
     let key = registered["api_key"].as_str().expect("key").to_owned();
-    let agent = Client::new(&format!("http://{addr}"), Some(key.clone())).expect("client");
+    let agent = Client::new(&server.base, Some(key.clone())).expect("client");
     let beat = agent
         .heartbeat(
             &id,
@@ -78,6 +67,5 @@ async fn heartbeats_record_the_connections_address(rig: &Rig) {
     assert_eq!(done.body["ip_address"], "10.9.9.9");
     assert_eq!(done.body["labels"]["env"], "prod");
 
-    let _ = stop.send(());
-    server.await.expect("join").expect("server");
+    server.stop().await;
 }

@@ -174,24 +174,7 @@ async fn assert_chain_valid(rig: &Rig) {
 
 /// Revokes through the gate, confirmed in chat by the admin.
 async fn revoke(rig: &Rig, id: &str) {
-    let out = certctl_engine::ops::find("revoke_certificate")
-        .unwrap()
-        .call_json(
-            &rig.engine,
-            &rig.admin,
-            json!({ "id": id, "reason": "keyCompromise" }),
-        )
-        .await
-        .unwrap();
-    let certctl_engine::ops::Outcome::ApprovalRequired(t) = out else {
-        panic!("revocation is gated")
-    };
-    rig.engine
-        .confirm_in_chat(&rig.admin, &t.approval_id)
-        .await
-        .unwrap()
-        .completed()
-        .unwrap();
+    crate::pki::revoke(rig, id, "keyCompromise").await;
 }
 
 /// Every EST endpoint refuses `client` with 403 and `reason`, for its own

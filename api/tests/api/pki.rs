@@ -28,14 +28,14 @@ fn run(dir: &Path, program: &str, args: &[&str]) -> (bool, String) {
     )
 }
 
-struct Server {
-    base: String,
+pub(crate) struct Server {
+    pub(crate) base: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Server {
-    async fn plain(state: AppState) -> Self {
+    pub(crate) async fn plain(state: AppState) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -68,7 +68,7 @@ impl Server {
         }
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -102,7 +102,7 @@ async fn leaf_pem(rig: &Rig, id: &str) -> String {
 }
 
 /// Revokes through the gate, confirming in chat as the requester.
-async fn revoke(rig: &Rig, id: &str, reason: &str) {
+pub(crate) async fn revoke(rig: &Rig, id: &str, reason: &str) {
     let out = certctl_engine::ops::find("revoke_certificate")
         .unwrap()
         .call_json(

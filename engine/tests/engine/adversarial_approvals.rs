@@ -327,6 +327,8 @@ async fn approval_records_keep_secrets_sealed(h: &Harness) {
     // What every viewer can read holds no secret.
     let a = approval(h, &t.approval_id).await;
     assert_eq!(a.input["secret"], "[sealed]");
+    // A channel URL may carry a token (Slack, Teams): sealed as well.
+    assert_eq!(a.input["settings"]["url"], "[sealed]", "{}", a.input);
     let listed = h
         .done::<ops::ListApprovals>(&viewer, Default::default())
         .await;
